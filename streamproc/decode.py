@@ -1,0 +1,200 @@
+"""Fast, strict decoding of raw prediction and outcome messages into columnar batches.
+
+The hot path must not build a pydantic object per event (about 5x slower than the topic can
+be read). msgspec decodes and type-checks each message in C against the same rules as
+``streamproc.events``; a test keeps the two in agreement. A message that fails becomes a
+``Rejected`` with a one-line reason, never an exception: the caller dead-letters it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Annotated, Iterable, Optional, Union
+
+import msgspec
+import numpy as np
+
+from .events import DEFAULT_MODEL_VERSION
+
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+_Label = Union[str, int, bool, None]
+
+
+class _WirePrediction(msgspec.Struct):
+    score: Optional[float] = None
+    label: _Label = None
+    probabilities: Optional[dict[str, float]] = None
+
+
+class _WirePredictionEvent(msgspec.Struct):
+    event_id: _Id
+    model_id: _Id
+    ts: Union[datetime, float]
+    features: dict[str, Union[bool, int, float, str, None]]
+    prediction: Union[float, str, _WirePrediction]
+    model_version: Optional[_Id] = None
+
+
+class _WireOutcomeEvent(msgspec.Struct):
+    event_id: _Id
+    model_id: _Id
+    ts: Union[datetime, float]
+    label: _Label = None
+    value: Optional[float] = None
+
+
+_PREDICTION_DECODER = msgspec.json.Decoder(_WirePredictionEvent)
+_OUTCOME_DECODER = msgspec.json.Decoder(_WireOutcomeEvent)
+
+ModelKey = tuple[str, str]
+
+
+@dataclass(slots=True)
+class Rejected:
+    """A message that could not be used, and why."""
+
+    index: int
+    reason: str
+
+
+@dataclass(slots=True)
+class PredictionBatch:
+    """The valid predictions of one (model, version) from one consumer batch, in input order."""
+
+    model_id: str
+    model_version: str
+    event_ids: list[str] = field(default_factory=list)
+    ts: list[float] = field(default_factory=list)
+    features: list[dict] = field(default_factory=list)
+    scores: list[float] = field(default_factory=list)
+    labels: list[Optional[str]] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.event_ids)
+
+    def slice(self, start: int, stop: int) -> "PredictionBatch":
+        return PredictionBatch(
+            self.model_id,
+            self.model_version,
+            self.event_ids[start:stop],
+            self.ts[start:stop],
+            self.features[start:stop],
+            self.scores[start:stop],
+            self.labels[start:stop],
+        )
+
+    def ts_array(self) -> np.ndarray:
+        return np.asarray(self.ts, dtype=np.float64)
+
+    def score_array(self) -> np.ndarray:
+        return np.asarray(self.scores, dtype=np.float64)
+
+
+@dataclass(slots=True)
+class Outcome:
+    event_id: str
+    model_id: str
+    ts: float
+    label: Optional[str]
+    value: Optional[float]
+
+
+def _event_time(ts: Union[datetime, float]) -> float:
+    if isinstance(ts, datetime):
+        if ts.tzinfo is None:
+            raise ValueError("ts must be RFC 3339 with a UTC offset (e.g. 2026-01-01T00:00:00Z) or epoch seconds")
+        return ts.timestamp()
+    if not math.isfinite(ts):
+        raise ValueError("ts must be finite")
+    return float(ts)
+
+
+def label_text(label: _Label) -> Optional[str]:
+    """Labels compare as text: true -> 'true', 1 -> '1', 'cat' -> 'cat'."""
+    if label is None:
+        return None
+    if isinstance(label, bool):
+        return "true" if label else "false"
+    return str(label)
+
+
+def split_prediction(prediction: Union[float, str, _WirePrediction, dict]) -> tuple[float, Optional[str]]:
+    """The score (NaN if none) and label (None if none) of a prediction.
+
+    A bare number is a score, a bare string a label. With only class probabilities, the score
+    is the largest probability (the model's confidence) and the label its class.
+    """
+    if isinstance(prediction, (int, float)) and not isinstance(prediction, bool):
+        return float(prediction), None
+    if isinstance(prediction, str):
+        return math.nan, prediction
+    if isinstance(prediction, dict):
+        prediction = _WirePrediction(**{k: prediction.get(k) for k in ("score", "label", "probabilities")})
+    score = prediction.score
+    label = label_text(prediction.label)
+    probs = prediction.probabilities
+    if probs:
+        best = max(probs, key=probs.__getitem__)
+        if score is None:
+            score = probs[best]
+        if label is None:
+            label = best
+    return (math.nan if score is None else float(score)), label
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, msgspec.ValidationError):
+        return f"invalid event: {exc}"
+    if isinstance(exc, msgspec.DecodeError):
+        return f"not valid JSON: {exc}"
+    return f"invalid event: {exc}"
+
+
+def decode_predictions(payloads: Iterable[Optional[bytes]]) -> tuple[dict[ModelKey, PredictionBatch], list[Rejected]]:
+    """Decode raw prediction messages, grouped by (model_id, model_version) in input order."""
+    batches: dict[ModelKey, PredictionBatch] = {}
+    rejected: list[Rejected] = []
+    decode = _PREDICTION_DECODER.decode
+    for i, raw in enumerate(payloads):
+        if raw is None:
+            rejected.append(Rejected(i, "empty message (null value)"))
+            continue
+        try:
+            ev = decode(raw)
+            ts = _event_time(ev.ts)
+            score, label = split_prediction(ev.prediction)
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError, TypeError) as exc:
+            rejected.append(Rejected(i, _reason(exc)))
+            continue
+        key = (ev.model_id, ev.model_version or DEFAULT_MODEL_VERSION)
+        batch = batches.get(key)
+        if batch is None:
+            batch = batches[key] = PredictionBatch(*key)
+        batch.event_ids.append(ev.event_id)
+        batch.ts.append(ts)
+        batch.features.append(ev.features)
+        batch.scores.append(score)
+        batch.labels.append(label)
+    return batches, rejected
+
+
+def decode_outcomes(payloads: Iterable[Optional[bytes]]) -> tuple[list[Outcome], list[Rejected]]:
+    """Decode raw outcome messages; an outcome needs a label or a value."""
+    outcomes: list[Outcome] = []
+    rejected: list[Rejected] = []
+    for i, raw in enumerate(payloads):
+        if raw is None:
+            rejected.append(Rejected(i, "empty message (null value)"))
+            continue
+        try:
+            ev = _OUTCOME_DECODER.decode(raw)
+            ts = _event_time(ev.ts)
+            if ev.label is None and ev.value is None:
+                raise ValueError("an outcome needs a label or a value")
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+            rejected.append(Rejected(i, _reason(exc)))
+            continue
+        outcomes.append(Outcome(ev.event_id, ev.model_id, ts, label_text(ev.label), ev.value))
+    return outcomes, rejected

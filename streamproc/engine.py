@@ -1,0 +1,84 @@
+"""All monitored model versions of one worker: routes decoded batches to their monitors.
+
+Pure: no Kafka, no clocks beyond the policy's ``detected_at`` stamp. The worker feeds it
+batches and publishes what it returns; tests feed it directly.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass, field
+from typing import Callable, Optional
+
+from .config import MonitorConfig, StreamprocConfig
+from .decode import ModelKey, PredictionBatch
+from .monitor import ModelMonitor, StepResult
+from .profile import ReferenceProfile
+
+STATE_FORMAT = 1
+
+
+@dataclass
+class EngineOutput:
+    alerts: list[dict] = field(default_factory=list)
+    retrains: list[dict] = field(default_factory=list)
+    events: dict[ModelKey, int] = field(default_factory=dict)
+    touched: set[ModelKey] = field(default_factory=set)  # monitors whose window closed
+
+
+class MonitorEngine:
+    def __init__(self, config: StreamprocConfig, references: Optional[dict[ModelKey, ReferenceProfile]] = None,
+                 reference_loader: Optional[Callable[[str], ReferenceProfile]] = None):
+        self.config = config
+        self.references = dict(references or {})
+        self.reference_loader = reference_loader
+        self.monitors: dict[ModelKey, ModelMonitor] = {}
+        self._configs: dict[str, MonitorConfig] = {}
+
+    def config_for(self, model_id: str) -> MonitorConfig:
+        cfg = self._configs.get(model_id)
+        if cfg is None:
+            cfg = self._configs[model_id] = self.config.for_model(model_id)
+        return cfg
+
+    def monitor(self, key: ModelKey) -> ModelMonitor:
+        mon = self.monitors.get(key)
+        if mon is None:
+            cfg = self.config_for(key[0])
+            ref = self.references.get(key)
+            if ref is None and cfg.reference_file is not None and self.reference_loader is not None:
+                ref = self.reference_loader(str(cfg.reference_file))
+                if ref.model_version not in (key[1], "*"):
+                    ref = None  # a file reference serves only the version it was built for
+            mon = self.monitors[key] = ModelMonitor(key[0], key[1], cfg, ref)
+        return mon
+
+    def set_reference(self, reference: ReferenceProfile) -> None:
+        """A new reference for one model version (e.g. published to the references topic)."""
+        key = (reference.model_id, reference.model_version)
+        self.references[key] = reference
+        if key in self.monitors:
+            self.monitors[key].set_reference(reference)
+
+    def process(self, batches: dict[ModelKey, PredictionBatch]) -> EngineOutput:
+        out = EngineOutput()
+        for key, batch in batches.items():
+            result: StepResult = self.monitor(key).update(batch)
+            out.alerts.extend(result.alerts)
+            out.retrains.extend(result.retrains)
+            out.events[key] = len(batch)
+            if result.windows_closed:
+                out.touched.add(key)
+        return out
+
+    # -- persistence -----------------------------------------------------------------------
+    def snapshot(self) -> bytes:
+        """The whole monitoring state (references, windows, detectors, policy) as bytes."""
+        return pickle.dumps({"format": STATE_FORMAT, "monitors": self.monitors, "references": self.references})
+
+    def restore(self, data: bytes) -> None:
+        state = pickle.loads(data)
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(f"unsupported state format {state.get('format')!r}")
+        self.monitors = state["monitors"]
+        self.references = state["references"]

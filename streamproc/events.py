@@ -1,0 +1,148 @@
+"""The public event contract: pydantic models of every event streamproc reads or writes.
+
+These models are the source of truth for ``schemas/*.json`` (``streamproc schemas --write``
+regenerates them; a test fails when the two disagree). The worker's hot path does not build
+these models per event: ``streamproc.decode`` checks the same rules on plain dicts, and a test
+proves the two accept and reject the same inputs.
+
+Versioning: ``SCHEMA_VERSION`` is written into every event streamproc produces. Adding an
+optional field is a minor change; removing or retyping a field bumps the major number.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal, Union
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+
+SCHEMA_VERSION = "1.0"
+DEFAULT_MODEL_VERSION = "default"
+
+# An RFC 3339 timestamp with an offset, or seconds since the Unix epoch.
+EventTime = Union[StrictFloat, StrictInt, AwareDatetime]
+FeatureValue = Union[StrictBool, StrictInt, StrictFloat, StrictStr, None]
+NonEmptyStr = Annotated[StrictStr, Field(min_length=1, max_length=256)]
+
+
+class _Input(BaseModel):
+    """Inputs tolerate unknown fields (producers may add metadata); outputs do not."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+
+class _Output(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PredictionObject(BaseModel):
+    """A structured prediction: a score, a label, and/or class probabilities."""
+
+    model_config = ConfigDict(extra="allow", strict=True)
+
+    score: Union[StrictFloat, StrictInt, None] = None
+    label: Union[StrictStr, StrictInt, StrictBool, None] = None
+    probabilities: Union[dict[str, Union[StrictFloat, StrictInt]], None] = None
+
+
+class PredictionEvent(_Input):
+    """One model prediction, as emitted by the serving system for every request."""
+
+    event_id: NonEmptyStr = Field(description="Unique per prediction; outcomes refer to it.")
+    model_id: NonEmptyStr
+    model_version: Union[NonEmptyStr, None] = Field(
+        default=None, description=f"Absent or null means the version '{DEFAULT_MODEL_VERSION}'."
+    )
+    ts: EventTime = Field(description="Event time: RFC 3339 with offset, or epoch seconds.")
+    features: dict[str, FeatureValue]
+    prediction: Union[StrictFloat, StrictInt, StrictStr, PredictionObject]
+
+
+class OutcomeEvent(_Input):
+    """The ground truth for an earlier prediction, usually arriving much later."""
+
+    event_id: NonEmptyStr = Field(description="event_id of the prediction this answers.")
+    model_id: NonEmptyStr
+    ts: EventTime
+    label: Union[StrictStr, StrictInt, StrictBool, None] = None
+    value: Union[StrictFloat, StrictInt, None] = None
+
+
+class AlertWindow(_Output):
+    """The data an alert was computed on: event-time range and event count."""
+
+    index: int = Field(description="Sequence number of the window within the model version.")
+    start: float = Field(description="Earliest event time in the window, epoch seconds.")
+    end: float = Field(description="Latest event time in the window, epoch seconds.")
+    count: int
+
+
+AlertType = Literal["data_drift", "prediction_drift", "concept_drift", "data_quality"]
+
+
+class AlertEvent(_Output):
+    """Published to the alerts topic when a detector finds drift."""
+
+    schema_version: Literal["1.0"] = SCHEMA_VERSION
+    alert_id: str = Field(description="Deterministic: the same drift in the same window gives the same id.")
+    model_id: str
+    model_version: str
+    type: AlertType
+    detector: str = Field(description="psi, adwin, page_hinkley, ...")
+    signal: Literal["feature", "prediction_score", "prediction_label", "error"] = Field(
+        description="What the statistic was computed on."
+    )
+    feature: Union[str, None] = Field(description="Feature name, or null for prediction and error signals.")
+    statistic: float
+    threshold: float
+    severity: Literal["warning", "critical"]
+    window: AlertWindow
+    detected_at: datetime = Field(description="Wall-clock time of detection (not part of the id).")
+
+
+class RetrainRequest(_Output):
+    """Published to the retrain topic when drift is critical enough to retrain the model."""
+
+    schema_version: Literal["1.0"] = SCHEMA_VERSION
+    request_id: str = Field(description="Deterministic, derived from the alert ids that caused it.")
+    model_id: str
+    model_version: str
+    alert_ids: list[str]
+    drifted_features: list[str]
+    data_window: AlertWindow = Field(description="The drifted data to retrain on.")
+    reason: str
+    created_at: datetime
+
+
+class DeadLetter(_Output):
+    """A message streamproc could not use, with why, so nothing is silently lost."""
+
+    schema_version: Literal["1.0"] = SCHEMA_VERSION
+    error: str
+    source_topic: str
+    source_partition: int
+    source_offset: int
+    key: Union[str, None] = Field(description="The original key, base64.")
+    payload: str = Field(description="The original bytes (at most payload_limit of them), base64.")
+    payload_size: int = Field(description="Size of the original message in bytes.")
+    truncated: bool
+    failed_at: datetime
+
+
+SCHEMA_MODELS: dict[str, type[BaseModel]] = {
+    "prediction": PredictionEvent,
+    "outcome": OutcomeEvent,
+    "alert": AlertEvent,
+    "retrain_request": RetrainRequest,
+    "dead_letter": DeadLetter,
+}
+
+
+def json_schema(name: str) -> dict:
+    """The JSON Schema of one event, as committed under ``schemas/<name>.v1.json``."""
+    model = SCHEMA_MODELS[name]
+    schema = model.model_json_schema(mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = f"https://streamproc.dev/schemas/{name}.v1.json"
+    schema["x-schema-version"] = SCHEMA_VERSION
+    return schema

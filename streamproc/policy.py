@@ -1,0 +1,177 @@
+"""Alert and retrain policy: which findings become alerts, with which ids, and when to retrain.
+
+Rules (per model version):
+
+* A window statistic (PSI) at or above its warning threshold raises an alert for its
+  (type, detector, signal, feature) key, unless that key is already in drift at the same or a
+  higher severity; rising from warning to critical raises a new alert. The drift ends (and a
+  later one alerts again) only after ``clear_windows`` windows in a row with the statistic
+  below ``warning * hysteresis``, so a statistic hovering at the threshold does not flap.
+* A stream detector change (ADWIN, Page-Hinkley) raises an alert unless the same key alerted
+  less than ``cooldown_events`` events ago.
+* Alert ids are UUIDv5 of the model, version, key, window index, severity and (for stream
+  detectors) the event position, so replaying the same input gives the same ids.
+* A retrain request follows when, in one step, a critical prediction or concept drift alert
+  was raised, or at least ``min_critical_features`` critical data-drift alerts, and the last
+  request for this version was at least ``cooldown_windows`` windows ago.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Optional
+
+from .config import MonitorConfig
+
+ALERT_NAMESPACE = uuid.UUID("6f1c3a52-8d0e-4b7e-9a57-2f3d6c1b0e11")
+SEVERITY_RANK = {None: 0, "warning": 1, "critical": 2}
+
+
+@dataclass(frozen=True)
+class WindowInfo:
+    index: int
+    start: float
+    end: float
+    count: int
+
+    def to_dict(self) -> dict:
+        return {"index": self.index, "start": self.start, "end": self.end, "count": self.count}
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One detector result. ``severity`` None means no drift (still needed to end a drift)."""
+
+    type: str
+    detector: str
+    signal: str
+    feature: Optional[str]
+    statistic: float
+    threshold: float
+    severity: Optional[str]
+    window: WindowInfo
+    position: Optional[int] = None  # event position for stream detectors; None for window statistics
+
+    @property
+    def key(self) -> tuple:
+        return (self.type, self.detector, self.signal, self.feature)
+
+
+def alert_id(model_id: str, model_version: str, f: Finding) -> str:
+    parts = [model_id, model_version, *map(str, f.key), str(f.window.index), str(f.severity), str(f.position)]
+    return str(uuid.uuid5(ALERT_NAMESPACE, "\x1f".join(parts)))
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat()
+
+
+@dataclass
+class PolicyState:
+    active: dict[tuple, str] = field(default_factory=dict)  # key -> severity while in drift
+    calm: dict[tuple, int] = field(default_factory=dict)  # key -> calm windows in a row while active
+    last_stream_alert: dict[tuple, int] = field(default_factory=dict)  # key -> event position
+    last_retrain_window: Optional[int] = None
+    suppressed: int = 0
+
+
+class AlertPolicy:
+    """Turns the findings of one model version into alert and retrain-request events (dicts)."""
+
+    def __init__(self, model_id: str, model_version: str, cfg: MonitorConfig, state: Optional[PolicyState] = None):
+        self.model_id = model_id
+        self.model_version = model_version
+        self.cfg = cfg
+        self.state = state or PolicyState()
+
+    @property
+    def cooldown_events(self) -> int:
+        return self.cfg.window_size if self.cfg.cooldown_events is None else self.cfg.cooldown_events
+
+    def _admit(self, f: Finding) -> bool:
+        st = self.state
+        if f.position is not None:
+            last = st.last_stream_alert.get(f.key)
+            if last is not None and f.position - last < self.cooldown_events:
+                st.suppressed += 1
+                return False
+            st.last_stream_alert[f.key] = f.position
+            return True
+        active = st.active.get(f.key)
+        if f.severity is None:
+            if active is not None:
+                calm = st.calm.get(f.key, 0) + 1 if f.statistic < f.threshold * self.cfg.psi.hysteresis else 0
+                if calm >= self.cfg.psi.clear_windows:
+                    del st.active[f.key]
+                    st.calm.pop(f.key, None)
+                else:
+                    st.calm[f.key] = calm
+            return False
+        st.calm.pop(f.key, None)
+        if SEVERITY_RANK[f.severity] <= SEVERITY_RANK[active]:
+            st.suppressed += 1
+            return False
+        st.active[f.key] = f.severity
+        return True
+
+    def decide(self, findings: list[Finding]) -> tuple[list[dict], list[dict]]:
+        """Alerts and retrain requests for the findings of one step, in order."""
+        alerts = []
+        for f in findings:
+            if f.severity is None and f.position is not None:
+                continue
+            if not self._admit(f):
+                continue
+            alerts.append(
+                {
+                    "schema_version": "1.0",
+                    "alert_id": alert_id(self.model_id, self.model_version, f),
+                    "model_id": self.model_id,
+                    "model_version": self.model_version,
+                    "type": f.type,
+                    "detector": f.detector,
+                    "signal": f.signal,
+                    "feature": f.feature,
+                    "statistic": round(float(f.statistic), 6),
+                    "threshold": round(float(f.threshold), 6),
+                    "severity": f.severity,
+                    "window": f.window.to_dict(),
+                    "detected_at": _now(),
+                }
+            )
+        retrains = []
+        request = self._retrain(alerts, findings)
+        if request:
+            retrains.append(request)
+        return alerts, retrains
+
+    def _retrain(self, alerts: list[dict], findings: list[Finding]) -> Optional[dict]:
+        rc = self.cfg.retrain
+        if not rc.enabled or not alerts:
+            return None
+        critical = [a for a in alerts if a["severity"] == "critical"]
+        data = [a for a in critical if a["type"] == "data_drift"]
+        other = [a for a in critical if a["type"] in ("prediction_drift", "concept_drift")]
+        if not ((rc.on_critical and other) or len(data) >= rc.min_critical_features):
+            return None
+        window = alerts[-1]["window"]
+        st = self.state
+        if st.last_retrain_window is not None and window["index"] - st.last_retrain_window < rc.cooldown_windows:
+            return None
+        st.last_retrain_window = window["index"]
+        ids = [a["alert_id"] for a in critical]
+        drifted = sorted({k[3] for k, sev in st.active.items() if k[0] == "data_drift" and k[3]})
+        return {
+            "schema_version": "1.0",
+            "request_id": str(uuid.uuid5(ALERT_NAMESPACE, "retrain\x1f" + "\x1f".join(sorted(ids)))),
+            "model_id": self.model_id,
+            "model_version": self.model_version,
+            "alert_ids": ids,
+            "drifted_features": drifted,
+            "data_window": window,
+            "reason": f"{len(critical)} critical drift alert(s): "
+            + ", ".join(sorted({f"{a['type']}/{a['detector']}/{a['feature'] or a['signal']}" for a in critical})),
+            "created_at": _now(),
+        }

@@ -1,0 +1,214 @@
+"""Reference profiles: what "normal" looks like for each feature and for the prediction.
+
+A profile is built from a sample (the first ``warmup_size`` events of a model version, or a
+training-data file) and then fixed. Windows of live data are binned with the profile's bins
+and compared to its proportions (see ``streamproc.psi``).
+
+Numeric features: interior quantile edges, so the outer bins are open-ended and every value
+(including +-inf) lands in a bin; NaN and null land in the trailing "missing" bin.
+Categorical features (strings, booleans): the reference categories plus an "unseen" bin for
+anything else, then the "missing" bin.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional, Sequence
+
+import numpy as np
+
+NUMERIC = "numeric"
+CATEGORICAL = "categorical"
+Kind = Literal["numeric", "categorical"]
+UNSEEN = "__unseen__"
+MISSING = "__missing__"
+
+
+def infer_kind(values: Sequence[Any]) -> Kind:
+    """Numeric when every present value is a number (booleans are categories)."""
+    for v in values:
+        if v is None:
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            return CATEGORICAL
+    return NUMERIC
+
+
+def to_float_array(values: Sequence[Any]) -> np.ndarray:
+    """Numbers as float64; null, and any value that is not a number, as NaN (missing)."""
+    try:
+        return np.array(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        return np.array(
+            [v if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan for v in values],
+            dtype=np.float64,
+        )
+
+
+def category_text(v: Any) -> Optional[str]:
+    if v is None or (isinstance(v, float) and v != v):
+        return None
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    return str(v)
+
+
+@dataclass
+class FeatureProfile:
+    """The reference distribution of one feature (or of the prediction score or label)."""
+
+    name: str
+    kind: Kind
+    count: int
+    # Numeric: interior bin edges (len(edges) + 1 value bins). Categorical: category names.
+    edges: list[float] = field(default_factory=list)
+    categories: list[str] = field(default_factory=list)
+    # Proportions over all bins, missing bin last: numeric len(edges) + 2, categorical
+    # len(categories) + 2 (the unseen bin, then missing).
+    proportions: list[float] = field(default_factory=list)
+    missing_rate: float = 0.0
+    mean: float = float("nan")
+    std: float = float("nan")
+
+    @property
+    def n_bins(self) -> int:
+        return len(self.proportions)
+
+    def bin_counts(self, values: Sequence[Any]) -> np.ndarray:
+        """Counts of ``values`` in this profile's bins (missing last)."""
+        if self.kind == NUMERIC:
+            return numeric_bin_counts(to_float_array(values), np.asarray(self.edges))
+        return categorical_bin_counts(values, self.categories)
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "count": self.count,
+            "edges": list(self.edges),
+            "categories": list(self.categories),
+            "proportions": list(self.proportions),
+            "missing_rate": self.missing_rate,
+            "mean": self.mean,
+            "std": self.std,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FeatureProfile":
+        return cls(**d)
+
+
+def numeric_bin_counts(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Histogram over open-ended bins defined by interior ``edges``; NaN counted last."""
+    n_value_bins = len(edges) + 1
+    missing = np.isnan(x)
+    idx = np.searchsorted(edges, x[~missing], side="right")
+    counts = np.bincount(idx, minlength=n_value_bins)
+    return np.append(counts, missing.sum()).astype(np.int64)
+
+
+def categorical_bin_counts(values: Sequence[Any], categories: Sequence[str]) -> np.ndarray:
+    counts = np.zeros(len(categories) + 2, dtype=np.int64)
+    index = {c: i for i, c in enumerate(categories)}
+    unseen = len(categories)
+    for value, n in Counter(values).items():
+        text = category_text(value)
+        if text is None:
+            counts[-1] += n
+        else:
+            counts[index.get(text, unseen)] += n
+    return counts
+
+
+def build_feature_profile(
+    name: str, values: Sequence[Any], kind: Optional[Kind] = None, n_bins: int = 10, max_categories: int = 50
+) -> FeatureProfile:
+    """Profile one feature from a reference sample."""
+    kind = kind or infer_kind(values)
+    count = len(values)
+    if kind == NUMERIC:
+        x = to_float_array(values)
+        finite = x[np.isfinite(x)]
+        if finite.size:
+            qs = np.quantile(finite, np.linspace(0, 1, n_bins + 1)[1:-1])
+            edges = np.unique(qs)
+            mean, std = float(finite.mean()), float(finite.std())
+        else:
+            edges = np.array([], dtype=np.float64)
+            mean = std = float("nan")
+        counts = numeric_bin_counts(x, edges)
+        return FeatureProfile(
+            name, NUMERIC, count, edges=[float(e) for e in edges],
+            proportions=(counts / max(count, 1)).tolist(),
+            missing_rate=float(counts[-1] / max(count, 1)), mean=mean, std=std,
+        )
+    freq = Counter(t for t in (category_text(v) for v in values) if t is not None)
+    categories = [c for c, _ in sorted(freq.items(), key=lambda kv: (-kv[1], kv[0]))[:max_categories]]
+    counts = categorical_bin_counts(values, categories)
+    return FeatureProfile(
+        name, CATEGORICAL, count, categories=categories,
+        proportions=(counts / max(count, 1)).tolist(), missing_rate=float(counts[-1] / max(count, 1)),
+    )
+
+
+@dataclass
+class ReferenceProfile:
+    """The reference of one model version: a profile per feature, and of the prediction."""
+
+    model_id: str
+    model_version: str
+    count: int
+    features: dict[str, FeatureProfile]
+    score: Optional[FeatureProfile] = None
+    label: Optional[FeatureProfile] = None
+    source: str = "warmup"
+
+    def to_dict(self) -> dict:
+        return {
+            "model_id": self.model_id,
+            "model_version": self.model_version,
+            "count": self.count,
+            "source": self.source,
+            "features": {k: v.to_dict() for k, v in self.features.items()},
+            "score": self.score.to_dict() if self.score else None,
+            "label": self.label.to_dict() if self.label else None,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ReferenceProfile":
+        return cls(
+            model_id=d["model_id"],
+            model_version=d["model_version"],
+            count=d["count"],
+            source=d.get("source", "file"),
+            features={k: FeatureProfile.from_dict(v) for k, v in d["features"].items()},
+            score=FeatureProfile.from_dict(d["score"]) if d.get("score") else None,
+            label=FeatureProfile.from_dict(d["label"]) if d.get("label") else None,
+        )
+
+
+def build_reference(
+    model_id: str,
+    model_version: str,
+    rows: Sequence[dict],
+    scores: Sequence[float] = (),
+    labels: Sequence[Optional[str]] = (),
+    n_bins: int = 10,
+    max_categories: int = 50,
+    ignore: Sequence[str] = (),
+    source: str = "warmup",
+) -> ReferenceProfile:
+    """A reference from feature rows (dicts) and the matching prediction scores and labels."""
+    names = sorted({k for row in rows for k in row} - set(ignore))
+    features = {
+        name: build_feature_profile(name, [row.get(name) for row in rows], n_bins=n_bins, max_categories=max_categories)
+        for name in names
+    }
+    score = label = None
+    score_arr = np.asarray(scores, dtype=np.float64)
+    if score_arr.size and np.isfinite(score_arr).any():
+        score = build_feature_profile("prediction.score", score_arr.tolist(), kind=NUMERIC, n_bins=n_bins)
+    if any(lbl is not None for lbl in labels):
+        label = build_feature_profile("prediction.label", list(labels), kind=CATEGORICAL, max_categories=max_categories)
+    return ReferenceProfile(model_id, model_version, len(rows), features, score, label, source)
