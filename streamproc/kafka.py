@@ -1,0 +1,54 @@
+"""Kafka plumbing shared by the worker, the CLI and the demo: clients and topic creation."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Iterable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+
+log = logging.getLogger(__name__)
+
+MAX_MESSAGE_BYTES = 1_048_576
+
+
+async def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int, timeout: float = 30.0) -> None:
+    """Create the topics that do not exist yet (retrying while the broker comes up)."""
+    wanted = list(dict.fromkeys(topics))
+    deadline = time.monotonic() + timeout
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            missing = [t for t in wanted if t not in existing]
+            if missing:
+                try:
+                    await admin.create_topics([NewTopic(t, partitions, 1) for t in missing])
+                except TopicAlreadyExistsError:
+                    pass
+                log.info("created topics %s", ", ".join(missing))
+            return
+        except KafkaError as exc:
+            if time.monotonic() > deadline:
+                raise
+            log.warning("broker not reachable for topic creation (%s); retrying", type(exc).__name__)
+            await asyncio.sleep(1.0)
+        finally:
+            await admin.close()
+
+
+def producer(bootstrap: str, **kwargs) -> AIOKafkaProducer:
+    opts = dict(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_request_size=MAX_MESSAGE_BYTES)
+    opts.update(kwargs)
+    return AIOKafkaProducer(**opts)
+
+
+def consumer(bootstrap: str, *topics: str, **kwargs) -> AIOKafkaConsumer:
+    opts = dict(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
+    opts.update(kwargs)
+    return AIOKafkaConsumer(*topics, **opts)

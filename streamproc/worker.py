@@ -1,0 +1,220 @@
+"""The batched hot path: consume predictions and outcomes, update the engine, publish, commit.
+
+Why not a faust agent: a faust agent that only counted events ran at about 7.7 k events/s
+here, while aiokafka ``getmany()`` with decoding ran at 150-180 k/s. So predictions are
+consumed in batches with aiokafka, decoded with msgspec, grouped per model version, and
+applied to the engine a batch at a time; faust (``streamproc.app``) runs this loop as a
+service and serves the HTTP views.
+
+Delivery: alerts, retrain requests and dead letters of a batch are acknowledged by the broker
+before the batch's offsets are committed, so nothing is lost on a crash (at-least-once output;
+replays give identical alert ids, see ``streamproc.policy``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from collections import defaultdict
+from datetime import datetime, timezone
+from typing import Optional
+
+import orjson
+from aiokafka.errors import KafkaError
+
+from . import kafka
+from .config import StreamprocConfig
+from .decode import decode_outcomes, decode_predictions
+from .engine import MonitorEngine
+from .metrics import Metrics, dead_letter_reason
+from .profile import ReferenceProfile
+
+log = logging.getLogger(__name__)
+
+
+def dead_letter(msg, reason: str, limit: int) -> dict:
+    value = msg.value or b""
+    return {
+        "schema_version": "1.0",
+        "error": reason,
+        "source_topic": msg.topic,
+        "source_partition": msg.partition,
+        "source_offset": msg.offset,
+        "key": base64.b64encode(msg.key).decode() if msg.key is not None else None,
+        "payload": base64.b64encode(value[:limit]).decode(),
+        "payload_size": len(value),
+        "truncated": len(value) > limit,
+        "failed_at": datetime.now(timezone.utc).isoformat(),
+    }
+
+
+def load_reference_file(path: str) -> ReferenceProfile:
+    with open(path, "rb") as f:
+        return ReferenceProfile.from_dict(orjson.loads(f.read()))
+
+
+class MonitorWorker:
+    """One consumer-group member running the monitoring loop."""
+
+    def __init__(self, config: StreamprocConfig, metrics: Optional[Metrics] = None):
+        self.config = config
+        self.settings = config.worker
+        self.metrics = metrics or Metrics()
+        self.engine = MonitorEngine(config, reference_loader=load_reference_file)
+        self.consumer = None
+        self.producer = None
+        self.ready = False
+        self.published = {"alerts": 0, "retrain_requests": 0, "dead_letters": 0}
+        self._stop = asyncio.Event()
+        self._task: Optional[asyncio.Task] = None
+
+    # -- lifecycle -------------------------------------------------------------------------
+    async def start(self) -> None:
+        s = self.settings
+        t = s.topics
+        await kafka.ensure_topics(s.bootstrap, [t.predictions, t.outcomes, t.alerts, t.retrain, t.dead_letter], t.partitions)
+        self.producer = kafka.producer(s.bootstrap)
+        await self.producer.start()
+        self.consumer = kafka.consumer(
+            s.bootstrap, t.predictions, t.outcomes, group_id=s.group_id, max_poll_records=s.max_batch,
+            session_timeout_ms=10_000, heartbeat_interval_ms=1_000, max_partition_fetch_bytes=kafka.MAX_MESSAGE_BYTES,
+        )
+        await self.consumer.start()
+        log.info("worker consuming %s and %s from %s as group %s", t.predictions, t.outcomes, s.bootstrap, s.group_id)
+
+    def start_loop(self) -> asyncio.Task:
+        self._task = asyncio.create_task(self._loop(), name="streamproc-monitor")
+        return self._task
+
+    async def stop(self, timeout: float = 20.0) -> None:
+        """Finish the batch in hand, commit, and close the clients."""
+        self._stop.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout)
+            except asyncio.TimeoutError:
+                self._task.cancel()
+        self.ready = False
+        self.metrics.ready.set(0)
+        for client in (self.consumer, self.producer):
+            if client is not None:
+                try:
+                    await client.stop()
+                except Exception:  # closing a client on a dead broker must not block shutdown
+                    log.warning("error while closing a Kafka client", exc_info=True)
+
+    async def _loop(self) -> None:
+        backoff = 0.5
+        while not self._stop.is_set():
+            try:
+                await self.run_once()
+                backoff = 0.5
+            except KafkaError as exc:
+                self.ready = False
+                self.metrics.ready.set(0)
+                log.warning("Kafka error (%s); retrying in %.1f s", exc, backoff)
+                try:
+                    await asyncio.wait_for(self._stop.wait(), backoff)
+                except asyncio.TimeoutError:
+                    pass
+                backoff = min(backoff * 2, 30.0)
+
+    # -- one batch -------------------------------------------------------------------------
+    async def run_once(self) -> int:
+        """Consume, process and commit one batch; return the number of messages handled."""
+        s = self.settings
+        records = await self.consumer.getmany(timeout_ms=s.poll_timeout_ms, max_records=s.max_batch)
+        self.ready = bool(self.consumer.assignment())
+        self.metrics.ready.set(1 if self.ready else 0)
+        if not records:
+            return 0
+        started = time.perf_counter()
+        predictions, outcomes = [], []
+        for tp, msgs in records.items():
+            (predictions if tp.topic == s.topics.predictions else outcomes).extend(msgs)
+        sends = []
+        n = len(predictions) + len(outcomes)
+        sends += self._process_predictions(predictions)
+        sends += self._process_outcomes(outcomes)
+        if sends:
+            # send() enqueues and returns a delivery future; commit only once all are acknowledged.
+            await asyncio.gather(*await asyncio.gather(*sends))
+        await self.consumer.commit({tp: msgs[-1].offset + 1 for tp, msgs in records.items()})
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        self.metrics.batch_size.observe(n)
+        return n
+
+    def _send(self, topic: str, key: Optional[str], event: dict):
+        return self.producer.send(topic, orjson.dumps(event), key=key.encode() if key is not None else None)
+
+    def _dead_letters(self, msgs, rejected) -> list:
+        s = self.settings
+        futures = []
+        for r in rejected:
+            msg = msgs[r.index]
+            self.metrics.dead_letters.labels(msg.topic, dead_letter_reason(r.reason)).inc()
+            log.info("dead-lettered %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, r.reason[:200])
+            futures.append(self._send(s.topics.dead_letter, None, dead_letter(msg, r.reason, s.dlq_payload_limit)))
+        self.published["dead_letters"] += len(rejected)
+        return futures
+
+    def _process_predictions(self, msgs) -> list:
+        if not msgs:
+            return []
+        t = self.settings.topics
+        batches, rejected = decode_predictions([m.value for m in msgs])
+        futures = self._dead_letters(msgs, rejected)
+        out = self.engine.process(batches)
+        m = self.metrics
+        for (model_id, version), count in out.events.items():
+            m.events.labels(model_id, version).inc(count)
+        for key in out.touched:
+            mon = self.engine.monitors[key]
+            m.windows.labels(*key).inc()
+            for (_signal, name), (value, threshold) in mon.latest.items():
+                m.psi.labels(key[0], key[1], name).set(value)
+                m.psi_threshold.labels(key[0], key[1], name).set(threshold)
+        m.models.set(len(self.engine.monitors))
+        for a in out.alerts:
+            m.alerts.labels(a["model_id"], a["type"], a["severity"]).inc()
+            log.warning("alert %s %s/%s %s %s %s=%.4f", a["alert_id"], a["model_id"], a["model_version"],
+                        a["type"], a["detector"], a["feature"] or a["signal"], a["statistic"])
+            futures.append(self._send(t.alerts, a["model_id"], a))
+        self.published["alerts"] += len(out.alerts)
+        self.published["retrain_requests"] += len(out.retrains)
+        for r in out.retrains:
+            m.retrains.labels(r["model_id"]).inc()
+            futures.append(self._send(t.retrain, r["model_id"], r))
+        return futures
+
+    def _process_outcomes(self, msgs) -> list:
+        if not msgs:
+            return []
+        outcomes, rejected = decode_outcomes([m.value for m in msgs])
+        counts: dict[str, int] = defaultdict(int)
+        for o in outcomes:
+            counts[o.model_id] += 1
+        for model_id, c in counts.items():
+            self.metrics.outcomes.labels(model_id).inc(c)
+        return self._dead_letters(msgs, rejected)
+
+    # -- views -----------------------------------------------------------------------------
+    def status(self) -> dict:
+        models = []
+        for (model_id, version), mon in sorted(self.engine.monitors.items()):
+            models.append({
+                "model_id": model_id,
+                "model_version": version,
+                "events": mon.events,
+                "warming_up": mon.warming_up,
+                "reference": mon.reference.source if mon.reference else None,
+                "window": {"index": mon.window.index, "fill": mon.window.count, "size": mon.cfg.window_size} if mon.window else None,
+                "latest_psi": {name: round(v, 6) for (_s, name), (v, _t) in sorted(mon.latest.items())},
+                "active_drift": [
+                    {"type": k[0], "detector": k[1], "signal": k[2], "feature": k[3], "severity": sev}
+                    for k, sev in mon.policy.state.active.items()
+                ],
+            })
+        return {"ready": self.ready, "published": dict(self.published), "models": models}
