@@ -54,7 +54,8 @@ def build_app(config: StreamprocConfig, datadir: str, metrics: Metrics | None = 
 
     @app.page("/metrics")
     async def metrics_view(web, request):
-        return web.bytes(worker.metrics.render(), content_type=CONTENT_TYPE_LATEST)
+        # aiohttp refuses a charset inside content_type; the exposition format is UTF-8 by definition.
+        return web.bytes(worker.metrics.render(), content_type=CONTENT_TYPE_LATEST.split(";")[0] + "; version=0.0.4")
 
     @app.page("/healthz")
     async def health_view(web, request):

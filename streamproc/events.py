@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal, Union
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator, StrictBool, StrictFloat, StrictInt, StrictStr
 
 SCHEMA_VERSION = "1.0"
 DEFAULT_MODEL_VERSION = "default"
@@ -59,13 +59,28 @@ class PredictionEvent(_Input):
 
 
 class OutcomeEvent(_Input):
-    """The ground truth for an earlier prediction, usually arriving much later."""
+    """The ground truth for an earlier prediction, usually arriving much later.
+
+    It carries a ``label`` (classification) or a ``value`` (regression), or both.
+    """
+
+    model_config = ConfigDict(
+        extra="allow", strict=True,
+        json_schema_extra={"anyOf": [{"required": ["label"], "properties": {"label": {"not": {"type": "null"}}}},
+                                     {"required": ["value"], "properties": {"value": {"not": {"type": "null"}}}}]},
+    )
 
     event_id: NonEmptyStr = Field(description="event_id of the prediction this answers.")
     model_id: NonEmptyStr
     ts: EventTime
     label: Union[StrictStr, StrictInt, StrictBool, None] = None
     value: Union[StrictFloat, StrictInt, None] = None
+
+    @model_validator(mode="after")
+    def _has_truth(self) -> "OutcomeEvent":
+        if self.label is None and self.value is None:
+            raise ValueError("an outcome needs a label or a value")
+        return self
 
 
 class AlertWindow(_Output):

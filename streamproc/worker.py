@@ -22,6 +22,7 @@ from datetime import datetime, timezone
 from typing import Optional
 
 import orjson
+from aiokafka import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 
 from . import kafka
@@ -29,6 +30,7 @@ from .config import StreamprocConfig
 from .decode import decode_outcomes, decode_predictions
 from .engine import MonitorEngine
 from .metrics import Metrics, dead_letter_reason
+from .ordering import MergeBuffer
 from .profile import ReferenceProfile
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,17 @@ def load_reference_file(path: str) -> ReferenceProfile:
         return ReferenceProfile.from_dict(orjson.loads(f.read()))
 
 
+class _DropRevoked(ConsumerRebalanceListener):
+    def __init__(self, merge: MergeBuffer):
+        self.merge = merge
+
+    async def on_partitions_revoked(self, revoked) -> None:
+        self.merge.drop(revoked)
+
+    async def on_partitions_assigned(self, assigned) -> None:
+        pass
+
+
 class MonitorWorker:
     """One consumer-group member running the monitoring loop."""
 
@@ -65,6 +78,7 @@ class MonitorWorker:
         self.engine = MonitorEngine(config, reference_loader=load_reference_file)
         self.consumer = None
         self.producer = None
+        self.merge = MergeBuffer(max_buffered=4 * config.worker.max_batch)
         self.ready = False
         self.published = {"alerts": 0, "retrain_requests": 0, "dead_letters": 0}
         self._stop = asyncio.Event()
@@ -78,9 +92,10 @@ class MonitorWorker:
         self.producer = kafka.producer(s.bootstrap)
         await self.producer.start()
         self.consumer = kafka.consumer(
-            s.bootstrap, t.predictions, t.outcomes, group_id=s.group_id, max_poll_records=s.max_batch,
+            s.bootstrap, group_id=s.group_id, max_poll_records=s.max_batch,
             session_timeout_ms=10_000, heartbeat_interval_ms=1_000, max_partition_fetch_bytes=kafka.MAX_MESSAGE_BYTES,
         )
+        self.consumer.subscribe([t.predictions, t.outcomes], listener=_DropRevoked(self.merge))
         await self.consumer.start()
         log.info("worker consuming %s and %s from %s as group %s", t.predictions, t.outcomes, s.bootstrap, s.group_id)
 
@@ -125,23 +140,42 @@ class MonitorWorker:
     async def run_once(self) -> int:
         """Consume, process and commit one batch; return the number of messages handled."""
         s = self.settings
-        records = await self.consumer.getmany(timeout_ms=s.poll_timeout_ms, max_records=s.max_batch)
-        self.ready = bool(self.consumer.assignment())
+        c = self.consumer
+        records = await c.getmany(timeout_ms=s.poll_timeout_ms, max_records=s.max_batch)
+        assigned = c.assignment()
+        self.ready = bool(assigned)
         self.metrics.ready.set(1 if self.ready else 0)
-        if not records:
+        outcomes = []
+        for tp, msgs in records.items():
+            if tp.topic == s.topics.predictions:
+                self.merge.add(tp, msgs)
+            else:
+                outcomes.extend(msgs)
+        prediction_tps = [tp for tp in assigned if tp.topic == s.topics.predictions]
+        caught_up = set()
+        for tp in prediction_tps:
+            hw = c.highwater(tp)
+            if hw is not None and await c.position(tp) >= hw:
+                caught_up.add(tp)
+            if self.merge.full(tp):
+                c.pause(tp)
+            elif tp in c.paused():
+                c.resume(tp)
+        predictions = self.merge.release(caught_up, prediction_tps)
+        if not predictions and not outcomes:
             return 0
         started = time.perf_counter()
-        predictions, outcomes = [], []
-        for tp, msgs in records.items():
-            (predictions if tp.topic == s.topics.predictions else outcomes).extend(msgs)
-        sends = []
-        n = len(predictions) + len(outcomes)
-        sends += self._process_predictions(predictions)
-        sends += self._process_outcomes(outcomes)
+        sends = self._process_predictions(predictions) + self._process_outcomes(outcomes)
         if sends:
             # send() enqueues and returns a delivery future; commit only once all are acknowledged.
             await asyncio.gather(*await asyncio.gather(*sends))
-        await self.consumer.commit({tp: msgs[-1].offset + 1 for tp, msgs in records.items()})
+        offsets = {tp: off for tp, off in self.merge.commit_offsets().items() if tp in assigned}
+        for tp, msgs in records.items():
+            if tp.topic != s.topics.predictions:
+                offsets[tp] = msgs[-1].offset + 1
+        if offsets:
+            await c.commit(offsets)
+        n = len(predictions) + len(outcomes)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         self.metrics.batch_size.observe(n)
         return n

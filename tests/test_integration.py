@@ -1,0 +1,230 @@
+"""End to end through the real broker: a producer that is not streamproc's code (librdkafka via
+confluent-kafka) sends JSON that follows the schemas; a worker process turns it into alerts,
+retrain requests and dead letters, and shows the counts on /metrics.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from confluent_kafka import Consumer, Producer
+from jsonschema import Draft202012Validator
+
+from streamproc.synth import Drift, ModelStream
+
+from .conftest import ROOT, unique_topics, wait_until
+
+pytestmark = pytest.mark.integration
+
+SCHEMAS = ROOT / "schemas"
+
+
+def validator(name: str) -> Draft202012Validator:
+    schema = json.loads((SCHEMAS / f"{name}.v1.json").read_text())
+    return Draft202012Validator(schema, format_checker=Draft202012Validator.FORMAT_CHECKER)
+
+
+def produce(bootstrap: str, topic: str, payloads: list, keys=None) -> None:
+    """Send with librdkafka; ``keys`` None means random keys (streamproc must not care)."""
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 10, "acks": "all"})
+    rng = random.Random(7)
+    errors = []
+    for i, value in enumerate(payloads):
+        key = keys[i] if keys is not None else rng.randbytes(6)
+        while True:
+            try:
+                p.produce(topic, value=value, key=key, on_delivery=lambda err, msg: err and errors.append(err))
+                break
+            except BufferError:
+                p.poll(0.1)
+        p.poll(0)
+    assert p.flush(30) == 0
+    assert not errors, errors
+
+
+class TopicReader:
+    """Everything on a topic from the beginning, read with librdkafka."""
+
+    def __init__(self, bootstrap: str, topic: str):
+        self.consumer = Consumer({
+            "bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest", "enable.auto.commit": False,
+        })
+        self.consumer.subscribe([topic])
+        self.messages = []
+
+    def poll(self) -> list:
+        for msg in self.consumer.consume(500, timeout=0.2):
+            if msg.error() is None:
+                self.messages.append(msg)
+        return self.messages
+
+    def values(self) -> list[dict]:
+        return [json.loads(m.value()) for m in self.messages]
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def metric_value(text: str, name: str, **labels) -> float | None:
+    for line in text.splitlines():
+        if not line.startswith(name + "{") and not line.startswith(name + " "):
+            continue
+        if all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def test_drift_alerts_and_retrain_requests_end_to_end(bootstrap, start_worker):
+    topics = unique_topics()
+    worker = start_worker(topics, "--window-size", "500", "--warmup-size", "1000")
+    n = 8000
+    streams = [
+        ModelStream("alpha", n_numeric=6, n_categorical=1, seed=21, drift=Drift(5000, ("x3",), 1.0)),
+        ModelStream("beta", n_numeric=6, n_categorical=2, seed=22, model_version="v2", drift=Drift(5000, ("c1",), new_category_rate=0.4)),
+        ModelStream("gamma", n_numeric=6, n_categorical=1, seed=23),
+    ]
+    events = [list(s.events(n)) for s in streams]
+    interleaved = [json.dumps(e[i]).encode() for i in range(n) for e in events]
+    produce(bootstrap, topics["predictions"], interleaved)
+
+    status = wait_until(
+        lambda: (s := worker.status()) and sum(m["events"] for m in s["models"]) == 3 * n and s,
+        90, "the worker to apply every event")
+    published = status["published"]
+    assert published["dead_letters"] == 0
+
+    alerts_reader = TopicReader(bootstrap, topics["alerts"])
+    retrain_reader = TopicReader(bootstrap, topics["retrain"])
+    wait_until(lambda: len(alerts_reader.poll()) >= published["alerts"], 30, "all alerts on the alerts topic")
+    wait_until(lambda: len(retrain_reader.poll()) >= published["retrain_requests"], 30, "retrain requests on their topic")
+    alerts, retrains = alerts_reader.values(), retrain_reader.values()
+    alerts_reader.close()
+    retrain_reader.close()
+
+    alert_schema, retrain_schema = validator("alert"), validator("retrain_request")
+    for a in alerts:
+        alert_schema.validate(a)
+    for r in retrains:
+        retrain_schema.validate(r)
+
+    data_drift = {(a["model_id"], a["model_version"], a["feature"]) for a in alerts if a["type"] == "data_drift"}
+    assert ("alpha", "default", "x3") in data_drift
+    assert ("beta", "v2", "c1") in data_drift
+    # Only the drifted features alert; the stationary model raises nothing at all.
+    assert data_drift <= {("alpha", "default", "x3"), ("beta", "v2", "c1")}
+    assert [a for a in alerts if a["model_id"] == "gamma"] == []
+    # Drift begins at event 5000 = warmup 1000 + 8 windows of 500: the first drifted window is #8.
+    first = min(a["window"]["index"] for a in alerts if a["feature"] == "x3")
+    assert first == 8
+    assert len({a["alert_id"] for a in alerts}) == len(alerts)
+
+    by_model = {r["model_id"]: r for r in retrains}
+    assert "alpha" in by_model and "x3" in by_model["alpha"]["drifted_features"]
+    alert_ids = {a["alert_id"] for a in alerts}
+    assert set(by_model["alpha"]["alert_ids"]) <= alert_ids
+
+    text = worker.metrics()
+    assert metric_value(text, "streamproc_events_consumed_total", model_id="alpha", model_version="default") == n
+    assert metric_value(text, "streamproc_events_consumed_total", model_id="beta", model_version="v2") == n
+    assert metric_value(text, "streamproc_alerts_total", model_id="alpha", type="data_drift", severity="critical") >= 1
+    assert metric_value(text, "streamproc_psi", model_id="alpha", model_version="default", feature="x3") > 0.25
+    assert metric_value(text, "streamproc_psi", model_id="gamma", model_version="default", feature="x3") < 0.1
+
+
+def test_malformed_messages_are_dead_lettered_and_good_ones_counted(bootstrap, start_worker):
+    topics = unique_topics()
+    worker = start_worker(topics, "--window-size", "100", "--warmup-size", "100")
+    good = [json.dumps(e).encode() for e in ModelStream("delta", n_numeric=3, seed=5).events(400)]
+    bad = {
+        b"this is not json": "not valid JSON",
+        b'{"event_id": "x1", "model_id": "delta", "ts": 1.0, "features": {}}': "prediction",  # missing field
+        b'{"event_id": 5, "model_id": "delta", "ts": 1.0, "features": {}, "prediction": 0.5}': "event_id",  # wrong type
+        b'{"event_id": "x3", "model_id": "delta", "ts": "2026-01-01T00:00:00", "features": {}, "prediction": 0.5}': "UTC offset",
+        b'{"event_id": "x4", "model_id": "delta", "ts": 1.0, "features": {"a": [1, 2]}, "prediction": 0.5}': "features",
+        b'[1, 2, 3]': "object",
+    }
+    payloads = list(good)
+    for i, raw in enumerate(bad):  # spread the bad messages among the good ones
+        payloads.insert(50 * (i + 1), raw)
+    produce(bootstrap, topics["predictions"], payloads, keys=[b"k"] * len(payloads))  # one partition: offsets known
+    produce(bootstrap, topics["predictions"], [None], keys=[b"k"])  # a tombstone is not an event either
+
+    reader = TopicReader(bootstrap, topics["dead_letter"])
+    letters = wait_until(lambda: len(reader.poll()) >= len(bad) + 1 and reader.values(), 60, "dead letters")
+    reader.close()
+    assert len(letters) == len(bad) + 1
+    schema = validator("dead_letter")
+    for letter in letters:
+        schema.validate(letter)
+        assert letter["source_topic"] == topics["predictions"]
+    by_payload = {base64.b64decode(x["payload"]): x for x in letters}
+    for raw, expected in bad.items():
+        assert raw in by_payload, raw
+        assert expected in by_payload[raw]["error"], (raw, by_payload[raw]["error"])
+        # the offset points at the original message
+        assert by_payload[raw]["source_offset"] == payloads.index(raw)
+    assert by_payload[b""]["error"].startswith("empty message")
+
+    status = wait_until(lambda: (s := worker.status()) and s["models"] and s["models"][0]["events"] == len(good) and s,
+                        30, "the good events to be applied")
+    assert status["models"][0]["model_id"] == "delta"
+    assert worker.proc.poll() is None, "the worker must keep running"
+    text = worker.metrics()
+    assert metric_value(text, "streamproc_events_dead_lettered_total", topic=topics["predictions"], reason="invalid_json") == 1
+    assert metric_value(text, "streamproc_events_dead_lettered_total", topic=topics["predictions"], reason="invalid_event") == len(bad) - 1
+    assert metric_value(text, "streamproc_events_dead_lettered_total", topic=topics["predictions"], reason="empty") == 1
+    assert metric_value(text, "streamproc_events_consumed_total", model_id="delta", model_version="default") == len(good)
+
+
+def test_outcomes_are_validated_and_counted(bootstrap, start_worker):
+    topics = unique_topics()
+    worker = start_worker(topics)
+    outcomes = [json.dumps({"event_id": f"e{i}", "model_id": "omega", "ts": 1767225600 + i, "label": "1"}).encode() for i in range(30)]
+    outcomes.append(b'{"event_id": "e-x", "model_id": "omega", "ts": 1767225600}')  # neither label nor value
+    produce(bootstrap, topics["outcomes"], outcomes)
+    reader = TopicReader(bootstrap, topics["dead_letter"])
+    letters = wait_until(lambda: reader.poll() and reader.values(), 60, "the bad outcome's dead letter")
+    reader.close()
+    assert [x["error"] for x in letters] == ["invalid event: an outcome needs a label or a value"]
+    wait_until(lambda: metric_value(worker.metrics(), "streamproc_outcomes_consumed_total", model_id="omega") == 30,
+               30, "outcomes to be counted")
+
+
+def test_broker_command_prints_bootstrap_and_stops_on_sigint(tmp_path):
+    from streamproc.broker import free_port
+
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "streamproc", "broker", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    try:
+        line = proc.stdout.readline()
+        assert f"bootstrap: 127.0.0.1:{port}" in line
+        p = Producer({"bootstrap.servers": f"127.0.0.1:{port}"})
+        p.produce("smoke", b"hello")
+        assert p.flush(20) == 0
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(20) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_bad_config_fails_at_start_naming_the_field(tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("defaults:\n  psi:\n    warning: -1\n")
+    proc = subprocess.run([sys.executable, "-m", "streamproc", "worker", "--bootstrap", "127.0.0.1:1", "--config", str(cfg)],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 2
+    assert "defaults.psi.warning" in proc.stderr
+    assert "Traceback" not in proc.stderr
