@@ -9,6 +9,8 @@ agents (see ``streamproc.worker`` for the measured reason).
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import tempfile
 
 import faust
@@ -72,7 +74,13 @@ def build_app(config: StreamprocConfig, datadir: str, metrics: Metrics | None = 
 def run(config: StreamprocConfig) -> int:
     """Run the worker in the foreground until SIGINT/SIGTERM."""
     with tempfile.TemporaryDirectory(prefix="streamproc-faust-") as datadir:
-        app, _worker = build_app(config, datadir)
+        app, worker = build_app(config, datadir)
         fw = faust.Worker(app, loglevel=config.worker.log_level.upper(), quiet=True)
-        fw.execute_from_commandline()
-    return 0
+        worker.on_failure = lambda: os.kill(os.getpid(), signal.SIGTERM)  # faust's own clean shutdown
+        try:
+            fw.execute_from_commandline()
+        except SystemExit as exc:
+            if worker.failed:
+                return 1
+            return exc.code if isinstance(exc.code, int) else 0
+    return 1 if worker.failed else 0

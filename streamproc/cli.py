@@ -68,6 +68,21 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--alerts-topic", default="drift-alerts")
     t.add_argument("--retrain-topic", default="retrain-requests")
 
+    p = sub.add_parser("reference", help="reference profiles")
+    rsub = p.add_subparsers(dest="reference_command", metavar="SUBCOMMAND")
+    rsub.required = True
+    b = rsub.add_parser("build", help="build a reference profile from training data (CSV or JSON lines)",
+                        epilog="example:\n  streamproc reference build --model fraud --version 2026-11-01 "
+                               "--input train.csv --score-column score --output refs/fraud.json",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    b.add_argument("--model", required=True, help="model id")
+    b.add_argument("--version", default="default", help="model version (default: default)")
+    b.add_argument("--input", required=True, help="training data: .csv (a column per feature) or .jsonl (prediction events)")
+    b.add_argument("--output", required=True, help="profile JSON to write (name it as reference_file in the config)")
+    b.add_argument("--score-column", default=None, help="CSV column holding the prediction score")
+    b.add_argument("--label-column", default=None, help="CSV column holding the predicted label")
+    b.add_argument("--bins", type=int, default=10, help="quantile bins per numeric feature (default 10)")
+
     p = sub.add_parser("schemas", help="write or check the JSON Schema files of the event contract")
     p.add_argument("--dir", default="schemas", help="directory of the schema files (default ./schemas)")
     p.add_argument("--check", action="store_true", help="exit 1 if the files differ from the models")
@@ -116,6 +131,23 @@ def _alerts(args) -> int:
     return 0
 
 
+def _reference(args) -> int:
+    from .reference_file import build_reference_file
+
+    try:
+        profile = build_reference_file(args.model, args.version, args.input, args.output,
+                                       args.score_column, args.label_column, bins=args.bins)
+    except (ValueError, OSError) as exc:
+        raise ConfigError(str(exc)) from None
+    kinds = {}
+    for f in profile.features.values():
+        kinds[f.kind] = kinds.get(f.kind, 0) + 1
+    print(f"wrote {args.output}: {args.model}/{args.version} from {profile.count} rows, "
+          + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) + " features"
+          + (", prediction score" if profile.score else "") + (", prediction label" if profile.label else ""))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -132,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
             return run_demo(args.events, args.timeout, args.json)
         if args.command == "alerts":
             return _alerts(args)
+        if args.command == "reference":
+            return _reference(args)
         if args.command == "schemas":
             return _schemas(args)
     except ConfigError as exc:

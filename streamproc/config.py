@@ -92,7 +92,7 @@ class MonitorConfig(_Strict):
     warmup_size: int = Field(2000, ge=10, description="Events that form the reference when no reference file is given.")
     ignore_features: list[str] = Field(default_factory=list)
     max_categories: int = Field(50, ge=1, description="Reference categories kept per feature; the rest count as unseen.")
-    reference_file: Optional[Path] = Field(None, description="A reference profile JSON (streamproc reference build).")
+    reference_file: Optional[Path] = Field(None, description="A reference profile JSON (streamproc reference build); used for the model version it was built for.")
     psi: PSIConfig = Field(default_factory=PSIConfig)
     adwin: ADWINConfig = Field(default_factory=ADWINConfig)
     page_hinkley: PageHinkleyConfig = Field(default_factory=PageHinkleyConfig)
@@ -147,6 +147,15 @@ class StreamprocConfig(_Strict):
             raise ValueError(f"models.{model_id}: {_describe(exc)}") from None
 
 
+def _resolve_paths(raw: dict, base: Path) -> None:
+    """``reference_file`` paths in the file are relative to the file's directory."""
+    sections = [raw.get("defaults")] + list((raw.get("models") or {}).values() if isinstance(raw.get("models"), dict) else [])
+    for section in sections:
+        if isinstance(section, dict) and isinstance(section.get("reference_file"), str):
+            ref = Path(section["reference_file"])
+            section["reference_file"] = str(ref if ref.is_absolute() else base / ref)
+
+
 def _deep_merge(base: dict, override: dict) -> dict:
     out = dict(base)
     for k, v in override.items():
@@ -183,6 +192,7 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[dict[str,
             raise ConfigError(f"config file {path}: not valid YAML: {exc}") from None
         if not isinstance(raw, dict):
             raise ConfigError(f"config file {path}: the top level must be a mapping")
+        _resolve_paths(raw, Path(path).parent)
     worker = dict(raw.get("worker") or {})
     for name in WorkerSettings.model_fields:
         if name == "topics":

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pickle
 from dataclasses import dataclass, field
-from typing import Callable, Optional
+from typing import Optional
 
 from .config import MonitorConfig, StreamprocConfig
 from .decode import ModelKey, PredictionBatch
@@ -27,11 +27,9 @@ class EngineOutput:
 
 
 class MonitorEngine:
-    def __init__(self, config: StreamprocConfig, references: Optional[dict[ModelKey, ReferenceProfile]] = None,
-                 reference_loader: Optional[Callable[[str], ReferenceProfile]] = None):
+    def __init__(self, config: StreamprocConfig, references: Optional[dict[ModelKey, ReferenceProfile]] = None):
         self.config = config
         self.references = dict(references or {})
-        self.reference_loader = reference_loader
         self.monitors: dict[ModelKey, ModelMonitor] = {}
         self._configs: dict[str, MonitorConfig] = {}
 
@@ -45,12 +43,7 @@ class MonitorEngine:
         mon = self.monitors.get(key)
         if mon is None:
             cfg = self.config_for(key[0])
-            ref = self.references.get(key)
-            if ref is None and cfg.reference_file is not None and self.reference_loader is not None:
-                ref = self.reference_loader(str(cfg.reference_file))
-                if ref.model_version not in (key[1], "*"):
-                    ref = None  # a file reference serves only the version it was built for
-            mon = self.monitors[key] = ModelMonitor(key[0], key[1], cfg, ref)
+            mon = self.monitors[key] = ModelMonitor(key[0], key[1], cfg, self.references.get(key))
         return mon
 
     def set_reference(self, reference: ReferenceProfile) -> None:

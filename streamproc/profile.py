@@ -96,6 +96,10 @@ class FeatureProfile:
 
     @classmethod
     def from_dict(cls, d: dict) -> "FeatureProfile":
+        d = dict(d)
+        for key in ("mean", "std"):  # JSON has no NaN: written as null
+            if d.get(key) is None:
+                d[key] = float("nan")
         return cls(**d)
 
 

@@ -26,12 +26,12 @@ from aiokafka import ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 
 from . import kafka
-from .config import StreamprocConfig
+from .config import ConfigError, StreamprocConfig
 from .decode import decode_outcomes, decode_predictions
 from .engine import MonitorEngine
 from .metrics import Metrics, dead_letter_reason
 from .ordering import MergeBuffer
-from .profile import ReferenceProfile
+from .reference_file import load_reference
 
 log = logging.getLogger(__name__)
 
@@ -52,9 +52,22 @@ def dead_letter(msg, reason: str, limit: int) -> dict:
     }
 
 
-def load_reference_file(path: str) -> ReferenceProfile:
-    with open(path, "rb") as f:
-        return ReferenceProfile.from_dict(orjson.loads(f.read()))
+def configured_references(config: StreamprocConfig) -> dict:
+    """The reference files named in the config, loaded now so a bad one fails at start."""
+    refs = {}
+    for model_id in config.models:
+        path = config.for_model(model_id).reference_file
+        if path is None:
+            continue
+        field = f"models.{model_id}.reference_file"
+        try:
+            ref = load_reference(path)
+        except ValueError as exc:
+            raise ConfigError(f"{field}: {exc}") from None
+        if ref.model_id != model_id:
+            raise ConfigError(f"{field}: {path} is a reference of model {ref.model_id!r}, not {model_id!r}")
+        refs[(model_id, ref.model_version)] = ref
+    return refs
 
 
 class _DropRevoked(ConsumerRebalanceListener):
@@ -75,11 +88,13 @@ class MonitorWorker:
         self.config = config
         self.settings = config.worker
         self.metrics = metrics or Metrics()
-        self.engine = MonitorEngine(config, reference_loader=load_reference_file)
+        self.engine = MonitorEngine(config, configured_references(config))
         self.consumer = None
         self.producer = None
         self.merge = MergeBuffer(max_buffered=4 * config.worker.max_batch)
         self.ready = False
+        self.failed = False
+        self.on_failure = None  # called when the loop dies of an unexpected error
         self.published = {"alerts": 0, "retrain_requests": 0, "dead_letters": 0}
         self._stop = asyncio.Event()
         self._task: Optional[asyncio.Task] = None
@@ -135,6 +150,16 @@ class MonitorWorker:
                 except asyncio.TimeoutError:
                     pass
                 backoff = min(backoff * 2, 30.0)
+            except Exception:
+                # A bug, not bad input (bad input is dead-lettered): stop rather than spin or
+                # sit "ready" doing nothing; the batch is uncommitted and will be read again.
+                log.exception("monitoring loop failed; stopping the worker")
+                self.failed = True
+                self.ready = False
+                self.metrics.ready.set(0)
+                if self.on_failure is not None:
+                    self.on_failure()
+                return
 
     # -- one batch -------------------------------------------------------------------------
     async def run_once(self) -> int:

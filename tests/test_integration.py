@@ -230,3 +230,41 @@ def test_bad_config_fails_at_start_naming_the_field(tmp_path):
     assert proc.returncode == 2
     assert "defaults.psi.warning" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_reference_file_named_in_config_is_used_without_warmup(bootstrap, start_worker, tmp_path):
+    from streamproc.reference_file import build_reference_file
+
+    train = tmp_path / "train.jsonl"
+    train.write_bytes(b"".join(json.dumps(e).encode() + b"\n" for e in ModelStream("kappa", n_numeric=4, seed=31).events(5000)))
+    subprocess.run([sys.executable, "-m", "streamproc", "reference", "build", "--model", "kappa", "--version", "v7",
+                    "--input", str(train), "--output", str(tmp_path / "kappa.json")], check=True, cwd=ROOT)
+    cfg = tmp_path / "streamproc.yaml"
+    cfg.write_text("models:\n  kappa:\n    reference_file: kappa.json\n    window_size: 500\n")
+    topics = unique_topics()
+    worker = start_worker(topics, "--config", str(cfg), "--warmup-size", "3000")
+    # Version v7 drifts from its very first event: with the file as reference there is no
+    # warmup, so window #0 alerts. Version v8 has no reference file and warms up first.
+    drifted = [dict(e, model_version="v7") for e in ModelStream("kappa", n_numeric=4, seed=32, drift=Drift(0, ("x1",), 1.5)).events(1000)]
+    other = [dict(e, model_version="v8") for e in ModelStream("kappa", n_numeric=4, seed=33).events(1000)]
+    produce(bootstrap, topics["predictions"], [json.dumps(e).encode() for e in drifted + other])
+    status = wait_until(lambda: (s := worker.status()) and sum(m["events"] for m in s["models"]) == 2000 and s,
+                        60, "all events applied")
+    models = {m["model_version"]: m for m in status["models"]}
+    assert models["v7"]["reference"] == "file:train.jsonl" and not models["v7"]["warming_up"]
+    assert models["v8"]["warming_up"] and models["v8"]["reference"] is None
+    reader = TopicReader(bootstrap, topics["alerts"])
+    alerts = wait_until(lambda: len(reader.poll()) >= status["published"]["alerts"] and reader.values(), 30, "alerts")
+    reader.close()
+    x1 = [a for a in alerts if a["feature"] == "x1"]
+    assert x1 and x1[0]["model_version"] == "v7" and x1[0]["window"]["index"] == 0
+    assert all(a["model_version"] == "v7" for a in alerts)
+
+
+def test_missing_reference_file_fails_at_start(tmp_path):
+    cfg = tmp_path / "streamproc.yaml"
+    cfg.write_text("models:\n  kappa:\n    reference_file: nowhere.json\n")
+    proc = subprocess.run([sys.executable, "-m", "streamproc", "worker", "--bootstrap", "127.0.0.1:1", "--config", str(cfg)],
+                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert proc.returncode == 2
+    assert "models.kappa.reference_file" in proc.stderr and "nowhere.json" in proc.stderr
