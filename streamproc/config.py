@@ -54,11 +54,30 @@ class PSIConfig(_Strict):
 class ADWINConfig(_Strict):
     enabled: bool = True
     delta: float = Field(0.002, gt=0, lt=1, description="river ADWIN confidence parameter.")
-    # The effect is the mean of the values ADWIN keeps minus the mean of those it drops, at the
-    # moment it cuts; the kept part still mixes old and new values, so it understates the shift
-    # (a 0.38 sigma shift measured 0.07 here).
-    min_effect: float = Field(0.02, ge=0, description="Ignore changes of the mean smaller than this many reference standard deviations.")
-    critical_effect: float = Field(0.5, ge=0, description="Changes this large (in reference standard deviations) are critical.")
+
+
+class SignalConfig(_Strict):
+    """How stream-detector changes on a scalar signal become alerts.
+
+    The effect of a change is the mean of the ``confirm`` values after it minus the baseline mean
+    (the reference for the score, the first ``concept.warmup`` errors for the error signal),
+    in baseline standard deviations.
+    """
+
+    min_effect: float = Field(0.1, ge=0, description="Ignore changes smaller than this (baseline standard deviations).")
+    critical_effect: float = Field(0.5, ge=0, description="Changes at least this large are critical.")
+    confirm: int = Field(100, ge=1, le=100_000, description="Values after a detection that its effect is measured on.")
+
+
+class ConceptConfig(_Strict):
+    """Concept drift: outcomes joined to predictions by event_id, error rate watched by ADWIN and Page-Hinkley."""
+
+    enabled: bool = True
+    ttl_seconds: float = Field(7 * 86400, gt=0, description="Event time a prediction waits for its outcome.")
+    max_pending: int = Field(100_000, ge=1, description="Predictions kept waiting per model; the oldest are dropped beyond this.")
+    warmup: int = Field(500, ge=10, description="Labelled events that set the baseline error before detection starts.")
+    positive_threshold: float = Field(0.5, description="A score at or above this predicts the positive class when the prediction has no label.")
+    signal: SignalConfig = Field(default_factory=lambda: SignalConfig(min_effect=0.1, critical_effect=0.3))
 
 
 class PageHinkleyConfig(_Strict):
@@ -96,6 +115,8 @@ class MonitorConfig(_Strict):
     psi: PSIConfig = Field(default_factory=PSIConfig)
     adwin: ADWINConfig = Field(default_factory=ADWINConfig)
     page_hinkley: PageHinkleyConfig = Field(default_factory=PageHinkleyConfig)
+    score: SignalConfig = Field(default_factory=SignalConfig, description="Stream detectors on the prediction score.")
+    concept: ConceptConfig = Field(default_factory=ConceptConfig)
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
     cooldown_events: Optional[int] = Field(None, ge=0, description="Minimum events between two stream-detector alerts of the same kind; default one window.")
 

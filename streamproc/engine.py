@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from .config import MonitorConfig, StreamprocConfig
-from .decode import ModelKey, PredictionBatch
+from .decode import ModelKey, Outcome, PredictionBatch
 from .monitor import ModelMonitor, StepResult
+from .outcomes import OutcomeJoiner
 from .profile import ReferenceProfile
 
 STATE_FORMAT = 1
@@ -23,7 +24,8 @@ class EngineOutput:
     alerts: list[dict] = field(default_factory=list)
     retrains: list[dict] = field(default_factory=list)
     events: dict[ModelKey, int] = field(default_factory=dict)
-    touched: set[ModelKey] = field(default_factory=set)  # monitors whose window closed
+    windows_closed: dict[ModelKey, int] = field(default_factory=dict)
+    errors_updated: set[ModelKey] = field(default_factory=set)  # versions whose error signal moved
 
 
 class MonitorEngine:
@@ -31,6 +33,7 @@ class MonitorEngine:
         self.config = config
         self.references = dict(references or {})
         self.monitors: dict[ModelKey, ModelMonitor] = {}
+        self.joiners: dict[str, OutcomeJoiner] = {}
         self._configs: dict[str, MonitorConfig] = {}
 
     def config_for(self, model_id: str) -> MonitorConfig:
@@ -56,18 +59,49 @@ class MonitorEngine:
     def process(self, batches: dict[ModelKey, PredictionBatch]) -> EngineOutput:
         out = EngineOutput()
         for key, batch in batches.items():
+            joiner = self.joiners.get(key[0])
+            if joiner is not None:
+                joiner.add_predictions(key[1], batch.event_ids, batch.ts, batch.scores, batch.labels)
             result: StepResult = self.monitor(key).update(batch)
             out.alerts.extend(result.alerts)
             out.retrains.extend(result.retrains)
             out.events[key] = len(batch)
             if result.windows_closed:
-                out.touched.add(key)
+                out.windows_closed[key] = result.windows_closed
+        return out
+
+    def process_outcomes(self, outcomes: list[Outcome]) -> EngineOutput:
+        """Join outcomes to waiting predictions and watch each version's error for concept drift.
+
+        Joining for a model starts with its first outcome (before that no prediction waits).
+        """
+        out = EngineOutput()
+        by_model: dict[str, list] = {}
+        for o in outcomes:
+            by_model.setdefault(o.model_id, []).append((o.event_id, o.ts, o.label, o.value))
+        for model_id, items in by_model.items():
+            joiner = self.joiners.get(model_id)
+            if joiner is None:
+                cfg = self.config_for(model_id).concept
+                if not cfg.enabled:
+                    continue
+                joiner = self.joiners[model_id] = OutcomeJoiner(cfg.ttl_seconds, cfg.max_pending)
+            by_version: dict[str, list] = {}
+            for m in joiner.match(items):
+                by_version.setdefault(m.version, []).append(m)
+            for version, matches in by_version.items():
+                key = (model_id, version)
+                result = self.monitor(key).update_errors(matches)
+                out.alerts.extend(result.alerts)
+                out.retrains.extend(result.retrains)
+                out.errors_updated.add(key)
         return out
 
     # -- persistence -----------------------------------------------------------------------
     def snapshot(self) -> bytes:
         """The whole monitoring state (references, windows, detectors, policy) as bytes."""
-        return pickle.dumps({"format": STATE_FORMAT, "monitors": self.monitors, "references": self.references})
+        return pickle.dumps({"format": STATE_FORMAT, "monitors": self.monitors, "references": self.references,
+                             "joiners": self.joiners})
 
     def restore(self, data: bytes) -> None:
         state = pickle.loads(data)
@@ -75,3 +109,4 @@ class MonitorEngine:
             raise ValueError(f"unsupported state format {state.get('format')!r}")
         self.monitors = state["monitors"]
         self.references = state["references"]
+        self.joiners = state["joiners"]

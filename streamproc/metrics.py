@@ -49,6 +49,13 @@ class Metrics:
         self.windows = Counter(
             "streamproc_windows_closed_total", "Tumbling windows closed and evaluated, per model version.",
             ["model_id", "model_version"], registry=r)
+        self.joins = Counter(
+            "streamproc_outcome_joins_total", "Outcomes joined to their prediction (matched), outcomes with no waiting "
+            "prediction (unmatched), and predictions dropped unanswered after the TTL or the pending cap (expired).",
+            ["model_id", "result"], registry=r)
+        self.error_rate = Gauge(
+            "streamproc_error_rate", "Error over the last 1000 labelled predictions: misclassification rate for labels "
+            "(1 - accuracy), mean absolute error for values.", ["model_id", "model_version"], registry=r)
         self.models = Gauge("streamproc_models", "Model versions monitored by this worker.", registry=r)
         self.ready = Gauge("streamproc_ready", "1 when the worker is connected and consuming, else 0.", registry=r)
         self.batch_seconds = Histogram(
@@ -57,6 +64,14 @@ class Metrics:
         self.batch_size = Histogram(
             "streamproc_batch_size_messages", "Messages per consumed batch.",
             buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000), registry=r)
+
+    @staticmethod
+    def set_counter(counter: Counter, labels: tuple, total: float) -> None:
+        """Advance a labelled counter to ``total`` (a cumulative count kept by the core)."""
+        child = counter.labels(*labels)
+        delta = total - child._value.get()
+        if delta > 0:
+            child.inc(delta)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -16,7 +16,9 @@ import numpy as np
 
 from .config import MonitorConfig
 from .decode import PredictionBatch
-from .detectors import ScoreDetectors
+from .concept import ErrorMonitor
+from .detectors import Change, StreamDetectors
+from .outcomes import Match
 from .policy import AlertPolicy, Finding, WindowInfo
 from .profile import ReferenceProfile, build_reference
 from .psi import effective_threshold, psi
@@ -58,7 +60,8 @@ class ModelMonitor:
         self.events = 0  # predictions applied, warmup included
         self.reference: Optional[ReferenceProfile] = None
         self.window: Optional[Window] = None
-        self.detectors: Optional[ScoreDetectors] = None
+        self.detectors: Optional[StreamDetectors] = None
+        self.errors: Optional[ErrorMonitor] = ErrorMonitor(cfg) if cfg.concept.enabled else None
         self.unknown_features: set[str] = set()
         self.latest: dict[tuple[str, str], tuple[float, float]] = {}  # (signal, name) -> (psi, warning threshold)
         self._warm = PredictionBatch(model_id, model_version)
@@ -74,7 +77,8 @@ class ModelMonitor:
         self.window = self._new_window(index)
         self.detectors = None
         if reference.score is not None and (self.cfg.adwin.enabled or self.cfg.page_hinkley.enabled):
-            self.detectors = ScoreDetectors(reference.score.mean, reference.score.std, self.cfg.adwin, self.cfg.page_hinkley)
+            self.detectors = StreamDetectors(reference.score.mean, reference.score.std, self.cfg.adwin,
+                                             self.cfg.page_hinkley, self.cfg.score)
 
     def _profiles(self) -> dict:
         ref = self.reference
@@ -138,15 +142,33 @@ class ModelMonitor:
         # Stream detectors and schema checks alert at once, not at the window's end.
         immediate = self._unknown_features(rows)
         if self.detectors is not None:
-            for ch in self.detectors.update(scores):
-                immediate.append(
-                    Finding("prediction_drift", ch.detector, "prediction_score", None, ch.statistic, ch.threshold,
-                            "critical" if ch.critical else "warning", win.info(), position=self.events + ch.position)
-                )
+            info = win.info()
+            immediate += [self._stream_finding("prediction_drift", "prediction_score", ch, self.cfg.score, info, self.events)
+                          for ch in self.detectors.update(scores)]
         if immediate:
             self._collect(self.policy.decide(immediate), result)
         if win.count >= self.cfg.window_size:
             self._close_window(result)
+
+    @staticmethod
+    def _stream_finding(kind: str, signal: str, ch: Change, sig_cfg, info: WindowInfo, base: int) -> Finding:
+        threshold = sig_cfg.critical_effect if ch.critical else sig_cfg.min_effect
+        return Finding(kind, ch.detector, signal, None, ch.effect, threshold, "critical" if ch.critical else "warning",
+                       info, position=base + ch.position)
+
+    def update_errors(self, matches: list[Match]) -> StepResult:
+        """Apply outcomes joined to this version's predictions; concept-drift alerts if the error rises."""
+        result = StepResult()
+        if self.errors is None or not matches:
+            return result
+        changes, start = self.errors.update(matches)
+        if changes:
+            ts = [m.ts for m in matches]
+            info = WindowInfo(start // self.cfg.window_size, min(ts), max(ts), len(matches))
+            findings = [self._stream_finding("concept_drift", "error", ch, self.cfg.concept.signal, info, start)
+                        for ch in changes]
+            self._collect(self.policy.decide(findings), result)
+        return result
 
     @staticmethod
     def _collect(decided: tuple[list[dict], list[dict]], result: StepResult) -> None:

@@ -222,42 +222,57 @@ class MonitorWorker:
     def _process_predictions(self, msgs) -> list:
         if not msgs:
             return []
-        t = self.settings.topics
         batches, rejected = decode_predictions([m.value for m in msgs])
         futures = self._dead_letters(msgs, rejected)
         out = self.engine.process(batches)
         m = self.metrics
         for (model_id, version), count in out.events.items():
             m.events.labels(model_id, version).inc(count)
-        for key in out.touched:
-            mon = self.engine.monitors[key]
-            m.windows.labels(*key).inc()
-            for (_signal, name), (value, threshold) in mon.latest.items():
+        for key, closed in out.windows_closed.items():
+            m.windows.labels(*key).inc(closed)
+            for (_signal, name), (value, threshold) in self.engine.monitors[key].latest.items():
                 m.psi.labels(key[0], key[1], name).set(value)
                 m.psi_threshold.labels(key[0], key[1], name).set(threshold)
         m.models.set(len(self.engine.monitors))
-        for a in out.alerts:
-            m.alerts.labels(a["model_id"], a["type"], a["severity"]).inc()
-            log.warning("alert %s %s/%s %s %s %s=%.4f", a["alert_id"], a["model_id"], a["model_version"],
-                        a["type"], a["detector"], a["feature"] or a["signal"], a["statistic"])
-            futures.append(self._send(t.alerts, a["model_id"], a))
-        self.published["alerts"] += len(out.alerts)
-        self.published["retrain_requests"] += len(out.retrains)
-        for r in out.retrains:
-            m.retrains.labels(r["model_id"]).inc()
-            futures.append(self._send(t.retrain, r["model_id"], r))
-        return futures
+        return futures + self._publish(out)
 
     def _process_outcomes(self, msgs) -> list:
         if not msgs:
             return []
         outcomes, rejected = decode_outcomes([m.value for m in msgs])
+        futures = self._dead_letters(msgs, rejected)
         counts: dict[str, int] = defaultdict(int)
         for o in outcomes:
             counts[o.model_id] += 1
         for model_id, c in counts.items():
             self.metrics.outcomes.labels(model_id).inc(c)
-        return self._dead_letters(msgs, rejected)
+        out = self.engine.process_outcomes(outcomes)
+        for model_id in counts:
+            joiner = self.engine.joiners.get(model_id)
+            if joiner is not None:
+                for result in ("matched", "unmatched", "expired"):
+                    self.metrics.set_counter(self.metrics.joins, (model_id, result), getattr(joiner, result))
+        for key in out.errors_updated:
+            errors = self.engine.monitors[key].errors
+            if errors.rolling:
+                self.metrics.error_rate.labels(*key).set(errors.rolling_error)
+        return futures + self._publish(out)
+
+    def _publish(self, out) -> list:
+        """Send the alerts and retrain requests of one engine step; count them."""
+        t, m = self.settings.topics, self.metrics
+        futures = []
+        for a in out.alerts:
+            m.alerts.labels(a["model_id"], a["type"], a["severity"]).inc()
+            log.warning("alert %s %s/%s %s %s %s=%.4f", a["alert_id"], a["model_id"], a["model_version"],
+                        a["type"], a["detector"], a["feature"] or a["signal"], a["statistic"])
+            futures.append(self._send(t.alerts, a["model_id"], a))
+        for r in out.retrains:
+            m.retrains.labels(r["model_id"]).inc()
+            futures.append(self._send(t.retrain, r["model_id"], r))
+        self.published["alerts"] += len(out.alerts)
+        self.published["retrain_requests"] += len(out.retrains)
+        return futures
 
     # -- views -----------------------------------------------------------------------------
     def status(self) -> dict:

@@ -1,0 +1,270 @@
+"""Unit tests of ``streamproc.monitor.ModelMonitor``: warmup, windows, drift and quality alerts."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+
+import numpy as np
+import orjson
+import pytest
+
+from streamproc.config import MonitorConfig
+from streamproc.decode import PredictionBatch, decode_predictions
+from streamproc.monitor import LABEL_KEY, SCORE_KEY, ModelMonitor
+from streamproc.profile import build_reference
+from streamproc.synth import Drift, ModelStream
+
+
+def to_batch(events: list[dict]) -> PredictionBatch:
+    """Events through the real decoder (JSON bytes -> columnar batch), one model version."""
+    batches, rejected = decode_predictions([orjson.dumps(e) for e in events])
+    assert rejected == []
+    assert len(batches) == 1
+    return next(iter(batches.values()))
+
+
+def feed(mon: ModelMonitor, batch: PredictionBatch, sizes):
+    """Feed ``batch`` in chunks whose sizes cycle through ``sizes``; collect everything."""
+    alerts, retrains, closed = [], [], 0
+    pos, i = 0, 0
+    while pos < len(batch):
+        step = sizes[i % len(sizes)]
+        r = mon.update(batch.slice(pos, pos + step))
+        alerts += r.alerts
+        retrains += r.retrains
+        closed += r.windows_closed
+        pos += step
+        i += 1
+    return alerts, retrains, closed
+
+
+def small_cfg(**kw) -> MonitorConfig:
+    return MonitorConfig(window_size=kw.pop("window_size", 100), warmup_size=kw.pop("warmup_size", 50), **kw)
+
+
+# -- warmup --------------------------------------------------------------------------------
+
+
+def test_reference_is_built_after_exactly_warmup_size_events():
+    events = list(ModelStream("m", seed=1).events(700))
+    batch = to_batch(events)
+    mon = ModelMonitor("m", "default", small_cfg(warmup_size=500))
+    assert mon.warming_up
+    _, _, closed = feed(mon, batch.slice(0, 499), [77])
+    assert closed == 0
+    assert mon.warming_up and mon.reference is None and mon.window is None
+    assert mon.events == 499
+    mon.update(batch.slice(499, 500))
+    assert not mon.warming_up
+    assert mon.reference.count == 500
+    assert mon.window.index == 0 and mon.window.count == 0
+    expected = build_reference("m", "default", batch.features[:500], batch.scores[:500], batch.labels[:500])
+    assert json.dumps(mon.reference.to_dict(), sort_keys=True) == json.dumps(expected.to_dict(), sort_keys=True)
+    # A score profile exists, so the stream detectors are armed with its mean and std.
+    assert mon.detectors is not None
+    assert mon.detectors.mean == pytest.approx(expected.score.mean)
+
+
+def test_warmup_boundary_inside_one_batch():
+    batch = to_batch(list(ModelStream("m", seed=2).events(650)))
+    mon = ModelMonitor("m", "default", small_cfg(warmup_size=500, window_size=100))
+    r = mon.update(batch)
+    assert mon.reference.count == 500
+    assert r.windows_closed == 1
+    assert mon.window.index == 1 and mon.window.count == 50
+    assert mon.events == 650
+
+
+def test_a_given_reference_skips_warmup():
+    batch = to_batch(list(ModelStream("m", seed=3).events(300)))
+    ref = build_reference("m", "default", batch.features[:200], batch.scores[:200], batch.labels[:200], source="file")
+    mon = ModelMonitor("m", "default", small_cfg(warmup_size=5000), reference=ref)
+    assert not mon.warming_up
+    r = mon.update(batch.slice(200, 300))
+    assert r.windows_closed == 1
+    assert mon.reference.source == "file"
+
+
+# -- windows -------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("k, r, sizes", [(7, 33, [37, 101, 13, 250, 1]), (3, 0, [100]), (5, 99, [99]), (2, 1, [1000])])
+def test_window_rollover_counts(k, r, sizes):
+    W, warm = 100, 50
+    events = list(ModelStream("m", seed=4).events(warm + k * W + r))
+    batch = to_batch(events)
+    mon = ModelMonitor("m", "default", small_cfg(window_size=W, warmup_size=warm))
+    total_closed = 0
+    pos, i = 0, 0
+    while pos < len(batch):
+        step = sizes[i % len(sizes)]
+        res = mon.update(batch.slice(pos, pos + step))
+        total_closed += res.windows_closed
+        pos += step
+        i += 1
+        if mon.window is not None:
+            for name, counts in mon.window.counts.items():
+                assert counts.sum() == mon.window.count, name
+    assert total_closed == k
+    assert mon.window.index == k
+    assert mon.window.count == r
+    assert mon.events == len(events)
+    names = set(mon.window.counts)
+    assert {"x0", "x4", "c0", SCORE_KEY, LABEL_KEY} <= names
+    if r:
+        tail = batch.ts[-r:]
+        assert mon.window.start == min(tail) and mon.window.end == max(tail)
+        assert mon.window.info().count == r
+    else:
+        assert mon.window.info().start == 0.0 and mon.window.info().count == 0
+
+
+def test_closed_window_statistics_are_recorded():
+    batch = to_batch(list(ModelStream("m", seed=5).events(250)))
+    mon = ModelMonitor("m", "default", small_cfg())
+    mon.update(batch)
+    # 2 windows closed: latest PSI per signal, with the warning threshold used.
+    assert ("feature", "x0") in mon.latest
+    assert ("prediction_score", SCORE_KEY) in mon.latest
+    assert ("prediction_label", LABEL_KEY) in mon.latest
+    for value, warn in mon.latest.values():
+        assert value >= 0 and warn >= mon.cfg.psi.warning
+
+
+# -- drift ---------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=None)
+def stationary_batch() -> PredictionBatch:
+    return to_batch(list(ModelStream("wide", n_numeric=20, n_categorical=1, seed=11).events(60_000)))
+
+
+def test_no_alerts_on_a_stationary_stream():
+    batch = stationary_batch()
+    mon = ModelMonitor("wide", "default", MonitorConfig())
+    alerts, retrains, closed = feed(mon, batch, [5000])
+    assert closed == (60_000 - 2000) // 1000
+    assert alerts == []
+    assert retrains == []
+    assert len(mon.reference.features) == 21
+    assert mon.policy.state.active == {}
+    # Every statistic was computed and stayed under its threshold.
+    assert len(mon.latest) == 21 + 2
+    assert all(v < t for v, t in mon.latest.values())
+
+
+@pytest.mark.parametrize("seed, start", [(0, 5000), (1, 5500), (2, 6999)])
+def test_one_sigma_shift_raises_psi_alert_naming_the_feature(seed, start):
+    cfg = MonitorConfig(window_size=1000, warmup_size=2000)
+    stream = ModelStream("m", n_numeric=5, seed=seed, drift=Drift(start=start, features=("x3",), shift=1.0))
+    batch = to_batch(list(stream.events(10_000)))
+    mon = ModelMonitor("m", "default", cfg)
+    alerts, retrains, _ = feed(mon, batch, [700])
+    drift_window = (start - cfg.warmup_size) // cfg.window_size
+    data = [a for a in alerts if a["type"] == "data_drift"]
+    assert data, alerts
+    assert {a["feature"] for a in data} == {"x3"}
+    first = data[0]
+    assert first["detector"] == "psi" and first["signal"] == "feature"
+    assert drift_window <= first["window"]["index"] <= drift_window + 1
+    assert first["statistic"] >= first["threshold"] > 0
+    # x3 does not feed the score: no prediction drift.
+    assert [a for a in alerts if a["type"] != "data_drift"] == []
+    # The drift persists: alerted once per severity, not every window.
+    assert len(data) <= 2
+
+
+def test_unknown_feature_raises_exactly_one_data_quality_alert():
+    events = list(ModelStream("m", seed=6).events(3000))
+    for i, e in enumerate(events):
+        if i >= 500:
+            e["features"]["new_field"] = i % 5
+        if i >= 600:
+            e["features"]["request_id"] = str(i)
+    batch = to_batch(events)
+    mon = ModelMonitor("m", "default", small_cfg(window_size=200, warmup_size=300, ignore_features=["request_id"]))
+    alerts, _, _ = feed(mon, batch, [37, 211])
+    quality = [a for a in alerts if a["type"] == "data_quality"]
+    assert len(quality) == 1
+    a = quality[0]
+    assert a["feature"] == "new_field"
+    assert a["detector"] == "schema" and a["signal"] == "feature" and a["severity"] == "warning"
+    assert mon.unknown_features == {"new_field"}
+    assert "new_field" not in mon.reference.features
+    # The alert belongs to the window of the first event carrying the feature.
+    assert a["window"]["index"] == (500 - 300) // 200
+
+
+def test_features_seen_during_warmup_are_not_unknown():
+    events = list(ModelStream("m", seed=7).events(1000))
+    events[10]["features"]["rare"] = 1.0
+    events[900]["features"]["rare"] = 2.0
+    mon = ModelMonitor("m", "default", small_cfg(window_size=100, warmup_size=100))
+    alerts, _, _ = feed(mon, to_batch(events), [1000])
+    assert "rare" in mon.reference.features
+    assert [a for a in alerts if a["type"] == "data_quality"] == []
+
+
+@lru_cache(maxsize=None)
+def drifting_events() -> tuple:
+    stream = ModelStream("m", n_numeric=4, seed=21, drift=Drift(start=4300, features=("x0",), shift=1.0))
+    events = list(stream.events(8000))
+    for i, e in enumerate(events):
+        if i >= 3100:
+            e["features"]["late"] = "y"
+    return tuple(events)
+
+
+def _split_runs(sizes_list):
+    batch = to_batch(list(drifting_events()))
+    cfg = MonitorConfig(window_size=500, warmup_size=1000)
+    runs = []
+    for sizes in sizes_list:
+        mon = ModelMonitor("m", "default", cfg)
+        runs.append(feed(mon, batch, sizes))
+    return runs
+
+
+_SIZES = ([8000], [500], [7], [333, 1, 1299], np.random.default_rng(0).integers(1, 900, size=200).tolist())
+
+
+def test_batch_splitting_does_not_change_alert_ids():
+    runs = _split_runs(_SIZES)
+    first_alerts, first_retrains, first_closed = runs[0]
+    ids = sorted(a["alert_id"] for a in first_alerts)
+    # The run is interesting: stream, window and quality alerts, and a retrain request.
+    assert {a["detector"] for a in first_alerts} >= {"psi", "schema", "page_hinkley"}
+    assert len(ids) == len(set(ids)) >= 5
+    assert first_retrains
+    assert first_closed == (8000 - 1000) // 500
+    for alerts, retrains, closed in runs[1:]:
+        assert sorted(a["alert_id"] for a in alerts) == ids
+        assert closed == first_closed
+        assert [r["data_window"]["index"] for r in retrains] == [r["data_window"]["index"] for r in first_retrains]
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: a retrain request raised by critical stream-detector alerts is decided "
+                   "per batch chunk, so its request_id/alert_ids/data_window depend on how the input was split "
+                   "(a replay after a crash publishes a different request_id for the same drift)")
+def test_batch_splitting_does_not_change_retrain_request_ids():
+    runs = _split_runs(([8000], [7]))
+    assert [r["request_id"] for r in runs[0][1]] == [r["request_id"] for r in runs[1][1]]
+
+
+def test_drift_run_alert_kinds():
+    batch = to_batch(list(drifting_events()))
+    mon = ModelMonitor("m", "default", MonitorConfig(window_size=500, warmup_size=1000))
+    alerts, retrains, _ = feed(mon, batch, [1000])
+    kinds = {(a["type"], a["detector"], a["feature"] or a["signal"]) for a in alerts}
+    assert ("data_drift", "psi", "x0") in kinds
+    assert ("data_quality", "schema", "late") in kinds
+    assert ("prediction_drift", "psi", "prediction_score") in kinds
+    assert any(a["detector"] in ("page_hinkley", "adwin") for a in alerts)
+    assert not any(a["type"] == "data_drift" and a["feature"] != "x0" for a in alerts)
+    assert len(retrains) == 1  # then the retrain cooldown holds further requests back
+    crit = {a["alert_id"] for a in alerts if a["severity"] == "critical"}
+    assert set(retrains[0]["alert_ids"]) <= crit
+    stream_alert = next(a for a in alerts if a["detector"] == "page_hinkley")
+    # The stream detector fires soon after the drift starts (window of event 4300 or the next).
+    assert stream_alert["window"]["index"] in ((4300 - 1000) // 500, (4300 - 1000) // 500 + 1)

@@ -1,0 +1,248 @@
+"""Unit tests of ``streamproc.policy.AlertPolicy``: ids, de-duplication, hysteresis, retrains."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Optional
+
+from streamproc.config import MonitorConfig, PSIConfig, RetrainConfig
+from streamproc.policy import ALERT_NAMESPACE, AlertPolicy, Finding, WindowInfo, alert_id
+
+WARN, CRIT = 0.1, 0.25
+
+
+def win(index: int) -> WindowInfo:
+    return WindowInfo(index, 1000.0 + index, 1009.0 + index, 1000)
+
+
+def psi_finding(index: int, value: float, feature: str = "x0", kind: str = "data_drift") -> Finding:
+    severity = "critical" if value >= CRIT else "warning" if value >= WARN else None
+    signal = "feature" if kind == "data_drift" else "prediction_score"
+    return Finding(kind, "psi", signal, feature if kind == "data_drift" else None, value,
+                   CRIT if severity == "critical" else WARN, severity, win(index))
+
+
+def stream_finding(position: int, index: int = 0, detector: str = "page_hinkley", severity: Optional[str] = "warning") -> Finding:
+    return Finding("prediction_drift", detector, "prediction_score", None, 40.5, 40.0, severity, win(index), position=position)
+
+
+def policy(**kw) -> AlertPolicy:
+    cfg = MonitorConfig(
+        window_size=kw.pop("window_size", 1000),
+        psi=PSIConfig(warning=WARN, critical=CRIT, clear_windows=kw.pop("clear_windows", 3), hysteresis=kw.pop("hysteresis", 0.8)),
+        retrain=RetrainConfig(**kw.pop("retrain", {})),
+        **kw,
+    )
+    return AlertPolicy("fraud", "v2", cfg)
+
+
+def alerts_of(p: AlertPolicy, *findings: Finding) -> list[dict]:
+    return p.decide(list(findings))[0]
+
+
+# -- ids -----------------------------------------------------------------------------------
+
+
+def test_alert_ids_are_deterministic():
+    f = psi_finding(4, 0.3)
+    a1 = alerts_of(policy(), f)
+    a2 = alerts_of(policy(), f)
+    assert len(a1) == len(a2) == 1
+    assert a1[0]["alert_id"] == a2[0]["alert_id"]
+    assert uuid.UUID(a1[0]["alert_id"]).version == 5
+    # The id is the documented UUIDv5 of model, version, key, window, severity, position.
+    name = "\x1f".join(["fraud", "v2", "data_drift", "psi", "feature", "x0", "4", "critical", "None"])
+    assert a1[0]["alert_id"] == str(uuid.uuid5(ALERT_NAMESPACE, name))
+    # Not part of the id: the statistic, the window's times and count.
+    f_other = Finding(f.type, f.detector, f.signal, f.feature, 0.9, CRIT, "critical", WindowInfo(4, 0.0, 1.0, 7))
+    assert alert_id("fraud", "v2", f_other) == a1[0]["alert_id"]
+
+
+def test_alert_ids_differ_by_window_severity_feature_model_and_position():
+    base = alert_id("fraud", "v2", psi_finding(4, 0.3))
+    assert alert_id("fraud", "v2", psi_finding(5, 0.3)) != base
+    assert alert_id("fraud", "v2", psi_finding(4, 0.15)) != base
+    assert alert_id("fraud", "v2", psi_finding(4, 0.3, feature="x1")) != base
+    assert alert_id("fraud", "v3", psi_finding(4, 0.3)) != base
+    assert alert_id("other", "v2", psi_finding(4, 0.3)) != base
+    assert alert_id("fraud", "v2", stream_finding(100)) != alert_id("fraud", "v2", stream_finding(101))
+
+
+def test_alert_contents():
+    (a,) = alerts_of(policy(), psi_finding(2, 0.1234567891))
+    assert a["model_id"] == "fraud" and a["model_version"] == "v2"
+    assert a["type"] == "data_drift" and a["detector"] == "psi" and a["signal"] == "feature"
+    assert a["feature"] == "x0"
+    assert a["severity"] == "warning"
+    assert a["statistic"] == 0.123457
+    assert a["threshold"] == WARN
+    assert a["window"] == {"index": 2, "start": 1002.0, "end": 1011.0, "count": 1000}
+    assert a["schema_version"] == "1.0"
+
+
+# -- window statistics: persistence, escalation, hysteresis --------------------------------
+
+
+def test_no_repeated_alert_while_drift_persists():
+    p = policy()
+    assert len(alerts_of(p, psi_finding(0, 0.15))) == 1
+    for i in range(1, 10):
+        assert alerts_of(p, psi_finding(i, 0.15 + i / 1000)) == []
+    assert p.state.suppressed == 9
+    assert p.state.active == {("data_drift", "psi", "feature", "x0"): "warning"}
+
+
+def test_escalation_warning_to_critical_alerts_again():
+    p = policy()
+    (w,) = alerts_of(p, psi_finding(0, 0.15))
+    (c,) = alerts_of(p, psi_finding(1, 0.4))
+    assert (w["severity"], c["severity"]) == ("warning", "critical")
+    assert w["alert_id"] != c["alert_id"]
+    # Back to warning, then critical again: still the same drift, no new alerts.
+    assert alerts_of(p, psi_finding(2, 0.15)) == []
+    assert alerts_of(p, psi_finding(3, 0.4)) == []
+
+
+def test_drift_ends_only_after_clear_windows_calm_windows():
+    p = policy(clear_windows=3, hysteresis=0.8)
+    assert len(alerts_of(p, psi_finding(0, 0.2))) == 1
+    # Two calm windows (below 0.08), then drift again: still active, no alert, calm reset.
+    assert alerts_of(p, psi_finding(1, 0.01), psi_finding(2, 0.02)) == []
+    assert p.state.calm[("data_drift", "psi", "feature", "x0")] == 2
+    assert alerts_of(p, psi_finding(3, 0.2)) == []
+    assert ("data_drift", "psi", "feature", "x0") not in p.state.calm
+    # Three calm windows end the drift ...
+    for i in (4, 5, 6):
+        assert alerts_of(p, psi_finding(i, 0.01)) == []
+    assert p.state.active == {}
+    # ... and a new drift alerts again.
+    (again,) = alerts_of(p, psi_finding(7, 0.2))
+    assert again["window"]["index"] == 7
+
+
+def test_hovering_below_threshold_but_above_hysteresis_is_not_calm():
+    p = policy(clear_windows=2, hysteresis=0.8)
+    alerts_of(p, psi_finding(0, 0.2))
+    # 0.09 < warning 0.1 (no severity) but >= 0.08: not calm, the drift stays active.
+    for i in range(1, 6):
+        assert alerts_of(p, psi_finding(i, 0.09)) == []
+    assert ("data_drift", "psi", "feature", "x0") in p.state.active
+    assert alerts_of(p, psi_finding(6, 0.2)) == []
+    # Calm windows interrupted by a hovering one start counting again.
+    alerts_of(p, psi_finding(7, 0.01))
+    alerts_of(p, psi_finding(8, 0.09))
+    alerts_of(p, psi_finding(9, 0.01))
+    assert ("data_drift", "psi", "feature", "x0") in p.state.active
+    alerts_of(p, psi_finding(10, 0.01))
+    assert p.state.active == {}
+
+
+def test_calm_findings_without_drift_raise_nothing():
+    p = policy()
+    assert p.decide([psi_finding(0, 0.01), psi_finding(0, 0.05, feature="x1")]) == ([], [])
+    assert p.state.active == {} and p.state.calm == {}
+
+
+def test_keys_are_independent():
+    p = policy()
+    a = alerts_of(p, psi_finding(0, 0.2, "x0"), psi_finding(0, 0.2, "x1"))
+    assert [x["feature"] for x in a] == ["x0", "x1"]
+    assert alerts_of(p, psi_finding(1, 0.2, "x0"), psi_finding(1, 0.2, "x2"))[0]["feature"] == "x2"
+
+
+# -- stream detectors ----------------------------------------------------------------------
+
+
+def test_stream_detector_cooldown():
+    p = policy(window_size=1000)  # cooldown_events defaults to one window
+    assert p.cooldown_events == 1000
+    assert len(alerts_of(p, stream_finding(100))) == 1
+    assert alerts_of(p, stream_finding(600)) == []
+    assert alerts_of(p, stream_finding(1099)) == []
+    (a,) = alerts_of(p, stream_finding(1100))
+    assert a["detector"] == "page_hinkley"
+    # Cooldown is per key: ADWIN is not held back by Page-Hinkley.
+    assert len(alerts_of(p, stream_finding(1150, detector="adwin"))) == 1
+    assert p.state.suppressed == 2
+
+
+def test_stream_detector_explicit_cooldown_and_none_severity():
+    p = policy(cooldown_events=10)
+    assert p.cooldown_events == 10
+    assert len(alerts_of(p, stream_finding(0))) == 1
+    assert alerts_of(p, stream_finding(9)) == []
+    assert len(alerts_of(p, stream_finding(10))) == 1
+    # A stream finding without severity is ignored (and does not restart the cooldown).
+    assert alerts_of(p, stream_finding(25, severity=None)) == []
+    assert len(alerts_of(p, stream_finding(20))) == 1
+
+
+# -- retrain requests ----------------------------------------------------------------------
+
+
+def test_retrain_request_on_critical_data_drift():
+    p = policy(retrain={"cooldown_windows": 10})
+    alerts, retrains = p.decide([psi_finding(3, 0.4, "x0"), psi_finding(3, 0.15, "x1"), psi_finding(3, 0.02, "x2")])
+    assert len(alerts) == 2 and len(retrains) == 1
+    r = retrains[0]
+    crit = [a for a in alerts if a["severity"] == "critical"]
+    assert r["alert_ids"] == [a["alert_id"] for a in crit]
+    # Every feature currently in drift, not only the critical ones.
+    assert r["drifted_features"] == ["x0", "x1"]
+    assert r["data_window"]["index"] == 3
+    assert r["model_id"] == "fraud" and r["model_version"] == "v2"
+    assert "data_drift/psi/x0" in r["reason"]
+    assert r["request_id"] == str(uuid.uuid5(ALERT_NAMESPACE, "retrain\x1f" + crit[0]["alert_id"]))
+    assert p.state.last_retrain_window == 3
+
+
+def test_no_retrain_on_warnings_only():
+    p = policy()
+    alerts, retrains = p.decide([psi_finding(0, 0.2, "x0"), psi_finding(0, 0.2, "x1"),
+                                 stream_finding(5, detector="adwin")])
+    assert len(alerts) == 3 and retrains == []
+
+
+def test_retrain_cooldown():
+    p = policy(retrain={"cooldown_windows": 5})
+    assert len(p.decide([psi_finding(2, 0.4, "x0")])[1]) == 1
+    # A new critical feature within the cooldown: alert yes, retrain no.
+    alerts, retrains = p.decide([psi_finding(6, 0.4, "x1")])
+    assert len(alerts) == 1 and retrains == []
+    # At the cooldown boundary (7 - 2 >= 5) a new critical drift requests again.
+    alerts, retrains = p.decide([psi_finding(7, 0.4, "x2")])
+    assert len(alerts) == 1 and len(retrains) == 1
+    assert retrains[0]["drifted_features"] == ["x0", "x1", "x2"]
+    assert p.state.last_retrain_window == 7
+
+
+def test_retrain_on_critical_prediction_drift():
+    p = policy(retrain={"min_critical_features": 3})
+    _, retrains = p.decide([psi_finding(1, 0.5, kind="prediction_drift")])
+    assert len(retrains) == 1
+    assert retrains[0]["drifted_features"] == []
+    assert "prediction_drift/psi/prediction_score" in retrains[0]["reason"]
+
+
+def test_min_critical_features():
+    p = policy(retrain={"min_critical_features": 2, "on_critical": False})
+    assert p.decide([psi_finding(1, 0.5, "x0")])[1] == []
+    assert p.decide([psi_finding(2, 0.5, kind="prediction_drift")])[1] == []  # on_critical off
+    _, retrains = p.decide([psi_finding(3, 0.5, "x1"), psi_finding(3, 0.5, "x2")])
+    assert len(retrains) == 1
+    assert len(retrains[0]["alert_ids"]) == 2
+
+
+def test_retrain_disabled():
+    p = policy(retrain={"enabled": False})
+    alerts, retrains = p.decide([psi_finding(1, 0.5, "x0")])
+    assert len(alerts) == 1 and retrains == []
+
+
+def test_retrain_request_id_is_deterministic():
+    f = [psi_finding(3, 0.4, "x0"), psi_finding(3, 0.4, "x1")]
+    r1 = policy().decide(f)[1][0]
+    r2 = policy().decide(list(reversed(f)))[1][0]
+    assert r1["request_id"] == r2["request_id"]
+    assert sorted(r1["alert_ids"]) == sorted(r2["alert_ids"])
+

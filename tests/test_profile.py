@@ -1,0 +1,309 @@
+"""Unit tests of ``streamproc.profile``: feature profiles, binning, and reference round trips."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamproc.profile import (
+    CATEGORICAL,
+    NUMERIC,
+    FeatureProfile,
+    ReferenceProfile,
+    build_feature_profile,
+    build_reference,
+    infer_kind,
+    to_float_array,
+)
+
+# -- numeric -------------------------------------------------------------------------------
+
+
+def test_numeric_edges_are_interior_quantiles():
+    values = list(range(100))
+    p = build_feature_profile("x", values, n_bins=4)
+    assert p.kind == NUMERIC
+    # np.quantile with linear interpolation at 0.25, 0.5, 0.75 of 0..99.
+    assert p.edges == pytest.approx([24.75, 49.5, 74.25])
+    assert p.edges == pytest.approx(np.quantile(values, [0.25, 0.5, 0.75]).tolist())
+    # 4 value bins + missing, each value bin a quarter.
+    assert p.proportions == pytest.approx([0.25, 0.25, 0.25, 0.25, 0.0])
+    assert p.n_bins == 5
+    assert p.count == 100
+    assert p.missing_rate == 0.0
+    assert p.mean == pytest.approx(49.5)
+    assert p.std == pytest.approx(np.std(values))
+
+
+def test_numeric_default_ten_bins_proportions_sum_to_one():
+    rng = np.random.default_rng(3)
+    values = rng.normal(5, 2, 5000).tolist()
+    p = build_feature_profile("x", values)
+    assert len(p.edges) == 9
+    assert p.edges == sorted(p.edges)
+    assert len(p.proportions) == 11
+    assert sum(p.proportions) == pytest.approx(1.0, abs=1e-12)
+    for share in p.proportions[:-1]:
+        assert share == pytest.approx(0.1, abs=0.001)
+
+
+def test_value_on_an_edge_goes_to_the_upper_bin():
+    p = build_feature_profile("x", [0.0, 1.0, 2.0, 3.0, 4.0], n_bins=2)
+    assert p.edges == [2.0]
+    assert p.bin_counts([2.0]).tolist() == [0, 1, 0]
+    assert p.bin_counts([1.999]).tolist() == [1, 0, 0]
+
+
+def test_open_ended_outer_bins_take_infinities():
+    p = build_feature_profile("x", list(range(100)), n_bins=4)
+    counts = p.bin_counts([-math.inf, math.inf, -1e300, 1e300, 50.0])
+    assert counts.tolist() == [2, 0, 1, 2, 0]
+
+
+def test_nan_and_none_counted_in_missing_bin():
+    values = [1.0, None, 2.0, float("nan"), 3.0, 4.0, None, 5.0]
+    p = build_feature_profile("x", values, n_bins=2)
+    assert p.kind == NUMERIC
+    assert p.count == 8
+    assert p.missing_rate == pytest.approx(3 / 8)
+    assert p.proportions[-1] == pytest.approx(3 / 8)
+    assert sum(p.proportions) == pytest.approx(1.0)
+    # Edges from the present values only.
+    assert p.edges == [3.0]
+    assert p.mean == pytest.approx(3.0)
+    assert p.bin_counts([None, float("nan"), 0.0, 10.0]).tolist() == [1, 1, 2]
+
+
+def test_all_missing_numeric_feature():
+    p = build_feature_profile("x", [None, None, float("nan")], kind=NUMERIC)
+    assert p.edges == []
+    assert p.proportions == [0.0, 1.0]
+    assert p.missing_rate == 1.0
+    assert math.isnan(p.mean) and math.isnan(p.std)
+    assert p.bin_counts([1.0, None]).tolist() == [1, 1]
+
+
+def test_constant_feature_works():
+    p = build_feature_profile("k", [3.0] * 50)
+    assert p.kind == NUMERIC
+    assert p.edges == [3.0]
+    assert p.proportions == [0.0, 1.0, 0.0]
+    assert p.mean == 3.0 and p.std == 0.0
+    assert p.bin_counts([2.0, 3.0, None]).tolist() == [1, 1, 1]
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: a constant reference gets edges [c], so bins are (-inf, c) and "
+                   "[c, inf): values above the constant share its bin and an upward shift is invisible to PSI")
+def test_constant_feature_shift_up_changes_the_bins():
+    p = build_feature_profile("k", [0.0] * 2000)
+    assert p.bin_counts([5.0] * 10).tolist() != p.bin_counts([0.0] * 10).tolist()
+
+
+def test_ties_collapse_duplicate_edges():
+    values = [0] * 70 + [1] * 30
+    p = build_feature_profile("b", values, n_bins=10)
+    # Nine quantiles of a 0/1 sample: mostly 0 or 1, deduplicated (interpolation may add one between).
+    assert len(p.edges) == len(set(p.edges)) and p.edges == sorted(p.edges)
+    assert 2 <= len(p.edges) <= 3 and p.edges[0] == 0.0 and p.edges[-1] == 1.0
+    zero_bin = int(np.argmax(p.bin_counts([0])))
+    one_bin = int(np.argmax(p.bin_counts([1])))
+    assert zero_bin != one_bin
+    assert p.proportions[zero_bin] == pytest.approx(0.7)
+    assert p.proportions[one_bin] == pytest.approx(0.3)
+    assert sum(p.proportions) == pytest.approx(1.0)
+
+
+# -- categorical ---------------------------------------------------------------------------
+
+
+def test_categorical_categories_ordered_by_frequency_then_name():
+    values = ["b"] * 3 + ["a"] * 3 + ["c"] * 5 + [None] + ["d"]
+    p = build_feature_profile("c", values)
+    assert p.kind == CATEGORICAL
+    assert p.categories == ["c", "a", "b", "d"]
+    # categories..., unseen, missing
+    assert p.proportions == pytest.approx([5 / 13, 3 / 13, 3 / 13, 1 / 13, 0.0, 1 / 13])
+    assert p.missing_rate == pytest.approx(1 / 13)
+    assert sum(p.proportions) == pytest.approx(1.0)
+    assert p.edges == []
+
+
+def test_categorical_max_categories_rest_is_unseen():
+    values = ["b"] * 3 + ["a"] * 4 + ["c"] * 5 + ["d"]
+    p = build_feature_profile("c", values, max_categories=2)
+    assert p.categories == ["c", "a"]
+    assert p.proportions == pytest.approx([5 / 13, 4 / 13, 4 / 13, 0.0])
+
+
+def test_categorical_window_counts_unseen_and_missing():
+    p = build_feature_profile("c", ["x", "y", "y"])
+    counts = p.bin_counts(["y", "zz", None, "x", "new", float("nan"), "y"])
+    assert p.categories == ["y", "x"]
+    assert counts.tolist() == [2, 1, 2, 2]
+    assert counts.sum() == 7
+
+
+def test_bool_categories_are_true_false():
+    values = [True, False, True, None, True]
+    assert infer_kind(values) == CATEGORICAL
+    p = build_feature_profile("flag", values)
+    assert p.categories == ["true", "false"]
+    assert p.proportions == pytest.approx([3 / 5, 1 / 5, 0.0, 1 / 5])
+    assert p.bin_counts([False, False, True, "true", None]).tolist() == [2, 2, 0, 1]
+
+
+def test_numbers_in_a_categorical_feature_become_text():
+    p = build_feature_profile("c", ["a", 1, 2, 2], kind=CATEGORICAL)
+    assert p.categories == ["2", "1", "a"]
+    assert p.bin_counts([2, "2", 1, 3]).tolist() == [2, 1, 0, 1, 0]
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: categorical_bin_counts groups raw values with Counter first, and "
+                   "True == 1 == 1.0 hash alike, so they are all counted under the first one's text")
+def test_categorical_counts_do_not_conflate_true_and_one():
+    p = build_feature_profile("c", [1, True, 1, True], kind=CATEGORICAL)
+    assert p.categories == ["1", "true"]
+    assert p.proportions == pytest.approx([0.5, 0.5, 0.0, 0.0])
+
+
+# -- kinds and float conversion ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "values, kind",
+    [
+        ([1, 2.5, None], NUMERIC),
+        ([None, None], NUMERIC),
+        ([], NUMERIC),
+        ([1.0, float("nan"), -3], NUMERIC),
+        ([1, "a"], CATEGORICAL),
+        (["1", "2"], CATEGORICAL),
+        ([True, False], CATEGORICAL),
+        ([1, True], CATEGORICAL),
+        ([None, "x", None], CATEGORICAL),
+    ],
+)
+def test_infer_kind(values, kind):
+    assert infer_kind(values) == kind
+
+
+def test_to_float_array_numbers_and_none():
+    out = to_float_array([1, 2.5, None, -3])
+    assert out.dtype == np.float64
+    assert out[0] == 1.0 and out[1] == 2.5 and math.isnan(out[2]) and out[3] == -3.0
+
+
+def test_to_float_array_with_strings_mixed_in():
+    out = to_float_array([1, "a", None, 2.5, True, "x"])
+    assert out.dtype == np.float64
+    assert out[0] == 1.0
+    assert math.isnan(out[1])
+    assert math.isnan(out[2])
+    assert out[3] == 2.5
+    assert math.isnan(out[4])  # a boolean is not a number here
+    assert math.isnan(out[5])
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: the numpy fast path converts numeric strings and booleans "
+                   "('2.5' -> 2.5, True -> 1.0) unless some other value forces the fallback, so a value's "
+                   "meaning depends on its neighbours")
+def test_to_float_array_treats_numeric_strings_and_bools_as_missing_consistently():
+    alone = to_float_array([1.0, "2.5", True])
+    with_other = to_float_array([1.0, "2.5", True, "abc"])
+    assert np.isnan(alone[1]) and np.isnan(alone[2])
+    np.testing.assert_array_equal(alone, with_other[:3])
+
+
+# -- reference round trip ------------------------------------------------------------------
+
+
+def _reference_from_rows(seed: int = 0) -> ReferenceProfile:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(300):
+        row = {"x": float(rng.normal()), "c": str(rng.choice(["a", "b", "c"])), "flag": bool(i % 3 == 0)}
+        if i % 10 == 0:
+            row["x"] = None
+        if i % 7 == 0:
+            row["sparse"] = i
+        rows.append(row)
+    scores = rng.random(300).tolist()
+    labels = [("1" if s >= 0.5 else "0") for s in scores]
+    return build_reference("fraud", "v3", rows, scores, labels, n_bins=5, ignore=["flag"])
+
+
+def test_build_reference_profiles_every_feature_and_the_prediction():
+    ref = _reference_from_rows()
+    assert ref.count == 300
+    assert sorted(ref.features) == ["c", "sparse", "x"]  # "flag" ignored
+    assert ref.features["x"].kind == NUMERIC
+    assert ref.features["x"].missing_rate == pytest.approx(30 / 300)
+    assert ref.features["c"].kind == CATEGORICAL
+    # A feature in only some rows: missing elsewhere.
+    assert ref.features["sparse"].missing_rate == pytest.approx(1 - 43 / 300)
+    assert ref.score is not None and ref.score.name == "prediction.score"
+    assert ref.label is not None and ref.label.categories and set(ref.label.categories) == {"0", "1"}
+    assert ref.source == "warmup"
+
+
+def test_reference_without_scores_or_labels():
+    ref = build_reference("m", "v", [{"a": 1}, {"a": 2}], [float("nan")] * 2, [None, None])
+    assert ref.score is None and ref.label is None
+    assert ReferenceProfile.from_dict(ref.to_dict()).to_dict() == ref.to_dict()
+
+
+def test_reference_round_trip_through_json():
+    ref = _reference_from_rows()
+    d = ref.to_dict()
+    text = json.dumps(d)
+    back = ReferenceProfile.from_dict(json.loads(text))
+    # Categorical profiles carry NaN mean/std (NaN != NaN), so compare serialised forms.
+    assert json.dumps(back.to_dict()) == text
+    assert back.features["x"] == ref.features["x"]
+    assert back.score == ref.score
+    assert back.label.categories == ref.label.categories
+    assert back.label.proportions == ref.label.proportions
+    assert back.source == "warmup"
+
+
+def test_from_dict_defaults_source_to_file():
+    d = _reference_from_rows().to_dict()
+    del d["source"]
+    assert ReferenceProfile.from_dict(d).source == "file"
+
+
+_finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
+_feature_values = st.one_of(
+    st.lists(st.one_of(_finite, st.integers(-10**6, 10**6), st.none()), min_size=1, max_size=60),
+    st.lists(st.one_of(st.sampled_from(["a", "b", "c", "dd"]), st.booleans(), st.none()), min_size=1, max_size=60),
+)
+
+
+@given(
+    features=st.dictionaries(st.text(min_size=1, max_size=8), _feature_values, max_size=5),
+    n_bins=st.integers(2, 12),
+    model_id=st.text(min_size=1, max_size=10),
+)
+@settings(max_examples=60, deadline=None)
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # means of values near 1e308
+def test_reference_profile_dict_round_trip(features, n_bins, model_id):
+    profiles = {name: build_feature_profile(name, values, n_bins=n_bins) for name, values in features.items()}
+    for p in profiles.values():
+        assert sum(p.proportions) == pytest.approx(1.0)
+        assert p.n_bins == (len(p.edges) + 2 if p.kind == NUMERIC else len(p.categories) + 2)
+    ref = ReferenceProfile(model_id, "v1", 60, profiles, source="file")
+    d = ref.to_dict()
+    back = ReferenceProfile.from_dict(d)
+    # NaN means/stds defeat ==, so compare the JSON text (NaN serialises as NaN).
+    assert json.dumps(back.to_dict(), sort_keys=True) == json.dumps(d, sort_keys=True)
+    assert json.dumps(ReferenceProfile.from_dict(json.loads(json.dumps(d))).to_dict(), sort_keys=True) == json.dumps(
+        d, sort_keys=True
+    )
+    for name, p in back.features.items():
+        assert isinstance(p, FeatureProfile)
+        assert p.bin_counts([None]).tolist()[-1] == 1
