@@ -147,13 +147,7 @@ class WorkerSettings(_Strict):
 class StreamprocConfig(_Strict):
     worker: WorkerSettings = Field(default_factory=WorkerSettings)
     defaults: MonitorConfig = Field(default_factory=MonitorConfig)
-    models: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Per model id: overrides of defaults.")
-
-    @model_validator(mode="after")
-    def _models_valid(self) -> "StreamprocConfig":
-        for model_id in self.models:
-            self.for_model(model_id)  # raises with the field named
-        return self
+    models: dict[str, Optional[dict[str, Any]]] = Field(default_factory=dict, description="Per model id: overrides of defaults.")
 
     def for_model(self, model_id: str) -> MonitorConfig:
         """The defaults, with the model's overrides (nested sections merge), and worker overrides."""
@@ -161,11 +155,11 @@ class StreamprocConfig(_Strict):
         for key in ("window_size", "warmup_size"):
             if getattr(self.worker, key) is not None:
                 base[key] = getattr(self.worker, key)
-        merged = _deep_merge(base, self.models.get(model_id, {}))
+        merged = _deep_merge(base, self.models.get(model_id) or {})
         try:
             return MonitorConfig.model_validate(merged)
         except ValidationError as exc:
-            raise ValueError(f"models.{model_id}: {_describe(exc)}") from None
+            raise ConfigError(f"invalid configuration: {_describe(exc, f'models.{model_id}')}") from None
 
 
 def _resolve_paths(raw: dict, base: Path) -> None:
@@ -184,10 +178,10 @@ def _deep_merge(base: dict, override: dict) -> dict:
     return out
 
 
-def _describe(exc: ValidationError) -> str:
+def _describe(exc: ValidationError, prefix: str = "") -> str:
     parts = []
     for err in exc.errors():
-        loc = ".".join(str(p) for p in err["loc"])
+        loc = ".".join(str(p) for p in ([prefix] if prefix else []) + list(err["loc"]))
         parts.append(f"{loc}: {err['msg']}" if loc else err["msg"])
     return "; ".join(parts)
 
@@ -214,7 +208,12 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[dict[str,
         if not isinstance(raw, dict):
             raise ConfigError(f"config file {path}: the top level must be a mapping")
         _resolve_paths(raw, Path(path).parent)
+    for section in ("worker", "defaults", "models"):
+        if raw.get(section) is not None and not isinstance(raw[section], dict):
+            raise ConfigError(f"invalid configuration: {section}: must be a mapping")
     worker = dict(raw.get("worker") or {})
+    if worker.get("topics") is not None and not isinstance(worker["topics"], dict):
+        raise ConfigError("invalid configuration: worker.topics: must be a mapping")
     for name in WorkerSettings.model_fields:
         if name == "topics":
             continue
@@ -233,6 +232,11 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[dict[str,
             worker[name] = value
     raw["worker"] = worker
     try:
-        return StreamprocConfig.model_validate(raw)
+        config = StreamprocConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(f"invalid configuration: {_describe(exc)}") from None
+    for model_id, overrides in config.models.items():
+        if overrides is not None and not isinstance(overrides, dict):
+            raise ConfigError(f"invalid configuration: models.{model_id}: must be a mapping")
+        config.for_model(model_id)  # raises naming models.<id>.<field>
+    return config

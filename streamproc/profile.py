@@ -35,15 +35,26 @@ def infer_kind(values: Sequence[Any]) -> Kind:
     return NUMERIC
 
 
+def _as_float(v: Any) -> float:
+    if v is None:
+        return np.nan
+    try:
+        return float(v)  # numbers, booleans (1.0 / 0.0) and numeric strings
+    except (TypeError, ValueError, OverflowError):
+        return np.nan
+
+
 def to_float_array(values: Sequence[Any]) -> np.ndarray:
-    """Numbers as float64; null, and any value that is not a number, as NaN (missing)."""
+    """Values of a numeric feature as float64.
+
+    Numbers are themselves, booleans 1.0/0.0, strings that spell a number that number; null
+    and anything else is NaN (missing). numpy's conversion follows the same rules, so the fast
+    path and the per-value fallback agree.
+    """
     try:
         return np.array(values, dtype=np.float64)
-    except (TypeError, ValueError):
-        return np.array(
-            [v if isinstance(v, (int, float)) and not isinstance(v, bool) else np.nan for v in values],
-            dtype=np.float64,
-        )
+    except (TypeError, ValueError, OverflowError):
+        return np.array([_as_float(v) for v in values], dtype=np.float64)
 
 
 def category_text(v: Any) -> Optional[str]:
@@ -116,7 +127,12 @@ def categorical_bin_counts(values: Sequence[Any], categories: Sequence[str]) -> 
     counts = np.zeros(len(categories) + 2, dtype=np.int64)
     index = {c: i for i, c in enumerate(categories)}
     unseen = len(categories)
-    for value, n in Counter(values).items():
+    tally = Counter(values)
+    if any(isinstance(v, (bool, int, float)) for v in tally):
+        # True == 1 == 1.0 hash alike in a Counter: count by text instead (rare: categories
+        # are normally strings).
+        tally = Counter(category_text(v) for v in values)
+    for value, n in tally.items():
         text = category_text(value)
         if text is None:
             counts[-1] += n
@@ -137,6 +153,12 @@ def build_feature_profile(
         if finite.size:
             qs = np.quantile(finite, np.linspace(0, 1, n_bins + 1)[1:-1])
             edges = np.unique(qs)
+            top = finite.max()
+            if edges.size == 0 or edges[-1] >= top:
+                # Bins are [e_i, e_i+1): when the largest edge is the largest value (a constant,
+                # or a point mass at the top), values above it would share its bin. Give them
+                # a bin of their own.
+                edges = np.append(edges, np.nextafter(top, np.inf))
             mean, std = float(finite.mean()), float(finite.std())
         else:
             edges = np.array([], dtype=np.float64)

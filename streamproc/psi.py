@@ -31,8 +31,11 @@ def psi(reference_proportions: Sequence[float], reference_count: int, window_cou
     q_counts = np.asarray(window_counts, dtype=np.float64)
     p = (p_counts + smoothing) / (p_counts.sum() + smoothing * p_counts.size)
     q = (q_counts + smoothing) / (q_counts.sum() + smoothing * q_counts.size)
-    mask = (p > 0) & (q > 0)
-    return float(np.sum((q[mask] - p[mask]) * np.log(q[mask] / p[mask])))
+    # Without smoothing an empty bin on one side only would be infinite: floor it at a
+    # billionth, so the result is large and finite (alerts must serialise as JSON numbers).
+    mask = (p > 0) | (q > 0)
+    p, q = np.maximum(p[mask], 1e-9), np.maximum(q[mask], 1e-9)
+    return float(np.sum((q - p) * np.log(q / p)))
 
 
 @lru_cache(maxsize=4096)

@@ -193,7 +193,5 @@ def test_python_tags_are_not_executed(tmp_path):
     assert "not valid YAML" in _error(tmp_path, text)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: a non-mapping worker section (worker: 5) escapes as TypeError "
-                   "from dict(raw.get('worker')) instead of a ConfigError naming worker")
 def test_non_mapping_worker_section_is_a_config_error(tmp_path):
     assert "worker" in _error(tmp_path, "worker: 5\n")
