@@ -15,10 +15,12 @@ so a replay releases the same sequence.
 >>> a = MergeBuffer(max_buffered=100)
 >>> a.add(("t", 0), [M("t", 0, 0, 10), M("t", 0, 1, 30)])
 >>> a.add(("t", 1), [M("t", 1, 0, 20)])
->>> [(m.partition, m.offset) for m in a.release(caught_up=set())]
-[(0, 0), (1, 0)]
+>>> [(m.partition, m.offset) for m in a.release(caught_up=set())]  # horizon 20: partition 1 may still hold ts 20
+[(0, 0)]
 >>> a.commit_offsets()
-{('t', 0): 1, ('t', 1): 1}
+{('t', 0): 1, ('t', 1): 0}
+>>> [(m.partition, m.offset) for m in a.release(caught_up={("t", 0), ("t", 1)})]  # nothing more to come
+[(1, 0), (0, 1)]
 """
 
 from __future__ import annotations

@@ -1,0 +1,75 @@
+"""The partition merge releases records in (timestamp, partition, offset) order, whatever the
+fetch pattern, and commits only what it released."""
+
+from collections import namedtuple
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streamproc.ordering import MergeBuffer
+
+Msg = namedtuple("Msg", "topic partition offset timestamp")
+
+
+@st.composite
+def topic_and_fetches(draw):
+    n_parts = draw(st.integers(1, 4))
+    parts = []
+    for p in range(n_parts):
+        gaps = draw(st.lists(st.integers(0, 3), max_size=25))
+        ts, msgs = 0, []
+        for off, g in enumerate(gaps):
+            ts += g
+            msgs.append(Msg("t", p, off, ts))
+        parts.append(msgs)
+    # A fetch pattern: which partition answers next, and how many records it returns.
+    steps = draw(st.lists(st.tuples(st.integers(0, n_parts - 1), st.integers(1, 7)), max_size=60))
+    return parts, steps
+
+
+@settings(max_examples=300, deadline=None)
+@given(topic_and_fetches())
+def test_release_order_is_the_global_order_for_any_fetch_pattern(data):
+    parts, steps = data
+    buf = MergeBuffer(max_buffered=1000)
+    assigned = [("t", p) for p in range(len(parts))]
+    pos = [0] * len(parts)
+    released = []
+
+    def caught_up():
+        return {("t", p) for p in range(len(parts)) if pos[p] >= len(parts[p])}
+
+    for p, k in steps:
+        chunk = parts[p][pos[p]:pos[p] + k]
+        pos[p] += len(chunk)
+        buf.add(("t", p), chunk)
+        released += buf.release(caught_up(), assigned)
+        # Committed offsets never pass a record that was not released.
+        for tp, off in buf.commit_offsets().items():
+            assert all(m.offset < off for m in released if (m.topic, m.partition) == tp) or off == 0
+            assert not any(m.offset >= off for m in released if (m.topic, m.partition) == tp)
+    for p in range(len(parts)):  # drain
+        buf.add(("t", p), parts[p][pos[p]:])
+        pos[p] = len(parts[p])
+    released += buf.release(caught_up(), assigned)
+    expected = sorted((m for msgs in parts for m in msgs), key=lambda m: (m.timestamp, m.partition, m.offset))
+    assert released == expected
+    assert buf.commit_offsets() == {("t", p): len(parts[p]) for p in range(len(parts)) if parts[p]}
+
+
+def test_a_partition_without_records_yet_holds_everything_back():
+    buf = MergeBuffer()
+    buf.add(("t", 0), [Msg("t", 0, 0, 5)])
+    assert buf.release(caught_up=set(), assigned=[("t", 0), ("t", 1)]) == []
+    assert buf.release(caught_up={("t", 1)}, assigned=[("t", 0), ("t", 1)]) == []  # t0 may get more at ts 5
+    assert [m.offset for m in buf.release(caught_up={("t", 0), ("t", 1)}, assigned=[("t", 0), ("t", 1)])] == [0]
+
+
+def test_dropping_revoked_partitions_forgets_their_buffer_and_offsets():
+    buf = MergeBuffer()
+    buf.add(("t", 0), [Msg("t", 0, 7, 1)])
+    buf.add(("t", 1), [Msg("t", 1, 3, 1)])
+    buf.drop([("t", 1)])
+    assert buf.commit_offsets() == {("t", 0): 7}
+    assert buf.size(("t", 1)) == 0
+    assert buf.full(("t", 0)) is False
