@@ -146,7 +146,7 @@ class ModelMonitor:
             immediate += [self._stream_finding("prediction_drift", "prediction_score", ch, self.cfg.score, info, self.events)
                           for ch in self.detectors.update(scores)]
         if immediate:
-            self._collect(self.policy.decide(immediate), result)
+            result.alerts.extend(self.policy.decide(immediate))
         if win.count >= self.cfg.window_size:
             self._close_window(result)
 
@@ -167,13 +167,8 @@ class ModelMonitor:
             info = WindowInfo(start // self.cfg.window_size, min(ts), max(ts), len(matches))
             findings = [self._stream_finding("concept_drift", "error", ch, self.cfg.concept.signal, info, start)
                         for ch in changes]
-            self._collect(self.policy.decide(findings), result)
+            result.alerts.extend(self.policy.decide(findings))
         return result
-
-    @staticmethod
-    def _collect(decided: tuple[list[dict], list[dict]], result: StepResult) -> None:
-        result.alerts.extend(decided[0])
-        result.retrains.extend(decided[1])
 
     def _unknown_features(self, rows: list[dict]) -> list[Finding]:
         """A data-quality finding, once, for each feature the reference does not know."""
@@ -205,6 +200,9 @@ class ModelMonitor:
                 kind, signal, feature = "data_drift", "feature", name
             self.latest[(signal, name)] = (value, warn)
             findings.append(Finding(kind, "psi", signal, feature, value, crit if severity == "critical" else warn, severity, info))
-        self._collect(self.policy.decide(findings), result)
+        result.alerts.extend(self.policy.decide(findings))
+        request = self.policy.window_closed(info)
+        if request is not None:
+            result.retrains.append(request)
         result.windows_closed += 1
         self.window = self._new_window(win.index + 1)

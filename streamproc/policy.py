@@ -11,9 +11,11 @@ Rules (per model version):
   less than ``cooldown_events`` events ago.
 * Alert ids are UUIDv5 of the model, version, key, window index, severity and (for stream
   detectors) the event position, so replaying the same input gives the same ids.
-* A retrain request follows when, in one step, a critical prediction or concept drift alert
-  was raised, or at least ``min_critical_features`` critical data-drift alerts, and the last
-  request for this version was at least ``cooldown_windows`` windows ago.
+* When a window closes, a retrain request follows if, since the previous window closed, a
+  critical prediction or concept drift alert was raised, or at least ``min_critical_features``
+  critical data-drift alerts, and the last request for this version was at least
+  ``cooldown_windows`` windows ago. Its id is UUIDv5 of the model, version and window index;
+  its ``data_window`` is the window that closed.
 """
 
 from __future__ import annotations
@@ -74,6 +76,7 @@ class PolicyState:
     calm: dict[tuple, int] = field(default_factory=dict)  # key -> calm windows in a row while active
     last_stream_alert: dict[tuple, int] = field(default_factory=dict)  # key -> event position
     last_retrain_window: Optional[int] = None
+    pending_critical: list[dict] = field(default_factory=list)  # critical alerts since the last window closed
     suppressed: int = 0
 
 
@@ -116,8 +119,8 @@ class AlertPolicy:
         st.active[f.key] = f.severity
         return True
 
-    def decide(self, findings: list[Finding]) -> tuple[list[dict], list[dict]]:
-        """Alerts and retrain requests for the findings of one step, in order."""
+    def decide(self, findings: list[Finding]) -> list[dict]:
+        """The alerts for the findings of one step, in order (critical ones count toward a retrain)."""
         alerts = []
         for f in findings:
             if f.severity is None and f.position is not None:
@@ -141,36 +144,40 @@ class AlertPolicy:
                     "detected_at": _now(),
                 }
             )
-        retrains = []
-        request = self._retrain(alerts, findings)
-        if request:
-            retrains.append(request)
-        return alerts, retrains
+        self.state.pending_critical.extend(
+            {"alert_id": a["alert_id"], "type": a["type"], "detector": a["detector"], "feature": a["feature"], "signal": a["signal"]}
+            for a in alerts if a["severity"] == "critical"
+        )
+        return alerts
 
-    def _retrain(self, alerts: list[dict], findings: list[Finding]) -> Optional[dict]:
+    def window_closed(self, window: WindowInfo) -> Optional[dict]:
+        """The retrain request due when a window closes, if any.
+
+        Deciding only at window boundaries (not per batch) makes the request independent of how
+        the input was split into batches; its id depends only on the model version and window.
+        """
+        st = self.state
+        critical, st.pending_critical = st.pending_critical, []
         rc = self.cfg.retrain
-        if not rc.enabled or not alerts:
+        if not rc.enabled or not critical:
             return None
-        critical = [a for a in alerts if a["severity"] == "critical"]
         data = [a for a in critical if a["type"] == "data_drift"]
         other = [a for a in critical if a["type"] in ("prediction_drift", "concept_drift")]
         if not ((rc.on_critical and other) or len(data) >= rc.min_critical_features):
             return None
-        window = alerts[-1]["window"]
-        st = self.state
-        if st.last_retrain_window is not None and window["index"] - st.last_retrain_window < rc.cooldown_windows:
+        if st.last_retrain_window is not None and window.index - st.last_retrain_window < rc.cooldown_windows:
             return None
-        st.last_retrain_window = window["index"]
-        ids = [a["alert_id"] for a in critical]
-        drifted = sorted({k[3] for k, sev in st.active.items() if k[0] == "data_drift" and k[3]})
+        st.last_retrain_window = window.index
+        drifted = sorted({k[3] for k in st.active if k[0] == "data_drift" and k[3]})
+        key = "\x1f".join(["retrain", self.model_id, self.model_version, str(window.index)])
         return {
             "schema_version": "1.0",
-            "request_id": str(uuid.uuid5(ALERT_NAMESPACE, "retrain\x1f" + "\x1f".join(sorted(ids)))),
+            "request_id": str(uuid.uuid5(ALERT_NAMESPACE, key)),
             "model_id": self.model_id,
             "model_version": self.model_version,
-            "alert_ids": ids,
+            "alert_ids": [a["alert_id"] for a in critical],
             "drifted_features": drifted,
-            "data_window": window,
+            "data_window": window.to_dict(),
             "reason": f"{len(critical)} critical drift alert(s): "
             + ", ".join(sorted({f"{a['type']}/{a['detector']}/{a['feature'] or a['signal']}" for a in critical})),
             "created_at": _now(),

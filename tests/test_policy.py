@@ -37,7 +37,14 @@ def policy(**kw) -> AlertPolicy:
 
 
 def alerts_of(p: AlertPolicy, *findings: Finding) -> list[dict]:
-    return p.decide(list(findings))[0]
+    return p.decide(list(findings))
+
+
+def step(p: AlertPolicy, index: int, *findings: Finding) -> tuple[list[dict], list[dict]]:
+    """The alerts of window ``index``'s findings, then the retrain request (if any) as it closes."""
+    alerts = p.decide(list(findings))
+    request = p.window_closed(win(index))
+    return alerts, [request] if request else []
 
 
 # -- ids -----------------------------------------------------------------------------------
@@ -139,7 +146,7 @@ def test_hovering_below_threshold_but_above_hysteresis_is_not_calm():
 
 def test_calm_findings_without_drift_raise_nothing():
     p = policy()
-    assert p.decide([psi_finding(0, 0.01), psi_finding(0, 0.05, feature="x1")]) == ([], [])
+    assert step(p, 0, psi_finding(0, 0.01), psi_finding(0, 0.05, feature="x1")) == ([], [])
     assert p.state.active == {} and p.state.calm == {}
 
 
@@ -182,35 +189,49 @@ def test_stream_detector_explicit_cooldown_and_none_severity():
 
 def test_retrain_request_on_critical_data_drift():
     p = policy(retrain={"cooldown_windows": 10})
-    alerts, retrains = p.decide([psi_finding(3, 0.4, "x0"), psi_finding(3, 0.15, "x1"), psi_finding(3, 0.02, "x2")])
+    alerts, retrains = step(p, 3, psi_finding(3, 0.4, "x0"), psi_finding(3, 0.15, "x1"), psi_finding(3, 0.02, "x2"))
     assert len(alerts) == 2 and len(retrains) == 1
     r = retrains[0]
     crit = [a for a in alerts if a["severity"] == "critical"]
     assert r["alert_ids"] == [a["alert_id"] for a in crit]
     # Every feature currently in drift, not only the critical ones.
     assert r["drifted_features"] == ["x0", "x1"]
-    assert r["data_window"]["index"] == 3
+    assert r["data_window"] == win(3).to_dict()
     assert r["model_id"] == "fraud" and r["model_version"] == "v2"
     assert "data_drift/psi/x0" in r["reason"]
-    assert r["request_id"] == str(uuid.uuid5(ALERT_NAMESPACE, "retrain\x1f" + crit[0]["alert_id"]))
+    assert r["request_id"] == str(uuid.uuid5(ALERT_NAMESPACE, "retrain\x1ffraud\x1fv2\x1f3"))
     assert p.state.last_retrain_window == 3
+
+
+def test_retrain_is_decided_when_the_window_closes_not_per_batch():
+    p = policy()
+    # A critical stream-detector alert mid-window: no request yet ...
+    assert len(p.decide([stream_finding(5, index=2, severity="critical")])) == 1
+    assert p.state.pending_critical and p.state.last_retrain_window is None
+    # ... more critical alerts in the same window join it, and the request comes at the close.
+    p.decide([stream_finding(7, index=2, detector="adwin", severity="critical")])
+    r = p.window_closed(win(2))
+    assert len(r["alert_ids"]) == 2 and r["data_window"]["index"] == 2
+    assert p.state.pending_critical == []
+    assert p.window_closed(win(3)) is None
 
 
 def test_no_retrain_on_warnings_only():
     p = policy()
-    alerts, retrains = p.decide([psi_finding(0, 0.2, "x0"), psi_finding(0, 0.2, "x1"),
-                                 stream_finding(5, detector="adwin")])
+    alerts, retrains = step(p, 0, psi_finding(0, 0.2, "x0"), psi_finding(0, 0.2, "x1"),
+                            stream_finding(5, detector="adwin"))
     assert len(alerts) == 3 and retrains == []
 
 
 def test_retrain_cooldown():
     p = policy(retrain={"cooldown_windows": 5})
-    assert len(p.decide([psi_finding(2, 0.4, "x0")])[1]) == 1
-    # A new critical feature within the cooldown: alert yes, retrain no.
-    alerts, retrains = p.decide([psi_finding(6, 0.4, "x1")])
+    assert len(step(p, 2, psi_finding(2, 0.4, "x0"))[1]) == 1
+    # A new critical feature within the cooldown: alert yes, retrain no (and it is not kept for later).
+    alerts, retrains = step(p, 6, psi_finding(6, 0.4, "x1"))
     assert len(alerts) == 1 and retrains == []
+    assert p.state.pending_critical == []
     # At the cooldown boundary (7 - 2 >= 5) a new critical drift requests again.
-    alerts, retrains = p.decide([psi_finding(7, 0.4, "x2")])
+    alerts, retrains = step(p, 7, psi_finding(7, 0.4, "x2"))
     assert len(alerts) == 1 and len(retrains) == 1
     assert retrains[0]["drifted_features"] == ["x0", "x1", "x2"]
     assert p.state.last_retrain_window == 7
@@ -218,7 +239,7 @@ def test_retrain_cooldown():
 
 def test_retrain_on_critical_prediction_drift():
     p = policy(retrain={"min_critical_features": 3})
-    _, retrains = p.decide([psi_finding(1, 0.5, kind="prediction_drift")])
+    _, retrains = step(p, 1, psi_finding(1, 0.5, kind="prediction_drift"))
     assert len(retrains) == 1
     assert retrains[0]["drifted_features"] == []
     assert "prediction_drift/psi/prediction_score" in retrains[0]["reason"]
@@ -226,23 +247,22 @@ def test_retrain_on_critical_prediction_drift():
 
 def test_min_critical_features():
     p = policy(retrain={"min_critical_features": 2, "on_critical": False})
-    assert p.decide([psi_finding(1, 0.5, "x0")])[1] == []
-    assert p.decide([psi_finding(2, 0.5, kind="prediction_drift")])[1] == []  # on_critical off
-    _, retrains = p.decide([psi_finding(3, 0.5, "x1"), psi_finding(3, 0.5, "x2")])
+    assert step(p, 1, psi_finding(1, 0.5, "x0"))[1] == []
+    assert step(p, 2, psi_finding(2, 0.5, kind="prediction_drift"))[1] == []  # on_critical off
+    _, retrains = step(p, 3, psi_finding(3, 0.5, "x1"), psi_finding(3, 0.5, "x2"))
     assert len(retrains) == 1
     assert len(retrains[0]["alert_ids"]) == 2
 
 
 def test_retrain_disabled():
     p = policy(retrain={"enabled": False})
-    alerts, retrains = p.decide([psi_finding(1, 0.5, "x0")])
+    alerts, retrains = step(p, 1, psi_finding(1, 0.5, "x0"))
     assert len(alerts) == 1 and retrains == []
 
 
 def test_retrain_request_id_is_deterministic():
     f = [psi_finding(3, 0.4, "x0"), psi_finding(3, 0.4, "x1")]
-    r1 = policy().decide(f)[1][0]
-    r2 = policy().decide(list(reversed(f)))[1][0]
+    r1 = step(policy(), 3, *f)[1][0]
+    r2 = step(policy(), 3, *reversed(f))[1][0]
     assert r1["request_id"] == r2["request_id"]
     assert sorted(r1["alert_ids"]) == sorted(r2["alert_ids"])
-
