@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Annotated, Iterable, Optional, Union
 
 import msgspec
 import numpy as np
 
-from .events import DEFAULT_MODEL_VERSION
+from .events import DEFAULT_MODEL_VERSION, parse_rfc3339
 
 _Id = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 _Label = Union[str, int, bool, None]
@@ -31,7 +30,7 @@ class _WirePrediction(msgspec.Struct):
 class _WirePredictionEvent(msgspec.Struct):
     event_id: _Id
     model_id: _Id
-    ts: Union[datetime, float]
+    ts: Union[str, float]
     features: dict[str, Union[bool, int, float, str, None]]
     prediction: Union[float, str, _WirePrediction]
     model_version: Optional[_Id] = None
@@ -40,7 +39,7 @@ class _WirePredictionEvent(msgspec.Struct):
 class _WireOutcomeEvent(msgspec.Struct):
     event_id: _Id
     model_id: _Id
-    ts: Union[datetime, float]
+    ts: Union[str, float]
     label: _Label = None
     value: Optional[float] = None
 
@@ -101,11 +100,9 @@ class Outcome:
     value: Optional[float]
 
 
-def _event_time(ts: Union[datetime, float]) -> float:
-    if isinstance(ts, datetime):
-        if ts.tzinfo is None:
-            raise ValueError("ts must be RFC 3339 with a UTC offset (e.g. 2026-01-01T00:00:00Z) or epoch seconds")
-        return ts.timestamp()
+def _event_time(ts: Union[str, float]) -> float:
+    if isinstance(ts, str):
+        return parse_rfc3339(ts)
     if not math.isfinite(ts):
         raise ValueError("ts must be finite")
     return float(ts)

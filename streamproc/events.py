@@ -11,24 +11,52 @@ optional field is a minor change; removing or retyping a field bumps the major n
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Annotated, Literal, Union
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator, StrictBool, StrictFloat, StrictInt, StrictStr
 
 SCHEMA_VERSION = "1.0"
 DEFAULT_MODEL_VERSION = "default"
 
-# An RFC 3339 timestamp with an offset, or seconds since the Unix epoch.
-EventTime = Union[StrictFloat, StrictInt, AwareDatetime]
+# An RFC 3339 date-time (with seconds and an offset), or seconds since the Unix epoch. The
+# pattern is enforced by pydantic, the JSON Schema and the fast decoder alike.
+RFC3339_PATTERN = r"^\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$"
+
+
+def parse_rfc3339(text: str) -> float:
+    """Epoch seconds of an RFC 3339 date-time; ValueError if it is not one."""
+    if not _RFC3339.match(text):
+        raise ValueError("ts must be RFC 3339 with seconds and a UTC offset (e.g. 2026-01-01T00:00:00Z) or epoch seconds")
+    try:
+        return datetime.fromisoformat(text.upper()).timestamp()
+    except ValueError:
+        raise ValueError(f"ts {text!r} is not a valid date-time") from None
+
+
+_RFC3339 = re.compile(RFC3339_PATTERN)
+
+
+def _check_rfc3339(text: str) -> str:
+    parse_rfc3339(text)
+    return text
+
+
+Timestamp = Annotated[StrictStr, Field(pattern=RFC3339_PATTERN, json_schema_extra={"format": "date-time"}),
+                      AfterValidator(_check_rfc3339)]
+EventTime = Union[StrictFloat, StrictInt, Timestamp]
 FeatureValue = Union[StrictBool, StrictInt, StrictFloat, StrictStr, None]
 NonEmptyStr = Annotated[StrictStr, Field(min_length=1, max_length=256)]
 
 
 class _Input(BaseModel):
-    """Inputs tolerate unknown fields (producers may add metadata); outputs do not."""
+    """Inputs tolerate unknown fields (producers may add metadata); outputs do not.
 
-    model_config = ConfigDict(extra="allow", strict=True)
+    Numbers must be finite doubles: NaN/Infinity literals and overflowing numbers are rejected.
+    """
+
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
 
 
 class _Output(BaseModel):
@@ -38,7 +66,7 @@ class _Output(BaseModel):
 class PredictionObject(BaseModel):
     """A structured prediction: a score, a label, and/or class probabilities."""
 
-    model_config = ConfigDict(extra="allow", strict=True)
+    model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
 
     score: Union[StrictFloat, StrictInt, None] = None
     label: Union[StrictStr, StrictInt, StrictBool, None] = None
@@ -65,7 +93,7 @@ class OutcomeEvent(_Input):
     """
 
     model_config = ConfigDict(
-        extra="allow", strict=True,
+        extra="allow", strict=True, allow_inf_nan=False,
         json_schema_extra={"anyOf": [{"required": ["label"], "properties": {"label": {"not": {"type": "null"}}}},
                                      {"required": ["value"], "properties": {"value": {"not": {"type": "null"}}}}]},
     )

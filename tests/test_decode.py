@@ -168,7 +168,7 @@ def _without(key):
         (raw(ev(event_id=7)), "$.event_id"),
         (raw(ev(event_id="")), "$.event_id"),
         (raw(ev(model_version=2)), "$.model_version"),
-        (raw(ev(ts="yesterday")), "$.ts"),
+        (raw(ev(ts="yesterday")), "ts must be RFC 3339"),
         (raw(ev(ts=True)), "$.ts"),
         (raw(ev(ts="2026-01-01T00:00:00")), "UTC offset"),
         (raw(ev(features=[1, 2])), "$.features"),

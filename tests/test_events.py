@@ -45,10 +45,18 @@ def _reject_constant(name):
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(text):
+    value = float(text)
+    if value in (float("inf"), float("-inf")):
+        raise ValueError(f"{text} does not fit a double")
+    return value
+
+
 def schema_accepts(name: str, payload: bytes) -> bool:
     """Standard JSON (no NaN/Infinity, which Python's json would allow) against the committed schema."""
     try:
-        doc = json.loads(payload, parse_constant=_reject_constant)
+        # The contract's numbers are finite doubles; JSON Schema cannot say so, the parser does.
+        doc = json.loads(payload, parse_constant=_reject_constant, parse_float=_finite_float)
     except ValueError:
         return False
     return validator(name).is_valid(doc)
@@ -162,32 +170,31 @@ def test_prediction_corpus_validators_agree(case):
     assert prediction_verdicts(payload) == {"pydantic": valid, "jsonschema": valid, "decode": valid}
 
 
-# Inputs on which the validators do NOT agree today (found while writing the corpus). Strict
-# xfail: each starts failing (XPASS) once the contract is made consistent, so it can move to the
-# corpus above.
+# Inputs on which the validators once disagreed (found while writing the corpus): pydantic was
+# laxer than RFC 3339 and took NaN/Infinity; msgspec took a space separator. All three now
+# reject them.
 _TS_BASE = '"event_id":"e","model_id":"m","features":{},"prediction":0.5,"ts":'
-DISAGREEMENTS = {
-    # pydantic (speedate) is laxer than RFC 3339:
-    "ts without seconds": (_p(_TS_BASE + '"2026-01-01T00:00Z"'), "pydantic accepts; schema and decoder reject"),
-    "ts digits as string": (_p(_TS_BASE + '"1767225600"'), "pydantic parses it as epoch; others reject"),
-    "ts comma fraction": (_p(_TS_BASE + '"2026-01-01T00:00:00,5Z"'), "pydantic accepts; others reject"),
-    # msgspec is laxer than the schema's date-time format:
-    "ts space separator": (_p(_TS_BASE + '"2026-01-01 00:00:00Z"'), "pydantic and decoder accept; schema rejects"),
-    "ts offset without colon": (_p(_TS_BASE + '"2026-01-01T00:00:00+0530"'), "pydantic and decoder accept; schema rejects"),
-    # pydantic's JSON parser takes NaN/Infinity literals and overflowing numbers:
-    "NaN ts": (_p(_TS_BASE + "NaN"), "pydantic accepts a NaN event time; decoder rejects"),
-    "Infinity score": (_p('"event_id":"e","model_id":"m","features":{},"ts":1,"prediction":Infinity'), "pydantic accepts"),
-    "overflowing feature": (_p('"event_id":"e","model_id":"m","features":{"a":1e400},"ts":1,"prediction":0'),
-                            "pydantic and schema (inf) accept; decoder rejects"),
+FORMERLY_DISPUTED = {
+    "ts without seconds": _p(_TS_BASE + '"2026-01-01T00:00Z"'),
+    "ts digits as string": _p(_TS_BASE + '"1767225600"'),
+    "ts comma fraction": _p(_TS_BASE + '"2026-01-01T00:00:00,5Z"'),
+    "ts space separator": _p(_TS_BASE + '"2026-01-01 00:00:00Z"'),
+    "ts offset without colon": _p(_TS_BASE + '"2026-01-01T00:00:00+0530"'),
+    "ts month 13": _p(_TS_BASE + '"2026-13-01T00:00:00Z"'),
+    "NaN ts": _p(_TS_BASE + "NaN"),
+    "Infinity score": _p('"event_id":"e","model_id":"m","features":{},"ts":1,"prediction":Infinity'),
+    "overflowing feature": _p('"event_id":"e","model_id":"m","features":{"a":1e400},"ts":1,"prediction":0'),
 }
 
 
-@pytest.mark.parametrize("case", list(DISAGREEMENTS))
-def test_known_disagreements(case, request):
-    payload, why = DISAGREEMENTS[case]
-    request.applymarker(pytest.mark.xfail(strict=True, reason=f"contract disagreement: {why}"))
-    verdicts = prediction_verdicts(payload)
-    assert len(set(verdicts.values())) == 1, verdicts
+@pytest.mark.parametrize("case", list(FORMERLY_DISPUTED))
+def test_formerly_disputed_inputs_are_rejected_by_all(case):
+    assert prediction_verdicts(FORMERLY_DISPUTED[case]) == {"pydantic": False, "jsonschema": False, "decode": False}
+
+
+@pytest.mark.parametrize("ts", ['"2026-01-01T00:00:00Z"', '"2026-01-01t00:00:00.123456789z"', '"2026-01-01T00:00:00+05:30"', "1767225600", "1.5"])
+def test_rfc3339_and_epoch_forms_are_accepted_by_all(ts):
+    assert prediction_verdicts(_p(_TS_BASE + ts)) == {"pydantic": True, "jsonschema": True, "decode": True}
 
 
 # -- curated corpus: outcomes --------------------------------------------------------------
