@@ -51,6 +51,15 @@ class PSIConfig(_Strict):
         return self
 
 
+class QualityConfig(_Strict):
+    """Data-quality alerts: a feature's missing rate, or its share of unseen categories, jumping."""
+
+    enabled: bool = True
+    alpha: float = Field(1e-6, gt=0, lt=1, description="Per-test false-alarm rate of the rate comparison.")
+    min_increase: float = Field(0.05, ge=0, le=1, description="Smallest rise of the rate (absolute) that alerts.")
+    critical_increase: float = Field(0.2, ge=0, le=1, description="A rise at least this large is critical.")
+
+
 class ADWINConfig(_Strict):
     enabled: bool = True
     delta: float = Field(0.002, gt=0, lt=1, description="river ADWIN confidence parameter.")
@@ -116,6 +125,7 @@ class MonitorConfig(_Strict):
     adwin: ADWINConfig = Field(default_factory=ADWINConfig)
     page_hinkley: PageHinkleyConfig = Field(default_factory=PageHinkleyConfig)
     score: SignalConfig = Field(default_factory=SignalConfig, description="Stream detectors on the prediction score.")
+    quality: QualityConfig = Field(default_factory=QualityConfig)
     concept: ConceptConfig = Field(default_factory=ConceptConfig)
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
     cooldown_events: Optional[int] = Field(None, ge=0, description="Minimum events between two stream-detector alerts of the same kind; default one window.")

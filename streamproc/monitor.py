@@ -20,7 +20,8 @@ from .concept import ErrorMonitor
 from .detectors import Change, StreamDetectors
 from .outcomes import Match
 from .policy import AlertPolicy, Finding, WindowInfo
-from .profile import ReferenceProfile, build_reference
+from .profile import CATEGORICAL, ReferenceProfile, build_reference
+from .quality import rate_jump
 from .psi import effective_threshold, psi
 
 MAX_REPORTED_UNKNOWN = 100
@@ -181,6 +182,17 @@ class ModelMonitor:
             findings.append(Finding("data_quality", "schema", "feature", name, 1.0, 0.0, "warning", self.window.info()))
         return findings
 
+    def _quality(self, profile, counts: np.ndarray, count: int, info: WindowInfo) -> list[Finding]:
+        """Missing-rate and (categorical) unseen-category-rate findings of one feature."""
+        checks = [("missing_rate", profile.missing_rate, int(counts[-1]))]
+        if profile.kind == CATEGORICAL:
+            checks.append(("unseen_categories", profile.proportions[-2], int(counts[-2])))
+        out = []
+        for detector, ref_rate, hits in checks:
+            rate, needed, severity = rate_jump(ref_rate, profile.count, hits, count, self.cfg.quality)
+            out.append(Finding("data_quality", detector, "feature", profile.name, rate, needed, severity, info))
+        return out
+
     def _close_window(self, result: StepResult) -> None:
         win = self.window
         info = win.info()
@@ -200,6 +212,8 @@ class ModelMonitor:
                 kind, signal, feature = "data_drift", "feature", name
             self.latest[(signal, name)] = (value, warn)
             findings.append(Finding(kind, "psi", signal, feature, value, crit if severity == "critical" else warn, severity, info))
+            if feature is not None and self.cfg.quality.enabled:
+                findings += self._quality(profile, counts, win.count, info)
         result.alerts.extend(self.policy.decide(findings))
         request = self.policy.window_closed(info)
         if request is not None:

@@ -1,0 +1,40 @@
+"""Data-quality checks on a closed window: jumps in a feature's missing rate or unseen-category rate.
+
+A rate is compared with the reference's by a one-sided two-proportion z-test at the per-test
+false-alarm rate ``alpha`` (as PSI is), and must also have risen by at least ``min_increase``
+(absolute) to matter: a rate going from 1 % to 1.5 % on a huge window is real but harmless.
+
+>>> from streamproc.config import QualityConfig
+>>> rate_jump(0.01, 2000, 300, 1000, QualityConfig())[2]
+'critical'
+>>> rate_jump(0.01, 2000, 12, 1000, QualityConfig())[2] is None
+True
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from typing import Optional
+
+from scipy.stats import norm
+
+from .config import QualityConfig
+
+
+@lru_cache(maxsize=64)
+def _z(alpha: float) -> float:
+    return float(norm.isf(alpha))
+
+
+def rate_jump(ref_rate: float, ref_count: int, hits: int, count: int, cfg: QualityConfig) -> tuple[float, float, Optional[str]]:
+    """(window rate, rate needed to alert, severity or None) for one rate of one window."""
+    rate = hits / count if count else 0.0
+    pooled = (ref_rate * ref_count + hits) / max(ref_count + count, 1)
+    # Half a count of slack keeps a reference rate of exactly 0 from making any hit significant.
+    pooled = max(pooled, 0.5 / max(ref_count + count, 1))
+    se = math.sqrt(pooled * (1 - pooled) * (1 / max(count, 1) + 1 / max(ref_count, 1)))
+    needed = ref_rate + max(cfg.min_increase, _z(cfg.alpha) * se)
+    if rate < needed:
+        return rate, needed, None
+    return rate, needed, "critical" if rate - ref_rate >= cfg.critical_increase else "warning"

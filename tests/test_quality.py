@@ -1,0 +1,69 @@
+"""Data-quality alerts: missing-rate and unseen-category jumps, through the monitor."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamproc.config import MonitorConfig, QualityConfig
+from streamproc.monitor import ModelMonitor
+from streamproc.quality import rate_jump
+from streamproc.synth import ModelStream
+
+from .test_monitor import to_batch
+
+
+def events_with(n: int, seed: int, missing_after: int | None = None, missing_rate: float = 0.3,
+                unseen_after: int | None = None, unseen_rate: float = 0.2):
+    rng = np.random.default_rng(seed)
+    out = []
+    for i, e in enumerate(ModelStream("q", n_numeric=3, n_categorical=1, seed=seed).events(n)):
+        if missing_after is not None and i >= missing_after and rng.random() < missing_rate:
+            e["features"]["x2"] = None
+        if unseen_after is not None and i >= unseen_after and rng.random() < unseen_rate:
+            e["features"]["c0"] = f"new-{rng.integers(1000)}"
+        out.append(e)
+    return out
+
+
+def quality_alerts(events, **cfg):
+    mon = ModelMonitor("q", "default", MonitorConfig(window_size=500, warmup_size=2000, **cfg))
+    return [a for a in mon.update(to_batch(events)).alerts if a["type"] == "data_quality"]
+
+
+def test_missing_rate_jump_alerts_on_that_feature():
+    alerts = quality_alerts(events_with(6000, 1, missing_after=4000))
+    assert [(a["detector"], a["feature"], a["severity"]) for a in alerts] == [("missing_rate", "x2", "critical")]
+    a = alerts[0]
+    assert a["window"]["index"] == 4  # (4000 - 2000 warmup) / 500: the first window with the change
+    assert 0.2 < a["statistic"] < 0.4 and a["threshold"] >= 0.05
+
+
+def test_unseen_categories_alert():
+    alerts = quality_alerts(events_with(6000, 2, unseen_after=4000, unseen_rate=0.2))
+    assert {(a["detector"], a["feature"]) for a in alerts} == {("unseen_categories", "c0")}
+    assert alerts[0]["severity"] == "critical"
+
+
+def test_stationary_stream_raises_no_quality_alert():
+    assert quality_alerts(events_with(30000, 3)) == []
+
+
+def test_small_missing_increase_is_ignored_and_quality_can_be_disabled():
+    assert quality_alerts(events_with(6000, 4, missing_after=4000, missing_rate=0.02)) == []
+    assert quality_alerts(events_with(6000, 5, missing_after=4000), quality={"enabled": False}) == []
+
+
+@pytest.mark.parametrize("ref_rate,hits,count,severity", [
+    (0.0, 0, 1000, None),
+    (0.0, 60, 1000, "warning"),
+    (0.0, 250, 1000, "critical"),
+    (0.10, 140, 1000, None),  # +4 points: below min_increase
+    (0.10, 200, 1000, "warning"),
+    (0.10, 20, 100, None),  # +10 points on 100 events: not significant at alpha 1e-6
+])
+def test_rate_jump(ref_rate, hits, count, severity):
+    rate, needed, sev = rate_jump(ref_rate, 2000, hits, count, QualityConfig())
+    assert sev == severity
+    assert rate == hits / count
+    assert (rate >= needed) == (severity is not None)
