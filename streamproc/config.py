@@ -120,6 +120,7 @@ class MonitorConfig(_Strict):
     warmup_size: int = Field(2000, ge=10, description="Events that form the reference when no reference file is given.")
     ignore_features: list[str] = Field(default_factory=list)
     max_categories: int = Field(50, ge=1, description="Reference categories kept per feature; the rest count as unseen.")
+    max_features: int = Field(500, ge=1, description="Features monitored per model version (the most frequent in the reference).")
     reference_file: Optional[Path] = Field(None, description="A reference profile JSON (streamproc reference build); used for the model version it was built for.")
     psi: PSIConfig = Field(default_factory=PSIConfig)
     adwin: ADWINConfig = Field(default_factory=ADWINConfig)

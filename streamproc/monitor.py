@@ -76,10 +76,27 @@ class ModelMonitor:
         self._warm = PredictionBatch(self.model_id, self.model_version)
         index = self.window.index + 1 if self.window else 0
         self.window = self._new_window(index)
+        self._notify_caps = True
         self.detectors = None
         if reference.score is not None and (self.cfg.adwin.enabled or self.cfg.page_hinkley.enabled):
             self.detectors = StreamDetectors(reference.score.mean, reference.score.std, self.cfg.adwin,
                                              self.cfg.page_hinkley, self.cfg.score)
+
+    def _cap_findings(self) -> list[Finding]:
+        """Data-quality findings, once per reference, for the caps that bound memory."""
+        ref = self.reference
+        info = self.window.info()
+        out = []
+        if ref.dropped_features:
+            # One alert for the cap; the dropped features are not then reported one by one as unknown.
+            self.unknown_features.update(ref.dropped_features)
+            out.append(Finding("data_quality", "feature_cap", "feature", None, float(len(ref.features) + len(ref.dropped_features)),
+                               float(self.cfg.max_features), "warning", info))
+        for name, p in ref.features.items():
+            if p.kind == CATEGORICAL and p.distinct > len(p.categories):
+                out.append(Finding("data_quality", "category_cap", "feature", name, float(p.distinct),
+                                   float(len(p.categories)), "warning", info))
+        return out
 
     def _profiles(self) -> dict:
         ref = self.reference
@@ -121,7 +138,7 @@ class ModelMonitor:
             ref = build_reference(
                 self.model_id, self.model_version, w.features, w.scores, w.labels,
                 n_bins=self.cfg.psi.bins, max_categories=self.cfg.max_categories,
-                ignore=self.cfg.ignore_features,
+                ignore=self.cfg.ignore_features, max_features=self.cfg.max_features,
             )
             self.set_reference(ref)
 
@@ -141,7 +158,11 @@ class ModelMonitor:
         win.start = min(win.start, float(ts.min()))
         win.end = max(win.end, float(ts.max()))
         # Stream detectors and schema checks alert at once, not at the window's end.
-        immediate = self._unknown_features(rows)
+        immediate = []
+        if self._notify_caps:
+            self._notify_caps = False
+            immediate = self._cap_findings()
+        immediate += self._unknown_features(rows)
         if self.detectors is not None:
             info = win.info()
             immediate += [self._stream_finding("prediction_drift", "prediction_score", ch, self.cfg.score, info, self.events)

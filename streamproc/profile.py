@@ -81,6 +81,7 @@ class FeatureProfile:
     missing_rate: float = 0.0
     mean: float = float("nan")
     std: float = float("nan")
+    distinct: int = 0  # categorical: distinct categories in the sample (more than kept means the cap was hit)
 
     @property
     def n_bins(self) -> int:
@@ -103,6 +104,7 @@ class FeatureProfile:
             "missing_rate": self.missing_rate,
             "mean": self.mean,
             "std": self.std,
+            "distinct": self.distinct,
         }
 
     @classmethod
@@ -175,6 +177,7 @@ def build_feature_profile(
     return FeatureProfile(
         name, CATEGORICAL, count, categories=categories,
         proportions=(counts / max(count, 1)).tolist(), missing_rate=float(counts[-1] / max(count, 1)),
+        distinct=len(freq),
     )
 
 
@@ -189,9 +192,11 @@ class ReferenceProfile:
     score: Optional[FeatureProfile] = None
     label: Optional[FeatureProfile] = None
     source: str = "warmup"
+    dropped_features: list[str] = field(default_factory=list)  # over the max_features cap (first 100 named)
 
     def to_dict(self) -> dict:
         return {
+            "dropped_features": list(self.dropped_features),
             "model_id": self.model_id,
             "model_version": self.model_version,
             "count": self.count,
@@ -211,6 +216,7 @@ class ReferenceProfile:
             features={k: FeatureProfile.from_dict(v) for k, v in d["features"].items()},
             score=FeatureProfile.from_dict(d["score"]) if d.get("score") else None,
             label=FeatureProfile.from_dict(d["label"]) if d.get("label") else None,
+            dropped_features=list(d.get("dropped_features", [])),
         )
 
 
@@ -224,9 +230,16 @@ def build_reference(
     max_categories: int = 50,
     ignore: Sequence[str] = (),
     source: str = "warmup",
+    max_features: int = 500,
 ) -> ReferenceProfile:
     """A reference from feature rows (dicts) and the matching prediction scores and labels."""
-    names = sorted({k for row in rows for k in row} - set(ignore))
+    seen = Counter(k for row in rows for k in row)
+    for name in ignore:
+        seen.pop(name, None)
+    # Keep the max_features most frequent features (ties by name): memory stays bounded
+    # whatever producers send.
+    ranked = sorted(seen, key=lambda k: (-seen[k], k))
+    names, dropped = sorted(ranked[:max_features]), sorted(ranked[max_features:])
     features = {
         name: build_feature_profile(name, [row.get(name) for row in rows], n_bins=n_bins, max_categories=max_categories)
         for name in names
@@ -237,4 +250,4 @@ def build_reference(
         score = build_feature_profile("prediction.score", score_arr.tolist(), kind=NUMERIC, n_bins=n_bins)
     if any(lbl is not None for lbl in labels):
         label = build_feature_profile("prediction.label", list(labels), kind=CATEGORICAL, max_categories=max_categories)
-    return ReferenceProfile(model_id, model_version, len(rows), features, score, label, source)
+    return ReferenceProfile(model_id, model_version, len(rows), features, score, label, source, dropped[:100])

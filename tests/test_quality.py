@@ -67,3 +67,25 @@ def test_rate_jump(ref_rate, hits, count, severity):
     assert sev == severity
     assert rate == hits / count
     assert (rate >= needed) == (severity is not None)
+
+
+def test_feature_and_category_caps_bound_the_state_and_alert_once():
+    rng = np.random.default_rng(9)
+    events = []
+    for i, e in enumerate(ModelStream("q", n_numeric=3, n_categorical=1, seed=9).events(4000)):
+        # 40 extra features, rarer than x0..x2 and c0, and a high-cardinality category.
+        for j in range(40):
+            if rng.random() < 0.5:
+                e["features"][f"extra{j:02d}"] = 1.0
+        e["features"]["user"] = f"u{rng.integers(5000)}"
+        events.append(e)
+    mon = ModelMonitor("q", "default", MonitorConfig(window_size=500, warmup_size=2000, max_features=10, max_categories=20))
+    alerts = [a for a in mon.update(to_batch(events)).alerts if a["type"] == "data_quality"]
+    caps = [(a["detector"], a["feature"]) for a in alerts if a["detector"].endswith("_cap")]
+    assert caps == [("feature_cap", None), ("category_cap", "user")]
+    assert len(mon.reference.features) == 10
+    assert {"x0", "x1", "x2", "c0", "user"} <= set(mon.reference.features)
+    assert len(mon.reference.features["user"].categories) == 20
+    # Dropped features are not then reported one by one, and the window state stays bounded.
+    assert not [a for a in alerts if a["detector"] == "schema"]
+    assert all(len(c) <= 22 for c in mon.window.counts.values())
