@@ -78,10 +78,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--model", required=True, help="model id")
     b.add_argument("--version", default="default", help="model version (default: default)")
     b.add_argument("--input", required=True, help="training data: .csv (a column per feature) or .jsonl (prediction events)")
-    b.add_argument("--output", required=True, help="profile JSON to write (name it as reference_file in the config)")
+    b.add_argument("--output", default=None, help="profile JSON to write (name it as reference_file in the config)")
+    b.add_argument("--publish", action="store_true", help="publish the profile to the references topic; running workers pick it up")
+    _add_bootstrap(b)
+    b.add_argument("--topic", default="model-references", help="references topic (default model-references)")
     b.add_argument("--score-column", default=None, help="CSV column holding the prediction score")
     b.add_argument("--label-column", default=None, help="CSV column holding the predicted label")
     b.add_argument("--bins", type=int, default=10, help="quantile bins per numeric feature (default 10)")
+    b.add_argument("--max-categories", type=int, default=50, help="categories kept per feature (default 50)")
 
     p = sub.add_parser("schemas", help="write or check the JSON Schema files of the event contract")
     p.add_argument("--dir", default="schemas", help="directory of the schema files (default ./schemas)")
@@ -134,17 +138,29 @@ def _alerts(args) -> int:
 def _reference(args) -> int:
     from .reference_file import build_reference_file
 
+    if not args.output and not args.publish:
+        raise ConfigError("give --output FILE, --publish, or both")
+    if args.publish and not args.bootstrap:
+        raise ConfigError("--publish needs --bootstrap (or STREAMPROC_BOOTSTRAP)")
     try:
         profile = build_reference_file(args.model, args.version, args.input, args.output,
-                                       args.score_column, args.label_column, bins=args.bins)
+                                       args.score_column, args.label_column, bins=args.bins,
+                                       max_categories=args.max_categories, progress=sys.stderr.isatty())
     except (ValueError, OSError) as exc:
         raise ConfigError(str(exc)) from None
-    kinds = {}
+    kinds: dict[str, int] = {}
     for f in profile.features.values():
         kinds[f.kind] = kinds.get(f.kind, 0) + 1
-    print(f"wrote {args.output}: {args.model}/{args.version} from {profile.count} rows, "
-          + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) + " features"
-          + (", prediction score" if profile.score else "") + (", prediction label" if profile.label else ""))
+    summary = (f"{args.model}/{args.version} from {profile.count} rows, "
+               + ", ".join(f"{n} {k}" for k, n in sorted(kinds.items())) + " features"
+               + (", prediction score" if profile.score else "") + (", prediction label" if profile.label else ""))
+    if args.output:
+        print(f"wrote {args.output}: {summary}")
+    if args.publish:
+        from .kafka import publish_reference
+
+        asyncio.run(publish_reference(args.bootstrap, args.topic, profile.to_dict()))
+        print(f"published to {args.topic} at {args.bootstrap}: {summary}")
     return 0
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -82,6 +82,9 @@ class ConceptConfig(_Strict):
     """Concept drift: outcomes joined to predictions by event_id, error rate watched by ADWIN and Page-Hinkley."""
 
     enabled: bool = True
+    join: Literal["auto", "always"] = Field(
+        "auto", description="auto: keep predictions waiting only once the model has had an outcome (models "
+        "without outcomes cost nothing); always: from the first prediction.")
     ttl_seconds: float = Field(7 * 86400, gt=0, description="Event time a prediction waits for its outcome.")
     max_pending: int = Field(100_000, ge=1, description="Predictions kept waiting per model; the oldest are dropped beyond this.")
     warmup: int = Field(500, ge=10, description="Labelled events that set the baseline error before detection starts.")
@@ -138,6 +141,7 @@ class TopicsConfig(_Strict):
     alerts: str = "drift-alerts"
     retrain: str = "retrain-requests"
     dead_letter: str = "streamproc-dlq"
+    references: str = "model-references"
     partitions: int = Field(4, ge=1, description="Partitions of topics the worker creates.")
 
 

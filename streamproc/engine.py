@@ -60,6 +60,8 @@ class MonitorEngine:
         out = EngineOutput()
         for key, batch in batches.items():
             joiner = self.joiners.get(key[0])
+            if joiner is None and self.config_for(key[0]).concept.join == "always":
+                joiner = self._joiner(key[0])
             if joiner is not None:
                 joiner.add_predictions(key[1], batch.event_ids, batch.ts, batch.scores, batch.labels)
             result: StepResult = self.monitor(key).update(batch)
@@ -73,19 +75,17 @@ class MonitorEngine:
     def process_outcomes(self, outcomes: list[Outcome]) -> EngineOutput:
         """Join outcomes to waiting predictions and watch each version's error for concept drift.
 
-        Joining for a model starts with its first outcome (before that no prediction waits).
+        With ``concept.join: auto`` joining for a model starts with its first outcome (before
+        that no prediction waits, so models without outcomes cost no memory).
         """
         out = EngineOutput()
         by_model: dict[str, list] = {}
         for o in outcomes:
             by_model.setdefault(o.model_id, []).append((o.event_id, o.ts, o.label, o.value))
         for model_id, items in by_model.items():
-            joiner = self.joiners.get(model_id)
+            joiner = self.joiners.get(model_id) or self._joiner(model_id)
             if joiner is None:
-                cfg = self.config_for(model_id).concept
-                if not cfg.enabled:
-                    continue
-                joiner = self.joiners[model_id] = OutcomeJoiner(cfg.ttl_seconds, cfg.max_pending)
+                continue
             by_version: dict[str, list] = {}
             for m in joiner.match(items):
                 by_version.setdefault(m.version, []).append(m)
@@ -96,6 +96,13 @@ class MonitorEngine:
                 out.retrains.extend(result.retrains)
                 out.errors_updated.add(key)
         return out
+
+    def _joiner(self, model_id: str) -> Optional[OutcomeJoiner]:
+        cfg = self.config_for(model_id).concept
+        if not cfg.enabled:
+            return None
+        joiner = self.joiners[model_id] = OutcomeJoiner(cfg.ttl_seconds, cfg.max_pending)
+        return joiner
 
     # -- persistence -----------------------------------------------------------------------
     def snapshot(self) -> bytes:

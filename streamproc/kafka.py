@@ -16,8 +16,13 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 1_048_576
 
 
-async def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int, timeout: float = 30.0) -> None:
-    """Create the topics that do not exist yet (retrying while the broker comes up)."""
+async def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int, timeout: float = 30.0,
+                        compacted: Iterable[str] = ()) -> None:
+    """Create the topics that do not exist yet (retrying while the broker comes up).
+
+    Topics in ``compacted`` get ``cleanup.policy=compact`` and a single partition.
+    """
+    compacted = set(compacted)
     wanted = list(dict.fromkeys(topics))
     deadline = time.monotonic() + timeout
     while True:
@@ -28,7 +33,11 @@ async def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int, 
             missing = [t for t in wanted if t not in existing]
             if missing:
                 try:
-                    await admin.create_topics([NewTopic(t, partitions, 1) for t in missing])
+                    await admin.create_topics([
+                        NewTopic(t, 1, 1, topic_configs={"cleanup.policy": "compact"}) if t in compacted
+                        else NewTopic(t, partitions, 1)
+                        for t in missing
+                    ])
                 except TopicAlreadyExistsError:
                     pass
                 log.info("created topics %s", ", ".join(missing))
@@ -52,3 +61,21 @@ def consumer(bootstrap: str, *topics: str, **kwargs) -> AIOKafkaConsumer:
     opts = dict(bootstrap_servers=bootstrap, enable_auto_commit=False, auto_offset_reset="earliest")
     opts.update(kwargs)
     return AIOKafkaConsumer(*topics, **opts)
+
+
+def reference_key(model_id: str, model_version: str) -> bytes:
+    """The compaction key of a reference profile on the references topic."""
+    return f"{model_id}/{model_version}".encode()
+
+
+async def publish_reference(bootstrap: str, topic: str, profile_dict: dict) -> None:
+    import orjson
+
+    await ensure_topics(bootstrap, [topic], 1, compacted=[topic])
+    p = producer(bootstrap)
+    await p.start()
+    try:
+        await p.send_and_wait(topic, orjson.dumps(profile_dict, option=orjson.OPT_SERIALIZE_NUMPY),
+                              key=reference_key(profile_dict["model_id"], profile_dict["model_version"]))
+    finally:
+        await p.stop()

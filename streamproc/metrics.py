@@ -20,6 +20,8 @@ def dead_letter_reason(reason: str) -> str:
         return "empty"
     if reason.startswith("too large"):
         return "too_large"
+    if reason.startswith("invalid reference"):
+        return "invalid_reference"
     return "invalid_event"
 
 

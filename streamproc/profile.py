@@ -107,13 +107,27 @@ class FeatureProfile:
             "distinct": self.distinct,
         }
 
+    def check(self) -> None:
+        """Raise ValueError if the profile is inconsistent (e.g. a hand-edited or foreign file)."""
+        if self.kind not in (NUMERIC, CATEGORICAL):
+            raise ValueError(f"feature {self.name!r}: kind must be numeric or categorical, not {self.kind!r}")
+        expected = len(self.edges) + 2 if self.kind == NUMERIC else len(self.categories) + 2
+        if len(self.proportions) != expected:
+            raise ValueError(f"feature {self.name!r}: {len(self.proportions)} proportions for {expected} bins")
+        if any(b < a for a, b in zip(self.edges, self.edges[1:])):
+            raise ValueError(f"feature {self.name!r}: bin edges must be increasing")
+        if self.count < 1 or any(p < 0 for p in self.proportions):
+            raise ValueError(f"feature {self.name!r}: needs a positive count and non-negative proportions")
+
     @classmethod
     def from_dict(cls, d: dict) -> "FeatureProfile":
         d = dict(d)
         for key in ("mean", "std"):  # JSON has no NaN: written as null
             if d.get(key) is None:
                 d[key] = float("nan")
-        return cls(**d)
+        profile = cls(**d)
+        profile.check()
+        return profile
 
 
 def numeric_bin_counts(x: np.ndarray, edges: np.ndarray) -> np.ndarray:

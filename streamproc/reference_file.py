@@ -7,12 +7,16 @@ Input formats:
   prediction columns (excluded from the features).
 * JSON lines of prediction events (the ``predictions`` topic format): features and prediction
   are taken from each event.
+* Parquet (needs pyarrow: ``pip install 'streamproc[parquet]'``): one column per feature, as
+  for CSV, with the column types of the file.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import sys
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -32,13 +36,42 @@ def _cell(text: str):
     return value if math.isfinite(value) or text.lower() in ("inf", "-inf", "infinity", "-infinity") else None
 
 
-def read_training_data(path: str | Path, score_column: Optional[str] = None, label_column: Optional[str] = None):
-    """(feature rows, scores, labels) from a CSV or JSON-lines file."""
+class _Progress:
+    """A one-line progress report on stderr for long reads (only when asked, e.g. on a terminal)."""
+
+    def __init__(self, path: Path, enabled: bool):
+        self.enabled = enabled
+        self.name = path.name
+        self.total = max(path.stat().st_size, 1) if enabled else 1
+        self.last = 0.0
+
+    def update(self, done_bytes: int, rows: int, final: bool = False) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if final or now - self.last >= 0.5:
+            self.last = now
+            pct = 100.0 * min(done_bytes / self.total, 1.0)
+            sys.stderr.write(f"\rreading {self.name}: {pct:5.1f}% ({rows:,} rows)" + ("\n" if final else ""))
+            sys.stderr.flush()
+
+
+def read_training_data(path: str | Path, score_column: Optional[str] = None, label_column: Optional[str] = None,
+                       progress: bool = False):
+    """(feature rows, scores, labels) from a CSV, JSON-lines or Parquet file."""
     path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in (".jsonl", ".ndjson", ".json", ".csv", ".parquet", ".pq"):
+        raise ValueError(f"{path}: unsupported input format (use .csv, .jsonl or .parquet)")
+    if not path.exists():
+        raise ValueError(f"{path}: no such file")
+    bar = _Progress(path, progress)
     rows, scores, labels = [], [], []
-    if path.suffix.lower() in (".jsonl", ".ndjson", ".json"):
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        done = 0
         with path.open("rb") as f:
             for n, line in enumerate(f, 1):
+                done += len(line)
                 if not line.strip():
                     continue
                 try:
@@ -49,34 +82,66 @@ def read_training_data(path: str | Path, score_column: Optional[str] = None, lab
                     raise ValueError(f"{path}:{n}: not a prediction event ({exc})") from None
                 scores.append(score)
                 labels.append(label)
+                if n % 10_000 == 0:
+                    bar.update(done, len(rows))
+        bar.update(done, len(rows), final=True)
         return rows, scores, labels
-    if path.suffix.lower() != ".csv":
-        raise ValueError(f"{path}: unsupported input format (use .csv or .jsonl)")
-    with path.open(newline="") as f:
+    if suffix in (".parquet", ".pq"):
+        records, columns = _parquet_records(path)
+    else:
+        f = path.open(newline="")
         reader = csv.DictReader(f)
         if reader.fieldnames is None:
+            f.close()
             raise ValueError(f"{path}: empty CSV file")
-        for name in (score_column, label_column):
-            if name and name not in reader.fieldnames:
-                raise ValueError(f"{path}: no column {name!r} (columns: {', '.join(reader.fieldnames)})")
-        for rec in reader:
-            row = {k: _cell(v) for k, v in rec.items() if k not in (score_column, label_column)}
-            rows.append(row)
-            s = _cell(rec[score_column]) if score_column else None
-            scores.append(float(s) if isinstance(s, float) else math.nan)
-            labels.append(rec[label_column] or None if label_column else None)
+        records, columns = reader, list(reader.fieldnames)
+    for name in (score_column, label_column):
+        if name and name not in columns:
+            raise ValueError(f"{path}: no column {name!r} (columns: {', '.join(columns)})")
+    cell = _cell if suffix == ".csv" else _parquet_cell
+    for n, rec in enumerate(records, 1):
+        rows.append({k: cell(v) for k, v in rec.items() if k not in (score_column, label_column)})
+        s = cell(rec[score_column]) if score_column else None
+        scores.append(float(s) if isinstance(s, (int, float)) and not isinstance(s, bool) else math.nan)
+        lbl = rec[label_column] if label_column else None
+        labels.append(None if lbl in (None, "") else str(lbl))
+        if n % 10_000 == 0:
+            bar.update(f.tell() if suffix == ".csv" else bar.total * n // max(len(records), 1), len(rows))
+    if suffix == ".csv":
+        f.close()
+    bar.update(bar.total, len(rows), final=True)
     return rows, scores, labels
 
 
-def build_reference_file(model_id: str, model_version: str, input_path: str | Path, output_path: str | Path,
+def _parquet_cell(v):
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    return v
+
+
+def _parquet_records(path: Path):
+    try:
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise ValueError("reading Parquet needs pyarrow: pip install 'streamproc[parquet]'") from None
+    try:
+        table = pq.read_table(path)
+    except Exception as exc:  # pyarrow raises several types for a bad file
+        raise ValueError(f"{path}: not a readable Parquet file ({exc})") from None
+    return table.to_pylist(), table.column_names
+
+
+def build_reference_file(model_id: str, model_version: str, input_path: str | Path, output_path: str | Path | None,
                          score_column: Optional[str] = None, label_column: Optional[str] = None,
-                         bins: int = 10, max_categories: int = 50) -> ReferenceProfile:
-    rows, scores, labels = read_training_data(input_path, score_column, label_column)
+                         bins: int = 10, max_categories: int = 50, progress: bool = False) -> ReferenceProfile:
+    """Build a profile from training data; write it to ``output_path`` if given."""
+    rows, scores, labels = read_training_data(input_path, score_column, label_column, progress)
     if not rows:
         raise ValueError(f"{input_path}: no rows")
     profile = build_reference(model_id, model_version, rows, scores, labels, n_bins=bins,
                               max_categories=max_categories, source=f"file:{Path(input_path).name}")
-    write_reference(profile, output_path)
+    if output_path:
+        write_reference(profile, output_path)
     return profile
 
 
@@ -91,5 +156,5 @@ def load_reference(path: str | Path) -> ReferenceProfile:
         return ReferenceProfile.from_dict(data)
     except OSError as exc:
         raise ValueError(f"reference file {path}: {exc.strerror}") from None
-    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"reference file {path}: not a reference profile ({exc})") from None

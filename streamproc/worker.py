@@ -22,7 +22,7 @@ from datetime import datetime, timezone
 from typing import Optional
 
 import orjson
-from aiokafka import ConsumerRebalanceListener
+from aiokafka import ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import KafkaError
 
 from . import kafka
@@ -31,6 +31,7 @@ from .decode import decode_outcomes, decode_predictions
 from .engine import MonitorEngine
 from .metrics import Metrics, dead_letter_reason
 from .ordering import MergeBuffer
+from .profile import ReferenceProfile
 from .reference_file import load_reference
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,20 @@ def configured_references(config: StreamprocConfig) -> dict:
     return refs
 
 
+async def caught_up(consumer, tps) -> set:
+    """The partitions whose position has reached the high watermark of the last fetch.
+
+    The fetch high watermark is used, not ``end_offsets()``: Tansu's ListOffsets under-reports
+    the end when the last record batch held several records.
+    """
+    done = set()
+    for tp in tps:
+        hw = consumer.highwater(tp)
+        if hw is not None and await consumer.position(tp) >= hw:
+            done.add(tp)
+    return done
+
+
 class _DropRevoked(ConsumerRebalanceListener):
     def __init__(self, merge: MergeBuffer):
         self.merge = merge
@@ -90,6 +105,7 @@ class MonitorWorker:
         self.metrics = metrics or Metrics()
         self.engine = MonitorEngine(config, configured_references(config))
         self.consumer = None
+        self.ref_consumer = None
         self.producer = None
         self.merge = MergeBuffer(max_buffered=4 * config.worker.max_batch)
         self.ready = False
@@ -103,9 +119,19 @@ class MonitorWorker:
     async def start(self) -> None:
         s = self.settings
         t = s.topics
-        await kafka.ensure_topics(s.bootstrap, [t.predictions, t.outcomes, t.alerts, t.retrain, t.dead_letter], t.partitions)
+        await kafka.ensure_topics(s.bootstrap, [t.predictions, t.outcomes, t.alerts, t.retrain, t.dead_letter, t.references],
+                                  t.partitions, compacted=[t.references])
         self.producer = kafka.producer(s.bootstrap)
         await self.producer.start()
+        # Every worker reads every reference (a small compacted topic, like a global table),
+        # all of it before the first prediction, so no version warms up when a reference exists.
+        self.ref_consumer = kafka.consumer(s.bootstrap, group_id=None, max_partition_fetch_bytes=8 * kafka.MAX_MESSAGE_BYTES)
+        await self.ref_consumer.start()
+        await self.ref_consumer.topics()  # fetches metadata, so the partitions are known
+        parts = self.ref_consumer.partitions_for_topic(t.references) or {0}
+        self.ref_consumer.assign([TopicPartition(t.references, p) for p in sorted(parts)])
+        await self.ref_consumer.seek_to_beginning()
+        await self._read_references(until_caught_up=True)
         self.consumer = kafka.consumer(
             s.bootstrap, group_id=s.group_id, max_poll_records=s.max_batch,
             session_timeout_ms=10_000, heartbeat_interval_ms=1_000, max_partition_fetch_bytes=kafka.MAX_MESSAGE_BYTES,
@@ -113,6 +139,35 @@ class MonitorWorker:
         self.consumer.subscribe([t.predictions, t.outcomes], listener=_DropRevoked(self.merge))
         await self.consumer.start()
         log.info("worker consuming %s and %s from %s as group %s", t.predictions, t.outcomes, s.bootstrap, s.group_id)
+
+    async def _read_references(self, until_caught_up: bool = False, timeout: float = 30.0) -> int:
+        """Apply reference profiles from the references topic; return how many."""
+        c = self.ref_consumer
+        applied = 0
+        deadline = time.monotonic() + timeout
+        while True:
+            records = await c.getmany(timeout_ms=200 if until_caught_up else 0)
+            futures = []
+            for msgs in records.values():
+                for msg in msgs:
+                    try:
+                        profile = ReferenceProfile.from_dict(orjson.loads(msg.value))
+                    except Exception as exc:  # any malformed profile: dead-letter it, keep going
+                        futures.append(self._dead_letter(msg, f"invalid reference profile: {type(exc).__name__}: {exc}"))
+                        continue
+                    self.engine.set_reference(profile)
+                    applied += 1
+                    log.info("reference for %s/%s from %s", profile.model_id, profile.model_version, msg.topic)
+            if futures:
+                await asyncio.gather(*await asyncio.gather(*futures))
+            if not until_caught_up:
+                return applied
+            assigned = c.assignment()
+            done = await caught_up(c, assigned) == set(assigned)
+            if done or time.monotonic() > deadline:
+                if not done:
+                    log.warning("references topic not read to its end within %.0f s; continuing", timeout)
+                return applied
 
     def start_loop(self) -> asyncio.Task:
         self._task = asyncio.create_task(self._loop(), name="streamproc-monitor")
@@ -128,7 +183,7 @@ class MonitorWorker:
                 self._task.cancel()
         self.ready = False
         self.metrics.ready.set(0)
-        for client in (self.consumer, self.producer):
+        for client in (self.consumer, self.ref_consumer, self.producer):
             if client is not None:
                 try:
                     await client.stop()
@@ -166,6 +221,7 @@ class MonitorWorker:
         """Consume, process and commit one batch; return the number of messages handled."""
         s = self.settings
         c = self.consumer
+        await self._read_references()
         records = await c.getmany(timeout_ms=s.poll_timeout_ms, max_records=s.max_batch)
         assigned = c.assignment()
         self.ready = bool(assigned)
@@ -177,16 +233,12 @@ class MonitorWorker:
             else:
                 outcomes.extend(msgs)
         prediction_tps = [tp for tp in assigned if tp.topic == s.topics.predictions]
-        caught_up = set()
         for tp in prediction_tps:
-            hw = c.highwater(tp)
-            if hw is not None and await c.position(tp) >= hw:
-                caught_up.add(tp)
             if self.merge.full(tp):
                 c.pause(tp)
             elif tp in c.paused():
                 c.resume(tp)
-        predictions = self.merge.release(caught_up, prediction_tps)
+        predictions = self.merge.release(await caught_up(c, prediction_tps), prediction_tps)
         if not predictions and not outcomes:
             return 0
         started = time.perf_counter()
@@ -208,16 +260,15 @@ class MonitorWorker:
     def _send(self, topic: str, key: Optional[str], event: dict):
         return self.producer.send(topic, orjson.dumps(event), key=key.encode() if key is not None else None)
 
-    def _dead_letters(self, msgs, rejected) -> list:
+    def _dead_letter(self, msg, reason: str):
         s = self.settings
-        futures = []
-        for r in rejected:
-            msg = msgs[r.index]
-            self.metrics.dead_letters.labels(msg.topic, dead_letter_reason(r.reason)).inc()
-            log.info("dead-lettered %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, r.reason[:200])
-            futures.append(self._send(s.topics.dead_letter, None, dead_letter(msg, r.reason, s.dlq_payload_limit)))
-        self.published["dead_letters"] += len(rejected)
-        return futures
+        self.metrics.dead_letters.labels(msg.topic, dead_letter_reason(reason)).inc()
+        log.info("dead-lettered %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason[:200])
+        self.published["dead_letters"] += 1
+        return self._send(s.topics.dead_letter, None, dead_letter(msg, reason, s.dlq_payload_limit))
+
+    def _dead_letters(self, msgs, rejected) -> list:
+        return [self._dead_letter(msgs[r.index], r.reason) for r in rejected]
 
     def _process_predictions(self, msgs) -> list:
         if not msgs:

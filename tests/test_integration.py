@@ -268,3 +268,60 @@ def test_missing_reference_file_fails_at_start(tmp_path):
                           capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert proc.returncode == 2
     assert "models.kappa.reference_file" in proc.stderr and "nowhere.json" in proc.stderr
+
+
+def test_reference_published_to_the_topic_is_picked_up_by_a_running_worker(bootstrap, start_worker, tmp_path):
+    topics = unique_topics()
+    topics["references"] = f"model-references-{topics['alerts'][-8:]}"
+    worker = start_worker(topics, "--window-size", "500", "--warmup-size", "5000")
+    produce(bootstrap, topics["predictions"], [json.dumps(e).encode() for e in ModelStream("rho", n_numeric=4, seed=41).events(300)])
+    wait_until(lambda: (s := worker.status()) and s["models"] and s["models"][0]["warming_up"] and s["models"][0]["events"] == 300,
+               60, "rho to be warming up")
+    train = tmp_path / "train.jsonl"
+    train.write_bytes(b"".join(json.dumps(e).encode() + b"\n" for e in ModelStream("rho", n_numeric=4, seed=42).events(4000)))
+    subprocess.run([sys.executable, "-m", "streamproc", "reference", "build", "--model", "rho", "--input", str(train),
+                    "--publish", "--bootstrap", bootstrap, "--topic", topics["references"]], check=True, cwd=ROOT)
+    wait_until(lambda: (s := worker.status()) and s["models"][0]["reference"] == "file:train.jsonl", 60,
+               "the worker to adopt the published reference")
+    drifted = ModelStream("rho", n_numeric=4, seed=43, drift=Drift(0, ("x2",), 1.5)).events(1000, start=300)
+    produce(bootstrap, topics["predictions"], [json.dumps(e).encode() for e in drifted])
+    status = wait_until(lambda: (s := worker.status()) and s["models"][0]["events"] == 1300 and s, 60, "the drifted events")
+    reader = TopicReader(bootstrap, topics["alerts"])
+    alerts = wait_until(lambda: len(reader.poll()) >= status["published"]["alerts"] and reader.values(), 30, "alerts")
+    reader.close()
+    x2 = [a for a in alerts if a["feature"] == "x2" and a["type"] == "data_drift"]
+    assert x2 and x2[0]["window"]["index"] == 0
+
+
+def test_concept_drift_from_outcomes_arriving_after_their_predictions(bootstrap, start_worker):
+    topics = unique_topics()
+    worker = start_worker(topics, "--window-size", "500", "--warmup-size", "1000")
+    # Outcomes already flow for this model (an earlier one, for a prediction we never saw).
+    produce(bootstrap, topics["outcomes"], [json.dumps({"event_id": "old", "model_id": "sigma", "ts": 1.0, "label": "1"}).encode()])
+    wait_until(lambda: metric_value(worker.metrics(), "streamproc_outcome_joins_total", model_id="sigma", result="unmatched") == 1,
+               60, "the first outcome")
+    n, change = 8000, 4000
+    events = list(ModelStream("sigma", n_numeric=3, seed=51).events(n))
+    produce(bootstrap, topics["predictions"], [json.dumps(e).encode() for e in events])
+    wait_until(lambda: (s := worker.status()) and s["models"] and s["models"][0]["events"] == n, 60, "predictions applied")
+    # Much later (event time + 1 day) the labels arrive: 90 % right, then 65 % right.
+    rng = random.Random(5)
+    outcomes = []
+    for i, e in enumerate(events):
+        right = rng.random() < (0.9 if i < change else 0.65)
+        predicted = e["prediction"]["label"]
+        truth = predicted if right else ("0" if predicted == "1" else "1")
+        outcomes.append(json.dumps({"event_id": e["event_id"], "model_id": "sigma", "ts": e["ts"] + 86400, "label": truth}).encode())
+    produce(bootstrap, topics["outcomes"], outcomes)
+    wait_until(lambda: metric_value(worker.metrics(), "streamproc_outcome_joins_total", model_id="sigma", result="matched") == n,
+               60, "every outcome joined")
+    status = worker.status()
+    reader = TopicReader(bootstrap, topics["alerts"])
+    alerts = wait_until(lambda: len(reader.poll()) >= status["published"]["alerts"] and reader.values(), 30, "alerts")
+    reader.close()
+    concept = [a for a in alerts if a["type"] == "concept_drift"]
+    assert concept, alerts
+    assert all(a["signal"] == "error" and a["model_id"] == "sigma" for a in concept)
+    validator("alert").validate(concept[0])
+    error = metric_value(worker.metrics(), "streamproc_error_rate", model_id="sigma", model_version="default")
+    assert 0.28 < error < 0.42  # the last 1000 labelled predictions: 35 % wrong

@@ -39,7 +39,42 @@ def test_round_trip_and_errors(tmp_path):
     with pytest.raises(ValueError, match="no column 'score'"):
         read_training_data(f, score_column="score")
     with pytest.raises(ValueError, match="unsupported input format"):
-        read_training_data(tmp_path / "x.parquet")
+        read_training_data(tmp_path / "x.xlsx")
     (tmp_path / "bad.json").write_text("[1, 2]")
     with pytest.raises(ValueError, match="not a reference profile"):
         load_reference(tmp_path / "bad.json")
+
+
+def test_parquet_input(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    table = pa.table({"amount": [1.5, None, 3.0, 4.0], "country": ["DE", "FR", None, "DE"],
+                      "flag": [True, False, True, True], "score": [0.1, 0.9, 0.4, float("nan")]})
+    pq.write_table(table, tmp_path / "train.parquet")
+    rows, scores, labels = read_training_data(tmp_path / "train.parquet", score_column="score")
+    assert rows[0] == {"amount": 1.5, "country": "DE", "flag": True}
+    assert rows[1]["amount"] is None and rows[2]["country"] is None
+    assert scores[:3] == [0.1, 0.9, 0.4] and math.isnan(scores[3])
+    profile = build_reference_file("m", "v", tmp_path / "train.parquet", None, score_column="score")
+    assert profile.features["amount"].kind == "numeric"
+    assert profile.features["flag"].kind == "categorical" and profile.features["flag"].categories == ["true", "false"]
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet")
+    with pytest.raises(ValueError, match="not a readable Parquet file"):
+        read_training_data(tmp_path / "bad.parquet")
+
+
+def test_inconsistent_profiles_are_refused(tmp_path):
+    f = tmp_path / "train.csv"
+    f.write_text("x\n" + "".join(f"{i}\n" for i in range(100)))
+    out = tmp_path / "ref.json"
+    build_reference_file("m", "v1", f, out)
+    doc = json.loads(out.read_text())
+    doc["features"]["x"]["proportions"] = doc["features"]["x"]["proportions"][:-1]
+    out.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="proportions for"):
+        load_reference(out)
+    doc["features"]["x"]["kind"] = "fancy"
+    out.write_text(json.dumps(doc))
+    with pytest.raises(ValueError, match="kind must be"):
+        load_reference(out)
