@@ -116,10 +116,28 @@ class RetrainConfig(_Strict):
     cooldown_windows: int = Field(10, ge=0, description="At most one request per model version per this many windows.")
 
 
+class WindowConfig(_Strict):
+    """How events are grouped into the windows that PSI and the data-quality checks compare.
+
+    ``count``: tumbling windows of ``window_size`` events (the default). ``time``: tumbling
+    windows of ``seconds`` of event time; an event later than ``allowed_lateness`` behind the
+    newest event time seen is counted as late and added to the oldest open window (never
+    dropped). ``slide`` > 1 makes the windows sliding: each window is ``slide`` panes (of
+    ``window_size / slide`` events or ``seconds / slide`` seconds), evaluated every pane.
+    """
+
+    kind: Literal["count", "time"] = "count"
+    seconds: float = Field(300.0, gt=0, description="Length of a time window, in seconds of event time.")
+    allowed_lateness: float = Field(60.0, ge=0, description="Event time a time window stays open after its end.")
+    slide: int = Field(1, ge=1, le=100, description="Panes per window; 1 means tumbling.")
+    min_events: int = Field(100, ge=1, description="Time windows with fewer events are not evaluated.")
+
+
 class MonitorConfig(_Strict):
     """Monitoring parameters of one model (the ``defaults`` section, overridden per model)."""
 
-    window_size: int = Field(1000, ge=10, description="Events per tumbling window.")
+    window_size: int = Field(1000, ge=10, description="Events per count window.")
+    window: WindowConfig = Field(default_factory=WindowConfig)
     warmup_size: int = Field(2000, ge=10, description="Events that form the reference when no reference file is given.")
     ignore_features: list[str] = Field(default_factory=list)
     max_categories: int = Field(50, ge=1, description="Reference categories kept per feature; the rest count as unseen.")
@@ -133,6 +151,12 @@ class MonitorConfig(_Strict):
     concept: ConceptConfig = Field(default_factory=ConceptConfig)
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
     cooldown_events: Optional[int] = Field(None, ge=0, description="Minimum events between two stream-detector alerts of the same kind; default one window.")
+
+    @model_validator(mode="after")
+    def _panes_divide(self) -> "MonitorConfig":
+        if self.window.kind == "count" and self.window_size % self.window.slide:
+            raise ValueError(f"window_size ({self.window_size}) must be a multiple of window.slide ({self.window.slide})")
+        return self
 
 
 class TopicsConfig(_Strict):

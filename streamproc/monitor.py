@@ -9,6 +9,7 @@ pickles whole (see ``streamproc.engine``).
 from __future__ import annotations
 
 import math
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -20,36 +21,22 @@ from .concept import ErrorMonitor
 from .detectors import Change, StreamDetectors
 from .outcomes import Match
 from .policy import AlertPolicy, Finding, WindowInfo
-from .profile import CATEGORICAL, ReferenceProfile, build_reference
+from .profile import CATEGORICAL, NUMERIC, ReferenceProfile, build_reference
 from .quality import rate_jump
 from .psi import effective_threshold, psi
+from .window import LABEL_KEY, SCORE_KEY, Pane, merge_all
 
 MAX_REPORTED_UNKNOWN = 100
-
-
-@dataclass
-class Window:
-    """A tumbling window of ``window_size`` events: bin counts per feature and for the prediction."""
-
-    index: int
-    counts: dict[str, np.ndarray]
-    count: int = 0
-    start: float = math.inf
-    end: float = -math.inf
-
-    def info(self) -> WindowInfo:
-        return WindowInfo(self.index, self.start if self.count else 0.0, self.end if self.count else 0.0, self.count)
 
 
 @dataclass
 class StepResult:
     alerts: list[dict] = field(default_factory=list)
     retrains: list[dict] = field(default_factory=list)
-    windows_closed: int = 0
+    windows_closed: int = 0  # windows evaluated
 
 
-SCORE_KEY = "prediction.score"
-LABEL_KEY = "prediction.label"
+QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 
 class ModelMonitor:
@@ -60,7 +47,12 @@ class ModelMonitor:
         self.policy = AlertPolicy(model_id, model_version, cfg)
         self.events = 0  # predictions applied, warmup included
         self.reference: Optional[ReferenceProfile] = None
-        self.window: Optional[Window] = None
+        self.pane: Optional[Pane] = None  # the open pane (the newest, for time windows)
+        self.open_panes: dict[int, Pane] = {}  # time windows: panes still open, by index
+        self.closed: deque[Pane] = deque(maxlen=max(cfg.window.slide - 1, 0))  # sliding: the panes before
+        self.watermark = -math.inf  # time windows: newest event time seen
+        self.late_events = 0
+        self.quantiles: dict[str, list[float]] = {}  # numeric signal -> QUANTILES of the last window
         self.detectors: Optional[StreamDetectors] = None
         self.errors: Optional[ErrorMonitor] = ErrorMonitor(cfg) if cfg.concept.enabled else None
         self.unknown_features: set[str] = set()
@@ -74,8 +66,10 @@ class ModelMonitor:
         """Adopt a reference and start a fresh window against it."""
         self.reference = reference
         self._warm = PredictionBatch(self.model_id, self.model_version)
-        index = self.window.index + 1 if self.window else 0
-        self.window = self._new_window(index)
+        index = self.pane.index + 1 if self.pane else 0
+        self.open_panes = {}
+        self.closed.clear()
+        self.pane = self._new_pane(index) if self.cfg.window.kind == "count" else None
         self._notify_caps = True
         self.detectors = None
         if reference.score is not None and (self.cfg.adwin.enabled or self.cfg.page_hinkley.enabled):
@@ -85,7 +79,7 @@ class ModelMonitor:
     def _cap_findings(self) -> list[Finding]:
         """Data-quality findings, once per reference, for the caps that bound memory."""
         ref = self.reference
-        info = self.window.info()
+        info = self._info()
         out = []
         if ref.dropped_features:
             # One alert for the cap; the dropped features are not then reported one by one as unknown.
@@ -107,8 +101,24 @@ class ModelMonitor:
             profiles[LABEL_KEY] = ref.label
         return profiles
 
-    def _new_window(self, index: int) -> Window:
-        return Window(index, {name: np.zeros(p.n_bins, dtype=np.int64) for name, p in self._profiles().items()})
+    def _new_pane(self, index: int) -> Pane:
+        return Pane.empty(index, self._profiles())
+
+    def _info(self) -> WindowInfo:
+        """The window stream findings are reported in: the open pane (an empty one before any)."""
+        return self.pane.info() if self.pane is not None else WindowInfo(0, 0.0, 0.0, 0)
+
+    def _info_at(self, ts: float) -> WindowInfo:
+        """The window an event of this chunk belongs to (so ids do not depend on batching)."""
+        if self.cfg.window.kind == "count":
+            return self._info()
+        pid = max(int(ts // (self.cfg.window.seconds / self.cfg.window.slide)), self._lowest_open or 0)
+        pane = self.open_panes.get(pid)
+        return pane.info() if pane is not None else WindowInfo(pid, ts, ts, 0)
+
+    @property
+    def pane_size(self) -> int:
+        return self.cfg.window_size // self.cfg.window.slide
 
     @property
     def warming_up(self) -> bool:
@@ -123,9 +133,12 @@ class ModelMonitor:
             if self.reference is None:
                 take = min(n - pos, self.cfg.warmup_size - len(self._warm))
                 self._extend_warmup(batch.slice(pos, pos + take))
-            else:
-                take = min(n - pos, self.cfg.window_size - self.window.count)
+            elif self.cfg.window.kind == "count":
+                take = min(n - pos, self.pane_size - self.pane.count)
                 self._add(batch.slice(pos, pos + take), result)
+            else:
+                take = n - pos
+                self._add(batch.slice(pos, n), result)
             pos += take
             self.events += take
         return result
@@ -143,20 +156,19 @@ class ModelMonitor:
             self.set_reference(ref)
 
     def _add(self, chunk: PredictionBatch, result: StepResult) -> None:
-        """Bin one chunk (which never crosses a window boundary) into the window."""
-        win = self.window
+        """Sketch one chunk into its pane(s); run the stream detectors; close what is complete.
+
+        Count windows: the chunk never crosses a pane boundary. Time windows: events go to the
+        pane of their event time (late ones to the oldest open pane).
+        """
         rows = chunk.features
-        for name, profile in self.reference.features.items():
-            win.counts[name] += profile.bin_counts([r.get(name) for r in rows])
         scores = chunk.score_array()
-        if SCORE_KEY in win.counts:
-            win.counts[SCORE_KEY] += self.reference.score.bin_counts(scores)
-        if LABEL_KEY in win.counts:
-            win.counts[LABEL_KEY] += self.reference.label.bin_counts(chunk.labels)
         ts = chunk.ts_array()
-        win.count += len(chunk)
-        win.start = min(win.start, float(ts.min()))
-        win.end = max(win.end, float(ts.max()))
+        profiles = self._profiles()
+        if self.cfg.window.kind == "count":
+            self.pane.add(profiles, rows, ts, scores, chunk.labels)
+        else:
+            self._add_by_time(profiles, chunk, rows, ts, scores)
         # Stream detectors and schema checks alert at once, not at the window's end.
         immediate = []
         if self._notify_caps:
@@ -164,13 +176,60 @@ class ModelMonitor:
             immediate = self._cap_findings()
         immediate += self._unknown_features(rows)
         if self.detectors is not None:
-            info = win.info()
-            immediate += [self._stream_finding("prediction_drift", "prediction_score", ch, self.cfg.score, info, self.events)
+            immediate += [self._stream_finding("prediction_drift", "prediction_score", ch, self.cfg.score,
+                                               self._info_at(float(ts[ch.position])), self.events)
                           for ch in self.detectors.update(scores)]
         if immediate:
             result.alerts.extend(self.policy.decide(immediate))
-        if win.count >= self.cfg.window_size:
-            self._close_window(result)
+        if self.cfg.window.kind == "count":
+            if self.pane.count >= self.pane_size:
+                self._close_pane(self.pane, result)
+                self.pane = self._new_pane(self.pane.index + 1)
+        else:
+            self._close_due_panes(result)
+
+    def _add_by_time(self, profiles, chunk: PredictionBatch, rows, ts: np.ndarray, scores: np.ndarray) -> None:
+        wc = self.cfg.window
+        width = wc.seconds / wc.slide
+        pids = np.floor(ts / width).astype(np.int64)
+        floor = self._lowest_open
+        if floor is None:
+            floor = self._lowest_open = int(pids.min())
+        late = pids < floor
+        if late.any():
+            self.late_events += int(late.sum())
+            pids[late] = floor
+        for pid in np.unique(pids).tolist():
+            idx = np.flatnonzero(pids == pid)
+            pane = self.open_panes.get(pid)
+            if pane is None:
+                pane = self.open_panes[pid] = self._new_pane(pid)
+            if len(idx) == len(rows):
+                pane.add(profiles, rows, ts, scores, chunk.labels)
+            else:
+                il = idx.tolist()
+                pane.add(profiles, [rows[i] for i in il], ts[idx], scores[idx], [chunk.labels[i] for i in il])
+        self.watermark = max(self.watermark, float(ts.max()))
+        self.pane = self.open_panes[max(self.open_panes)]
+
+    def _close_due_panes(self, result: StepResult) -> None:
+        """Close, oldest first, the time panes that end before the watermark minus the lateness."""
+        wc = self.cfg.window
+        width = wc.seconds / wc.slide
+        limit = self.watermark - wc.allowed_lateness
+        for pid in sorted(self.open_panes):
+            if (pid + 1) * width > limit:
+                break
+            pane = self.open_panes.pop(pid)
+            # Sliding windows over time hold only the panes of the last ``slide`` intervals.
+            while self.closed and self.closed[0].index <= pid - wc.slide:
+                self.closed.popleft()
+            self._close_pane(pane, result)
+            self._lowest_open = pid + 1
+        if self.open_panes:
+            self.pane = self.open_panes[max(self.open_panes)]
+
+    _lowest_open: Optional[int] = None
 
     @staticmethod
     def _stream_finding(kind: str, signal: str, ch: Change, sig_cfg, info: WindowInfo, base: int) -> Finding:
@@ -200,7 +259,7 @@ class ModelMonitor:
         findings = []
         for name in sorted(new)[: MAX_REPORTED_UNKNOWN - len(self.unknown_features)]:
             self.unknown_features.add(name)
-            findings.append(Finding("data_quality", "schema", "feature", name, 1.0, 0.0, "warning", self.window.info()))
+            findings.append(Finding("data_quality", "schema", "feature", name, 1.0, 0.0, "warning", self._info()))
         return findings
 
     def _quality(self, profile, counts: np.ndarray, count: int, info: WindowInfo) -> list[Finding]:
@@ -214,13 +273,23 @@ class ModelMonitor:
             out.append(Finding("data_quality", detector, "feature", profile.name, rate, needed, severity, info))
         return out
 
-    def _close_window(self, result: StepResult) -> None:
-        win = self.window
+    def _close_pane(self, pane: Pane, result: StepResult) -> None:
+        """A pane is complete: evaluate the window it completes (if full), keep it for sliding."""
+        panes = list(self.closed) + [pane]
+        self.closed.append(pane)
+        if len(panes) < self.cfg.window.slide and self.cfg.window.kind == "count":
+            return  # the first sliding window is not full yet
+        window = merge_all(panes) if len(panes) > 1 else pane
+        if self.cfg.window.kind == "time" and window.count < self.cfg.window.min_events:
+            return
+        self._evaluate(window, result)
+
+    def _evaluate(self, win: Pane, result: StepResult) -> None:
         info = win.info()
         findings = []
         psi_cfg = self.cfg.psi
         for name, profile in self._profiles().items():
-            counts = win.counts[name]
+            counts = profile.to_bins(win.counts[name])
             value = psi(profile.proportions, profile.count, counts, smoothing=psi_cfg.smoothing)
             warn = effective_threshold(psi_cfg.warning, profile.n_bins, profile.count, win.count, psi_cfg.alpha)
             crit = effective_threshold(psi_cfg.critical, profile.n_bins, profile.count, win.count, psi_cfg.alpha)
@@ -232,6 +301,8 @@ class ModelMonitor:
             else:
                 kind, signal, feature = "data_drift", "feature", name
             self.latest[(signal, name)] = (value, warn)
+            if profile.kind == NUMERIC and name in win.lo:
+                self.quantiles[name] = profile.quantiles(win.counts[name], QUANTILES, win.lo[name], win.hi[name])
             findings.append(Finding(kind, "psi", signal, feature, value, crit if severity == "critical" else warn, severity, info))
             if feature is not None and self.cfg.quality.enabled:
                 findings += self._quality(profile, counts, win.count, info)
@@ -240,4 +311,3 @@ class ModelMonitor:
         if request is not None:
             result.retrains.append(request)
         result.windows_closed += 1
-        self.window = self._new_window(win.index + 1)

@@ -22,6 +22,7 @@ NUMERIC = "numeric"
 CATEGORICAL = "categorical"
 Kind = Literal["numeric", "categorical"]
 UNSEEN = "__unseen__"
+SKETCH_RESOLUTION = 40  # quantile bins of a numeric feature's window sketch
 MISSING = "__missing__"
 
 
@@ -82,16 +83,72 @@ class FeatureProfile:
     mean: float = float("nan")
     std: float = float("nan")
     distinct: int = 0  # categorical: distinct categories in the sample (more than kept means the cap was hit)
+    # Numeric: finer quantile edges (a superset of ``edges``) for the window's quantile sketch.
+    fine_edges: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._edges = np.asarray(self.edges, dtype=np.float64)
+        fine = sorted(set(self.fine_edges) | set(self.edges)) if self.kind == NUMERIC else []
+        self._fine = np.asarray(fine, dtype=np.float64)
+        # Fine bin i is [fine[i-1], fine[i]); it lies inside the PSI bin of its lower edge.
+        self._fine_to_bin = np.concatenate(([0], np.searchsorted(self._edges, self._fine, side="right"))).astype(np.int64)
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        if "_fine" not in state:
+            self.__post_init__()
 
     @property
     def n_bins(self) -> int:
         return len(self.proportions)
 
+    @property
+    def sketch_size(self) -> int:
+        """Length of a window sketch: fine bins plus missing (numeric), or the bins (categorical)."""
+        return len(self._fine) + 2 if self.kind == NUMERIC else self.n_bins
+
     def bin_counts(self, values: Sequence[Any]) -> np.ndarray:
         """Counts of ``values`` in this profile's bins (missing last)."""
         if self.kind == NUMERIC:
-            return numeric_bin_counts(to_float_array(values), np.asarray(self.edges))
+            return numeric_bin_counts(to_float_array(values), self._edges)
         return categorical_bin_counts(values, self.categories)
+
+    def sketch(self, values) -> np.ndarray:
+        """The window sketch of ``values``: fine-bin counts (numeric) or bin counts (categorical).
+
+        Sketches of the same profile add: the sketch of two chunks is the sum of theirs.
+        """
+        if self.kind == NUMERIC:
+            x = values if isinstance(values, np.ndarray) else to_float_array(values)
+            return numeric_bin_counts(x, self._fine)
+        return categorical_bin_counts(values, self.categories)
+
+    def to_bins(self, sketch: np.ndarray) -> np.ndarray:
+        """PSI bin counts (missing last) from a window sketch."""
+        if self.kind != NUMERIC:
+            return sketch
+        value_bins = np.bincount(self._fine_to_bin, weights=sketch[:-1], minlength=len(self._edges) + 1)
+        return np.append(value_bins, sketch[-1]).astype(np.int64)
+
+    def quantiles(self, sketch: np.ndarray, qs: Sequence[float], lo: float, hi: float) -> list[float]:
+        """Approximate quantiles of the values in a numeric sketch (linear within a fine bin;
+        the open outer bins end at the window's ``lo`` and ``hi``)."""
+        counts = sketch[:-1].astype(np.float64)
+        total = counts.sum()
+        if self.kind != NUMERIC or total == 0:
+            return [float("nan")] * len(qs)
+        bounds = np.concatenate(([lo], self._fine, [hi]))
+        bounds = np.maximum.accumulate(np.clip(bounds, lo, hi))
+        cum = np.cumsum(counts)
+        out = []
+        for q in qs:
+            target = q * total
+            i = int(np.searchsorted(cum, target, side="left"))
+            i = min(i, len(counts) - 1)
+            before = cum[i - 1] if i else 0.0
+            frac = (target - before) / counts[i] if counts[i] else 0.0
+            out.append(float(bounds[i] + frac * (bounds[i + 1] - bounds[i])))
+        return out
 
     def to_dict(self) -> dict:
         return {
@@ -105,6 +162,7 @@ class FeatureProfile:
             "mean": self.mean,
             "std": self.std,
             "distinct": self.distinct,
+            "fine_edges": list(self.fine_edges),
         }
 
     def check(self) -> None:
@@ -116,6 +174,8 @@ class FeatureProfile:
             raise ValueError(f"feature {self.name!r}: {len(self.proportions)} proportions for {expected} bins")
         if any(b < a for a, b in zip(self.edges, self.edges[1:])):
             raise ValueError(f"feature {self.name!r}: bin edges must be increasing")
+        if any(b < a for a, b in zip(self.fine_edges, self.fine_edges[1:])):
+            raise ValueError(f"feature {self.name!r}: fine edges must be increasing")
         if self.count < 1 or any(p < 0 for p in self.proportions):
             raise ValueError(f"feature {self.name!r}: needs a positive count and non-negative proportions")
 
@@ -176,14 +236,16 @@ def build_feature_profile(
                 # a bin of their own.
                 edges = np.append(edges, np.nextafter(top, np.inf))
             mean, std = float(finite.mean()), float(finite.std())
+            fine = np.union1d(edges, np.quantile(finite, np.linspace(0, 1, SKETCH_RESOLUTION + 1)[1:-1]))
         else:
-            edges = np.array([], dtype=np.float64)
+            edges = fine = np.array([], dtype=np.float64)
             mean = std = float("nan")
         counts = numeric_bin_counts(x, edges)
         return FeatureProfile(
             name, NUMERIC, count, edges=[float(e) for e in edges],
             proportions=(counts / max(count, 1)).tolist(),
             missing_rate=float(counts[-1] / max(count, 1)), mean=mean, std=std,
+            fine_edges=[float(e) for e in fine],
         )
     freq = Counter(t for t in (category_text(v) for v in values) if t is not None)
     categories = [c for c, _ in sorted(freq.items(), key=lambda kv: (-kv[1], kv[0]))[:max_categories]]

@@ -335,7 +335,12 @@ class MonitorWorker:
                 "events": mon.events,
                 "warming_up": mon.warming_up,
                 "reference": mon.reference.source if mon.reference else None,
-                "window": {"index": mon.window.index, "fill": mon.window.count, "size": mon.cfg.window_size} if mon.window else None,
+                "window": ({"kind": mon.cfg.window.kind, "index": mon.pane.index, "fill": mon.pane.count,
+                            "size": mon.pane_size if mon.cfg.window.kind == "count" else None}
+                           if mon.pane else None),
+                "late_events": mon.late_events,
+                "quantiles": {name: dict(zip(("p05", "p25", "p50", "p75", "p95"), (round(v, 6) for v in qs)))
+                              for name, qs in sorted(mon.quantiles.items())},
                 "latest_psi": {name: round(v, 6) for (_s, name), (v, _t) in sorted(mon.latest.items())},
                 "active_drift": [
                     {"type": k[0], "detector": k[1], "signal": k[2], "feature": k[3], "severity": sev}

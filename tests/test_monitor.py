@@ -53,12 +53,12 @@ def test_reference_is_built_after_exactly_warmup_size_events():
     assert mon.warming_up
     _, _, closed = feed(mon, batch.slice(0, 499), [77])
     assert closed == 0
-    assert mon.warming_up and mon.reference is None and mon.window is None
+    assert mon.warming_up and mon.reference is None and mon.pane is None
     assert mon.events == 499
     mon.update(batch.slice(499, 500))
     assert not mon.warming_up
     assert mon.reference.count == 500
-    assert mon.window.index == 0 and mon.window.count == 0
+    assert mon.pane.index == 0 and mon.pane.count == 0
     expected = build_reference("m", "default", batch.features[:500], batch.scores[:500], batch.labels[:500])
     assert json.dumps(mon.reference.to_dict(), sort_keys=True) == json.dumps(expected.to_dict(), sort_keys=True)
     # A score profile exists, so the stream detectors are armed with its mean and std.
@@ -72,7 +72,7 @@ def test_warmup_boundary_inside_one_batch():
     r = mon.update(batch)
     assert mon.reference.count == 500
     assert r.windows_closed == 1
-    assert mon.window.index == 1 and mon.window.count == 50
+    assert mon.pane.index == 1 and mon.pane.count == 50
     assert mon.events == 650
 
 
@@ -103,21 +103,21 @@ def test_window_rollover_counts(k, r, sizes):
         total_closed += res.windows_closed
         pos += step
         i += 1
-        if mon.window is not None:
-            for name, counts in mon.window.counts.items():
-                assert counts.sum() == mon.window.count, name
+        if mon.pane is not None:
+            for name, counts in mon.pane.counts.items():
+                assert counts.sum() == mon.pane.count, name
     assert total_closed == k
-    assert mon.window.index == k
-    assert mon.window.count == r
+    assert mon.pane.index == k
+    assert mon.pane.count == r
     assert mon.events == len(events)
-    names = set(mon.window.counts)
+    names = set(mon.pane.counts)
     assert {"x0", "x4", "c0", SCORE_KEY, LABEL_KEY} <= names
     if r:
         tail = batch.ts[-r:]
-        assert mon.window.start == min(tail) and mon.window.end == max(tail)
-        assert mon.window.info().count == r
+        assert mon.pane.start == min(tail) and mon.pane.end == max(tail)
+        assert mon.pane.info().count == r
     else:
-        assert mon.window.info().start == 0.0 and mon.window.info().count == 0
+        assert mon.pane.info().start == 0.0 and mon.pane.info().count == 0
 
 
 def test_closed_window_statistics_are_recorded():

@@ -1,0 +1,96 @@
+"""Window panes: mergeable sketches of a stretch of one model version's events.
+
+A pane holds, per feature (and for the prediction score and label), the sketch of its values
+in the reference profile's bins (``FeatureProfile.sketch``), the smallest and largest numeric
+values, the event count and the event-time range. Panes merge by adding (associative and
+commutative), so a window is the merge of its panes:
+
+* tumbling windows by event count: one pane of ``window_size`` events per window;
+* tumbling windows by event time: one pane per ``seconds`` of event time;
+* sliding windows: ``slide`` panes per window, evaluated each time a pane closes.
+
+>>> from streamproc.profile import build_feature_profile
+>>> prof = {"x": build_feature_profile("x", [float(i) for i in range(100)])}
+>>> a, b = Pane.empty(0, prof), Pane.empty(1, prof)
+>>> a.add(prof, [{"x": 1.0}, {"x": 50.0}], [1.0, 2.0])
+>>> b.add(prof, [{"x": None}], [3.0])
+>>> m = a.merge(b)
+>>> (m.index, m.count, m.start, m.end, int(m.counts["x"][-1]), m.lo["x"], m.hi["x"])
+(1, 3, 1.0, 3.0, 1, 1.0, 50.0)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .policy import WindowInfo
+from .profile import NUMERIC, FeatureProfile, to_float_array
+
+SCORE_KEY = "prediction.score"
+LABEL_KEY = "prediction.label"
+
+
+@dataclass
+class Pane:
+    index: int
+    counts: dict[str, np.ndarray]
+    lo: dict[str, float] = field(default_factory=dict)
+    hi: dict[str, float] = field(default_factory=dict)
+    count: int = 0
+    start: float = math.inf
+    end: float = -math.inf
+
+    @classmethod
+    def empty(cls, index: int, profiles: dict[str, FeatureProfile]) -> "Pane":
+        return cls(index, {name: np.zeros(p.sketch_size, dtype=np.int64) for name, p in profiles.items()})
+
+    def add(self, profiles: dict[str, FeatureProfile], rows: list[dict], ts: Sequence[float],
+            scores: Optional[np.ndarray] = None, labels: Optional[list] = None) -> None:
+        """Sketch one chunk of events (feature rows, event times, scores, labels) into the pane."""
+        for name, profile in profiles.items():
+            if name == SCORE_KEY:
+                values = scores
+            elif name == LABEL_KEY:
+                values = labels
+            else:
+                values = [r.get(name) for r in rows]
+            if profile.kind == NUMERIC:
+                x = values if isinstance(values, np.ndarray) else to_float_array(values)
+                self.counts[name] += profile.sketch(x)
+                finite = x[np.isfinite(x)]
+                if finite.size:
+                    self.lo[name] = min(self.lo.get(name, math.inf), float(finite.min()))
+                    self.hi[name] = max(self.hi.get(name, -math.inf), float(finite.max()))
+            else:
+                self.counts[name] += profile.sketch(values)
+        self.count += len(ts)
+        if len(ts):
+            self.start = min(self.start, float(np.min(ts)))
+            self.end = max(self.end, float(np.max(ts)))
+
+    def merge(self, other: "Pane") -> "Pane":
+        """A new pane covering both (the later index); neither input changes."""
+        names = set(self.lo) | set(other.lo)
+        return Pane(
+            max(self.index, other.index),
+            {k: self.counts[k] + other.counts[k] for k in self.counts},
+            {k: min(self.lo.get(k, math.inf), other.lo.get(k, math.inf)) for k in names},
+            {k: max(self.hi.get(k, -math.inf), other.hi.get(k, -math.inf)) for k in names},
+            self.count + other.count,
+            min(self.start, other.start),
+            max(self.end, other.end),
+        )
+
+    def info(self) -> WindowInfo:
+        return WindowInfo(self.index, self.start if self.count else 0.0, self.end if self.count else 0.0, self.count)
+
+
+def merge_all(panes: Sequence[Pane]) -> Pane:
+    out = panes[0]
+    for p in panes[1:]:
+        out = out.merge(p)
+    return out
