@@ -58,6 +58,12 @@ class Metrics:
         self.error_rate = Gauge(
             "streamproc_error_rate", "Error over the last 1000 labelled predictions: misclassification rate for labels "
             "(1 - accuracy), mean absolute error for values.", ["model_id", "model_version"], registry=r)
+        self.late_events = Counter(
+            "streamproc_late_events_total", "Events later than the allowed lateness of event-time windows "
+            "(added to the oldest open window, not dropped).", ["model_id", "model_version"], registry=r)
+        self.score_quantile = Gauge(
+            "streamproc_prediction_score_quantile", "Quantiles of the prediction score in the latest closed window.",
+            ["model_id", "model_version", "quantile"], registry=r)
         self.models = Gauge("streamproc_models", "Model versions monitored by this worker.", registry=r)
         self.ready = Gauge("streamproc_ready", "1 when the worker is connected and consuming, else 0.", registry=r)
         self.batch_seconds = Histogram(

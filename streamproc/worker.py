@@ -30,6 +30,8 @@ from .config import ConfigError, StreamprocConfig
 from .decode import decode_outcomes, decode_predictions
 from .engine import MonitorEngine
 from .metrics import Metrics, dead_letter_reason
+from .monitor import QUANTILES
+from .window import SCORE_KEY
 from .ordering import MergeBuffer
 from .profile import ReferenceProfile
 from .reference_file import load_reference
@@ -280,10 +282,14 @@ class MonitorWorker:
         for (model_id, version), count in out.events.items():
             m.events.labels(model_id, version).inc(count)
         for key, closed in out.windows_closed.items():
+            mon = self.engine.monitors[key]
             m.windows.labels(*key).inc(closed)
-            for (_signal, name), (value, threshold) in self.engine.monitors[key].latest.items():
+            for (_signal, name), (value, threshold) in mon.latest.items():
                 m.psi.labels(key[0], key[1], name).set(value)
                 m.psi_threshold.labels(key[0], key[1], name).set(threshold)
+            for q, v in zip(QUANTILES, mon.quantiles.get(SCORE_KEY, ())):
+                m.score_quantile.labels(key[0], key[1], str(q)).set(v)
+            m.set_counter(m.late_events, key, mon.late_events)
         m.models.set(len(self.engine.monitors))
         return futures + self._publish(out)
 

@@ -142,6 +142,9 @@ def test_drift_alerts_and_retrain_requests_end_to_end(bootstrap, start_worker):
     assert metric_value(text, "streamproc_alerts_total", model_id="alpha", type="data_drift", severity="critical") >= 1
     assert metric_value(text, "streamproc_psi", model_id="alpha", model_version="default", feature="x3") > 0.25
     assert metric_value(text, "streamproc_psi", model_id="gamma", model_version="default", feature="x3") < 0.1
+    p05, p50, p95 = (metric_value(text, "streamproc_prediction_score_quantile", model_id="gamma", model_version="default",
+                                  quantile=q) for q in ("0.05", "0.5", "0.95"))
+    assert 0 < p05 < p50 < p95 < 1
 
 
 def test_malformed_messages_are_dead_lettered_and_good_ones_counted(bootstrap, start_worker):
