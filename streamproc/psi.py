@@ -10,6 +10,9 @@ shrink: n*m/(n+m) * PSI is approximately chi-square with (bins - 1) degrees of f
 configured threshold to the chi-square quantile that a stationary stream exceeds with
 probability ``alpha`` per test, so false alarms stay rare whatever the window size.
 
+PSI is symmetric: swapping reference and window gives the same value when both hold the same
+number of events; with different sizes the smoothing weighs them slightly differently.
+
 >>> round(psi([0.5, 0.5], 1000, [500, 500]), 6)
 0.0
 >>> round(psi([0.5, 0.5], 10**9, [900, 100], smoothing=0.0), 4)

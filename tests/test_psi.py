@@ -124,3 +124,17 @@ def test_shifted_windows_exceed_the_threshold():
 def test_unsmoothed_psi_of_disjoint_distributions_is_not_zero():
     # Reference all in the first two bins, window all in the (reference-empty) third bin.
     assert psi([0.5, 0.5, 0.0], 1000, [0, 0, 1000], smoothing=0.0) > 1.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(0, 500), min_size=2, max_size=12), st.randoms(use_true_random=False))
+def test_psi_is_symmetric_for_equal_sample_sizes(counts_a, rnd):
+    # Shuffle a's counts into b: same total, different distribution.
+    counts_b = list(counts_a)
+    rnd.shuffle(counts_b)
+    n = sum(counts_a)
+    if n == 0:
+        return
+    p_a = [c / n for c in counts_a]
+    p_b = [c / n for c in counts_b]
+    assert psi(p_a, n, counts_b) == pytest.approx(psi(p_b, n, counts_a), rel=1e-9, abs=1e-12)
