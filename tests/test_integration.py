@@ -225,11 +225,16 @@ def test_broker_command_prints_bootstrap_and_stops_on_sigint(tmp_path):
             proc.kill()
 
 
-def test_bad_config_fails_at_start_naming_the_field(tmp_path):
-    cfg = tmp_path / "bad.yaml"
-    cfg.write_text("defaults:\n  psi:\n    warning: -1\n")
-    proc = subprocess.run([sys.executable, "-m", "streamproc", "worker", "--bootstrap", "127.0.0.1:1", "--config", str(cfg)],
+def start_worker_with_config(tmp_path, text: str) -> subprocess.CompletedProcess:
+    """Run ``streamproc worker`` with this config file (the broker address is never reached)."""
+    cfg = tmp_path / "streamproc.yaml"
+    cfg.write_text(text)
+    return subprocess.run([sys.executable, "-m", "streamproc", "worker", "--bootstrap", "127.0.0.1:1", "--config", str(cfg)],
                           capture_output=True, text=True, timeout=60, cwd=ROOT)
+
+
+def test_bad_config_fails_at_start_naming_the_field(tmp_path):
+    proc = start_worker_with_config(tmp_path, "defaults:\n  psi:\n    warning: -1\n")
     assert proc.returncode == 2
     assert "defaults.psi.warning" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -265,10 +270,7 @@ def test_reference_file_named_in_config_is_used_without_warmup(bootstrap, start_
 
 
 def test_missing_reference_file_fails_at_start(tmp_path):
-    cfg = tmp_path / "streamproc.yaml"
-    cfg.write_text("models:\n  kappa:\n    reference_file: nowhere.json\n")
-    proc = subprocess.run([sys.executable, "-m", "streamproc", "worker", "--bootstrap", "127.0.0.1:1", "--config", str(cfg)],
-                          capture_output=True, text=True, timeout=60, cwd=ROOT)
+    proc = start_worker_with_config(tmp_path, "models:\n  kappa:\n    reference_file: nowhere.json\n")
     assert proc.returncode == 2
     assert "models.kappa.reference_file" in proc.stderr and "nowhere.json" in proc.stderr
 
