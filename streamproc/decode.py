@@ -15,9 +15,9 @@ from typing import Annotated, Iterable, Optional, Union
 import msgspec
 import numpy as np
 
-from .events import DEFAULT_MODEL_VERSION, parse_rfc3339
+from .events import DEFAULT_MODEL_VERSION, ID_PATTERN, parse_rfc3339
 
-_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+_Id = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=ID_PATTERN)]
 _Label = Union[str, int, bool, None]
 
 
@@ -69,6 +69,9 @@ class PredictionBatch:
     features: list[dict] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
     labels: list[Optional[str]] = field(default_factory=list)
+    # Where each event came from, ("topic:partition", offset), when the caller said so: used to
+    # skip events a restored state has already applied.
+    positions: list[tuple[str, int]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.event_ids)
@@ -82,6 +85,19 @@ class PredictionBatch:
             self.features[start:stop],
             self.scores[start:stop],
             self.labels[start:stop],
+            self.positions[start:stop],
+        )
+
+    def take(self, indices: list[int]) -> "PredictionBatch":
+        return PredictionBatch(
+            self.model_id,
+            self.model_version,
+            [self.event_ids[i] for i in indices],
+            [self.ts[i] for i in indices],
+            [self.features[i] for i in indices],
+            [self.scores[i] for i in indices],
+            [self.labels[i] for i in indices],
+            [self.positions[i] for i in indices] if self.positions else [],
         )
 
     def ts_array(self) -> np.ndarray:
@@ -98,6 +114,7 @@ class Outcome:
     ts: float
     label: Optional[str]
     value: Optional[float]
+    position: Optional[tuple[str, int]] = None  # ("topic:partition", offset), when known
 
 
 def _event_time(ts: Union[str, float]) -> float:
@@ -149,7 +166,8 @@ def _reason(exc: Exception) -> str:
     return f"invalid event: {exc}"
 
 
-def decode_predictions(payloads: Iterable[Optional[bytes]]) -> tuple[dict[ModelKey, PredictionBatch], list[Rejected]]:
+def decode_predictions(payloads: Iterable[Optional[bytes]], positions: Optional[list[tuple[str, int]]] = None
+                       ) -> tuple[dict[ModelKey, PredictionBatch], list[Rejected]]:
     """Decode raw prediction messages, grouped by (model_id, model_version) in input order."""
     batches: dict[ModelKey, PredictionBatch] = {}
     rejected: list[Rejected] = []
@@ -174,10 +192,13 @@ def decode_predictions(payloads: Iterable[Optional[bytes]]) -> tuple[dict[ModelK
         batch.features.append(ev.features)
         batch.scores.append(score)
         batch.labels.append(label)
+        if positions is not None:
+            batch.positions.append(positions[i])
     return batches, rejected
 
 
-def decode_outcomes(payloads: Iterable[Optional[bytes]]) -> tuple[list[Outcome], list[Rejected]]:
+def decode_outcomes(payloads: Iterable[Optional[bytes]], positions: Optional[list[tuple[str, int]]] = None
+                    ) -> tuple[list[Outcome], list[Rejected]]:
     """Decode raw outcome messages; an outcome needs a label or a value."""
     outcomes: list[Outcome] = []
     rejected: list[Rejected] = []
@@ -193,5 +214,6 @@ def decode_outcomes(payloads: Iterable[Optional[bytes]]) -> tuple[list[Outcome],
         except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
             rejected.append(Rejected(i, _reason(exc)))
             continue
-        outcomes.append(Outcome(ev.event_id, ev.model_id, ts, label_text(ev.label), ev.value))
+        outcomes.append(Outcome(ev.event_id, ev.model_id, ts, label_text(ev.label), ev.value,
+                                positions[i] if positions is not None else None))
     return outcomes, rejected

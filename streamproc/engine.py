@@ -7,6 +7,7 @@ batches and publishes what it returns; tests feed it directly.
 from __future__ import annotations
 
 import pickle
+import zlib
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -17,6 +18,7 @@ from .outcomes import OutcomeJoiner
 from .profile import ReferenceProfile
 
 STATE_FORMAT = 1
+SEP = "\x1f"  # in state record names: cannot occur in a model id or version
 
 
 @dataclass
@@ -35,6 +37,12 @@ class MonitorEngine:
         self.monitors: dict[ModelKey, ModelMonitor] = {}
         self.joiners: dict[str, OutcomeJoiner] = {}
         self._configs: dict[str, MonitorConfig] = {}
+        # Persistence: what changed since the last export, and, after an import, the input
+        # position up to which some restored state is already ahead (events before it are
+        # checked against each state's own watermark and skipped if already applied).
+        self.dirty_monitors: set[ModelKey] = set()
+        self.dirty_joiners: set[str] = set()
+        self.replay_until: dict[str, int] = {}
 
     def config_for(self, model_id: str) -> MonitorConfig:
         cfg = self._configs.get(model_id)
@@ -55,14 +63,21 @@ class MonitorEngine:
         self.references[key] = reference
         if key in self.monitors:
             self.monitors[key].set_reference(reference)
+            self.dirty_monitors.add(key)
 
     def process(self, batches: dict[ModelKey, PredictionBatch]) -> EngineOutput:
         out = EngineOutput()
         for key, batch in batches.items():
+            if self.replay_until and batch.positions:
+                batch = self._unapplied(batch, self.monitors.get(key))
+                if not len(batch):
+                    continue
+            self.dirty_monitors.add(key)
             joiner = self.joiners.get(key[0])
             if joiner is None and self.config_for(key[0]).concept.join == "always":
                 joiner = self._joiner(key[0])
             if joiner is not None:
+                self.dirty_joiners.add(key[0])
                 joiner.add_predictions(key[1], batch.event_ids, batch.ts, batch.scores, batch.labels)
             result: StepResult = self.monitor(key).update(batch)
             out.alerts.extend(result.alerts)
@@ -80,17 +95,25 @@ class MonitorEngine:
         """
         out = EngineOutput()
         by_model: dict[str, list] = {}
+        by_outcome: dict[str, list[Outcome]] = {}
         for o in outcomes:
             by_model.setdefault(o.model_id, []).append((o.event_id, o.ts, o.label, o.value))
+            by_outcome.setdefault(o.model_id, []).append(o)
         for model_id, items in by_model.items():
             joiner = self.joiners.get(model_id) or self._joiner(model_id)
             if joiner is None:
                 continue
+            if self.replay_until:
+                applied = getattr(joiner, "applied", {})
+                items = [it for it, o in zip(items, by_outcome[model_id])
+                         if o.position is None or o.position[1] >= applied.get(o.position[0], 0)]
+            self.dirty_joiners.add(model_id)
             by_version: dict[str, list] = {}
             for m in joiner.match(items):
                 by_version.setdefault(m.version, []).append(m)
             for version, matches in by_version.items():
                 key = (model_id, version)
+                self.dirty_monitors.add(key)
                 result = self.monitor(key).update_errors(matches)
                 out.alerts.extend(result.alerts)
                 out.retrains.extend(result.retrains)
@@ -105,6 +128,53 @@ class MonitorEngine:
         return joiner
 
     # -- persistence -----------------------------------------------------------------------
+    @staticmethod
+    def _unapplied(batch: PredictionBatch, mon: Optional[ModelMonitor]) -> PredictionBatch:
+        applied = getattr(mon, "applied", None) if mon is not None else None
+        if not applied:
+            return batch
+        keep = [i for i, (tp, off) in enumerate(batch.positions) if off >= applied.get(tp, 0)]
+        return batch if len(keep) == len(batch) else batch.take(keep)
+
+    def end_replay(self, positions: dict[str, int]) -> None:
+        """Stop checking watermarks once the input has passed every restored one."""
+        if self.replay_until and all(positions.get(tp, 0) >= off for tp, off in self.replay_until.items()):
+            self.replay_until = {}
+
+    def export_dirty(self, watermark: dict[str, int]) -> dict[str, bytes]:
+        """State records for what changed since the last export, each stamped with the input
+        position it reflects (``watermark``: next offset per "topic:partition")."""
+        records = {}
+        for key in self.dirty_monitors:
+            mon = self.monitors.get(key)
+            if mon is not None:
+                mon.applied = dict(watermark)
+                records[f"m{SEP}{key[0]}{SEP}{key[1]}"] = zlib.compress(pickle.dumps(mon, protocol=5), 1)
+        for model_id in self.dirty_joiners:
+            joiner = self.joiners.get(model_id)
+            if joiner is not None:
+                joiner.applied = dict(watermark)
+                records[f"j{SEP}{model_id}"] = zlib.compress(pickle.dumps(joiner, protocol=5), 1)
+        self.dirty_monitors.clear()
+        self.dirty_joiners.clear()
+        return records
+
+    def import_state(self, records: dict[str, bytes]) -> int:
+        """Restore records written by ``export_dirty`` (the latest per key); return how many."""
+        for name, data in records.items():
+            parts = name.split(SEP)
+            if parts[0] == "m" and len(parts) == 3:
+                # A restored monitor keeps the settings it was created with (its windows and
+                # detectors were built from them); a new reference or version takes new ones.
+                self.monitors[(parts[1], parts[2])] = obj = pickle.loads(zlib.decompress(data))
+            elif parts[0] == "j" and len(parts) == 2:
+                self.joiners[parts[1]] = obj = pickle.loads(zlib.decompress(data))
+            else:
+                continue
+            for tp, off in getattr(obj, "applied", {}).items():
+                self.replay_until[tp] = max(self.replay_until.get(tp, 0), off)
+        return len(records)
+
     def snapshot(self) -> bytes:
         """The whole monitoring state (references, windows, detectors, policy) as bytes."""
         return pickle.dumps({"format": STATE_FORMAT, "monitors": self.monitors, "references": self.references,

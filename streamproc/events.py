@@ -47,7 +47,8 @@ Timestamp = Annotated[StrictStr, Field(pattern=RFC3339_PATTERN, json_schema_extr
                       AfterValidator(_check_rfc3339)]
 EventTime = Union[StrictFloat, StrictInt, Timestamp]
 FeatureValue = Union[StrictBool, StrictInt, StrictFloat, StrictStr, None]
-NonEmptyStr = Annotated[StrictStr, Field(min_length=1, max_length=256)]
+ID_PATTERN = r"^[^\x00-\x1f]+$"  # no control characters (ids name state records and metric labels)
+NonEmptyStr = Annotated[StrictStr, Field(min_length=1, max_length=256, pattern=ID_PATTERN)]
 
 
 class _Input(BaseModel):

@@ -224,7 +224,7 @@ def test_outcome_corpus_validators_agree(case):
 # -- generated valid events ----------------------------------------------------------------
 
 _text = st.text(st.characters(exclude_categories=("Cs",)), max_size=20)
-_ids = st.text(st.characters(exclude_categories=("Cs",)), min_size=1, max_size=40)
+_ids = st.text(st.characters(exclude_categories=("Cs",), min_codepoint=0x20), min_size=1, max_size=40)  # ids have no control characters
 _finite = st.floats(allow_nan=False, allow_infinity=False)
 _ints = st.integers(-(2**53), 2**53)
 _feature_value = st.one_of(st.none(), st.booleans(), _ints, _finite, _text)
@@ -382,3 +382,8 @@ def test_dead_letters_validate(msg, limit, truncated):
     assert letter["key"] == (None if msg.key is None else base64.b64encode(msg.key).decode())
     assert datetime.fromisoformat(letter["failed_at"]) <= datetime.now(timezone.utc)
 
+
+
+def test_ids_with_control_characters_are_rejected_by_all():
+    payload = _p('"event_id":"e","model_id":"m\\u001fx","features":{},"ts":1,"prediction":0.5')
+    assert prediction_verdicts(payload) == {"pydantic": False, "jsonschema": False, "decode": False}
