@@ -18,7 +18,6 @@ from .outcomes import OutcomeJoiner
 from .profile import ReferenceProfile
 
 STATE_FORMAT = 1
-SEP = "\x1f"  # in state record names: cannot occur in a model id or version
 
 
 @dataclass
@@ -107,6 +106,8 @@ class MonitorEngine:
                 applied = getattr(joiner, "applied", {})
                 items = [it for it, o in zip(items, by_outcome[model_id])
                          if o.position is None or o.position[1] >= applied.get(o.position[0], 0)]
+                if not items:
+                    continue
             self.dirty_joiners.add(model_id)
             by_version: dict[str, list] = {}
             for m in joiner.match(items):
@@ -142,37 +143,48 @@ class MonitorEngine:
             self.replay_until = {}
 
     def export_dirty(self, watermark: dict[str, int]) -> dict[str, bytes]:
-        """State records for what changed since the last export, each stamped with the input
-        position it reflects (``watermark``: next offset per "topic:partition")."""
+        """State records for the models that changed since the last export.
+
+        One record per model id holds all its versions' monitors and its outcome joiner, so a
+        record is a consistent unit (an outcome updates both), stamped with the input position
+        it reflects (``watermark``: next offset per "topic:partition").
+        """
+        models = {k[0] for k in self.dirty_monitors} | self.dirty_joiners
         records = {}
-        for key in self.dirty_monitors:
-            mon = self.monitors.get(key)
-            if mon is not None:
-                mon.applied = dict(watermark)
-                records[f"m{SEP}{key[0]}{SEP}{key[1]}"] = zlib.compress(pickle.dumps(mon, protocol=5), 1)
-        for model_id in self.dirty_joiners:
+        for model_id in models:
+            monitors = {key[1]: mon for key, mon in self.monitors.items() if key[0] == model_id}
             joiner = self.joiners.get(model_id)
-            if joiner is not None:
-                joiner.applied = dict(watermark)
-                records[f"j{SEP}{model_id}"] = zlib.compress(pickle.dumps(joiner, protocol=5), 1)
+            for obj in [*monitors.values(), joiner]:
+                if obj is not None:
+                    # Never lower a watermark: a state restored ahead of the input (it skips
+                    # what it has applied) still reflects everything up to its own mark.
+                    applied = getattr(obj, "applied", {})
+                    obj.applied = {tp: max(off, applied.get(tp, 0)) for tp, off in {**applied, **watermark}.items()}
+            state = {"format": STATE_FORMAT, "monitors": monitors, "joiner": joiner}
+            records[model_id] = zlib.compress(pickle.dumps(state, protocol=5), 1)
         self.dirty_monitors.clear()
         self.dirty_joiners.clear()
         return records
 
     def import_state(self, records: dict[str, bytes]) -> int:
-        """Restore records written by ``export_dirty`` (the latest per key); return how many."""
-        for name, data in records.items():
-            parts = name.split(SEP)
-            if parts[0] == "m" and len(parts) == 3:
-                # A restored monitor keeps the settings it was created with (its windows and
-                # detectors were built from them); a new reference or version takes new ones.
-                self.monitors[(parts[1], parts[2])] = obj = pickle.loads(zlib.decompress(data))
-            elif parts[0] == "j" and len(parts) == 2:
-                self.joiners[parts[1]] = obj = pickle.loads(zlib.decompress(data))
-            else:
-                continue
-            for tp, off in getattr(obj, "applied", {}).items():
-                self.replay_until[tp] = max(self.replay_until.get(tp, 0), off)
+        """Restore records written by ``export_dirty`` (the latest per model); return how many.
+
+        A restored monitor keeps the settings it was created with (its windows and detectors
+        were built from them); a new reference or version takes the current ones.
+        """
+        for model_id, data in records.items():
+            state = pickle.loads(zlib.decompress(data))
+            if state.get("format") != STATE_FORMAT:
+                raise ValueError(f"state of {model_id!r}: unsupported format {state.get('format')!r}")
+            objs = list(state["monitors"].values())
+            for version, mon in state["monitors"].items():
+                self.monitors[(model_id, version)] = mon
+            if state["joiner"] is not None:
+                self.joiners[model_id] = state["joiner"]
+                objs.append(state["joiner"])
+            for obj in objs:
+                for tp, off in getattr(obj, "applied", {}).items():
+                    self.replay_until[tp] = max(self.replay_until.get(tp, 0), off)
         return len(records)
 
     def snapshot(self) -> bytes:
