@@ -166,6 +166,7 @@ class TopicsConfig(_Strict):
     retrain: str = "retrain-requests"
     dead_letter: str = "streamproc-dlq"
     references: str = "model-references"
+    state: str = "streamproc-state"
     partitions: int = Field(4, ge=1, description="Partitions of topics the worker creates.")
 
 
@@ -179,6 +180,7 @@ class WorkerSettings(_Strict):
     max_batch: int = Field(5000, ge=1, description="Most messages handled per batch.")
     poll_timeout_ms: int = Field(200, ge=1)
     dlq_payload_limit: int = Field(16384, ge=0, description="Bytes of a bad message kept in its dead letter.")
+    checkpoint_seconds: float = Field(5.0, gt=0, description="How often monitoring state is saved and input offsets committed.")
     topics: TopicsConfig = Field(default_factory=TopicsConfig)
     log_level: str = "INFO"
 

@@ -20,7 +20,8 @@ async def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int, 
                         compacted: Iterable[str] = ()) -> None:
     """Create the topics that do not exist yet (retrying while the broker comes up).
 
-    Topics in ``compacted`` get ``cleanup.policy=compact`` and a single partition.
+    Topics in ``compacted`` (references, state) get ``cleanup.policy=compact``, a single
+    partition and room for 16 MiB records.
     """
     compacted = set(compacted)
     wanted = list(dict.fromkeys(topics))
@@ -34,7 +35,8 @@ async def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int, 
             if missing:
                 try:
                     await admin.create_topics([
-                        NewTopic(t, 1, 1, topic_configs={"cleanup.policy": "compact"}) if t in compacted
+                        NewTopic(t, 1, 1, topic_configs={"cleanup.policy": "compact", "max.message.bytes": str(16 * 1024 * 1024)})
+                        if t in compacted
                         else NewTopic(t, partitions, 1)
                         for t in missing
                     ])

@@ -64,6 +64,11 @@ class Metrics:
         self.score_quantile = Gauge(
             "streamproc_prediction_score_quantile", "Quantiles of the prediction score in the latest closed window.",
             ["model_id", "model_version", "quantile"], registry=r)
+        self.checkpoints = Counter(
+            "streamproc_checkpoints_total", "Checkpoints: changed state saved to the state topic, then input offsets committed.",
+            registry=r)
+        self.state_bytes = Gauge(
+            "streamproc_checkpoint_bytes", "Bytes of state written by the latest checkpoint (changed models only).", registry=r)
         self.models = Gauge("streamproc_models", "Model versions monitored by this worker.", registry=r)
         self.ready = Gauge("streamproc_ready", "1 when the worker is connected and consuming, else 0.", registry=r)
         self.batch_seconds = Histogram(

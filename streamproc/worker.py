@@ -35,6 +35,7 @@ from .window import SCORE_KEY
 from .ordering import MergeBuffer
 from .profile import ReferenceProfile
 from .reference_file import load_reference
+from .state import MAX_STATE_BYTES, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +89,15 @@ async def caught_up(consumer, tps) -> set:
 
 
 class _DropRevoked(ConsumerRebalanceListener):
-    def __init__(self, merge: MergeBuffer):
-        self.merge = merge
+    """Forget buffered records and positions of partitions this worker no longer owns."""
+
+    def __init__(self, worker: "MonitorWorker"):
+        self.worker = worker
 
     async def on_partitions_revoked(self, revoked) -> None:
-        self.merge.drop(revoked)
+        self.worker.merge.drop(revoked)
+        for tp in revoked:
+            self.worker.outcome_next.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned) -> None:
         pass
@@ -110,6 +115,9 @@ class MonitorWorker:
         self.ref_consumer = None
         self.producer = None
         self.merge = MergeBuffer(max_buffered=4 * config.worker.max_batch)
+        self.outcome_next: dict = {}  # next outcome offset per partition (outcomes are applied at once)
+        self.state: Optional[StateStore] = None
+        self._last_checkpoint = time.monotonic()
         self.ready = False
         self.failed = False
         self.on_failure = None  # called when the loop dies of an unexpected error
@@ -121,10 +129,15 @@ class MonitorWorker:
     async def start(self) -> None:
         s = self.settings
         t = s.topics
-        await kafka.ensure_topics(s.bootstrap, [t.predictions, t.outcomes, t.alerts, t.retrain, t.dead_letter, t.references],
-                                  t.partitions, compacted=[t.references])
-        self.producer = kafka.producer(s.bootstrap)
+        await kafka.ensure_topics(s.bootstrap, [t.predictions, t.outcomes, t.alerts, t.retrain, t.dead_letter, t.references,
+                                                t.state], t.partitions, compacted=[t.references, t.state])
+        self.producer = kafka.producer(s.bootstrap, max_request_size=MAX_STATE_BYTES)
         await self.producer.start()
+        # State first: the committed offsets the consumer resumes from belong to it.
+        self.state = StateStore(s.bootstrap, t.state, s.group_id)
+        restored = self.engine.import_state(await self.state.load())
+        if restored:
+            log.info("restored the state of %d model(s) from %s", restored, t.state)
         # Every worker reads every reference (a small compacted topic, like a global table),
         # all of it before the first prediction, so no version warms up when a reference exists.
         self.ref_consumer = kafka.consumer(s.bootstrap, group_id=None, max_partition_fetch_bytes=8 * kafka.MAX_MESSAGE_BYTES)
@@ -138,7 +151,7 @@ class MonitorWorker:
             s.bootstrap, group_id=s.group_id, max_poll_records=s.max_batch,
             session_timeout_ms=10_000, heartbeat_interval_ms=1_000, max_partition_fetch_bytes=kafka.MAX_MESSAGE_BYTES,
         )
-        self.consumer.subscribe([t.predictions, t.outcomes], listener=_DropRevoked(self.merge))
+        self.consumer.subscribe([t.predictions, t.outcomes], listener=_DropRevoked(self))
         await self.consumer.start()
         log.info("worker consuming %s and %s from %s as group %s", t.predictions, t.outcomes, s.bootstrap, s.group_id)
 
@@ -176,13 +189,20 @@ class MonitorWorker:
         return self._task
 
     async def stop(self, timeout: float = 20.0) -> None:
-        """Finish the batch in hand, commit, and close the clients."""
+        """Finish the batch in hand, save the state, commit, and close the clients."""
         self._stop.set()
+        finished = True
         if self._task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), timeout)
             except asyncio.TimeoutError:
                 self._task.cancel()
+                finished = False
+        if finished and not self.failed and self.consumer is not None and self.state is not None:
+            try:
+                await asyncio.wait_for(self.checkpoint(), timeout)
+            except Exception:  # a dead broker: the next start replays from the last checkpoint
+                log.warning("final checkpoint failed", exc_info=True)
         self.ready = False
         self.metrics.ready.set(0)
         for client in (self.consumer, self.ref_consumer, self.producer):
@@ -242,22 +262,47 @@ class MonitorWorker:
                 c.resume(tp)
         predictions = self.merge.release(await caught_up(c, prediction_tps), prediction_tps)
         if not predictions and not outcomes:
+            if self.engine.dirty_monitors or self.engine.dirty_joiners:
+                await self.checkpoint(force=False)
             return 0
         started = time.perf_counter()
         sends = self._process_predictions(predictions) + self._process_outcomes(outcomes)
         if sends:
-            # send() enqueues and returns a delivery future; commit only once all are acknowledged.
+            # send() enqueues and returns a delivery future: wait until all are acknowledged.
             await asyncio.gather(*await asyncio.gather(*sends))
-        offsets = {tp: off for tp, off in self.merge.commit_offsets().items() if tp in assigned}
         for tp, msgs in records.items():
             if tp.topic != s.topics.predictions:
-                offsets[tp] = msgs[-1].offset + 1
-        if offsets:
-            await c.commit(offsets)
+                self.outcome_next[tp] = msgs[-1].offset + 1
+        self.engine.end_replay({f"{tp.topic}:{tp.partition}": off for tp, off in self._positions().items()})
+        await self.checkpoint(force=False)
         n = len(predictions) + len(outcomes)
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         self.metrics.batch_size.observe(n)
         return n
+
+    def _positions(self) -> dict:
+        """Next input offset per partition whose records are all applied: the state's watermark."""
+        assigned = self.consumer.assignment()
+        offsets = {tp: off for tp, off in self.merge.commit_offsets().items() if tp in assigned}
+        offsets.update({tp: off for tp, off in self.outcome_next.items() if tp in assigned})
+        return offsets
+
+    async def checkpoint(self, force: bool = True) -> None:
+        """Save the changed models' state, then commit the input offsets it reflects.
+
+        In that order: after a crash the worker restores the saved state and resumes at the
+        committed offsets; a state saved after the last commit skips what it already applied.
+        """
+        if not force and time.monotonic() - self._last_checkpoint < self.settings.checkpoint_seconds:
+            return
+        self._last_checkpoint = time.monotonic()
+        offsets = self._positions()
+        records = self.engine.export_dirty({f"{tp.topic}:{tp.partition}": off for tp, off in offsets.items()})
+        await self.state.save(self.producer, records)
+        if offsets:
+            await self.consumer.commit(offsets)
+        self.metrics.checkpoints.inc()
+        self.metrics.state_bytes.set(sum(len(v) for v in records.values()))
 
     def _send(self, topic: str, key: Optional[str], event: dict):
         return self.producer.send(topic, orjson.dumps(event), key=key.encode() if key is not None else None)
@@ -275,7 +320,7 @@ class MonitorWorker:
     def _process_predictions(self, msgs) -> list:
         if not msgs:
             return []
-        batches, rejected = decode_predictions([m.value for m in msgs])
+        batches, rejected = decode_predictions([m.value for m in msgs], [(f"{m.topic}:{m.partition}", m.offset) for m in msgs])
         futures = self._dead_letters(msgs, rejected)
         out = self.engine.process(batches)
         m = self.metrics
@@ -296,7 +341,7 @@ class MonitorWorker:
     def _process_outcomes(self, msgs) -> list:
         if not msgs:
             return []
-        outcomes, rejected = decode_outcomes([m.value for m in msgs])
+        outcomes, rejected = decode_outcomes([m.value for m in msgs], [(f"{m.topic}:{m.partition}", m.offset) for m in msgs])
         futures = self._dead_letters(msgs, rejected)
         counts: dict[str, int] = defaultdict(int)
         for o in outcomes:

@@ -1,0 +1,77 @@
+"""The state topic: a compacted topic holding each model's monitoring state, per consumer group.
+
+Record key: ``<group id>\\x1f<model id>``; value: the record ``MonitorEngine.export_dirty``
+wrote (the model's monitors and outcome joiner, stamped with the input offsets they reflect).
+A worker loads every record of its group at start, then writes the changed ones at each
+checkpoint, before it commits the input offsets.
+
+Values are pickles: anyone who can write to the state topic can run code in the worker, so
+restrict writes to the worker's principal (Kafka ACLs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from aiokafka import TopicPartition
+
+from . import kafka
+
+log = logging.getLogger(__name__)
+SEP = "\x1f"  # ids have no control characters (see streamproc.events.ID_PATTERN)
+MAX_STATE_BYTES = 16 * 1024 * 1024
+
+
+class StateStore:
+    def __init__(self, bootstrap: str, topic: str, group_id: str):
+        self.bootstrap = bootstrap
+        self.topic = topic
+        self.prefix = f"{group_id}{SEP}"
+        self.bytes_written = 0
+
+    async def load(self, timeout: float = 60.0) -> dict[str, bytes]:
+        """The latest record of every model of this group (empty values delete)."""
+        c = kafka.consumer(self.bootstrap, group_id=None, max_partition_fetch_bytes=MAX_STATE_BYTES,
+                           fetch_max_bytes=4 * MAX_STATE_BYTES)
+        await c.start()
+        records: dict[str, bytes] = {}
+        try:
+            await c.topics()
+            parts = c.partitions_for_topic(self.topic) or {0}
+            tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
+            c.assign(tps)
+            await c.seek_to_beginning(*tps)
+            deadline = time.monotonic() + timeout
+            while True:
+                batch = await c.getmany(timeout_ms=200)
+                for msgs in batch.values():
+                    for m in msgs:
+                        key = (m.key or b"").decode(errors="replace")
+                        if not key.startswith(self.prefix):
+                            continue
+                        name = key[len(self.prefix):]
+                        if m.value:
+                            records[name] = m.value
+                        else:
+                            records.pop(name, None)
+                done = True
+                for tp in tps:
+                    hw = c.highwater(tp)
+                    if hw is None or await c.position(tp) < hw:
+                        done = False
+                if done:
+                    return records
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"state topic {self.topic} not read to its end within {timeout:.0f} s")
+        finally:
+            await c.stop()
+
+    async def save(self, producer, records: dict[str, bytes]) -> None:
+        """Write records and wait until the broker has them all."""
+        futures = [await producer.send(self.topic, value, key=(self.prefix + name).encode())
+                   for name, value in records.items()]
+        if futures:
+            await asyncio.gather(*futures)
+        self.bytes_written += sum(len(v) for v in records.values())
