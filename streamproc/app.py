@@ -17,6 +17,7 @@ import faust
 import mode
 import orjson
 
+from . import kafka
 from .config import StreamprocConfig
 from .metrics import CONTENT_TYPE_LATEST, Metrics
 from .worker import MonitorWorker
@@ -28,9 +29,17 @@ def build_app(config: StreamprocConfig, datadir: str, metrics: Metrics | None = 
     s = config.worker
     worker = MonitorWorker(config, metrics)
     brokers = ";".join(f"kafka://{h.strip()}" for h in s.bootstrap.split(",") if h.strip())
+    opts = kafka.client_options(s.kafka)
+    credentials = None
+    if "sasl_mechanism" in opts:
+        credentials = faust.SASLCredentials(username=opts["sasl_plain_username"], password=opts["sasl_plain_password"],
+                                            mechanism=opts["sasl_mechanism"], ssl_context=opts.get("ssl_context"))
+    elif "ssl_context" in opts:
+        credentials = faust.SSLCredentials(opts["ssl_context"])
     app = faust.App(
         f"{s.group_id}-control",
         broker=brokers,
+        broker_credentials=credentials,
         store="memory://",
         datadir=datadir,  # faust wants one; streamproc keeps nothing there
         web_port=s.metrics_port,

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 
 class ConfigError(Exception):
@@ -170,6 +170,33 @@ class TopicsConfig(_Strict):
     partitions: int = Field(4, ge=1, description="Partitions of topics the worker creates.")
 
 
+class KafkaSecurity(_Strict):
+    """TLS and SASL settings, passed to every Kafka client of the worker (and its faust app)."""
+
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Optional[Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]] = None
+    sasl_username: Optional[str] = None
+    sasl_password: Optional[SecretStr] = Field(None, description="Prefer STREAMPROC_KAFKA_SASL_PASSWORD to the file.")
+    ssl_cafile: Optional[Path] = None
+    ssl_certfile: Optional[Path] = None
+    ssl_keyfile: Optional[Path] = None
+    ssl_check_hostname: bool = True
+
+    @model_validator(mode="after")
+    def _complete(self) -> "KafkaSecurity":
+        if self.security_protocol.startswith("SASL"):
+            missing = [n for n in ("sasl_mechanism", "sasl_username", "sasl_password") if getattr(self, n) is None]
+            if missing:
+                raise ValueError(f"{self.security_protocol} needs {', '.join(missing)}")
+        for name in ("ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: no such file {path}")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("ssl_certfile and ssl_keyfile go together")
+        return self
+
+
 class WorkerSettings(_Strict):
     bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,host:port].")
     group_id: str = "streamproc"
@@ -182,6 +209,7 @@ class WorkerSettings(_Strict):
     dlq_payload_limit: int = Field(16384, ge=0, description="Bytes of a bad message kept in its dead letter.")
     checkpoint_seconds: float = Field(5.0, gt=0, description="How often monitoring state is saved and input offsets committed.")
     topics: TopicsConfig = Field(default_factory=TopicsConfig)
+    kafka: KafkaSecurity = Field(default_factory=KafkaSecurity)
     log_level: str = "INFO"
 
 
@@ -256,7 +284,7 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[dict[str,
     if worker.get("topics") is not None and not isinstance(worker["topics"], dict):
         raise ConfigError("invalid configuration: worker.topics: must be a mapping")
     for name in WorkerSettings.model_fields:
-        if name == "topics":
+        if name in ("topics", "kafka"):
             continue
         env_value = environ.get(ENV_PREFIX + name.upper())
         if env_value not in (None, ""):
@@ -268,6 +296,15 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[dict[str,
             topics[name] = env_value
     if topics:
         worker["topics"] = topics
+    if worker.get("kafka") is not None and not isinstance(worker["kafka"], dict):
+        raise ConfigError("invalid configuration: worker.kafka: must be a mapping")
+    security = dict(worker.get("kafka") or {})
+    for name in KafkaSecurity.model_fields:
+        env_value = environ.get(f"{ENV_PREFIX}KAFKA_{name.upper()}")
+        if env_value not in (None, ""):
+            security[name] = env_value
+    if security:
+        worker["kafka"] = security
     for name, value in (overrides or {}).items():
         if value is not None:
             worker[name] = value

@@ -16,8 +16,30 @@ log = logging.getLogger(__name__)
 MAX_MESSAGE_BYTES = 1_048_576
 
 
+def client_options(security=None) -> dict:
+    """aiokafka keyword arguments for a ``KafkaSecurity`` (None: plaintext)."""
+    if security is None or security.security_protocol == "PLAINTEXT":
+        return {}
+    opts: dict = {"security_protocol": security.security_protocol}
+    if security.security_protocol in ("SSL", "SASL_SSL"):
+        from aiokafka.helpers import create_ssl_context
+
+        ctx = create_ssl_context(
+            cafile=str(security.ssl_cafile) if security.ssl_cafile else None,
+            certfile=str(security.ssl_certfile) if security.ssl_certfile else None,
+            keyfile=str(security.ssl_keyfile) if security.ssl_keyfile else None,
+        )
+        ctx.check_hostname = security.ssl_check_hostname
+        opts["ssl_context"] = ctx
+    if security.security_protocol.startswith("SASL"):
+        opts["sasl_mechanism"] = security.sasl_mechanism
+        opts["sasl_plain_username"] = security.sasl_username
+        opts["sasl_plain_password"] = security.sasl_password.get_secret_value()
+    return opts
+
+
 async def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int, timeout: float = 30.0,
-                        compacted: Iterable[str] = ()) -> None:
+                        compacted: Iterable[str] = (), options: dict | None = None) -> None:
     """Create the topics that do not exist yet (retrying while the broker comes up).
 
     Topics in ``compacted`` (references, state) get ``cleanup.policy=compact``, a single
@@ -27,7 +49,7 @@ async def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int, 
     wanted = list(dict.fromkeys(topics))
     deadline = time.monotonic() + timeout
     while True:
-        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000)
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=10_000, **(options or {}))
         try:
             await admin.start()
             existing = set(await admin.list_topics())
@@ -70,11 +92,11 @@ def reference_key(model_id: str, model_version: str) -> bytes:
     return f"{model_id}/{model_version}".encode()
 
 
-async def publish_reference(bootstrap: str, topic: str, profile_dict: dict) -> None:
+async def publish_reference(bootstrap: str, topic: str, profile_dict: dict, options: dict | None = None) -> None:
     import orjson
 
-    await ensure_topics(bootstrap, [topic], 1, compacted=[topic])
-    p = producer(bootstrap)
+    await ensure_topics(bootstrap, [topic], 1, compacted=[topic], options=options)
+    p = producer(bootstrap, **(options or {}))
     await p.start()
     try:
         await p.send_and_wait(topic, orjson.dumps(profile_dict, option=orjson.OPT_SERIALIZE_NUMPY),

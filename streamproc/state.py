@@ -25,8 +25,9 @@ MAX_STATE_BYTES = 16 * 1024 * 1024
 
 
 class StateStore:
-    def __init__(self, bootstrap: str, topic: str, group_id: str):
+    def __init__(self, bootstrap: str, topic: str, group_id: str, options: dict | None = None):
         self.bootstrap = bootstrap
+        self.options = options or {}
         self.topic = topic
         self.prefix = f"{group_id}{SEP}"
         self.bytes_written = 0
@@ -34,7 +35,7 @@ class StateStore:
     async def load(self, timeout: float = 60.0) -> dict[str, bytes]:
         """The latest record of every model of this group (empty values delete)."""
         c = kafka.consumer(self.bootstrap, group_id=None, max_partition_fetch_bytes=MAX_STATE_BYTES,
-                           fetch_max_bytes=4 * MAX_STATE_BYTES)
+                           fetch_max_bytes=4 * MAX_STATE_BYTES, **self.options)
         await c.start()
         records: dict[str, bytes] = {}
         try:

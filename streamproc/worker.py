@@ -129,18 +129,20 @@ class MonitorWorker:
     async def start(self) -> None:
         s = self.settings
         t = s.topics
+        opts = kafka.client_options(s.kafka)
         await kafka.ensure_topics(s.bootstrap, [t.predictions, t.outcomes, t.alerts, t.retrain, t.dead_letter, t.references,
-                                                t.state], t.partitions, compacted=[t.references, t.state])
-        self.producer = kafka.producer(s.bootstrap, max_request_size=MAX_STATE_BYTES)
+                                                t.state], t.partitions, compacted=[t.references, t.state], options=opts)
+        self.producer = kafka.producer(s.bootstrap, max_request_size=MAX_STATE_BYTES, **opts)
         await self.producer.start()
         # State first: the committed offsets the consumer resumes from belong to it.
-        self.state = StateStore(s.bootstrap, t.state, s.group_id)
+        self.state = StateStore(s.bootstrap, t.state, s.group_id, opts)
         restored = self.engine.import_state(await self.state.load())
         if restored:
             log.info("restored the state of %d model(s) from %s", restored, t.state)
         # Every worker reads every reference (a small compacted topic, like a global table),
         # all of it before the first prediction, so no version warms up when a reference exists.
-        self.ref_consumer = kafka.consumer(s.bootstrap, group_id=None, max_partition_fetch_bytes=8 * kafka.MAX_MESSAGE_BYTES)
+        self.ref_consumer = kafka.consumer(s.bootstrap, group_id=None, max_partition_fetch_bytes=8 * kafka.MAX_MESSAGE_BYTES,
+                                           **opts)
         await self.ref_consumer.start()
         await self.ref_consumer.topics()  # fetches metadata, so the partitions are known
         parts = self.ref_consumer.partitions_for_topic(t.references) or {0}
@@ -150,6 +152,7 @@ class MonitorWorker:
         self.consumer = kafka.consumer(
             s.bootstrap, group_id=s.group_id, max_poll_records=s.max_batch,
             session_timeout_ms=10_000, heartbeat_interval_ms=1_000, max_partition_fetch_bytes=kafka.MAX_MESSAGE_BYTES,
+            **opts,
         )
         self.consumer.subscribe([t.predictions, t.outcomes], listener=_DropRevoked(self))
         await self.consumer.start()
@@ -310,7 +313,9 @@ class MonitorWorker:
     def _dead_letter(self, msg, reason: str):
         s = self.settings
         self.metrics.dead_letters.labels(msg.topic, dead_letter_reason(reason)).inc()
-        log.info("dead-lettered %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason[:200])
+        # The reason can quote the message: only at debug level.
+        log.info("dead-lettered %s[%d]@%d (%s)", msg.topic, msg.partition, msg.offset, dead_letter_reason(reason))
+        log.debug("dead letter %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason[:200])
         self.published["dead_letters"] += 1
         return self._send(s.topics.dead_letter, None, dead_letter(msg, reason, s.dlq_payload_limit))
 
