@@ -158,16 +158,25 @@ def split_prediction(prediction: Union[float, str, _WirePrediction, dict]) -> tu
     return (math.nan if score is None else float(score)), label
 
 
+MAX_EVENT_BYTES = 256 * 1024  # a prediction event larger than this is refused, whatever the broker allows
+
+
 def _reason(exc: Exception) -> str:
     if isinstance(exc, msgspec.ValidationError):
         return f"invalid event: {exc}"
     if isinstance(exc, msgspec.DecodeError):
         return f"not valid JSON: {exc}"
+    if isinstance(exc, RecursionError):
+        return "invalid event: JSON nested too deeply"
     return f"invalid event: {exc}"
 
 
-def decode_predictions(payloads: Iterable[Optional[bytes]], positions: Optional[list[tuple[str, int]]] = None
-                       ) -> tuple[dict[ModelKey, PredictionBatch], list[Rejected]]:
+# Everything a hostile message can make the decoder raise. Anything else is a bug in streamproc.
+_DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, ValueError, TypeError, RecursionError, OverflowError)
+
+
+def decode_predictions(payloads: Iterable[Optional[bytes]], positions: Optional[list[tuple[str, int]]] = None,
+                       max_bytes: int = MAX_EVENT_BYTES) -> tuple[dict[ModelKey, PredictionBatch], list[Rejected]]:
     """Decode raw prediction messages, grouped by (model_id, model_version) in input order."""
     batches: dict[ModelKey, PredictionBatch] = {}
     rejected: list[Rejected] = []
@@ -176,11 +185,14 @@ def decode_predictions(payloads: Iterable[Optional[bytes]], positions: Optional[
         if raw is None:
             rejected.append(Rejected(i, "empty message (null value)"))
             continue
+        if len(raw) > max_bytes:
+            rejected.append(Rejected(i, f"too large: {len(raw)} bytes (limit {max_bytes})"))
+            continue
         try:
             ev = decode(raw)
             ts = _event_time(ev.ts)
             score, label = split_prediction(ev.prediction)
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError, TypeError) as exc:
+        except _DECODE_ERRORS as exc:
             rejected.append(Rejected(i, _reason(exc)))
             continue
         key = (ev.model_id, ev.model_version or DEFAULT_MODEL_VERSION)
@@ -197,8 +209,8 @@ def decode_predictions(payloads: Iterable[Optional[bytes]], positions: Optional[
     return batches, rejected
 
 
-def decode_outcomes(payloads: Iterable[Optional[bytes]], positions: Optional[list[tuple[str, int]]] = None
-                    ) -> tuple[list[Outcome], list[Rejected]]:
+def decode_outcomes(payloads: Iterable[Optional[bytes]], positions: Optional[list[tuple[str, int]]] = None,
+                    max_bytes: int = MAX_EVENT_BYTES) -> tuple[list[Outcome], list[Rejected]]:
     """Decode raw outcome messages; an outcome needs a label or a value."""
     outcomes: list[Outcome] = []
     rejected: list[Rejected] = []
@@ -206,12 +218,15 @@ def decode_outcomes(payloads: Iterable[Optional[bytes]], positions: Optional[lis
         if raw is None:
             rejected.append(Rejected(i, "empty message (null value)"))
             continue
+        if len(raw) > max_bytes:
+            rejected.append(Rejected(i, f"too large: {len(raw)} bytes (limit {max_bytes})"))
+            continue
         try:
             ev = _OUTCOME_DECODER.decode(raw)
             ts = _event_time(ev.ts)
             if ev.label is None and ev.value is None:
                 raise ValueError("an outcome needs a label or a value")
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
+        except _DECODE_ERRORS as exc:
             rejected.append(Rejected(i, _reason(exc)))
             continue
         outcomes.append(Outcome(ev.event_id, ev.model_id, ts, label_text(ev.label), ev.value,
