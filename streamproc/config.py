@@ -206,6 +206,7 @@ class WorkerSettings(_Strict):
     warmup_size: Optional[int] = Field(None, ge=10)
     max_batch: int = Field(5000, ge=1, description="Most messages handled per batch.")
     poll_timeout_ms: int = Field(200, ge=1)
+    max_idle_ms: int = Field(1000, ge=0, description="A caught-up prediction partition silent this long stops holding back the others' events (see streamproc.ordering).")
     dlq_payload_limit: int = Field(16384, ge=0, description="Bytes of a bad message kept in its dead letter.")
     checkpoint_seconds: float = Field(5.0, gt=0, description="How often monitoring state is saved and input offsets committed.")
     topics: TopicsConfig = Field(default_factory=TopicsConfig)

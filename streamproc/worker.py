@@ -98,6 +98,7 @@ class _DropRevoked(ConsumerRebalanceListener):
         self.worker.merge.drop(revoked)
         for tp in revoked:
             self.worker.outcome_next.pop(tp, None)
+            self.worker.last_arrival.pop(tp, None)
 
     async def on_partitions_assigned(self, assigned) -> None:
         pass
@@ -116,6 +117,7 @@ class MonitorWorker:
         self.producer = None
         self.merge = MergeBuffer(max_buffered=4 * config.worker.max_batch)
         self.outcome_next: dict = {}  # next outcome offset per partition (outcomes are applied at once)
+        self.last_arrival: dict = {}  # monotonic time records last arrived, per prediction partition
         self.state: Optional[StateStore] = None
         self._last_checkpoint = time.monotonic()
         self.ready = False
@@ -263,7 +265,13 @@ class MonitorWorker:
                 c.pause(tp)
             elif tp in c.paused():
                 c.resume(tp)
-        predictions = self.merge.release(await caught_up(c, prediction_tps), prediction_tps)
+        now = time.monotonic()
+        for tp in prediction_tps:
+            if tp in records or tp not in self.last_arrival:
+                self.last_arrival[tp] = now
+        quiet = {tp for tp in prediction_tps if now - self.last_arrival[tp] >= s.max_idle_ms / 1000}
+        idle = quiet & await caught_up(c, quiet)
+        predictions = self.merge.release(idle, prediction_tps)
         if not predictions and not outcomes:
             if self.engine.dirty_monitors or self.engine.dirty_joiners:
                 await self.checkpoint(force=False)

@@ -60,9 +60,9 @@ def test_release_order_is_the_global_order_for_any_fetch_pattern(data):
 def test_a_partition_without_records_yet_holds_everything_back():
     buf = MergeBuffer()
     buf.add(("t", 0), [Msg("t", 0, 0, 5)])
-    assert buf.release(caught_up=set(), assigned=[("t", 0), ("t", 1)]) == []
-    assert buf.release(caught_up={("t", 1)}, assigned=[("t", 0), ("t", 1)]) == []  # t0 may get more at ts 5
-    assert [m.offset for m in buf.release(caught_up={("t", 0), ("t", 1)}, assigned=[("t", 0), ("t", 1)])] == [0]
+    assert buf.release(idle=set(), assigned=[("t", 0), ("t", 1)]) == []
+    assert buf.release(idle={("t", 1)}, assigned=[("t", 0), ("t", 1)]) == []  # t0 may get more at ts 5
+    assert [m.offset for m in buf.release(idle={("t", 0), ("t", 1)}, assigned=[("t", 0), ("t", 1)])] == [0]
 
 
 def test_dropping_revoked_partitions_forgets_their_buffer_and_offsets():
