@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import tempfile
+import time
 
 import faust
 import mode
@@ -80,8 +81,41 @@ def build_app(config: StreamprocConfig, datadir: str, metrics: Metrics | None = 
     return app, worker
 
 
+class ThrottleRepeats(logging.Filter):
+    """Let each distinct warning of a chatty library through once per ``seconds``.
+
+    While the broker is away aiokafka logs the same few errors every 100 ms per connection
+    (thousands of lines a minute); one a ``seconds`` says as much.
+    """
+
+    def __init__(self, seconds: float = 30.0):
+        super().__init__()
+        self.seconds = seconds
+        self.last: dict = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING:
+            return True
+        key = (record.name, str(record.msg)[:80])  # the template (or its start), not the values
+        now = time.monotonic()
+        if now - self.last.get(key, float("-inf")) < self.seconds:
+            return False
+        if len(self.last) > 1000:
+            self.last.clear()
+        self.last[key] = now
+        return True
+
+
+def throttle_library_logs(prefix: str = "aiokafka", seconds: float = 30.0) -> None:
+    throttle = ThrottleRepeats(seconds)
+    for name in list(logging.root.manager.loggerDict):
+        if name == prefix or name.startswith(prefix + "."):
+            logging.getLogger(name).addFilter(throttle)
+
+
 def run(config: StreamprocConfig) -> int:
     """Run the worker in the foreground until SIGINT/SIGTERM."""
+    throttle_library_logs()
     with tempfile.TemporaryDirectory(prefix="streamproc-faust-") as datadir:
         app, worker = build_app(config, datadir)
         fw = faust.Worker(app, loglevel=config.worker.log_level.upper(), quiet=True)

@@ -167,7 +167,11 @@ class TopicsConfig(_Strict):
     dead_letter: str = "streamproc-dlq"
     references: str = "model-references"
     state: str = "streamproc-state"
+    routed: Optional[str] = Field(None, description="Internal topic of predictions and outcomes repartitioned by model id (default: <group id>-routed).")
     partitions: int = Field(4, ge=1, description="Partitions of topics the worker creates.")
+
+    def routed_topic(self, group_id: str) -> str:
+        return self.routed or f"{group_id}-routed"
 
 
 class KafkaSecurity(_Strict):
@@ -200,11 +204,17 @@ class KafkaSecurity(_Strict):
 class WorkerSettings(_Strict):
     bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, host:port[,host:port].")
     group_id: str = "streamproc"
+    route: Literal["repartition", "direct"] = Field(
+        "repartition", description="repartition: route events through an internal topic keyed by model id, so several "
+        "workers can share the load whatever keys producers use; direct: consume predictions and outcomes as they are "
+        "(one worker, or producers that key by model id).")
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(9464, ge=0, le=65535)
     window_size: Optional[int] = Field(None, ge=10)
     warmup_size: Optional[int] = Field(None, ge=10)
     max_batch: int = Field(5000, ge=1, description="Most messages handled per batch.")
+    max_series: int = Field(10_000, ge=1, description="Series per labelled metric on /metrics; further label combinations are dropped and counted.")
+    max_models: int = Field(10_000, ge=1, description="Model versions one worker monitors; events of further ones are dead-lettered (a bound on memory).")
     poll_timeout_ms: int = Field(200, ge=1)
     max_idle_ms: int = Field(1000, ge=0, description="A caught-up prediction partition silent this long stops holding back the others' events (see streamproc.ordering).")
     dlq_payload_limit: int = Field(16384, ge=0, description="Bytes of a bad message kept in its dead letter.")

@@ -232,3 +232,37 @@ def decode_outcomes(payloads: Iterable[Optional[bytes]], positions: Optional[lis
         outcomes.append(Outcome(ev.event_id, ev.model_id, ts, label_text(ev.label), ev.value,
                                 positions[i] if positions is not None else None))
     return outcomes, rejected
+
+
+class _WireRouted(msgspec.Struct):
+    model_id: _Id
+
+
+_ROUTE_DECODER = msgspec.json.Decoder(_WireRouted)
+
+
+def route_keys(payloads: Iterable[Optional[bytes]], max_bytes: int = MAX_EVENT_BYTES) -> tuple[list[Optional[str]], list[Rejected]]:
+    """The model id of each raw message (None where rejected), for repartitioning by model.
+
+    Only ``model_id`` is checked here (the rest of the message is validated where it is
+    applied); a message without a usable one cannot be routed and is rejected.
+
+    >>> route_keys([b'{"model_id": "m1", "features": {}}', b'{"x": 1}'])[0]
+    ['m1', None]
+    """
+    keys: list[Optional[str]] = []
+    rejected: list[Rejected] = []
+    decode = _ROUTE_DECODER.decode
+    for i, raw in enumerate(payloads):
+        key = None
+        if raw is None:
+            rejected.append(Rejected(i, "empty message (null value)"))
+        elif len(raw) > max_bytes:
+            rejected.append(Rejected(i, f"too large: {len(raw)} bytes (limit {max_bytes})"))
+        else:
+            try:
+                key = decode(raw).model_id
+            except _DECODE_ERRORS as exc:
+                rejected.append(Rejected(i, _reason(exc)))
+        keys.append(key)
+    return keys, rejected

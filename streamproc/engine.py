@@ -27,6 +27,10 @@ class EngineOutput:
     events: dict[ModelKey, int] = field(default_factory=dict)
     windows_closed: dict[ModelKey, int] = field(default_factory=dict)
     errors_updated: set[ModelKey] = field(default_factory=set)  # versions whose error signal moved
+    # Refused because the worker already holds ``max_models`` model versions (or joiners):
+    # the caller dead-letters them.
+    refused: list[PredictionBatch] = field(default_factory=list)
+    refused_outcomes: list[Outcome] = field(default_factory=list)
 
 
 class MonitorEngine:
@@ -40,8 +44,15 @@ class MonitorEngine:
         # position up to which some restored state is already ahead (events before it are
         # checked against each state's own watermark and skipped if already applied).
         self.dirty_monitors: set[ModelKey] = set()
-        self.dirty_joiners: set[str] = set()
+        self.dirty_models: set[str] = set()  # model ids whose joiner (or anything) changed
         self.replay_until: dict[str, int] = {}
+        # Input that may repeat records (repartitioned input, see streamproc.router): every
+        # record is checked against its model's per-source watermark, which advances as
+        # records are applied, so a record forwarded twice is applied once.
+        self.dedupe = False
+        # A bound on memory against floods of model ids: model versions (and outcome joiners)
+        # beyond this many are refused, not created.
+        self.max_models: Optional[int] = None
 
     def config_for(self, model_id: str) -> MonitorConfig:
         cfg = self._configs.get(model_id)
@@ -67,8 +78,12 @@ class MonitorEngine:
     def process(self, batches: dict[ModelKey, PredictionBatch]) -> EngineOutput:
         out = EngineOutput()
         for key, batch in batches.items():
-            if self.replay_until and batch.positions:
-                batch = self._unapplied(batch, self.monitors.get(key))
+            if key not in self.monitors and self.max_models is not None and len(self.monitors) >= self.max_models:
+                out.refused.append(batch)
+                continue
+            fresh = None
+            if (self.replay_until or self.dedupe) and batch.positions:
+                batch, fresh = self._unapplied(batch, self.monitors.get(key))
                 if not len(batch):
                     continue
             self.dirty_monitors.add(key)
@@ -76,9 +91,12 @@ class MonitorEngine:
             if joiner is None and self.config_for(key[0]).concept.join == "always":
                 joiner = self._joiner(key[0])
             if joiner is not None:
-                self.dirty_joiners.add(key[0])
+                self.dirty_models.add(key[0])
                 joiner.add_predictions(key[1], batch.event_ids, batch.ts, batch.scores, batch.labels)
-            result: StepResult = self.monitor(key).update(batch)
+            mon = self.monitor(key)
+            result: StepResult = mon.update(batch)
+            if self.dedupe and fresh is not None:
+                mon.applied = fresh
             out.alerts.extend(result.alerts)
             out.retrains.extend(result.retrains)
             out.events[key] = len(batch)
@@ -99,16 +117,29 @@ class MonitorEngine:
             by_model.setdefault(o.model_id, []).append((o.event_id, o.ts, o.label, o.value))
             by_outcome.setdefault(o.model_id, []).append(o)
         for model_id, items in by_model.items():
-            joiner = self.joiners.get(model_id) or self._joiner(model_id)
+            joiner = self.joiners.get(model_id)
+            if joiner is None:
+                if self.max_models is not None and len(self.joiners) >= self.max_models:
+                    out.refused_outcomes.extend(by_outcome[model_id])
+                    continue
+                joiner = self._joiner(model_id)
             if joiner is None:
                 continue
-            if self.replay_until:
-                applied = getattr(joiner, "applied", {})
-                items = [it for it, o in zip(items, by_outcome[model_id])
-                         if o.position is None or o.position[1] >= applied.get(o.position[0], 0)]
-                if not items:
+            if self.replay_until or self.dedupe:
+                fresh = dict(getattr(joiner, "applied", None) or {})
+                kept = []
+                for it, o in zip(items, by_outcome[model_id]):
+                    if o.position is None:
+                        kept.append(it)
+                    elif o.position[1] >= fresh.get(o.position[0], 0):
+                        kept.append(it)
+                        fresh[o.position[0]] = o.position[1] + 1
+                if not kept:
                     continue
-            self.dirty_joiners.add(model_id)
+                items = kept
+                if self.dedupe:
+                    joiner.applied = fresh
+            self.dirty_models.add(model_id)
             by_version: dict[str, list] = {}
             for m in joiner.match(items):
                 by_version.setdefault(m.version, []).append(m)
@@ -130,12 +161,16 @@ class MonitorEngine:
 
     # -- persistence -----------------------------------------------------------------------
     @staticmethod
-    def _unapplied(batch: PredictionBatch, mon: Optional[ModelMonitor]) -> PredictionBatch:
-        applied = getattr(mon, "applied", None) if mon is not None else None
-        if not applied:
-            return batch
-        keep = [i for i, (tp, off) in enumerate(batch.positions) if off >= applied.get(tp, 0)]
-        return batch if len(keep) == len(batch) else batch.take(keep)
+    def _unapplied(batch: PredictionBatch, mon: Optional[ModelMonitor]) -> tuple[PredictionBatch, dict[str, int]]:
+        """The records past the monitor's watermark (and not repeated within the batch), and the
+        watermark once they are applied."""
+        fresh = dict(getattr(mon, "applied", None) or {}) if mon is not None else {}
+        keep = []
+        for i, (tp, off) in enumerate(batch.positions):
+            if off >= fresh.get(tp, 0):
+                keep.append(i)
+                fresh[tp] = off + 1
+        return (batch if len(keep) == len(batch) else batch.take(keep)), fresh
 
     def end_replay(self, positions: dict[str, int]) -> None:
         """Stop checking watermarks once the input has passed every restored one."""
@@ -149,7 +184,7 @@ class MonitorEngine:
         record is a consistent unit (an outcome updates both), stamped with the input position
         it reflects (``watermark``: next offset per "topic:partition").
         """
-        models = {k[0] for k in self.dirty_monitors} | self.dirty_joiners
+        models = {k[0] for k in self.dirty_monitors} | self.dirty_models
         records = {}
         for model_id in models:
             monitors = {key[1]: mon for key, mon in self.monitors.items() if key[0] == model_id}
@@ -163,7 +198,7 @@ class MonitorEngine:
             state = {"format": STATE_FORMAT, "monitors": monitors, "joiner": joiner}
             records[model_id] = zlib.compress(pickle.dumps(state, protocol=5), 1)
         self.dirty_monitors.clear()
-        self.dirty_joiners.clear()
+        self.dirty_models.clear()
         return records
 
     def import_state(self, records: dict[str, bytes]) -> int:
@@ -187,6 +222,14 @@ class MonitorEngine:
                     self.replay_until[tp] = max(self.replay_until.get(tp, 0), off)
         return len(records)
 
+    def drop_all(self) -> None:
+        """Forget every model (its partitions moved to another worker; the state topic has it)."""
+        self.monitors.clear()
+        self.joiners.clear()
+        self.dirty_monitors.clear()
+        self.dirty_models.clear()
+        self.replay_until = {}
+
     def snapshot(self) -> bytes:
         """The whole monitoring state (references, windows, detectors, policy) as bytes."""
         return pickle.dumps({"format": STATE_FORMAT, "monitors": self.monitors, "references": self.references,
@@ -199,3 +242,4 @@ class MonitorEngine:
         self.monitors = state["monitors"]
         self.references = state["references"]
         self.joiners = state["joiners"]
+

@@ -9,7 +9,70 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-__all__ = ["Metrics", "CONTENT_TYPE_LATEST", "dead_letter_reason"]
+__all__ = ["Metrics", "CONTENT_TYPE_LATEST", "dead_letter_reason", "Bounded"]
+
+DEFAULT_MAX_SERIES = 10_000
+
+
+class _NoSeries:
+    """Stands in for a series that was not created because its metric is at its cap."""
+
+    class _Value:
+        @staticmethod
+        def get() -> float:
+            return 0.0
+
+    _value = _Value()
+
+    def inc(self, *_a, **_k) -> None:
+        pass
+
+    def set(self, *_a, **_k) -> None:
+        pass
+
+    def observe(self, *_a, **_k) -> None:
+        pass
+
+
+class Bounded:
+    """A labelled metric with at most ``cap`` series: label values come from the data (model
+    ids, feature names), so a flood of new ones must not make /metrics unbounded. Series past
+    the cap are not created; ``streamproc_metric_series_dropped_total{metric}`` counts them.
+
+    >>> from prometheus_client import CollectorRegistry, Gauge, Counter
+    >>> r = CollectorRegistry()
+    >>> dropped = Counter("dropped", "", ["metric"], registry=r)
+    >>> g = Bounded(Gauge("g", "", ["model_id"], registry=r), 2, dropped)
+    >>> for m in "abc": g.labels(m).set(1)
+    >>> len(g.series), dropped.labels("g")._value.get()
+    (2, 1.0)
+    """
+
+    def __init__(self, metric, cap: int, dropped):
+        self.metric = metric
+        self.cap = cap
+        self.dropped = dropped
+        self.series: set[tuple] = set()
+
+    def labels(self, *values):
+        key = tuple(str(v) for v in values)
+        if key not in self.series:
+            if len(self.series) >= self.cap:
+                self.dropped.labels(self.metric._name).inc()
+                return _NoSeries()
+            self.series.add(key)
+        return self.metric.labels(*key)
+
+    def remove_matching(self, **labels) -> None:
+        """Remove the series whose labels include these values (e.g. a model that moved away)."""
+        names = self.metric._labelnames
+        for key in [k for k in self.series if all(k[names.index(n)] == v for n, v in labels.items())]:
+            self.metric.remove(*key)
+            self.series.discard(key)
+
+    def clear(self) -> None:
+        self.metric.clear()
+        self.series.clear()
 
 
 def dead_letter_reason(reason: str) -> str:
@@ -22,54 +85,83 @@ def dead_letter_reason(reason: str) -> str:
         return "too_large"
     if reason.startswith("invalid reference"):
         return "invalid_reference"
+    if reason.startswith("too many models"):
+        return "too_many_models"
     return "invalid_event"
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None):
+    def __init__(self, registry: CollectorRegistry | None = None, max_series: int = DEFAULT_MAX_SERIES):
         r = self.registry = registry or CollectorRegistry()
-        self.events = Counter(
+        self.series_dropped = Counter(
+            "streamproc_metric_series_dropped_total", "Label combinations not exported because their metric was at its "
+            "cap of series (worker.max_series).", ["metric"], registry=r)
+
+        def bounded(metric):
+            return Bounded(metric, max_series, self.series_dropped)
+        self.events = bounded(Counter(
             "streamproc_events_consumed_total", "Valid prediction events applied, per model version.",
-            ["model_id", "model_version"], registry=r)
-        self.outcomes = Counter(
-            "streamproc_outcomes_consumed_total", "Valid outcome events consumed, per model.", ["model_id"], registry=r)
+            ["model_id", "model_version"], registry=r))
+        self.outcomes = bounded(Counter(
+            "streamproc_outcomes_consumed_total", "Valid outcome events consumed, per model.", ["model_id"], registry=r))
         self.dead_letters = Counter(
             "streamproc_events_dead_lettered_total", "Messages sent to the dead-letter topic, per source topic and reason.",
             ["topic", "reason"], registry=r)
-        self.alerts = Counter(
+        self.alerts = bounded(Counter(
             "streamproc_alerts_total", "Alerts published, per model, type and severity.",
-            ["model_id", "type", "severity"], registry=r)
-        self.retrains = Counter(
-            "streamproc_retrain_requests_total", "Retrain requests published, per model.", ["model_id"], registry=r)
-        self.psi = Gauge(
+            ["model_id", "type", "severity"], registry=r))
+        self.retrains = bounded(Counter(
+            "streamproc_retrain_requests_total", "Retrain requests published, per model.", ["model_id"], registry=r))
+        self.psi = bounded(Gauge(
             "streamproc_psi", "PSI of the latest closed window, per model version and feature "
             "(prediction.score and prediction.label for the prediction).",
-            ["model_id", "model_version", "feature"], registry=r)
-        self.psi_threshold = Gauge(
+            ["model_id", "model_version", "feature"], registry=r))
+        self.psi_threshold = bounded(Gauge(
             "streamproc_psi_threshold", "Warning threshold the latest PSI was compared with (sample-size corrected).",
-            ["model_id", "model_version", "feature"], registry=r)
-        self.windows = Counter(
+            ["model_id", "model_version", "feature"], registry=r))
+        self.windows = bounded(Counter(
             "streamproc_windows_closed_total", "Tumbling windows closed and evaluated, per model version.",
-            ["model_id", "model_version"], registry=r)
-        self.joins = Counter(
+            ["model_id", "model_version"], registry=r))
+        self.joins = bounded(Counter(
             "streamproc_outcome_joins_total", "Outcomes joined to their prediction (matched), outcomes with no waiting "
             "prediction (unmatched), and predictions dropped unanswered after the TTL or the pending cap (expired).",
-            ["model_id", "result"], registry=r)
-        self.error_rate = Gauge(
+            ["model_id", "result"], registry=r))
+        self.error_rate = bounded(Gauge(
             "streamproc_error_rate", "Error over the last 1000 labelled predictions: misclassification rate for labels "
-            "(1 - accuracy), mean absolute error for values.", ["model_id", "model_version"], registry=r)
-        self.late_events = Counter(
+            "(1 - accuracy), mean absolute error for values.", ["model_id", "model_version"], registry=r))
+        self.late_events = bounded(Counter(
             "streamproc_late_events_total", "Events later than the allowed lateness of event-time windows "
-            "(added to the oldest open window, not dropped).", ["model_id", "model_version"], registry=r)
-        self.score_quantile = Gauge(
+            "(added to the oldest open window, not dropped).", ["model_id", "model_version"], registry=r))
+        self.score_quantile = bounded(Gauge(
             "streamproc_prediction_score_quantile", "Quantiles of the prediction score in the latest closed window.",
-            ["model_id", "model_version", "quantile"], registry=r)
+            ["model_id", "model_version", "quantile"], registry=r))
         self.checkpoints = Counter(
             "streamproc_checkpoints_total", "Checkpoints: changed state saved to the state topic, then input offsets committed.",
             registry=r)
         self.state_bytes = Gauge(
             "streamproc_checkpoint_bytes", "Bytes of state written by the latest checkpoint (changed models only).", registry=r)
         self.models = Gauge("streamproc_models", "Model versions monitored by this worker.", registry=r)
+        self.features = Gauge("streamproc_features", "Features monitored by this worker, summed over its model versions.",
+                              registry=r)
+        self.state_bytes_total = Gauge(
+            "streamproc_state_bytes", "Bytes of this worker's monitoring state: the latest saved record of each model "
+            "it holds (compressed, as on the state topic).", registry=r)
+        self.lag = bounded(Gauge(
+            "streamproc_consumer_lag_messages", "Messages between a partition's consumed position and its high "
+            "watermark, per input topic and partition this worker owns.", ["topic", "partition"], registry=r))
+        self.drift_active = bounded(Gauge(
+            "streamproc_drift_active", "1 while a drift is active (alerted and not yet cleared), per model version, type, "
+            "detector, feature (the signal for prediction drift) and severity.",
+            ["model_id", "model_version", "type", "detector", "feature", "severity"], registry=r))
+        self.event_time_to_alert = Histogram(
+            "streamproc_event_time_to_alert_seconds", "From the event time of the last event of an alert's window to "
+            "the alert being published (includes how late the events reached Kafka).",
+            buckets=(0.5, 1, 5, 30, 60, 300, 900, 3600, 6 * 3600, 86400, 7 * 86400), registry=r)
+        self.alert_latency = Histogram(
+            "streamproc_alert_latency_seconds", "From the oldest record of the batch that raised an alert reaching the "
+            "input topic (its Kafka timestamp) to the alert acknowledged on the alerts topic; an upper bound on the "
+            "latency from the event that closed the window.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300), registry=r)
         self.ready = Gauge("streamproc_ready", "1 when the worker is connected and consuming, else 0.", registry=r)
         self.batch_seconds = Histogram(
             "streamproc_batch_duration_seconds", "Time to decode, process, publish and commit one batch.",
@@ -78,8 +170,13 @@ class Metrics:
             "streamproc_batch_size_messages", "Messages per consumed batch.",
             buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000), registry=r)
 
+    def forget_model(self, model_id: str) -> None:
+        """Drop the latest-value series of a model this worker no longer holds (counters stay)."""
+        for gauge in (self.psi, self.psi_threshold, self.error_rate, self.score_quantile, self.drift_active):
+            gauge.remove_matching(model_id=model_id)
+
     @staticmethod
-    def set_counter(counter: Counter, labels: tuple, total: float) -> None:
+    def set_counter(counter, labels: tuple, total: float) -> None:
         """Advance a labelled counter to ``total`` (a cumulative count kept by the core)."""
         child = counter.labels(*labels)
         delta = total - child._value.get()

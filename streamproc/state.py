@@ -16,6 +16,7 @@ import logging
 import time
 
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
 
 from . import kafka
 
@@ -65,7 +66,7 @@ class StateStore:
                 if done:
                     return records
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"state topic {self.topic} not read to its end within {timeout:.0f} s")
+                    raise KafkaError(f"state topic {self.topic} not read to its end within {timeout:.0f} s")
         finally:
             await c.stop()
 

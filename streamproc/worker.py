@@ -27,17 +27,19 @@ from aiokafka.errors import KafkaError
 
 from . import kafka
 from .config import ConfigError, StreamprocConfig
+from .consume import COMMIT_TIMEOUT, BatchedInput, caught_up, commit, lags, seek_committed
 from .decode import decode_outcomes, decode_predictions
 from .engine import MonitorEngine
 from .metrics import Metrics, dead_letter_reason
 from .monitor import QUANTILES
 from .window import SCORE_KEY
-from .ordering import MergeBuffer
 from .profile import ReferenceProfile
 from .reference_file import load_reference
+from .router import OUTCOME, Router, model_partition, unwrap
 from .state import MAX_STATE_BYTES, StateStore
 
 log = logging.getLogger(__name__)
+PROBE_SECONDS = 2.0  # how often the broker is asked for metadata (readiness)
 
 
 def dead_letter(msg, reason: str, limit: int) -> dict:
@@ -74,34 +76,22 @@ def configured_references(config: StreamprocConfig) -> dict:
     return refs
 
 
-async def caught_up(consumer, tps) -> set:
-    """The partitions whose position has reached the high watermark of the last fetch.
+class _Rebalance(ConsumerRebalanceListener):
+    """Hand models over when partitions move between workers.
 
-    The fetch high watermark is used, not ``end_offsets()``: Tansu's ListOffsets under-reports
-    the end when the last record batch held several records.
+    On revocation the batch in hand finishes, every changed model is saved and the input
+    offsets committed, and the worker forgets all its models; on assignment it loads, from the
+    state topic, the models of the partitions it now owns.
     """
-    done = set()
-    for tp in tps:
-        hw = consumer.highwater(tp)
-        if hw is not None and await consumer.position(tp) >= hw:
-            done.add(tp)
-    return done
-
-
-class _DropRevoked(ConsumerRebalanceListener):
-    """Forget buffered records and positions of partitions this worker no longer owns."""
 
     def __init__(self, worker: "MonitorWorker"):
         self.worker = worker
 
     async def on_partitions_revoked(self, revoked) -> None:
-        self.worker.merge.drop(revoked)
-        for tp in revoked:
-            self.worker.outcome_next.pop(tp, None)
-            self.worker.last_arrival.pop(tp, None)
+        await self.worker._revoked(revoked)
 
     async def on_partitions_assigned(self, assigned) -> None:
-        pass
+        await self.worker._assigned(assigned)
 
 
 class MonitorWorker:
@@ -110,14 +100,19 @@ class MonitorWorker:
     def __init__(self, config: StreamprocConfig, metrics: Optional[Metrics] = None):
         self.config = config
         self.settings = config.worker
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics or Metrics(max_series=config.worker.max_series)
         self.engine = MonitorEngine(config, configured_references(config))
         self.consumer = None
         self.ref_consumer = None
         self.producer = None
-        self.merge = MergeBuffer(max_buffered=4 * config.worker.max_batch)
-        self.outcome_next: dict = {}  # next outcome offset per partition (outcomes are applied at once)
-        self.last_arrival: dict = {}  # monotonic time records last arrived, per prediction partition
+        self.repartition = config.worker.route == "repartition"
+        self.engine.dedupe = self.repartition  # routed input may repeat records (see streamproc.router)
+        self.engine.max_models = config.worker.max_models
+        self.input: Optional[BatchedInput] = None
+        self.router: Optional[Router] = None
+        self.router_consumer = None
+        self.routed_partitions = 0
+        self.lock = asyncio.Lock()  # one batch (or hand-over) at a time
         self.state: Optional[StateStore] = None
         self._last_checkpoint = time.monotonic()
         self.ready = False
@@ -125,22 +120,25 @@ class MonitorWorker:
         self.on_failure = None  # called when the loop dies of an unexpected error
         self.published = {"alerts": 0, "retrain_requests": 0, "dead_letters": 0}
         self._stop = asyncio.Event()
-        self._task: Optional[asyncio.Task] = None
+        self._tasks: list[asyncio.Task] = []
+        self.broker_reachable = True
+        self._last_probe = time.monotonic()
+        self.state_sizes: dict[str, int] = {}  # bytes of the latest saved record, per model held
+        self._last_gauges = 0.0
+        self._must_rewind = False  # the models of the assigned partitions still need loading
+        self._in_flight = False  # a batch is applied to the state but its output not yet acknowledged
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
         s = self.settings
         t = s.topics
         opts = kafka.client_options(s.kafka)
-        await kafka.ensure_topics(s.bootstrap, [t.predictions, t.outcomes, t.alerts, t.retrain, t.dead_letter, t.references,
-                                                t.state], t.partitions, compacted=[t.references, t.state], options=opts)
+        routed = t.routed_topic(s.group_id)
+        await self._ensure_topics()
         self.producer = kafka.producer(s.bootstrap, max_request_size=MAX_STATE_BYTES, **opts)
         await self.producer.start()
-        # State first: the committed offsets the consumer resumes from belong to it.
+        # Models' state is loaded when partitions are assigned (see _Rebalance).
         self.state = StateStore(s.bootstrap, t.state, s.group_id, opts)
-        restored = self.engine.import_state(await self.state.load())
-        if restored:
-            log.info("restored the state of %d model(s) from %s", restored, t.state)
         # Every worker reads every reference (a small compacted topic, like a global table),
         # all of it before the first prediction, so no version warms up when a reference exists.
         self.ref_consumer = kafka.consumer(s.bootstrap, group_id=None, max_partition_fetch_bytes=8 * kafka.MAX_MESSAGE_BYTES,
@@ -151,14 +149,88 @@ class MonitorWorker:
         self.ref_consumer.assign([TopicPartition(t.references, p) for p in sorted(parts)])
         await self.ref_consumer.seek_to_beginning()
         await self._read_references(until_caught_up=True)
-        self.consumer = kafka.consumer(
-            s.bootstrap, group_id=s.group_id, max_poll_records=s.max_batch,
-            session_timeout_ms=10_000, heartbeat_interval_ms=1_000, max_partition_fetch_bytes=kafka.MAX_MESSAGE_BYTES,
-            **opts,
-        )
-        self.consumer.subscribe([t.predictions, t.outcomes], listener=_DropRevoked(self))
-        await self.consumer.start()
-        log.info("worker consuming %s and %s from %s as group %s", t.predictions, t.outcomes, s.bootstrap, s.group_id)
+        consumer_opts = dict(max_poll_records=s.max_batch, session_timeout_ms=10_000, heartbeat_interval_ms=1_000,
+                             max_partition_fetch_bytes=kafka.MAX_MESSAGE_BYTES, **opts)
+        self.consumer = kafka.consumer(s.bootstrap, group_id=s.group_id, **consumer_opts)
+        if self.repartition:
+            self.routed_partitions = len(self.ref_consumer.partitions_for_topic(routed) or ()) or t.partitions
+            self.input = BatchedInput(self.consumer, None, 0, s.max_idle_ms)  # a model lives in one partition
+            self.consumer.subscribe([routed], listener=_Rebalance(self))
+            self.router_consumer = kafka.consumer(s.bootstrap, group_id=f"{s.group_id}-router", **consumer_opts)
+            self.router = Router(self.router_consumer, self.producer, t.predictions, t.outcomes, routed,
+                                 self.routed_partitions, self._dead_letter, 4 * s.max_batch, s.max_idle_ms)
+            self.router_consumer.subscribe([t.predictions, t.outcomes], listener=self.router.listener())
+        else:
+            self.input = BatchedInput(self.consumer, t.predictions, 4 * s.max_batch, s.max_idle_ms)
+            self.consumer.subscribe([t.predictions, t.outcomes], listener=_Rebalance(self))
+        # Started together: each waits for its group to form (several seconds on a fresh broker).
+        await asyncio.gather(*(c.start() for c in (self.router_consumer, self.consumer) if c is not None))
+        log.info("worker consuming %s from %s as group %s", routed if self.repartition else f"{t.predictions} and {t.outcomes}",
+                 s.bootstrap, s.group_id)
+
+    async def _ensure_topics(self) -> None:
+        s, t = self.settings, self.settings.topics
+        await kafka.ensure_topics(s.bootstrap, [t.predictions, t.outcomes, t.alerts, t.retrain, t.dead_letter, t.references,
+                                                t.state] + ([t.routed_topic(s.group_id)] if self.repartition else []),
+                                  t.partitions, compacted=[t.references, t.state], options=kafka.client_options(s.kafka))
+
+    async def _revoked(self, revoked) -> None:
+        if not revoked:
+            return
+        async with self.lock:
+            if not self.failed and not self._in_flight:  # else the state may be ahead of its output
+                try:
+                    await asyncio.wait_for(self.checkpoint(), 2 * COMMIT_TIMEOUT)
+                except Exception as exc:  # the next owner replays from the last checkpoint
+                    log.warning("checkpoint on revocation failed (%s: %s)", type(exc).__name__, exc)
+            self.input.drop(revoked)
+            self._forget_models()
+            log.info("partitions revoked: %s", ", ".join(sorted(f"{tp.topic}[{tp.partition}]" for tp in revoked)))
+
+    async def _assigned(self, assigned) -> None:
+        async with self.lock:
+            if self.engine.monitors or self.engine.joiners:
+                return  # nothing was revoked: the models in memory are current
+            try:
+                restored = await self._load_models(assigned)
+            except Exception as exc:  # retried by the loop (see _rewind) before anything is processed
+                log.warning("could not load the models of the assigned partitions (%s); will retry", exc)
+                self._must_rewind = True
+                return
+            log.info("partitions assigned: %s; restored the state of %d model(s)",
+                     ", ".join(sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned)) or "none", restored)
+
+    async def _load_models(self, assigned) -> int:
+        """Load, from the state topic, the models of the partitions this worker owns."""
+        await self._ensure_topics()  # a broker that restarted without storage lost them
+        records = await self.state.load()
+        if self.repartition:
+            owned = {tp.partition for tp in assigned}
+            records = {m: r for m, r in records.items() if model_partition(m, self.routed_partitions) in owned}
+        restored = self.engine.import_state(records)
+        self.state_sizes.update((m, len(r)) for m, r in records.items())
+        return restored
+
+    def _forget_models(self) -> None:
+        """Forget every model held (partitions moved, or back to the last checkpoint)."""
+        for model_id in {key[0] for key in self.engine.monitors} | set(self.engine.joiners):
+            self.metrics.forget_model(model_id)
+        self.engine.drop_all()
+        self.state_sizes.clear()
+
+    async def _rewind(self) -> None:
+        """Go back to the last checkpoint, as a restart would: after a batch whose output may not
+        have reached the broker, the state is ahead of what was published."""
+        async with self.lock:
+            assigned = self.consumer.assignment()
+            self.input.drop(assigned)
+            self._forget_models()
+            await seek_committed(self.consumer, assigned)
+            restored = await self._load_models(assigned)
+            self._in_flight = False
+            self._must_rewind = False
+            log.warning("rewound to the last checkpoint: %d model(s) restored; replaying from the committed offsets",
+                        restored)
 
     async def _read_references(self, until_caught_up: bool = False, timeout: float = 30.0) -> int:
         """Apply reference profiles from the references topic; return how many."""
@@ -189,44 +261,61 @@ class MonitorWorker:
                     log.warning("references topic not read to its end within %.0f s; continuing", timeout)
                 return applied
 
-    def start_loop(self) -> asyncio.Task:
-        self._task = asyncio.create_task(self._loop(), name="streamproc-monitor")
-        return self._task
+    def start_loop(self) -> list[asyncio.Task]:
+        self._tasks = [asyncio.create_task(self._loop(self.run_once, lambda: self._in_flight, self._rewind, "monitoring"),
+                                           name="streamproc-monitor")]
+        if self.router is not None:
+            s = self.settings
+            self._tasks.append(asyncio.create_task(
+                self._loop(lambda: self.router.run_once(s.poll_timeout_ms, s.max_batch), lambda: self.router.in_flight,
+                           self.router.rewind, "routing"), name="streamproc-router"))
+        return self._tasks
 
     async def stop(self, timeout: float = 20.0) -> None:
         """Finish the batch in hand, save the state, commit, and close the clients."""
         self._stop.set()
         finished = True
-        if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), timeout)
-            except asyncio.TimeoutError:
-                self._task.cancel()
-                finished = False
+        if self._tasks:
+            done, pending = await asyncio.wait([asyncio.shield(t) for t in self._tasks], timeout=timeout)
+            for task in self._tasks:
+                if not task.done():
+                    task.cancel()
+                    finished = False
         if finished and not self.failed and self.consumer is not None and self.state is not None:
             try:
-                await asyncio.wait_for(self.checkpoint(), timeout)
-            except Exception:  # a dead broker: the next start replays from the last checkpoint
-                log.warning("final checkpoint failed", exc_info=True)
+                async with self.lock:
+                    await asyncio.wait_for(self.checkpoint(), timeout)
+            except Exception as exc:  # a dead broker: the next start replays from the last checkpoint
+                log.warning("final checkpoint failed (%s: %s)", type(exc).__name__, exc)
         self.ready = False
         self.metrics.ready.set(0)
-        for client in (self.consumer, self.ref_consumer, self.producer):
+        for client in (self.router_consumer, self.consumer, self.ref_consumer, self.producer):
             if client is not None:
                 try:
                     await client.stop()
                 except Exception:  # closing a client on a dead broker must not block shutdown
                     log.warning("error while closing a Kafka client", exc_info=True)
 
-    async def _loop(self) -> None:
+    async def _loop(self, step, in_flight, rewind, what: str) -> None:
         backoff = 0.5
-        while not self._stop.is_set():
+        rewinding = False
+        while not self._stop.is_set() and not self.failed:
             try:
-                await self.run_once()
+                if rewinding:
+                    await rewind()
+                    rewinding = False
+                await step()
                 backoff = 0.5
             except KafkaError as exc:
-                self.ready = False
-                self.metrics.ready.set(0)
-                log.warning("Kafka error (%s); retrying in %.1f s", exc, backoff)
+                self._set_ready(False)
+                if in_flight():
+                    # The batch was consumed (and, when monitoring, applied to the state) but
+                    # its output may not have reached the broker: going on would lose it. Go
+                    # back to the last checkpoint once the broker answers, and replay (the
+                    # same alert ids; forwarded duplicates are skipped).
+                    log.error("could not deliver the output of a %s batch (%s); will rewind", what, exc)
+                    rewinding = True
+                log.warning("Kafka error while %s (%s); retrying in %.1f s", what, exc, backoff)
                 try:
                     await asyncio.wait_for(self._stop.wait(), backoff)
                 except asyncio.TimeoutError:
@@ -235,68 +324,97 @@ class MonitorWorker:
             except Exception:
                 # A bug, not bad input (bad input is dead-lettered): stop rather than spin or
                 # sit "ready" doing nothing; the batch is uncommitted and will be read again.
-                log.exception("monitoring loop failed; stopping the worker")
-                self.failed = True
-                self.ready = False
-                self.metrics.ready.set(0)
-                if self.on_failure is not None:
-                    self.on_failure()
+                log.exception("%s loop failed; stopping the worker", what)
+                self._fail()
                 return
+
+    def _set_ready(self, ready: bool) -> None:
+        self.ready = ready
+        self.metrics.ready.set(1 if ready else 0)
+
+    async def _check_broker(self) -> None:
+        """Every few seconds, ask the broker for metadata: the consumer alone keeps returning
+        empty batches while the broker is gone. When it comes back, make sure the topics exist
+        (a broker without persistent storage comes back empty)."""
+        now = time.monotonic()
+        if now - self._last_probe < PROBE_SECONDS:
+            return
+        self._last_probe = now
+        try:
+            await asyncio.wait_for(self.producer.client.fetch_all_metadata(), PROBE_SECONDS)
+        except (KafkaError, OSError, asyncio.TimeoutError) as exc:
+            if self.broker_reachable:
+                log.warning("broker not reachable (%s); not ready", type(exc).__name__)
+            self.broker_reachable = False
+            return
+        if not self.broker_reachable:
+            await self._ensure_topics()
+            log.info("broker reachable again")
+        self.broker_reachable = True
+
+    def _fail(self) -> None:
+        self.failed = True
+        self.ready = False
+        self.metrics.ready.set(0)
+        if self.on_failure is not None:
+            self.on_failure()
 
     # -- one batch -------------------------------------------------------------------------
     async def run_once(self) -> int:
         """Consume, process and commit one batch; return the number of messages handled."""
         s = self.settings
-        c = self.consumer
         await self._read_references()
-        records = await c.getmany(timeout_ms=s.poll_timeout_ms, max_records=s.max_batch)
-        assigned = c.assignment()
-        self.ready = bool(assigned)
-        self.metrics.ready.set(1 if self.ready else 0)
-        outcomes = []
-        for tp, msgs in records.items():
-            if tp.topic == s.topics.predictions:
-                self.merge.add(tp, msgs)
-            else:
-                outcomes.extend(msgs)
-        prediction_tps = [tp for tp in assigned if tp.topic == s.topics.predictions]
-        for tp in prediction_tps:
-            if self.merge.full(tp):
-                c.pause(tp)
-            elif tp in c.paused():
-                c.resume(tp)
-        now = time.monotonic()
-        for tp in prediction_tps:
-            if tp in records or tp not in self.last_arrival:
-                self.last_arrival[tp] = now
-        quiet = {tp for tp in prediction_tps if now - self.last_arrival[tp] >= s.max_idle_ms / 1000}
-        idle = quiet & await caught_up(c, quiet)
-        predictions = self.merge.release(idle, prediction_tps)
-        if not predictions and not outcomes:
-            if self.engine.dirty_monitors or self.engine.dirty_joiners:
-                await self.checkpoint(force=False)
-            return 0
-        started = time.perf_counter()
-        sends = self._process_predictions(predictions) + self._process_outcomes(outcomes)
-        if sends:
-            # send() enqueues and returns a delivery future: wait until all are acknowledged.
-            await asyncio.gather(*await asyncio.gather(*sends))
-        for tp, msgs in records.items():
-            if tp.topic != s.topics.predictions:
-                self.outcome_next[tp] = msgs[-1].offset + 1
-        self.engine.end_replay({f"{tp.topic}:{tp.partition}": off for tp, off in self._positions().items()})
-        await self.checkpoint(force=False)
+        await self._check_broker()
+        if self._must_rewind:
+            await self._rewind()
+        generation = self.input.generation
+        predictions, outcomes, records = await self.input.poll(s.poll_timeout_ms, s.max_batch)
+        self._set_ready(self.broker_reachable and bool(self.consumer.assignment()))
+        if self.repartition:  # every record is a forwarded prediction or outcome
+            source = [r for m in outcomes for r in unwrap(m)]
+            predictions = [r for r in source if r.kind != OUTCOME]
+            outcomes = [r for r in source if r.kind == OUTCOME]
+        async with self.lock:
+            if self.input.generation != generation or self._must_rewind:
+                return 0  # polled before a rebalance (or its models are not loaded): read again later
+            if not predictions and not outcomes:
+                if self.engine.dirty_monitors or self.engine.dirty_models:
+                    await self.checkpoint(force=False)
+                await self._update_gauges()
+                return 0
+            started = time.perf_counter()
+            self._in_flight = True
+            alerts_before = self.published["alerts"]
+            sends = self._process_predictions(predictions) + self._process_outcomes(outcomes)
+            if sends:
+                # send() enqueues and returns a delivery future: wait until all are acknowledged.
+                await asyncio.gather(*await asyncio.gather(*sends))
+            self._in_flight = False
+            if self.published["alerts"] > alerts_before:
+                oldest = min((r.timestamp for r in predictions + outcomes if r.timestamp and r.timestamp > 0), default=None)
+                if oldest is not None:
+                    self.metrics.alert_latency.observe(max(0.0, time.time() - oldest / 1000))
+            self.input.done(records)
+            self.engine.end_replay({f"{tp.topic}:{tp.partition}": off for tp, off in self.input.positions().items()})
+            await self.checkpoint(force=False)
         n = len(predictions) + len(outcomes)
+        await self._update_gauges()
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         self.metrics.batch_size.observe(n)
         return n
 
-    def _positions(self) -> dict:
-        """Next input offset per partition whose records are all applied: the state's watermark."""
-        assigned = self.consumer.assignment()
-        offsets = {tp: off for tp, off in self.merge.commit_offsets().items() if tp in assigned}
-        offsets.update({tp: off for tp, off in self.outcome_next.items() if tp in assigned})
-        return offsets
+    async def _update_gauges(self) -> None:
+        """Gauges that cost a pass over partitions or models: at most once a second."""
+        now = time.monotonic()
+        if now - self._last_gauges < 1.0:
+            return
+        self._last_gauges = now
+        m = self.metrics
+        for consumer in (self.consumer, self.router_consumer):
+            if consumer is not None:
+                for tp, lag in (await lags(consumer)).items():
+                    m.lag.labels(tp.topic, tp.partition).set(lag)
+        m.features.set(sum(len(mon.reference.features) for mon in self.engine.monitors.values() if mon.reference))
 
     async def checkpoint(self, force: bool = True) -> None:
         """Save the changed models' state, then commit the input offsets it reflects.
@@ -307,13 +425,20 @@ class MonitorWorker:
         if not force and time.monotonic() - self._last_checkpoint < self.settings.checkpoint_seconds:
             return
         self._last_checkpoint = time.monotonic()
-        offsets = self._positions()
+        offsets = self.input.positions()
         records = self.engine.export_dirty({f"{tp.topic}:{tp.partition}": off for tp, off in offsets.items()})
-        await self.state.save(self.producer, records)
-        if offsets:
-            await self.consumer.commit(offsets)
+        try:
+            await self.state.save(self.producer, records)
+            if offsets:
+                await commit(self.consumer, offsets)
+        except Exception:
+            # Not saved (or not committed): these models must go into the next checkpoint.
+            self.engine.dirty_models.update(records)
+            raise
         self.metrics.checkpoints.inc()
         self.metrics.state_bytes.set(sum(len(v) for v in records.values()))
+        self.state_sizes.update((m, len(v)) for m, v in records.items())
+        self.metrics.state_bytes_total.set(sum(self.state_sizes.values()))
 
     def _send(self, topic: str, key: Optional[str], event: dict):
         return self.producer.send(topic, orjson.dumps(event), key=key.encode() if key is not None else None)
@@ -336,6 +461,12 @@ class MonitorWorker:
         batches, rejected = decode_predictions([m.value for m in msgs], [(f"{m.topic}:{m.partition}", m.offset) for m in msgs])
         futures = self._dead_letters(msgs, rejected)
         out = self.engine.process(batches)
+        if out.refused:
+            at = {(f"{x.topic}:{x.partition}", x.offset): x for x in msgs}
+            for batch in out.refused:
+                reason = (f"too many models: {batch.model_id}/{batch.model_version} would exceed "
+                          f"max_models ({self.settings.max_models})")
+                futures += [self._dead_letter(at[pos], reason) for pos in batch.positions]
         m = self.metrics
         for (model_id, version), count in out.events.items():
             m.events.labels(model_id, version).inc(count)
@@ -362,6 +493,10 @@ class MonitorWorker:
         for model_id, c in counts.items():
             self.metrics.outcomes.labels(model_id).inc(c)
         out = self.engine.process_outcomes(outcomes)
+        if out.refused_outcomes:
+            at = {(f"{x.topic}:{x.partition}", x.offset): x for x in msgs}
+            futures += [self._dead_letter(at[o.position], f"too many models: outcome of {o.model_id} would exceed "
+                                          f"max_models ({self.settings.max_models})") for o in out.refused_outcomes]
         for model_id in counts:
             joiner = self.engine.joiners.get(model_id)
             if joiner is not None:
@@ -376,9 +511,20 @@ class MonitorWorker:
     def _publish(self, out) -> list:
         """Send the alerts and retrain requests of one engine step; count them."""
         t, m = self.settings.topics, self.metrics
+        for key in set(out.windows_closed) | set(out.errors_updated) | {(a["model_id"], a["model_version"]) for a in out.alerts}:
+            mon = self.engine.monitors.get(key)
+            if mon is None:
+                continue
+            m.drift_active.remove_matching(model_id=key[0], model_version=key[1])
+            for (kind, detector, signal, feature), severity in mon.policy.state.active.items():
+                m.drift_active.labels(key[0], key[1], kind, detector, feature or signal, severity).set(1)
         futures = []
+        now = time.time()
         for a in out.alerts:
             m.alerts.labels(a["model_id"], a["type"], a["severity"]).inc()
+            end = a["window"]["end"]
+            if isinstance(end, (int, float)):
+                m.event_time_to_alert.observe(max(0.0, now - end))
             log.warning("alert %s %s/%s %s %s %s=%.4f", a["alert_id"], a["model_id"], a["model_version"],
                         a["type"], a["detector"], a["feature"] or a["signal"], a["statistic"])
             futures.append(self._send(t.alerts, a["model_id"], a))
@@ -411,4 +557,6 @@ class MonitorWorker:
                     for k, sev in mon.policy.state.active.items()
                 ],
             })
-        return {"ready": self.ready, "published": dict(self.published), "models": models}
+        assigned = self.consumer.assignment() if self.consumer is not None else set()
+        return {"ready": self.ready, "published": dict(self.published),
+                "partitions": sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned), "models": models}

@@ -88,3 +88,38 @@ def test_kill_9_at_several_points_loses_nothing_and_applies_nothing_twice(bootst
     finally:
         for w in workers:
             w.stop()
+
+
+def test_sigterm_saves_state_commits_and_exits_promptly(bootstrap, tmp_path):
+    """Graceful shutdown: with checkpoints otherwise an hour apart, SIGTERM alone must save the
+    state and commit, so a successor starts where it stopped (no replay, no repeated alert)."""
+    import time
+
+    topics = unique_topics()
+    group = f"term-{topics['alerts'][-8:]}"
+    env = {"STREAMPROC_CHECKPOINT_SECONDS": "3600"}
+    args = ("--window-size", "500", "--warmup-size", "1000")
+    first = WorkerProcess(bootstrap, topics, tmp_path / "first.log", args, env=env, group_id=group)
+    first.wait_ready()
+    events = ModelStream("term", n_numeric=3, seed=71, drift=Drift(2000, ("x0",), 1.5)).events(3000)
+    produce(bootstrap, topics["predictions"], [json.dumps(e).encode() for e in events])
+    wait_until(lambda: applied(first) == {"term": 3000}, 60, "the events applied")
+    published = first.status()["published"]["alerts"]
+    assert published >= 1
+    started = time.monotonic()
+    first.proc.send_signal(signal.SIGTERM)
+    assert first.proc.wait(30) == 0
+    assert time.monotonic() - started < 30
+    first.stop()
+
+    second = WorkerProcess(bootstrap, topics, tmp_path / "second.log", args, env=env, group_id=group)
+    try:
+        second.wait_ready()
+        assert applied(second) == {"term": 3000}  # restored, not replayed
+        reader = TopicReader(bootstrap, topics["alerts"])
+        wait_until(lambda: len(reader.poll()) >= published, 30, "the first worker's alerts")
+        reader.close()
+        assert second.status()["published"]["alerts"] == 0
+        assert len(reader.messages) == published
+    finally:
+        second.stop()

@@ -94,3 +94,46 @@ def test_thousands_of_feature_names_and_categories_stay_bounded():
     assert len(mon.reference.features["user"].categories) <= config.defaults.max_categories
     assert len(mon.unknown_features) <= 100
     assert sum(c.size for c in mon.pane.counts.values()) < 50_000
+
+
+def test_a_flood_of_model_ids_is_refused_beyond_max_models():
+    engine = MonitorEngine(load_config(None, environ={}))
+    engine.max_models = 3
+    events = [orjson.dumps(e) for i in range(6) for e in ModelStream(f"flood{i}", n_numeric=1, seed=i).events(5)]
+    batches, _ = decode_predictions(events, [("p:0", i) for i in range(len(events))])
+    out = engine.process(batches)
+    assert len(engine.monitors) == 3
+    assert sorted(b.model_id for b in out.refused) == ["flood3", "flood4", "flood5"]
+    assert sum(len(b.positions) for b in out.refused) == 15  # every refused event can be dead-lettered
+    outcomes, _ = decode_outcomes([orjson.dumps({"event_id": "e", "model_id": f"o{i}", "ts": 1, "label": "1"}) for i in range(5)])
+    out = engine.process_outcomes(outcomes)
+    assert len(engine.joiners) == 3 and [o.model_id for o in out.refused_outcomes] == ["o3", "o4"]
+
+
+def test_state_per_model_stays_bounded_whatever_the_number_of_distinct_names():
+    """Memory bound for cardinality attacks: the saved state of a model fed ever-new feature
+    names and categories stops growing once the caps are reached (measured: the pickled
+    record, which holds every sketch and counter of the model)."""
+    import pickle
+    import zlib
+
+    import numpy as np
+
+    rng = np.random.default_rng(2)
+    config = load_config(None, overrides={"warmup_size": 500, "window_size": 500}, environ={})
+    engine = MonitorEngine(config)
+    stream = ModelStream("wide", n_numeric=2, seed=82)
+    sizes = []
+    for chunk in range(8):
+        events = []
+        for e in stream.events(2500, start=2500 * chunk):
+            e["features"].update({f"f{rng.integers(10**9)}": 1.0 for _ in range(20)})
+            e["features"]["user"] = f"u{rng.integers(10**9)}"
+            events.append(orjson.dumps(e))
+        engine.process(decode_predictions(events)[0])
+        engine.dirty_monitors.add(("wide", "default"))
+        record = engine.export_dirty({})["wide"]
+        sizes.append(len(pickle.dumps(pickle.loads(zlib.decompress(record)))))
+    # 20,000 events carried 400,000 distinct feature names and 20,000 categories.
+    assert max(sizes[2:]) <= 1.05 * sizes[1], sizes
+    assert max(sizes) < 2_000_000, sizes  # the documented bound: 2 MB of state per model version

@@ -145,6 +145,19 @@ def test_drift_alerts_and_retrain_requests_end_to_end(bootstrap, start_worker):
     p05, p50, p95 = (metric_value(text, "streamproc_prediction_score_quantile", model_id="gamma", model_version="default",
                                   quantile=q) for q in ("0.05", "0.5", "0.95"))
     assert 0 < p05 < p50 < p95 < 1
+    # Drift still active at the end of the stream, for the drifted feature only.
+    assert metric_value(text, "streamproc_drift_active", model_id="alpha", model_version="default", type="data_drift",
+                        feature="x3") == 1
+    assert metric_value(text, "streamproc_drift_active", model_id="gamma") is None
+    assert metric_value(text, "streamproc_alert_latency_seconds_count") >= 1
+    # The synthetic events are dated 2026-01-01: their alerts come long after their event time.
+    assert metric_value(text, "streamproc_event_time_to_alert_seconds_bucket", le="86400.0") == 0
+    assert metric_value(text, "streamproc_event_time_to_alert_seconds_count") >= 1
+    assert metric_value(text, "streamproc_features") >= 6 + 6 + 2 + 6
+    # Caught up: no lag left on any input partition (the metric is refreshed at most once a second).
+    wait_until(lambda: (t := worker.metrics()) and "streamproc_consumer_lag_messages{" in t and all(
+        float(line.rsplit(" ", 1)[1]) == 0 for line in t.splitlines()
+        if line.startswith("streamproc_consumer_lag_messages{")), 30, "zero consumer lag")
 
 
 def test_malformed_messages_are_dead_lettered_and_good_ones_counted(bootstrap, start_worker):
@@ -330,3 +343,31 @@ def test_concept_drift_from_outcomes_arriving_after_their_predictions(bootstrap,
     validator("alert").validate(concept[0])
     error = metric_value(worker.metrics(), "streamproc_error_rate", model_id="sigma", model_version="default")
     assert 0.28 < error < 0.42  # the last 1000 labelled predictions: 35 % wrong
+
+
+def test_a_new_model_version_gets_its_own_state_and_reference(bootstrap, start_worker):
+    """v2 of a model, retrained on data that differs from v1's, warms up on its own events:
+    it is not compared with v1's reference (no drift alerts), and v1's state is kept."""
+    topics = unique_topics()
+    worker = start_worker(topics, "--window-size", "500", "--warmup-size", "1000")
+    v1 = [dict(e, model_version="v1") for e in ModelStream("omega", n_numeric=4, seed=61).events(2000)]
+    shifted = ModelStream("omega", n_numeric=4, seed=62, drift=Drift(0, ("x0", "x1"), 1.5))
+    v2 = [dict(e, model_version="v2") for e in shifted.events(3000, start=2000)]
+    produce(bootstrap, topics["predictions"], [json.dumps(e).encode() for e in v1 + v2])
+    status = wait_until(lambda: (s := worker.status()) and sum(m["events"] for m in s["models"]) == 5000 and s,
+                        60, "both versions applied")
+    models = {m["model_version"]: m for m in status["models"]}
+    assert set(models) == {"v1", "v2"}
+    assert models["v1"]["events"] == 2000 and models["v2"]["events"] == 3000
+    assert not models["v1"]["warming_up"] and not models["v2"]["warming_up"]
+    assert models["v1"]["reference"] == models["v2"]["reference"] == "warmup"
+    # v2's windows were compared with v2's own reference (x0 and x1 stationary there) ...
+    assert models["v2"]["latest_psi"]["x0"] < 0.1 and models["v2"]["window"]["index"] >= 3
+    text = worker.metrics()
+    assert metric_value(text, "streamproc_windows_closed_total", model_id="omega", model_version="v2") >= 4
+    assert metric_value(text, "streamproc_events_consumed_total", model_id="omega", model_version="v1") == 2000
+    # ... so the version change raised no data drift alert for either version.
+    reader = TopicReader(bootstrap, topics["alerts"])
+    alerts = wait_until(lambda: len(reader.poll()) >= status["published"]["alerts"] and reader.values() or [None], 30, "alerts")
+    reader.close()
+    assert [a for a in alerts if a and a["type"] == "data_drift"] == []

@@ -119,3 +119,33 @@ def test_crashes_anywhere_give_the_state_and_alerts_of_an_uninterrupted_run(cras
     for key, mon in engine.monitors.items():
         base = BASELINE_ENGINE.monitors[key]
         assert all((mon.pane.counts[k] == base.pane.counts[k]).all() for k in base.pane.counts)
+
+
+@settings(max_examples=25, deadline=None)
+@given(repeats=st.lists(st.tuples(st.integers(0, len(LOG) // BATCH), st.integers(0, len(LOG) - 1), st.integers(1, 400)),
+                        max_size=6))
+def test_routed_input_applies_a_record_forwarded_twice_once(repeats):
+    """A router that crashes forwards some source records again, after the originals (see
+    streamproc.router): with ``dedupe`` the engine skips every record at or behind its model's
+    source watermark, so the counts and alert ids equal those of the log without duplicates.
+    (Duplicates are appended to the batches, which keep their original records, since outcome
+    joins depend on where batches end.)"""
+    batches = [list(LOG[i:i + BATCH]) for i in range(0, len(LOG), BATCH)]
+    for j, start, length in repeats:
+        j = min(j, len(batches) - 1)
+        end = min((j + 1) * BATCH, len(LOG))
+        start = min(start, end - 1)
+        batches[j] += LOG[start:min(start + length, end)]
+    engine = MonitorEngine(CONFIG)
+    engine.dedupe = True
+    ids = []
+    for batch in batches:
+        ids += process(engine, batch)
+    assert summary(engine) == summary(BASELINE_ENGINE)
+    assert ids == BASELINE_IDS
+
+
+def test_without_dedupe_a_record_forwarded_twice_is_counted_twice():
+    engine = MonitorEngine(CONFIG)
+    process(engine, LOG[:BATCH] + LOG[:BATCH])
+    assert sum(m.events for m in engine.monitors.values()) > sum(1 for m in LOG[:BATCH] if m[0] == "predictions")

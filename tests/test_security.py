@@ -48,3 +48,17 @@ def test_bad_security_settings_fail_naming_the_field(tmp_path, text, field):
     cfg.write_text(text)
     with pytest.raises(ConfigError, match=field.replace(".", r"\.")):
         load_config(cfg, environ={})
+
+
+def test_repeated_library_errors_are_throttled():
+    import logging
+
+    from streamproc.app import ThrottleRepeats
+
+    throttle = ThrottleRepeats(seconds=60)
+    def record(msg, *args, level=logging.ERROR):
+        return logging.LogRecord("aiokafka.conn", level, __file__, 1, msg, args, None)
+    assert throttle.filter(record("Unable connect to node with id %s: %s", 111, "refused"))
+    assert not throttle.filter(record("Unable connect to node with id %s: %s", 111, "refused again"))
+    assert throttle.filter(record("Failed fetch messages from %s", 111))  # another message
+    assert throttle.filter(record("debug detail %s", 1, level=logging.INFO))  # below warning: never throttled

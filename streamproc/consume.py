@@ -1,0 +1,130 @@
+"""Reading input in batches: one topic's partitions merged in timestamp order, the others as they come.
+
+Shared by the worker (which reads predictions and outcomes directly, or the repartitioned
+topic) and the router (which reads predictions and outcomes to repartition them by model).
+The ordering rule itself is ``streamproc.ordering.MergeBuffer``; this module adds what needs
+a consumer: pausing full partitions, and deciding which partitions are idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Optional
+
+from aiokafka.errors import KafkaError
+
+from .ordering import MergeBuffer
+
+
+async def caught_up(consumer, tps) -> set:
+    """The partitions whose position has reached the high watermark of the last fetch.
+
+    The fetch high watermark is used, not ``end_offsets()``: Tansu's ListOffsets under-reports
+    the end when the last record batch held several records.
+    """
+    done = set()
+    for tp in tps:
+        hw = consumer.highwater(tp)
+        if hw is not None and await consumer.position(tp) >= hw:
+            done.add(tp)
+    return done
+
+
+async def lags(consumer) -> dict:
+    """Messages between the position and the last fetch's high watermark, per assigned partition."""
+    out = {}
+    for tp in consumer.assignment():
+        hw = consumer.highwater(tp)
+        if hw is not None:
+            out[tp] = max(0, hw - await consumer.position(tp))
+    return out
+
+
+COMMIT_TIMEOUT = 15.0
+
+
+async def commit(consumer, offsets: dict, timeout: float = COMMIT_TIMEOUT) -> None:
+    """Commit offsets, failing with a ``KafkaError`` after ``timeout`` s (aiokafka retries
+    some errors, such as a topic that vanished with its broker, for ever)."""
+    try:
+        await asyncio.wait_for(consumer.commit(offsets), timeout)
+    except asyncio.TimeoutError:
+        raise KafkaError(f"offset commit not acknowledged within {timeout:.0f} s") from None
+
+
+async def seek_committed(consumer, tps) -> None:
+    """Move each partition back to its committed offset (the beginning if none), as a restart would."""
+    for tp in tps:
+        committed = await consumer.committed(tp)
+        if committed is None:
+            await consumer.seek_to_beginning(tp)
+        else:
+            consumer.seek(tp, committed)
+
+
+class BatchedInput:
+    """A subscribed consumer read a batch at a time.
+
+    Records of ``merged_topic`` (None: no topic) are released in the order of
+    ``MergeBuffer``; records of other topics are released at once, in partition order.
+    ``positions()`` gives, per partition, the next offset not yet handled (handed out and
+    marked ``done``): what may be committed. ``generation`` changes when partitions are
+    dropped, so a caller can tell that a batch it polled before a rebalance is stale.
+    """
+
+    def __init__(self, consumer, merged_topic: Optional[str], max_buffered: int, max_idle_ms: int):
+        self.consumer = consumer
+        self.merged_topic = merged_topic
+        self.merge = MergeBuffer(max_buffered=max_buffered)
+        self.max_idle = max_idle_ms / 1000
+        self.next: dict = {}  # next offset per unmerged partition, once its records are done
+        self.last_arrival: dict = {}  # monotonic time records last arrived, per merged partition
+        self._done: dict = {}  # positions() as of the last done()
+        self.generation = 0
+
+    async def poll(self, timeout_ms: int, max_records: int) -> tuple[list, list, dict]:
+        """One fetch: (merged records released now, other records, the raw fetch)."""
+        c = self.consumer
+        records = await c.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        others = []
+        for tp, msgs in records.items():
+            if tp.topic == self.merged_topic:
+                self.merge.add(tp, msgs)
+            else:
+                others.extend(msgs)
+        merged_tps = [tp for tp in c.assignment() if tp.topic == self.merged_topic]
+        if not merged_tps:
+            return [], others, records
+        for tp in merged_tps:
+            if self.merge.full(tp):
+                c.pause(tp)
+            elif tp in c.paused():
+                c.resume(tp)
+        now = time.monotonic()
+        for tp in merged_tps:
+            if tp in records or tp not in self.last_arrival:
+                self.last_arrival[tp] = now
+        quiet = {tp for tp in merged_tps if now - self.last_arrival[tp] >= self.max_idle}
+        idle = quiet & await caught_up(c, quiet)
+        return self.merge.release(idle, merged_tps), others, records
+
+    def done(self, records: dict) -> None:
+        """Everything the last ``poll`` handed out is handled (its output acknowledged)."""
+        for tp, msgs in records.items():
+            if tp.topic != self.merged_topic and msgs:
+                self.next[tp] = msgs[-1].offset + 1
+        self._done = {**self.merge.commit_offsets(), **self.next}
+
+    def positions(self) -> dict:
+        assigned = self.consumer.assignment()
+        return {tp: off for tp, off in self._done.items() if tp in assigned}
+
+    def drop(self, tps) -> None:
+        """Forget partitions no longer owned (the new owner re-reads from the committed offset)."""
+        self.merge.drop(tps)
+        for tp in tps:
+            self.next.pop(tp, None)
+            self.last_arrival.pop(tp, None)
+            self._done.pop(tp, None)
+        self.generation += 1

@@ -1,0 +1,177 @@
+"""Repartitioning by model: how several workers share the load without splitting a model's state.
+
+Producers may key prediction and outcome messages by anything (or nothing), so one model's
+events are spread over all partitions, and in a consumer group each worker sees only some of
+them. Every worker therefore runs a router: a consumer (group ``<group>-router``) of the
+predictions and outcomes topics that forwards each message, unchanged, to the routed topic
+(``<group>-routed`` unless configured), to the partition of its model id. The monitoring
+consumers (group ``<group>``) read the routed topic, so each model lives in exactly one
+worker, and moves with its partition when workers join or leave.
+
+Forwarding is batched: the messages of one fetch bound for one routed partition travel in
+*envelopes* (header ``streamproc-envelope: 1``; value a msgpack array of
+``[topic, partition, offset, kind, key, value, timestamp]`` entries, at most ``ENVELOPE_BYTES`` of
+payload each), so routing costs one produce per partition and batch, not one per event.
+Each entry keeps where it came from; after a router crash the same source records may be
+forwarded twice, and the worker applies a record only if its source offset is past what the
+model's state has applied from that source partition, so duplicates change nothing.
+
+Ordering: one router merges its prediction partitions in timestamp order (see
+``streamproc.ordering``), so with one worker the routed order is reproducible. With several,
+a model whose events are spread over partitions read by different routers is windowed in
+the order they reach the routed topic; key messages by model id for reproducible windows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Callable, NamedTuple, Optional
+
+import msgspec
+from aiokafka import ConsumerRebalanceListener
+from aiokafka.partitioner import murmur2
+
+from .consume import BatchedInput, commit, seek_committed
+from .decode import route_keys
+
+log = logging.getLogger(__name__)
+
+ENVELOPE_HEADER = "streamproc-envelope"
+ENVELOPE_BYTES = 512 * 1024  # payload per envelope; an event is at most 256 KiB (decode.MAX_EVENT_BYTES)
+PREDICTION, OUTCOME = b"prediction", b"outcome"
+_ENCODER = msgspec.msgpack.Encoder()
+_DECODER = msgspec.msgpack.Decoder(list[tuple[str, int, int, bytes, Optional[bytes], Optional[bytes], int]])
+
+
+def model_partition(model_id: str, partitions: int) -> int:
+    """The routed-topic partition of a model (Kafka's default murmur2 partitioning of the key).
+
+    >>> model_partition("fraud", 4) == model_partition("fraud", 4)
+    True
+    """
+    return (murmur2(model_id.encode()) & 0x7FFFFFFF) % partitions
+
+
+class SourceRecord(NamedTuple):
+    """A routed record seen as the source record it forwards (for positions and dead letters)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: Optional[bytes]
+    value: Optional[bytes]
+    timestamp: int
+    kind: bytes
+
+
+def envelopes(entries: list[tuple], limit: int = ENVELOPE_BYTES) -> list[bytes]:
+    """Pack ``(topic, partition, offset, kind, key, value, timestamp)`` entries into envelopes of at most
+    ``limit`` bytes of values each (one entry always fits: it was checked against the event limit).
+
+    >>> [len(unwrap_envelope(e)) for e in envelopes([("t", 0, i, PREDICTION, None, b"x" * 10, 0) for i in range(5)], limit=25)]
+    [2, 2, 1]
+    """
+    out, chunk, size = [], [], 0
+    for entry in entries:
+        n = len(entry[5] or b"")
+        if chunk and size + n > limit:
+            out.append(_ENCODER.encode(chunk))
+            chunk, size = [], 0
+        chunk.append(entry)
+        size += n
+    if chunk:
+        out.append(_ENCODER.encode(chunk))
+    return out
+
+
+def unwrap_envelope(value: bytes) -> list[SourceRecord]:
+    return [SourceRecord(t, p, o, k, v, ts, kind) for t, p, o, kind, k, v, ts in _DECODER.decode(value)]
+
+
+def unwrap(msg) -> list[SourceRecord]:
+    """The source records a routed message carries; a message that is not an envelope is
+    taken as one prediction (so a producer may write to the routed topic directly)."""
+    if msg.headers and any(name == ENVELOPE_HEADER for name, _ in msg.headers):
+        return unwrap_envelope(msg.value)
+    return [SourceRecord(msg.topic, msg.partition, msg.offset, msg.key, msg.value, msg.timestamp, PREDICTION)]
+
+
+class Router:
+    """Forwards predictions and outcomes to the routed topic, partitioned by model id."""
+
+    def __init__(self, consumer, producer, predictions: str, outcomes: str, routed: str, partitions: int,
+                 dead_letter: Callable, max_buffered: int, max_idle_ms: int):
+        self.consumer = consumer
+        self.producer = producer
+        self.topics = {predictions: PREDICTION, outcomes: OUTCOME}
+        self.routed = routed
+        self.partitions = partitions
+        self.dead_letter = dead_letter  # (msg, reason) -> delivery future, from the worker
+        self.input = BatchedInput(consumer, predictions, max_buffered, max_idle_ms)
+        self.lock = asyncio.Lock()  # a batch in hand finishes before partitions are revoked
+        self.forwarded = 0
+        self.in_flight = False  # a batch consumed but not yet acknowledged by the broker
+        self._partition_of: dict[str, int] = {}  # model id -> routed partition (murmur2 is pure Python)
+
+    def listener(self) -> ConsumerRebalanceListener:
+        router = self
+
+        class _Listener(ConsumerRebalanceListener):
+            async def on_partitions_revoked(self, revoked) -> None:
+                async with router.lock:
+                    positions = router.input.positions()
+                    if positions:
+                        try:
+                            await commit(router.consumer, positions)
+                        except Exception as exc:  # the next owner re-forwards; duplicates are skipped
+                            log.warning("router commit on revocation failed: %s", exc)
+                    router.input.drop(revoked)
+
+            async def on_partitions_assigned(self, assigned) -> None:
+                pass
+
+        return _Listener()
+
+    async def rewind(self) -> None:
+        """Forward again from the committed offsets (after a batch that may not have been delivered)."""
+        async with self.lock:
+            assigned = self.consumer.assignment()
+            self.input.drop(assigned)
+            await seek_committed(self.consumer, assigned)
+            self.in_flight = False
+
+    async def run_once(self, timeout_ms: int, max_records: int) -> int:
+        """Forward one batch and commit it; return the number of messages handled."""
+        generation = self.input.generation
+        merged, others, records = await self.input.poll(timeout_ms, max_records)
+        msgs = merged + others
+        if not msgs:
+            return 0
+        async with self.lock:
+            if self.input.generation != generation:
+                return 0  # polled before a rebalance: the partitions' new owner forwards these
+            self.in_flight = True
+            keys, rejected = route_keys([m.value for m in msgs])
+            futures = [self.dead_letter(msgs[r.index], r.reason) for r in rejected]
+            by_partition: dict[int, list] = {}
+            part_of = self._partition_of
+            for msg, key in zip(msgs, keys):
+                if key is None:
+                    continue
+                part = part_of.get(key)
+                if part is None:
+                    part = part_of[key] = model_partition(key, self.partitions)
+                by_partition.setdefault(part, []).append(
+                    (msg.topic, msg.partition, msg.offset, self.topics[msg.topic], msg.key, msg.value, msg.timestamp))
+            for part, entries in by_partition.items():
+                for value in envelopes(entries):
+                    futures.append(self.producer.send(self.routed, value, partition=part, headers=[(ENVELOPE_HEADER, b"1")]))
+            await asyncio.gather(*await asyncio.gather(*futures))
+            self.in_flight = False
+            self.input.done(records)
+            positions = self.input.positions()
+            if positions:
+                await commit(self.consumer, positions)
+            self.forwarded += len(msgs) - len(rejected)
+        return len(msgs)

@@ -1,0 +1,50 @@
+"""Broker trouble: stop the broker under a running worker, then start it again on the same
+port. The worker must report not-ready on /healthz while the broker is away, stay up (no
+crash), and, once the broker is back, report ready and process new events."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from streamproc.broker import EmbeddedBroker, free_port
+from streamproc.demo import http_json
+from streamproc.synth import ModelStream
+
+from .conftest import WorkerProcess, unique_topics, wait_until
+from .test_integration import produce
+
+pytestmark = pytest.mark.integration
+
+
+def events_of(worker: WorkerProcess, model_id: str) -> int:
+    return sum(m["events"] for m in worker.status().get("models", []) if m["model_id"] == model_id)
+
+
+def test_worker_is_not_ready_while_the_broker_is_away_and_resumes_when_it_returns(tmp_path):
+    port = free_port()
+    broker = EmbeddedBroker(port=port, log_path=str(tmp_path / "broker.log")).start()
+    topics = unique_topics()
+    worker = WorkerProcess(broker.bootstrap, topics, tmp_path / "worker.log", ("--window-size", "500", "--warmup-size", "1000"))
+    try:
+        worker.wait_ready()
+        produce(broker.bootstrap, topics["predictions"],
+                [json.dumps(e).encode() for e in ModelStream("before", n_numeric=3, seed=81).events(600)])
+        wait_until(lambda: events_of(worker, "before") == 600, 60, "events before the outage")
+
+        broker.stop()
+        wait_until(lambda: http_json(worker.base + "/healthz")[0] == 503, 60, "/healthz to report not ready")
+        assert worker.proc.poll() is None, "the worker exited while the broker was away"
+
+        # The embedded broker keeps nothing on disk: it comes back empty, on the same address.
+        broker = EmbeddedBroker(port=port, log_path=str(tmp_path / "broker2.log")).start()
+        worker.wait_ready(timeout=120)
+        produce(broker.bootstrap, topics["predictions"],
+                [json.dumps(e).encode() for e in ModelStream("after", n_numeric=3, seed=82).events(1500)])
+        wait_until(lambda: events_of(worker, "after") == 1500, 120, "events after the broker returned")
+        assert worker.proc.poll() is None
+        assert "Traceback" not in worker.log_text()
+    finally:
+        worker.stop()
+        broker.stop()

@@ -1,0 +1,83 @@
+"""Several workers in one consumer group, against the real broker: the models are split
+between them (each model in exactly one), and when one dies the others take its models over
+from the state topic and finish the stream with exact counts and the expected alerts."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+import pytest
+
+from streamproc.synth import Drift, ModelStream
+
+from .conftest import WorkerProcess, unique_topics, wait_until
+from .test_integration import TopicReader, produce
+
+pytestmark = pytest.mark.integration
+
+MODELS = [f"m{i}" for i in range(8)]
+DRIFTING = {"m0", "m3", "m6"}
+HALF = 3000
+
+
+def by_worker(workers) -> list[dict]:
+    """model id -> events, per worker (from /status)."""
+    out = []
+    for w in workers:
+        status = w.status()
+        out.append({m["model_id"]: m["events"] for m in status.get("models", [])})
+    return out
+
+
+def test_two_workers_split_the_models_and_the_survivor_takes_over(bootstrap, tmp_path):
+    topics = unique_topics()
+    group = f"scale-{uuid.uuid4().hex[:8]}"
+    args = ("--window-size", "500", "--warmup-size", "1000")
+    a = WorkerProcess(bootstrap, topics, tmp_path / "a.log", args, group_id=group)
+    b = WorkerProcess(bootstrap, topics, tmp_path / "b.log", args, group_id=group)
+    try:
+        a.wait_ready()
+        b.wait_ready()
+        # Both own some of the routed partitions, and no partition is owned twice.
+        parts = wait_until(lambda: (pa := a.status()["partitions"]) and (pb := b.status()["partitions"]) and (pa, pb),
+                           60, "both workers to own partitions")
+        assert not set(parts[0]) & set(parts[1])
+        every = set(parts[0]) | set(parts[1])
+
+        streams = {m: ModelStream(m, n_numeric=4, seed=70 + i, drift=Drift(HALF, ("x1",), 1.5) if m in DRIFTING else None)
+                   for i, m in enumerate(MODELS)}
+        first = [e for group_ in zip(*(s.events(HALF) for s in streams.values())) for e in group_]
+        produce(bootstrap, topics["predictions"], [json.dumps(e).encode() for e in first])  # random keys
+
+        def split():
+            seen = by_worker([a, b])
+            if sum(sum(s.values()) for s in seen) == HALF * len(MODELS):
+                return seen
+        seen = wait_until(split, 90, "the first half applied by the two workers")
+        assert not set(seen[0]) & set(seen[1]), f"a model's state is split between workers: {seen}"
+        assert seen[0] and seen[1], f"one worker got every model: {seen}"
+        assert all(n == HALF for s in seen for n in s.values())
+
+        a.proc.kill()  # SIGKILL: no final checkpoint, no leave-group
+        a.proc.wait()
+        second = [e for group_ in zip(*(s.events(HALF, start=HALF) for s in streams.values())) for e in group_]
+        produce(bootstrap, topics["predictions"], [json.dumps(e).encode() for e in second])
+
+        def finished():
+            s = b.status()
+            counts = {m["model_id"]: m["events"] for m in s["models"]}
+            if set(s["partitions"]) == every and counts == {m: 2 * HALF for m in MODELS}:
+                return s
+        status = wait_until(finished, 120, "the survivor to own every partition and finish every model")
+        reader = TopicReader(bootstrap, topics["alerts"])
+        wait_until(lambda: len(reader.poll()) >= status["published"]["alerts"], 30, "the survivor's alerts")
+        alerts = reader.values()
+        reader.close()
+        drift = {a_["model_id"] for a_ in alerts if a_["type"] == "data_drift" and a_["feature"] == "x1"}
+        assert drift == DRIFTING
+        # No window before the drift alerted (windows are numbered after the 1000-event warm-up).
+        assert all(a_["window"]["index"] >= (HALF - 1000) // 500 for a_ in alerts if a_["type"] == "data_drift")
+    finally:
+        for w in (a, b):
+            w.stop()
