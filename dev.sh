@@ -34,6 +34,13 @@ case "${1:-}" in
     ;;
   test)
     setup "[dev]"
+    # The dashboard and alert-rule tests use a real Prometheus (Debian's package): install it
+    # where we can (root with apt); elsewhere those tests say why they skip.
+    if ! command -v promtool >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
+      echo "dev.sh: installing Debian's prometheus package for the dashboard tests"
+      (apt-get install -y -q prometheus >/dev/null 2>&1 || { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q prometheus >/dev/null 2>&1; }) \
+        || echo "dev.sh: could not install prometheus; its tests will skip" >&2
+    fi
     shift
     exec .venv/bin/python -m pytest -q "$@"
     ;;
