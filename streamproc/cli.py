@@ -14,11 +14,32 @@ import os
 import sys
 from pathlib import Path
 
+from aiokafka.errors import KafkaConnectionError
+
 from .config import ConfigError, load_config
+from .status_view import DEFAULT_URL as DEFAULT_STATUS_URL
 
 EPILOG_WORKER = """examples:
   streamproc worker --bootstrap 127.0.0.1:9092
   STREAMPROC_BOOTSTRAP=kafka:9092 streamproc worker --config streamproc.yaml --metrics-port 9464
+"""
+
+EPILOG_PRODUCE = """examples:
+  streamproc produce --bootstrap 127.0.0.1:9092 --input events.jsonl --rate 500
+  streamproc produce --bootstrap 127.0.0.1:9092 --input live.csv --model fraud --version 2026-11-01
+  streamproc produce --bootstrap 127.0.0.1:9092 --synthetic --models fraud,churn --events 20000 \\
+      --drift-at 10000 --drift-features x0,c0 --drift-shift 1.0
+"""
+
+EPILOG_STATUS = """examples:
+  streamproc status                                  # the worker on 127.0.0.1:9464
+  streamproc status --url http://10.0.0.7:9464 --json
+"""
+
+EPILOG_FORWARD = """examples:
+  streamproc alerts forward --bootstrap 127.0.0.1:9092 --webhook https://hooks.example.com/drift
+  streamproc alerts forward --bootstrap kafka:9092 --webhook http://pager:8080/events --from-beginning \\
+      --group-id pager-forwarder --max-retries 12
 """
 
 
@@ -48,6 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window-size", type=int, default=None, help="events per tumbling window (env STREAMPROC_WINDOW_SIZE, default 1000)")
     p.add_argument("--warmup-size", type=int, default=None, help="events forming the reference when there is no reference file (env STREAMPROC_WARMUP_SIZE, default 2000)")
     p.add_argument("--group-id", default=None, help="consumer group (env STREAMPROC_GROUP_ID, default streamproc)")
+    p.add_argument("--route", choices=("repartition", "direct"), default=None,
+                   help="repartition events by model id through an internal topic so several workers can share them "
+                        "(default), or consume them directly (one worker, or producers keying by model id) "
+                        "(env STREAMPROC_ROUTE)")
     p.add_argument("--log-level", default=None, help="debug, info, warning, error (env STREAMPROC_LOG_LEVEL, default info)")
 
     p = sub.add_parser("demo", help="broker + worker + drifting synthetic producer; prints alerts as they arrive",
@@ -56,7 +81,48 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=100.0, help="seconds before giving up (default 100)")
     p.add_argument("--json", action="store_true", help="print events as JSON lines")
 
-    p = sub.add_parser("alerts", help="read the alert topics")
+    p = sub.add_parser("produce", help="send prediction events from a JSON-lines or CSV file, or synthetic ones",
+                       description="Send prediction events to the predictions topic, keyed by model id. A file is checked "
+                                   "against the event contract before anything is sent: an invalid line stops the command "
+                                   "(file:line: reason) unless --skip-invalid. CSV: one event per row; columns event_id "
+                                   "(default <file stem>-<row>), ts (default: the time it is sent), score and/or label "
+                                   "(the prediction), every other column a feature.",
+                       epilog=EPILOG_PRODUCE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_bootstrap(p)
+    p.add_argument("--config", default=os.environ.get("STREAMPROC_CONFIG"),
+                   help="config file for Kafka TLS/SASL settings and topic names (env STREAMPROC_CONFIG; STREAMPROC_KAFKA_* also apply)")
+    p.add_argument("--topic", default=None, help="topic to send to (default: the predictions topic, predictions)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--input", metavar="FILE", help="events to send: .jsonl (one event per line, sent as is) or .csv (one row per event)")
+    src.add_argument("--synthetic", action="store_true", help="generate events (streamproc.synth) instead of reading a file")
+    p.add_argument("--rate", type=float, default=None, metavar="EVENTS_PER_S", help="send at this rate (default: as fast as possible)")
+    p.add_argument("--skip-invalid", action="store_true", help="report invalid lines on stderr and send the rest, instead of stopping")
+    g = p.add_argument_group("CSV input")
+    g.add_argument("--model", default=None, help="model id of every row (required for CSV)")
+    g.add_argument("--version", default=None, help="model version of every row (CSV and --synthetic; default: none, i.e. default)")
+    g.add_argument("--score-column", default="score", help="column holding the prediction score (default score)")
+    g.add_argument("--label-column", default="label", help="column holding the predicted label (default label)")
+    g = p.add_argument_group("synthetic events")
+    g.add_argument("--models", default=None, help="comma-separated model ids (features x0..x4 numeric, c0 categorical)")
+    g.add_argument("--events", type=int, default=10000, help="events per model (default 10000)")
+    g.add_argument("--drift-at", type=int, default=None, metavar="K", help="drift from event K of each model on (default: no drift)")
+    g.add_argument("--drift-features", default=None, help="comma-separated features that drift (default x0)")
+    g.add_argument("--drift-shift", type=float, default=1.0, help="shift of drifting numeric features, in standard deviations (default 1.0)")
+    g.add_argument("--drift-category-rate", type=float, default=0.3,
+                   help="share of a drifting categorical feature's values replaced by a new category (default 0.3)")
+    g.add_argument("--seed", type=int, default=0, help="random seed (model i uses seed+i; default 0)")
+
+    p = sub.add_parser("status", help="show a running worker's state (its /status) as a table",
+                       epilog=EPILOG_STATUS, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--url", default=os.environ.get("STREAMPROC_STATUS_URL", DEFAULT_STATUS_URL),
+                   help=f"the worker's HTTP address, its --metrics-host and --metrics-port (env STREAMPROC_STATUS_URL, default {DEFAULT_STATUS_URL})")
+    p.add_argument("--json", action="store_true", help="print the JSON the worker answered, unchanged")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer (default 5)")
+
+    p = sub.add_parser("alerts", help="read the alert topics",
+                       epilog="examples:\n  streamproc alerts tail --bootstrap 127.0.0.1:9092\n"
+                              "  streamproc alerts forward --bootstrap 127.0.0.1:9092 --webhook https://hooks.example.com/drift",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     asub = p.add_subparsers(dest="alerts_command", metavar="SUBCOMMAND")
     asub.required = True
     t = asub.add_parser("tail", help="print alerts and retrain requests as they arrive",
@@ -67,8 +133,30 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--json", action="store_true", help="JSON lines instead of readable text")
     t.add_argument("--alerts-topic", default="drift-alerts")
     t.add_argument("--retrain-topic", default="retrain-requests")
+    f = asub.add_parser("forward", help="POST alerts and retrain requests to a webhook (at-least-once, de-duplicated)",
+                        description="Consume alerts and retrain requests as a consumer group and POST each, as JSON, to "
+                                    "a webhook; offsets are committed only after the webhook accepted a message. "
+                                    "Connection errors, 5xx and 429 are retried with exponential backoff (Retry-After "
+                                    "is honoured); a message still failing after --max-retries retries, or refused "
+                                    "with another status, stops the forwarder with exit 1 without committing it, so a "
+                                    "restart retries it. Ids forwarded recently are not POSTed again. SIGTERM stops it "
+                                    "cleanly (exit 0).",
+                        epilog=EPILOG_FORWARD, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_bootstrap(f)
+    f.add_argument("--webhook", required=True, metavar="URL", help="http(s) URL to POST each event to")
+    f.add_argument("--config", default=os.environ.get("STREAMPROC_CONFIG"),
+                   help="config file for Kafka TLS/SASL settings and topic names (env STREAMPROC_CONFIG; STREAMPROC_KAFKA_* also apply)")
+    f.add_argument("--from-beginning", action="store_true",
+                   help="a group without committed offsets starts at the oldest retained message (default: new ones only)")
+    f.add_argument("--alerts-topic", default=None, help="default: the alerts topic, drift-alerts")
+    f.add_argument("--retrain-topic", default=None, help="default: the retrain topic, retrain-requests")
+    f.add_argument("--group-id", default="streamproc-forwarder", help="consumer group (default streamproc-forwarder)")
+    f.add_argument("--max-retries", type=int, default=8, help="retries of one message before giving up (default 8)")
+    f.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the webhook's answer (default 10)")
 
-    p = sub.add_parser("reference", help="reference profiles")
+    p = sub.add_parser("reference", help="reference profiles",
+                       epilog="example:\n  streamproc reference build --model fraud --input train.csv --output refs/fraud.json",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     rsub = p.add_subparsers(dest="reference_command", metavar="SUBCOMMAND")
     rsub.required = True
     b = rsub.add_parser("build", help="build a reference profile from training data (CSV or JSON lines)",
@@ -87,7 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--bins", type=int, default=10, help="quantile bins per numeric feature (default 10)")
     b.add_argument("--max-categories", type=int, default=50, help="categories kept per feature (default 50)")
 
-    p = sub.add_parser("schemas", help="write or check the JSON Schema files of the event contract")
+    p = sub.add_parser("schemas", help="write or check the JSON Schema files of the event contract",
+                       epilog="examples:\n  streamproc schemas --dir schemas\n  streamproc schemas --check",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dir", default="schemas", help="directory of the schema files (default ./schemas)")
     p.add_argument("--check", action="store_true", help="exit 1 if the files differ from the models")
     return parser
@@ -97,7 +187,7 @@ def _worker(args) -> int:
     overrides = {
         "bootstrap": args.bootstrap, "metrics_port": args.metrics_port, "metrics_host": args.metrics_host,
         "window_size": args.window_size, "warmup_size": args.warmup_size, "group_id": args.group_id,
-        "log_level": args.log_level,
+        "route": args.route, "log_level": args.log_level,
     }
     config = load_config(args.config, overrides)
     from .app import run
@@ -127,11 +217,93 @@ def _schemas(args) -> int:
 
 
 def _alerts(args) -> int:
+    if args.alerts_command == "forward":
+        return _forward(args)
     from .tail import tail
 
     if not args.bootstrap:
         raise ConfigError("--bootstrap (or STREAMPROC_BOOTSTRAP) is required")
     asyncio.run(tail(args.bootstrap, [args.alerts_topic, args.retrain_topic], args.from_beginning, args.json))
+    return 0
+
+
+def _kafka_settings(args):
+    """(bootstrap, topic names, aiokafka security options) from the flags, the environment and --config."""
+    from .kafka import client_options
+
+    config = load_config(args.config)
+    bootstrap = args.bootstrap or (config.worker.bootstrap if args.config else None)
+    if not bootstrap:
+        raise ConfigError("--bootstrap (or STREAMPROC_BOOTSTRAP) is required")
+    args.bootstrap = bootstrap  # for error messages
+    return bootstrap, config.worker.topics, client_options(config.worker.kafka)
+
+
+def _produce(args) -> int:
+    from .produce import InvalidInput, SyntheticSource, open_source, produce, synthetic_drift
+
+    if args.rate is not None and not args.rate > 0:
+        raise ConfigError("--rate must be a positive number of events per second")
+    try:
+        if args.synthetic:
+            if not args.models:
+                raise ConfigError("--synthetic needs --models a,b")
+            if args.model:
+                raise ConfigError("--model is for CSV input; --synthetic takes --models")
+            models = [m.strip() for m in args.models.split(",") if m.strip()]
+            if not models or args.events < 1:
+                raise ConfigError("--synthetic needs at least one model in --models and --events of 1 or more")
+            drift = synthetic_drift(args.drift_at, args.drift_features, args.drift_shift, args.drift_category_rate)
+            source = SyntheticSource(models, args.events, drift, args.version, args.seed)
+        else:
+            if args.models or args.drift_at is not None or args.drift_features:
+                raise ConfigError("--models and --drift-* go with --synthetic")
+            source = open_source(args.input, args.model, args.version, args.score_column, args.label_column)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    except InvalidInput as exc:
+        print(f"streamproc: error: {exc}", file=sys.stderr)
+        return 1
+    bootstrap, topics, options = _kafka_settings(args)
+    topic = args.topic or topics.predictions
+    try:
+        summary = produce(bootstrap, topic, source, args.rate, args.skip_invalid, sys.stderr.isatty(), options,
+                          topics.partitions)
+    except InvalidInput as exc:
+        print(f"streamproc: error: {exc} (nothing was sent; --skip-invalid sends the valid lines)", file=sys.stderr)
+        return 1
+    print(summary.line())
+    return 0
+
+
+def _status(args) -> int:
+    from .status_view import StatusError, fetch, render
+
+    try:
+        body = fetch(args.url, args.timeout)
+    except StatusError as exc:
+        print(f"streamproc: error: {exc}", file=sys.stderr)
+        return 1
+    print(body.decode() if args.json else render(json.loads(body)))
+    return 0
+
+
+def _forward(args) -> int:
+    from .forward import GiveUp, forward
+
+    if not args.webhook.startswith(("http://", "https://")):
+        raise ConfigError(f"--webhook must be an http:// or https:// URL, not {args.webhook!r}")
+    if args.max_retries < 0:
+        raise ConfigError("--max-retries must be 0 or more")
+    bootstrap, topics, options = _kafka_settings(args)
+    names = [args.alerts_topic or topics.alerts, args.retrain_topic or topics.retrain]
+    try:
+        counts = asyncio.run(forward(bootstrap, args.webhook, names, args.group_id, args.from_beginning,
+                                     args.max_retries, args.timeout, options, topics.partitions))
+    except GiveUp as exc:
+        print(f"streamproc: error: {exc}; not committed: a restart retries it", file=sys.stderr)
+        return 1
+    print(counts.line())
     return 0
 
 
@@ -167,6 +339,11 @@ def _reference(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command in ("alerts", "reference", "produce"):
+        # Short-lived clients: the client library logs every failed connection attempt and
+        # ensure_topics every retry; the command reports the outcome in one line instead.
+        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+        logging.getLogger("streamproc.kafka").setLevel(logging.ERROR)
     try:
         if args.command == "broker":
             from .broker import run_foreground
@@ -178,6 +355,10 @@ def main(argv: list[str] | None = None) -> int:
             from .demo import run_demo
 
             return run_demo(args.events, args.timeout, args.json)
+        if args.command == "produce":
+            return _produce(args)
+        if args.command == "status":
+            return _status(args)
         if args.command == "alerts":
             return _alerts(args)
         if args.command == "reference":
@@ -187,6 +368,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"streamproc: error: {exc}", file=sys.stderr)
         return 2
+    except KafkaConnectionError as exc:
+        if os.environ.get("STREAMPROC_DEBUG"):
+            raise
+        detail = str(exc).removeprefix(f"{type(exc).__name__}: ")
+        print(f"streamproc: error: cannot reach Kafka at {getattr(args, 'bootstrap', None)} ({detail})", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
     except Exception as exc:  # one clear line, not a traceback (set STREAMPROC_DEBUG=1 for one)

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import csv
 import math
-import sys
-import time
 from pathlib import Path
 from typing import Optional
 
@@ -24,6 +22,7 @@ import orjson
 
 from .decode import split_prediction
 from .profile import ReferenceProfile, build_reference
+from .progress import CountingLines, Progress
 
 
 def _cell(text: str):
@@ -36,24 +35,11 @@ def _cell(text: str):
     return value if math.isfinite(value) or text.lower() in ("inf", "-inf", "infinity", "-infinity") else None
 
 
-class _Progress:
-    """A one-line progress report on stderr for long reads (only when asked, e.g. on a terminal)."""
+class _Progress(Progress):
+    """Progress of reading a file, by bytes (only when asked, e.g. on a terminal)."""
 
     def __init__(self, path: Path, enabled: bool):
-        self.enabled = enabled
-        self.name = path.name
-        self.total = max(path.stat().st_size, 1) if enabled else 1
-        self.last = 0.0
-
-    def update(self, done_bytes: int, rows: int, final: bool = False) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if final or now - self.last >= 0.5:
-            self.last = now
-            pct = 100.0 * min(done_bytes / self.total, 1.0)
-            sys.stderr.write(f"\rreading {self.name}: {pct:5.1f}% ({rows:,} rows)" + ("\n" if final else ""))
-            sys.stderr.flush()
+        super().__init__(f"reading {path.name}", path.stat().st_size if enabled else 1, enabled, unit="rows")
 
 
 def read_training_data(path: str | Path, score_column: Optional[str] = None, label_column: Optional[str] = None,
@@ -89,8 +75,9 @@ def read_training_data(path: str | Path, score_column: Optional[str] = None, lab
     if suffix in (".parquet", ".pq"):
         records, columns = _parquet_records(path)
     else:
-        f = path.open(newline="")
-        reader = csv.DictReader(f)
+        f = path.open("rb")
+        lines = CountingLines(f)  # text files cannot tell() while csv iterates them
+        reader = csv.DictReader(lines)
         if reader.fieldnames is None:
             f.close()
             raise ValueError(f"{path}: empty CSV file")
@@ -106,7 +93,7 @@ def read_training_data(path: str | Path, score_column: Optional[str] = None, lab
         lbl = rec[label_column] if label_column else None
         labels.append(None if lbl in (None, "") else str(lbl))
         if n % 10_000 == 0:
-            bar.update(f.tell() if suffix == ".csv" else bar.total * n // max(len(records), 1), len(rows))
+            bar.update(lines.done if suffix == ".csv" else bar.total * n // max(len(records), 1), len(rows))
     if suffix == ".csv":
         f.close()
     bar.update(bar.total, len(rows), final=True)

@@ -42,7 +42,11 @@ async def tail(bootstrap: str, topics: list[str], from_beginning: bool = False, 
     """Print (or hand to ``on_event``) every event on ``topics`` until ``stop`` is set."""
     consumer = kafka.consumer(bootstrap, *topics, group_id=None,
                               auto_offset_reset="earliest" if from_beginning else "latest")
-    await consumer.start()
+    try:
+        await consumer.start()
+    except BaseException:
+        await consumer.stop()  # closes what start() opened before it failed
+        raise
     try:
         while stop is None or not stop.is_set():
             batch = await consumer.getmany(timeout_ms=200)

@@ -1,0 +1,347 @@
+"""``streamproc produce``: CSV rows to events, contract checks with line numbers, pacing, and
+sending through the real broker; plus the CLI conventions every subcommand follows."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import subprocess
+import sys
+import uuid
+
+import pytest
+
+from streamproc.cli import build_parser, main
+from streamproc.produce import (CsvLayout, CsvSource, InvalidInput, JsonLinesSource, Pacer, SyntheticSource, TokenBucket,
+                                check_event, open_source, row_to_event, synthetic_drift)
+from streamproc.progress import Progress
+
+from .conftest import ROOT
+
+LAYOUT = CsvLayout("fraud", "v1", id_prefix="live")
+
+
+def event(i: int, model: str = "fraud", **extra) -> dict:
+    return {"event_id": f"e{i}", "model_id": model, "ts": 1795350000 + i, "features": {"x": i * 0.5, "c": "ab"[i % 2]},
+            "prediction": {"score": 0.25}, **extra}
+
+
+# ---------------------------------------------------------------------------------- CSV rows
+
+def test_csv_row_conventions():
+    row = {"event_id": "req-1", "ts": "2026-11-22T10:15:00Z", "amount": "129.5", "country": "DE", "age": "",
+           "ratio": "nan", "score": "0.91", "label": "fraud"}
+    assert row_to_event(row, 1, LAYOUT) == {
+        "event_id": "req-1", "model_id": "fraud", "model_version": "v1", "ts": "2026-11-22T10:15:00Z",
+        "features": {"amount": 129.5, "country": "DE", "age": None, "ratio": None},
+        "prediction": {"score": 0.91, "label": "fraud"},
+    }
+    # epoch seconds as a number; without event_id and ts columns: <file stem>-<row> and the sending time
+    assert row_to_event({"ts": "1795350000.5", "x": "1", "score": "0.5"}, 3, LAYOUT)["ts"] == 1795350000.5
+    ev = row_to_event({"x": "inf", "label": "yes"}, 7, CsvLayout("m"), now=lambda: 1795350000.1234)
+    assert ev == {"event_id": "row-7", "model_id": "m", "ts": 1795350000.123, "features": {"x": None},
+                  "prediction": {"label": "yes"}}
+    assert check_event(json.dumps(ev).encode()) == "m"
+    # an empty score is a missing score: the event is still valid
+    ev = row_to_event({"x": "1", "score": ""}, 1, LAYOUT)
+    assert ev["prediction"] == {} and check_event(json.dumps(ev).encode()) == "fraud"
+    # renamed prediction columns are not features
+    layout = CsvLayout("m", score_column="p", label_column="y")
+    assert row_to_event({"p": "0.3", "y": "1", "score": "7"}, 1, layout)["features"] == {"score": 7.0}
+
+
+@pytest.mark.parametrize("row,message", [
+    ({"ts": "", "score": "0.5"}, "empty ts"),
+    ({"event_id": "", "score": "0.5"}, "empty event_id"),
+    ({"score": "high"}, "score 'high' is not a finite number"),
+    ({"score": "inf"}, "not a finite number"),
+    ({"score": "0.5", None: ["extra"]}, "1 more cell"),
+])
+def test_csv_rows_that_cannot_be_events(row, message):
+    with pytest.raises(InvalidInput, match=message):
+        row_to_event(row, 1, LAYOUT)
+
+
+def test_csv_source_checks_every_row_and_names_the_line(tmp_path):
+    f = tmp_path / "live.csv"
+    f.write_text('event_id,ts,note,score\na,1795350000,"two\nlines",0.1\nb,yesterday,x,0.2\nc,1795350002,y,0.3\n')
+    source = CsvSource(f, CsvLayout("fraud"))
+    with pytest.raises(InvalidInput, match=r"live\.csv:4: invalid event: ts must be RFC 3339"):
+        list(source.records())
+    reported = []
+    records = list(source.records(skip_invalid=True, report=reported.append))
+    assert [json.loads(r.value)["event_id"] for r in records] == ["a", "c"]
+    assert [r.line for r in records] == [3, 5] and records[0].key == b"fraud"
+    assert json.loads(records[0].value)["features"] == {"note": "two\nlines"}
+    assert source.skipped == 1 and len(reported) == 1 and "live.csv:4" in reported[0]
+    assert source.done == f.stat().st_size
+
+
+def test_csv_needs_a_prediction_column_and_a_model(tmp_path):
+    f = tmp_path / "nopred.csv"
+    f.write_text("x,y\n1,2\n")
+    with pytest.raises(InvalidInput, match="no prediction column: needs a 'score' or 'label' column"):
+        list(open_source(f, "m").records())
+    with pytest.raises(InvalidInput, match="CSV input needs --model"):
+        open_source(f)
+    (tmp_path / "empty.csv").write_text("")
+    with pytest.raises(InvalidInput, match="empty CSV file"):
+        list(open_source(tmp_path / "empty.csv", "m").records())
+    with pytest.raises(InvalidInput, match="unsupported input format"):
+        open_source(tmp_path / "x.parquet")
+    with pytest.raises(InvalidInput, match="no such file"):
+        open_source(tmp_path / "missing.jsonl")
+
+
+def test_jsonl_lines_are_sent_as_written_and_invalid_ones_named(tmp_path):
+    f = tmp_path / "events.jsonl"
+    lines = [json.dumps(event(1)), "", json.dumps(event(2, "churn")), '{"event_id": "e3"}', "not json"]
+    f.write_text("\n".join(lines) + "\n")
+    source = JsonLinesSource(f)
+    with pytest.raises(InvalidInput, match=r"events\.jsonl:4: invalid event: Object missing required field"):
+        list(source.records())
+    reported = []
+    records = list(source.records(skip_invalid=True, report=reported.append))
+    assert [(r.line, r.key, r.value) for r in records] == [
+        (1, b"fraud", lines[0].encode()), (3, b"churn", lines[2].encode())]
+    assert source.skipped == 2 and "events.jsonl:5: not valid JSON" in reported[1]
+    with pytest.raises(InvalidInput, match="--model and --version apply to CSV"):
+        open_source(f, "m")
+
+
+def test_skipped_lines_beyond_twenty_are_counted_not_reported(tmp_path):
+    f = tmp_path / "bad.jsonl"
+    f.write_text("{}\n" * 30)
+    reported = []
+    source = JsonLinesSource(f)
+    assert list(source.records(skip_invalid=True, report=reported.append)) == []
+    assert source.skipped == 30 and len(reported) == 20 and "counted, not shown" in reported[-1]
+
+
+# ---------------------------------------------------------------------------------- synthetic
+
+def test_synthetic_source_interleaves_models_keyed_by_model():
+    source = SyntheticSource(["a", "b"], 5, synthetic_drift(2, "x0,c0", 1.0, 0.5), model_version="v3", chunk=2)
+    records = list(source.records())
+    assert [r.key for r in records] == [b"a", b"b"] * 5
+    events = [json.loads(r.value) for r in records]
+    assert [e["event_id"] for e in events[:4]] == ["a-0", "b-0", "a-1", "b-1"]
+    assert all(e["model_version"] == "v3" and check_event(r.value) == e["model_id"] for e, r in zip(events, records))
+    assert source.done == source.total == 10
+
+
+def test_synthetic_drift_flags():
+    assert synthetic_drift(None, None, 1.0, 0.3) is None
+    d = synthetic_drift(100, "x0, c0", 2.0, 0.3)
+    assert (d.start, d.features, d.shift, d.new_category_rate) == (100, ("x0", "c0"), 2.0, 0.3)
+    assert synthetic_drift(5, None, 1.0, 0.3).features == ("x0",)
+    assert synthetic_drift(5, "x1", 1.0, 0.3).new_category_rate == 0.0  # no categorical feature drifts
+    for args, message in (((None, "x0", 1.0, 0.3), "needs --drift-at"), ((5, "x9", 1.0, 0.3), "unknown feature"),
+                          ((5, "x0", 1.0, 1.5), "between 0 and 1"), ((-1, None, 1.0, 0.3), "0 or more")):
+        with pytest.raises(ValueError, match=message):
+            synthetic_drift(*args)
+
+
+# ---------------------------------------------------------------------------------- pacing and progress
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+@pytest.mark.parametrize("rate,n,most_sleeps", [(200.0, 1000, 500), (20_000.0, 10_000, 100)])
+def test_token_bucket_paces_to_the_rate_with_few_sleeps(rate, n, most_sleeps):
+    clock = FakeClock()
+    pacer = Pacer(rate, clock=clock, sleep=clock.sleep)
+
+    async def send():
+        for _ in range(n):
+            await pacer.wait()
+            clock.now += 0.00001  # each send takes 10 us
+
+    asyncio.run(send())
+    elapsed = clock.now - 1000.0
+    # the first event goes at once; at the end at most min_sleep (5 ms) of debt is left unslept
+    assert (n - 1) / rate - 0.005 <= elapsed <= (n - 1) / rate + 0.005
+    # waits under 5 ms are not slept one by one but paid together by a later, longer one
+    assert len(clock.sleeps) <= most_sleeps
+    assert all(s >= 0.005 for s in clock.sleeps)
+
+
+def test_token_bucket_allows_a_bounded_burst_after_idling():
+    clock = FakeClock()
+    bucket = TokenBucket(100.0, clock=clock)  # burst: a tenth of a second, 10 events
+    clock.now += 60.0  # idle for a minute
+    delays = [bucket.reserve() for _ in range(12)]
+    assert delays[:10] == [0.0] * 10
+    assert delays[10] == pytest.approx(0.01) and delays[11] == pytest.approx(0.02)
+    with pytest.raises(ValueError):
+        TokenBucket(0)
+
+
+def test_no_rate_means_no_waiting():
+    clock = FakeClock()
+    pacer = Pacer(None, clock=clock, sleep=clock.sleep)
+    asyncio.run(pacer.wait())
+    assert clock.sleeps == []
+
+
+def test_progress_only_for_long_runs():
+    clock = FakeClock()
+    out = io.StringIO()
+    quick = Progress("sending a.jsonl", 100, True, unit="events", stream=out, clock=clock)
+    clock.now += 0.1
+    quick.update(50, 5)
+    quick.update(100, 10, final=True)
+    assert out.getvalue() == ""  # done in 0.1 s: no bar
+    slow = Progress("sending a.jsonl", 1000, True, unit="events", stream=out, clock=clock)
+    clock.now += 1.0
+    slow.update(250, 2500)
+    clock.now += 0.1
+    slow.update(300, 3000)  # redrawn at most twice a second
+    clock.now += 1.0
+    slow.update(1000, 10000, final=True)
+    assert out.getvalue() == ("\rsending a.jsonl:  25.0% (2,500 events, 2,500/s)"
+                              "\rsending a.jsonl: 100.0% (10,000 events, 4,762/s)\n")
+    disabled = Progress("x", 10, False, stream=out, clock=clock)
+    clock.now += 5
+    disabled.update(5, 5)
+    assert out.getvalue().count("\r") == 2
+
+
+# ---------------------------------------------------------------------------------- CLI conventions
+
+def _subparsers(parser, prefix=("streamproc",)):
+    for action in parser._actions:
+        if action.dest in ("command", "alerts_command", "reference_command"):
+            for name, sub in action.choices.items():
+                yield " ".join(prefix + (name,)), sub
+                yield from _subparsers(sub, prefix + (name,))
+
+
+def test_every_subcommand_help_has_an_example():
+    names = []
+    for name, sub in _subparsers(build_parser()):
+        names.append(name)
+        assert sub.epilog and "example" in sub.epilog and "streamproc " in sub.epilog, name
+    assert {"streamproc produce", "streamproc status", "streamproc alerts forward"} <= set(names)
+
+
+@pytest.mark.parametrize("argv,code,message", [
+    (["produce", "--bootstrap", "x:1", "--input", "missing.jsonl"], 1, "missing.jsonl: no such file"),
+    (["produce", "--bootstrap", "x:1", "--synthetic", "--models", "a", "--drift-at", "5", "--drift-features", "q"], 2,
+     "unknown feature"),
+    (["produce", "--bootstrap", "x:1", "--synthetic", "--models", "a", "--rate", "0"], 2, "--rate must be a positive"),
+    (["produce", "--synthetic", "--models", "a"], 2, "--bootstrap (or STREAMPROC_BOOTSTRAP) is required"),
+    (["alerts", "forward", "--bootstrap", "x:1", "--webhook", "ftp://x"], 2, "--webhook must be an http"),
+    (["status", "--url", "http://127.0.0.1:1"], 1, "cannot reach a worker at http://127.0.0.1:1/status"),
+])
+def test_errors_are_one_line_on_stderr(argv, code, message, capsys, monkeypatch, tmp_path):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("STREAMPROC_BOOTSTRAP", raising=False)
+    monkeypatch.delenv("STREAMPROC_DEBUG", raising=False)
+    assert main(argv) == code
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("streamproc: error: ") and message in err, err
+
+
+def test_invalid_file_is_refused_before_anything_is_sent(tmp_path, capsys, monkeypatch):
+    # The broker address is never used: the check fails first.
+    monkeypatch.delenv("STREAMPROC_DEBUG", raising=False)
+    f = tmp_path / "events.jsonl"
+    f.write_text(json.dumps(event(1)) + "\n" + json.dumps(event(2, ts="noon")) + "\n")
+    assert main(["produce", "--bootstrap", "127.0.0.1:1", "--input", str(f)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{f}:2: invalid event: ts must be RFC 3339" in err
+    assert "nothing was sent" in err
+
+
+# ---------------------------------------------------------------------------------- through the broker
+
+def run_produce(bootstrap: str, *args: str) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env.pop("STREAMPROC_BOOTSTRAP", None)
+    return subprocess.run([sys.executable, "-m", "streamproc", "produce", "--bootstrap", bootstrap, *args],
+                          capture_output=True, text=True, timeout=120, env=env, cwd=ROOT)
+
+
+def read_topic(bootstrap: str, topic: str, n: int):
+    from .conftest import wait_until
+    from .test_integration import TopicReader
+
+    reader = TopicReader(bootstrap, topic)
+    try:
+        messages = wait_until(lambda: len(reader.poll()) >= n and reader.messages, 60, f"{n} messages on {topic}")
+        return [(m.key(), m.value()) for m in messages]
+    finally:
+        reader.close()
+
+
+@pytest.mark.integration
+def test_produce_jsonl_and_csv_files_through_the_broker(bootstrap, tmp_path):
+    from .test_integration import validator
+
+    topic = f"predictions-{uuid.uuid4().hex[:8]}"
+    f = tmp_path / "events.jsonl"
+    lines = [json.dumps(event(i, "fraud" if i % 3 else "churn")) for i in range(300)]
+    f.write_text("\n".join(lines[:150]) + "\n\n" + "\n".join(lines[150:]) + "\n")
+    done = run_produce(bootstrap, "--input", str(f), "--topic", topic)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"sent 300 events to {topic} in "), done.stdout
+    assert done.stderr == ""  # not a terminal: no progress bar
+    got = read_topic(bootstrap, topic, 300)
+    assert len(got) == 300
+    assert sorted(v for _, v in got) == sorted(line.encode() for line in lines)  # sent as written
+    assert all(k == json.loads(v)["model_id"].encode() for k, v in got)
+    for model in ("fraud", "churn"):  # in file order per model (keyed by model: one partition each)
+        ids = [json.loads(v)["event_id"] for _, v in got if json.loads(v)["model_id"] == model]
+        assert ids == [json.loads(line)["event_id"] for line in lines if json.loads(line)["model_id"] == model]
+
+    topic = f"predictions-{uuid.uuid4().hex[:8]}"
+    csv_file = tmp_path / "live.csv"
+    csv_file.write_text("ts,amount,country,score,label\n"
+                        + "".join(f"{1795350000 + i},{i * 1.5},{'DE' if i % 2 else ''},0.{i % 10},{'yes' if i % 2 else 'no'}\n"
+                                  for i in range(50))
+                        + "1795350050,1.0,FR,not-a-score,no\n")
+    refused = run_produce(bootstrap, "--input", str(csv_file), "--topic", topic, "--model", "fraud")
+    assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "live.csv:52: score 'not-a-score' is not a finite number" in refused.stderr
+    done = run_produce(bootstrap, "--input", str(csv_file), "--topic", topic, "--model", "fraud", "--version", "v7",
+                       "--skip-invalid")
+    assert done.returncode == 0, done.stderr
+    assert "sent 50 events" in done.stdout and "skipped 1 invalid line(s)" in done.stdout
+    assert "skipped " in done.stderr and "live.csv:52" in done.stderr
+    got = read_topic(bootstrap, topic, 50)
+    events = [json.loads(v) for _, v in got]
+    schema = validator("prediction")
+    for e in events:
+        schema.validate(e)
+    assert [e["event_id"] for e in events] == [f"live-{i + 1}" for i in range(50)]
+    assert events[1] == {"event_id": "live-2", "model_id": "fraud", "model_version": "v7", "ts": 1795350001.0,
+                         "features": {"amount": 1.5, "country": "DE"}, "prediction": {"score": 0.1, "label": "yes"}}
+    assert events[0]["features"] == {"amount": 0.0, "country": None}
+    assert {k for k, _ in got} == {b"fraud"}
+
+
+@pytest.mark.integration
+def test_produce_synthetic_at_a_rate(bootstrap):
+    topic = f"predictions-{uuid.uuid4().hex[:8]}"
+    done = run_produce(bootstrap, "--synthetic", "--models", "a,b", "--events", "100", "--rate", "400",
+                       "--drift-at", "50", "--drift-features", "x1", "--topic", topic)
+    assert done.returncode == 0, done.stderr
+    words = done.stdout.split()
+    assert words[:5] == ["sent", "200", "events", "to", topic]
+    seconds = float(words[6])
+    assert seconds >= 199 / 400 - 0.01  # paced: never faster than the rate (upper bound: the machine's load)
+    events = [json.loads(v) for _, v in read_topic(bootstrap, topic, 200)]
+    assert len(events) == 200 and {e["model_id"] for e in events} == {"a", "b"}
