@@ -158,6 +158,7 @@ def split_prediction(prediction: Union[float, str, _WirePrediction, dict]) -> tu
     return (math.nan if score is None else float(score)), label
 
 
+_TEXT_OR_NONE = (str, type(None))
 MAX_EVENT_BYTES = 256 * 1024  # a prediction event larger than this is refused, whatever the broker allows
 
 
@@ -177,10 +178,16 @@ _DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, ValueError, Type
 
 def decode_predictions(payloads: Iterable[Optional[bytes]], positions: Optional[list[tuple[str, int]]] = None,
                        max_bytes: int = MAX_EVENT_BYTES) -> tuple[dict[ModelKey, PredictionBatch], list[Rejected]]:
-    """Decode raw prediction messages, grouped by (model_id, model_version) in input order."""
+    """Decode raw prediction messages, grouped by (model_id, model_version) in input order.
+
+    The loop is the one per-event Python step of the hot path, so it does the least it can:
+    common shapes (float ``ts``, a score/label prediction) skip the general helpers.
+    """
     batches: dict[ModelKey, PredictionBatch] = {}
+    appends: dict[ModelKey, tuple] = {}
     rejected: list[Rejected] = []
     decode = _PREDICTION_DECODER.decode
+    nan = math.nan
     for i, raw in enumerate(payloads):
         if raw is None:
             rejected.append(Rejected(i, "empty message (null value)"))
@@ -190,8 +197,17 @@ def decode_predictions(payloads: Iterable[Optional[bytes]], positions: Optional[
             continue
         try:
             ev = decode(raw)
-            ts = _event_time(ev.ts)
-            score, label = split_prediction(ev.prediction)
+            ts = ev.ts
+            if type(ts) is not float or ts - ts != 0.0:  # a string, NaN or an infinity
+                ts = _event_time(ts)
+            pred = ev.prediction
+            if type(pred) is _WirePrediction and pred.probabilities is None and type(pred.label) in _TEXT_OR_NONE:
+                score = pred.score
+                if score is None:
+                    score = nan
+                label = pred.label
+            else:
+                score, label = split_prediction(pred)
         except _DECODE_ERRORS as exc:
             rejected.append(Rejected(i, _reason(exc)))
             continue
@@ -199,14 +215,18 @@ def decode_predictions(payloads: Iterable[Optional[bytes]], positions: Optional[
         batch = batches.get(key)
         if batch is None:
             batch = batches[key] = PredictionBatch(*key)
-        batch.event_ids.append(ev.event_id)
-        batch.ts.append(ts)
-        batch.features.append(ev.features)
-        batch.scores.append(score)
-        batch.labels.append(label)
+            appends[key] = (batch.event_ids.append, batch.ts.append, batch.features.append, batch.scores.append,
+                            batch.labels.append, batch.positions.append)
+        add_id, add_ts, add_features, add_score, add_label, add_position = appends[key]
+        add_id(ev.event_id)
+        add_ts(ts)
+        add_features(ev.features)
+        add_score(score)
+        add_label(label)
         if positions is not None:
-            batch.positions.append(positions[i])
+            add_position(positions[i])
     return batches, rejected
+
 
 
 def decode_outcomes(payloads: Iterable[Optional[bytes]], positions: Optional[list[tuple[str, int]]] = None,

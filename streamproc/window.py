@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Optional, Sequence
 
 import numpy as np
@@ -50,27 +51,45 @@ class Pane:
 
     def add(self, profiles: dict[str, FeatureProfile], rows: list[dict], ts: Sequence[float],
             scores: Optional[np.ndarray] = None, labels: Optional[list] = None) -> None:
-        """Sketch one chunk of events (feature rows, event times, scores, labels) into the pane."""
+        """Sketch one chunk of events (feature rows, event times, scores, labels) into the pane.
+
+        The rows are turned into columns once per chunk (one C-level pass per row for all
+        numeric features, one for all categorical ones), then each feature is binned with one
+        numpy call: no Python work per (event, feature).
+        """
+        numeric, categorical = [], []
         for name, profile in profiles.items():
             if name == SCORE_KEY:
-                values = scores
+                self._add_numeric(name, profile, scores)
             elif name == LABEL_KEY:
-                values = labels
+                self.counts[name] += profile.sketch(labels)
             else:
-                values = [r.get(name) for r in rows]
-            if profile.kind == NUMERIC:
-                x = values if isinstance(values, np.ndarray) else to_float_array(values)
-                self.counts[name] += profile.sketch(x)
-                finite = x[np.isfinite(x)]
-                if finite.size:
-                    self.lo[name] = min(self.lo.get(name, math.inf), float(finite.min()))
-                    self.hi[name] = max(self.hi.get(name, -math.inf), float(finite.max()))
-            else:
-                self.counts[name] += profile.sketch(values)
+                (numeric if profile.kind == NUMERIC else categorical).append(name)
+        if numeric:
+            matrix = numeric_columns(rows, numeric)
+            finite = np.isfinite(matrix)
+            lows = np.where(finite, matrix, math.inf).min(axis=1) if matrix.shape[1] else None
+            highs = np.where(finite, matrix, -math.inf).max(axis=1) if matrix.shape[1] else None
+            for j, name in enumerate(numeric):
+                self.counts[name] += profiles[name].sketch(matrix[j])
+                if lows is not None and lows[j] <= highs[j]:
+                    self.lo[name] = min(self.lo.get(name, math.inf), float(lows[j]))
+                    self.hi[name] = max(self.hi.get(name, -math.inf), float(highs[j]))
+        if categorical:
+            for name, column in zip(categorical, raw_columns(rows, categorical)):
+                self.counts[name] += profiles[name].sketch(column)
         self.count += len(ts)
         if len(ts):
             self.start = min(self.start, float(np.min(ts)))
             self.end = max(self.end, float(np.max(ts)))
+
+    def _add_numeric(self, name: str, profile: FeatureProfile, values) -> None:
+        x = values if isinstance(values, np.ndarray) else to_float_array(values)
+        self.counts[name] += profile.sketch(x)
+        finite = x[np.isfinite(x)]
+        if finite.size:
+            self.lo[name] = min(self.lo.get(name, math.inf), float(finite.min()))
+            self.hi[name] = max(self.hi.get(name, -math.inf), float(finite.max()))
 
     def merge(self, other: "Pane") -> "Pane":
         """A new pane covering both (the later index); neither input changes."""
@@ -87,6 +106,48 @@ class Pane:
 
     def info(self) -> WindowInfo:
         return WindowInfo(self.index, self.start if self.count else 0.0, self.end if self.count else 0.0, self.count)
+
+
+def raw_columns(rows: list[dict], names: list[str]) -> list[Sequence]:
+    """The values of ``names`` in ``rows``, one sequence per name (None where a row lacks it).
+
+    >>> raw_columns([{"a": 1, "b": "x"}, {"a": 2}], ["a", "b"])
+    [(1, 2), ('x', None)]
+    """
+    if not rows:
+        return [() for _ in names]
+    if len(names) == 1:
+        name = names[0]
+        return [[r.get(name) for r in rows]]
+    get = itemgetter(*names)
+    try:
+        table = list(map(get, rows))
+    except KeyError:  # some row lacks a feature: the slower path, per row
+        table = [tuple(map(r.get, names)) for r in rows]
+    return list(zip(*table))
+
+
+def numeric_columns(rows: list[dict], names: list[str]) -> np.ndarray:
+    """Numeric features as a float64 array of shape (len(names), len(rows)), by the rules of
+    ``to_float_array`` (missing, null and non-numbers are NaN).
+
+    >>> numeric_columns([{"a": 1, "b": None}, {"a": "2.5", "b": "x"}, {"b": True}], ["a", "b"])
+    array([[1. , 2.5, nan],
+           [nan, nan, 1. ]])
+    """
+    if not rows:
+        return np.empty((len(names), 0), dtype=np.float64)
+    if len(names) == 1:
+        return to_float_array(raw_columns(rows, names)[0]).reshape(1, -1)
+    get = itemgetter(*names)
+    try:
+        table = list(map(get, rows))
+    except KeyError:
+        table = [tuple(map(r.get, names)) for r in rows]
+    try:
+        return np.ascontiguousarray(np.array(table, dtype=np.float64).T)
+    except (TypeError, ValueError, OverflowError):  # a value numpy will not convert: column by column
+        return np.stack([to_float_array(column) for column in zip(*table)])
 
 
 def merge_all(panes: Sequence[Pane]) -> Pane:
