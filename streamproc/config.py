@@ -35,7 +35,37 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class PSIConfig(_Strict):
+_SHARED: dict[tuple[type, str], "_Shared"] = {}
+
+
+def shared(cls: type, data: str):
+    """The one instance of monitoring settings ``cls`` with this JSON (created on first use).
+
+    Every model version holds its settings, and a worker may hold 10,000 model versions, most
+    with the same settings: sharing one instance per distinct content keeps that memory
+    constant, also for state restored from the state topic (settings unpickle through here).
+    Settings are never changed in place, so sharing is safe. Distinct contents are few (one
+    per distinct override in the config file), so the table stays small.
+    """
+    key = (cls, data)
+    obj = _SHARED.get(key)
+    if obj is None:
+        obj = _SHARED[key] = cls.model_validate_json(data)
+    return obj
+
+
+class _Shared(_Strict):
+    """Monitoring settings: pickled as their JSON and unpickled to the shared instance."""
+
+    def __reduce__(self):
+        return (shared, (type(self), self.model_dump_json()))
+
+    def interned(self):
+        """The shared instance equal to this one."""
+        return shared(type(self), self.model_dump_json())
+
+
+class PSIConfig(_Shared):
     warning: float = Field(0.1, gt=0, description="PSI at or above which a warning is raised.")
     critical: float = Field(0.25, gt=0, description="PSI at or above which the alert is critical.")
     alpha: float = Field(1e-6, gt=0, lt=1, description="Per-test false-alarm rate used to raise thresholds on small samples.")
@@ -51,7 +81,7 @@ class PSIConfig(_Strict):
         return self
 
 
-class QualityConfig(_Strict):
+class QualityConfig(_Shared):
     """Data-quality alerts: a feature's missing rate, or its share of unseen categories, jumping."""
 
     enabled: bool = True
@@ -60,12 +90,12 @@ class QualityConfig(_Strict):
     critical_increase: float = Field(0.2, ge=0, le=1, description="A rise at least this large is critical.")
 
 
-class ADWINConfig(_Strict):
+class ADWINConfig(_Shared):
     enabled: bool = True
     delta: float = Field(0.002, gt=0, lt=1, description="river ADWIN confidence parameter.")
 
 
-class SignalConfig(_Strict):
+class SignalConfig(_Shared):
     """How stream-detector changes on a scalar signal become alerts.
 
     The effect of a change is the mean of the ``confirm`` values after it minus the baseline mean
@@ -78,7 +108,7 @@ class SignalConfig(_Strict):
     confirm: int = Field(100, ge=1, le=100_000, description="Values after a detection that its effect is measured on.")
 
 
-class ConceptConfig(_Strict):
+class ConceptConfig(_Shared):
     """Concept drift: outcomes joined to predictions by event_id, error rate watched by ADWIN and Page-Hinkley."""
 
     enabled: bool = True
@@ -92,7 +122,7 @@ class ConceptConfig(_Strict):
     signal: SignalConfig = Field(default_factory=lambda: SignalConfig(min_effect=0.1, critical_effect=0.3))
 
 
-class PageHinkleyConfig(_Strict):
+class PageHinkleyConfig(_Shared):
     """river's PageHinkley with its parameters scaled by the reference standard deviation.
 
     river's defaults (delta=0.005, threshold=50, alpha=0.9999) raise dozens of alarms on a
@@ -109,14 +139,14 @@ class PageHinkleyConfig(_Strict):
     min_instances: int = Field(100, ge=1)
 
 
-class RetrainConfig(_Strict):
+class RetrainConfig(_Shared):
     enabled: bool = True
     on_critical: bool = Field(True, description="Request a retrain when any critical drift alert is raised.")
     min_critical_features: int = Field(1, ge=1, description="Critical data-drift alerts needed (in one window) when no prediction drift is critical.")
     cooldown_windows: int = Field(10, ge=0, description="At most one request per model version per this many windows.")
 
 
-class WindowConfig(_Strict):
+class WindowConfig(_Shared):
     """How events are grouped into the windows that PSI and the data-quality checks compare.
 
     ``count``: tumbling windows of ``window_size`` events (the default). ``time``: tumbling
@@ -133,7 +163,7 @@ class WindowConfig(_Strict):
     min_events: int = Field(100, ge=1, description="Time windows with fewer events are not evaluated.")
 
 
-class MonitorConfig(_Strict):
+class MonitorConfig(_Shared):
     """Monitoring parameters of one model (the ``defaults`` section, overridden per model)."""
 
     window_size: int = Field(1000, ge=10, description="Events per count window.")

@@ -57,7 +57,7 @@ class MonitorEngine:
     def config_for(self, model_id: str) -> MonitorConfig:
         cfg = self._configs.get(model_id)
         if cfg is None:
-            cfg = self._configs[model_id] = self.config.for_model(model_id)
+            cfg = self._configs[model_id] = self.config.for_model(model_id).interned()
         return cfg
 
     def monitor(self, key: ModelKey) -> ModelMonitor:

@@ -66,9 +66,14 @@ def category_text(v: Any) -> Optional[str]:
     return str(v)
 
 
-@dataclass
+@dataclass(eq=False)
 class FeatureProfile:
-    """The reference distribution of one feature (or of the prediction score or label)."""
+    """The reference distribution of one feature (or of the prediction score or label).
+
+    A worker holds one per (model version, feature), so the bulky part, the fine edges of the
+    window sketch, is kept once, as a float64 array (a list of Python floats costs four times
+    as much), and what can be derived cheaply when a window closes is not stored.
+    """
 
     name: str
     kind: Kind
@@ -83,20 +88,30 @@ class FeatureProfile:
     mean: float = float("nan")
     std: float = float("nan")
     distinct: int = 0  # categorical: distinct categories in the sample (more than kept means the cap was hit)
-    # Numeric: finer quantile edges (a superset of ``edges``) for the window's quantile sketch.
-    fine_edges: list[float] = field(default_factory=list)
+    # Numeric: finer quantile edges (a superset of ``edges``, kept as a sorted float64 array)
+    # for the window's quantile sketch.
+    fine_edges: Sequence[float] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self._edges = np.asarray(self.edges, dtype=np.float64)
-        fine = sorted(set(self.fine_edges) | set(self.edges)) if self.kind == NUMERIC else []
-        self._fine = np.asarray(fine, dtype=np.float64)
-        # Fine bin i is [fine[i-1], fine[i]); it lies inside the PSI bin of its lower edge.
-        self._fine_to_bin = np.concatenate(([0], np.searchsorted(self._edges, self._fine, side="right"))).astype(np.int64)
+        if self.kind == NUMERIC:
+            self.fine_edges = np.union1d(np.asarray(self.fine_edges, dtype=np.float64), self._edges)
+        else:
+            self.fine_edges = np.empty(0, dtype=np.float64)
 
     def __setstate__(self, state: dict) -> None:
         self.__dict__.update(state)
-        if "_fine" not in state:
+        if not isinstance(self.fine_edges, np.ndarray) or "_fine" in state:  # state of an older streamproc
+            self.__dict__.pop("_fine", None)
+            self.__dict__.pop("_fine_to_bin", None)
             self.__post_init__()
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FeatureProfile):
+            return NotImplemented
+        return _comparable(self.to_dict()) == _comparable(other.to_dict())
+
+    __hash__ = None  # mutable, compared by value
 
     @property
     def n_bins(self) -> int:
@@ -105,7 +120,7 @@ class FeatureProfile:
     @property
     def sketch_size(self) -> int:
         """Length of a window sketch: fine bins plus missing (numeric), or the bins (categorical)."""
-        return len(self._fine) + 2 if self.kind == NUMERIC else self.n_bins
+        return len(self.fine_edges) + 2 if self.kind == NUMERIC else self.n_bins
 
     def bin_counts(self, values: Sequence[Any]) -> np.ndarray:
         """Counts of ``values`` in this profile's bins (missing last)."""
@@ -120,14 +135,17 @@ class FeatureProfile:
         """
         if self.kind == NUMERIC:
             x = values if isinstance(values, np.ndarray) else to_float_array(values)
-            return numeric_bin_counts(x, self._fine)
+            return numeric_bin_counts(x, self.fine_edges)
         return categorical_bin_counts(values, self.categories)
 
     def to_bins(self, sketch: np.ndarray) -> np.ndarray:
         """PSI bin counts (missing last) from a window sketch."""
         if self.kind != NUMERIC:
             return sketch
-        value_bins = np.bincount(self._fine_to_bin, weights=sketch[:-1], minlength=len(self._edges) + 1)
+        # Fine bin i is [fine[i-1], fine[i]); it lies inside the PSI bin of its lower edge.
+        fine_to_bin = np.searchsorted(self._edges, self.fine_edges, side="right")
+        value_bins = np.bincount(fine_to_bin, weights=sketch[1:-1], minlength=len(self._edges) + 1)
+        value_bins[0] += sketch[0]
         return np.append(value_bins, sketch[-1]).astype(np.int64)
 
     def quantiles(self, sketch: np.ndarray, qs: Sequence[float], lo: float, hi: float) -> list[float]:
@@ -137,7 +155,7 @@ class FeatureProfile:
         total = counts.sum()
         if self.kind != NUMERIC or total == 0:
             return [float("nan")] * len(qs)
-        bounds = np.concatenate(([lo], self._fine, [hi]))
+        bounds = np.concatenate(([lo], self.fine_edges, [hi]))
         bounds = np.maximum.accumulate(np.clip(bounds, lo, hi))
         cum = np.cumsum(counts)
         out = []
@@ -162,7 +180,7 @@ class FeatureProfile:
             "mean": self.mean,
             "std": self.std,
             "distinct": self.distinct,
-            "fine_edges": list(self.fine_edges),
+            "fine_edges": [float(e) for e in self.fine_edges],
         }
 
     def check(self) -> None:
@@ -215,6 +233,11 @@ def categorical_bin_counts(values: Sequence[Any], categories: Sequence[str]) -> 
         else:
             counts[index.get(text, unseen)] += n
     return counts
+
+
+def _comparable(d: dict) -> dict:
+    """A profile dict in which NaN equals NaN (mean and std of a feature without values)."""
+    return {k: ("nan" if isinstance(v, float) and v != v else v) for k, v in d.items()}
 
 
 def build_feature_profile(

@@ -195,3 +195,20 @@ def test_python_tags_are_not_executed(tmp_path):
 
 def test_non_mapping_worker_section_is_a_config_error(tmp_path):
     assert "worker" in _error(tmp_path, "worker: 5\n")
+
+
+def test_models_without_overrides_share_one_settings_instance_also_after_unpickling():
+    import pickle
+
+    from streamproc.engine import MonitorEngine
+
+    cfg = load_config(None, environ={})
+    cfg.models["special"] = {"window_size": 500}
+    engine = MonitorEngine(cfg)
+    a, b, special = engine.config_for("a"), engine.config_for("b"), engine.config_for("special")
+    assert a is b and special is not a and special.window_size == 500
+    # A monitor's state pickles its settings; unpickled, they are the shared instance again.
+    monitor = engine.monitor(("c", "v1"))
+    restored = pickle.loads(pickle.dumps(monitor))
+    assert restored.cfg is a and restored.policy.cfg is a
+    assert pickle.loads(pickle.dumps(special)) is special
