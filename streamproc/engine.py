@@ -196,7 +196,7 @@ class MonitorEngine:
                     applied = getattr(obj, "applied", {})
                     obj.applied = {tp: max(off, applied.get(tp, 0)) for tp, off in {**applied, **watermark}.items()}
             state = {"format": STATE_FORMAT, "monitors": monitors, "joiner": joiner}
-            records[model_id] = zlib.compress(pickle.dumps(state, protocol=5), 1)
+            records[model_id] = zlib.compress(pickle.dumps(state, protocol=4), 1)
         self.dirty_monitors.clear()
         self.dirty_models.clear()
         return records

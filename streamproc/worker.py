@@ -369,12 +369,14 @@ class MonitorWorker:
             await self._rewind()
         generation = self.input.generation
         predictions, outcomes, records = await self.input.poll(s.poll_timeout_ms, s.max_batch)
-        self._set_ready(self.broker_reachable and bool(self.consumer.assignment()))
         if self.repartition:  # every record is a forwarded prediction or outcome
             source = [r for m in outcomes for r in unwrap(m)]
             predictions = [r for r in source if r.kind != OUTCOME]
             outcomes = [r for r in source if r.kind == OUTCOME]
         async with self.lock:
+            # Under the lock: the models of newly assigned partitions are loaded (see _assigned),
+            # so "ready" never means "still restoring state".
+            self._set_ready(self.broker_reachable and bool(self.consumer.assignment()) and not self._must_rewind)
             if self.input.generation != generation or self._must_rewind:
                 return 0  # polled before a rebalance (or its models are not loaded): read again later
             if not predictions and not outcomes:

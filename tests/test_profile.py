@@ -311,11 +311,11 @@ def test_profile_state_of_an_older_release_restores_to_the_compact_form():
     values = [float(i % 97) for i in range(1000)] + [None] * 10
     p = build_feature_profile("x", values)
     # What an older streamproc pickled: Python lists, plus derived arrays.
-    old = dict(p.__dict__, fine_edges=[float(e) for e in p.fine_edges], _fine=np.asarray(p.fine_edges),
-               _fine_to_bin=np.zeros(3, dtype=np.int64))
+    old = dict(p.__getstate__(), _edges=np.asarray(p.edges), fine_edges=[float(e) for e in p.fine_edges],
+               _fine=np.asarray(p.fine_edges), _fine_to_bin=np.zeros(3, dtype=np.int64))
     q = FeatureProfile.__new__(FeatureProfile)
     q.__setstate__(old)
-    assert q == p and "_fine" not in q.__dict__ and "_fine_to_bin" not in q.__dict__
+    assert q == p and not hasattr(q, "_fine") and not hasattr(q, "_fine_to_bin")
     assert isinstance(q.fine_edges, np.ndarray)
     sample = [3.5, 50.0, None, 1e9, -1e9]
     assert q.sketch(sample).tolist() == p.sketch(sample).tolist()
