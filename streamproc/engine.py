@@ -185,9 +185,13 @@ class MonitorEngine:
         it reflects (``watermark``: next offset per "topic:partition").
         """
         models = {k[0] for k in self.dirty_monitors} | self.dirty_models
+        versions: dict[str, dict] = {model_id: {} for model_id in models}
+        for (model_id, version), mon in self.monitors.items():  # one pass, not one per model
+            if model_id in versions:
+                versions[model_id][version] = mon
         records = {}
         for model_id in models:
-            monitors = {key[1]: mon for key, mon in self.monitors.items() if key[0] == model_id}
+            monitors = versions[model_id]
             joiner = self.joiners.get(model_id)
             for obj in [*monitors.values(), joiner]:
                 if obj is not None:
