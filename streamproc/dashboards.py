@@ -6,7 +6,8 @@ Three dashboards, all on the Prometheus datasource that ``dashboards/provisionin
 * ``streamproc-fleet.json``: every model at a glance (models monitored, alerts by type and
   severity, the features furthest above their PSI threshold, retrain requests);
 * ``streamproc-model.json``: one model version, chosen by the ``model_id`` and
-  ``model_version`` variables (PSI per feature, score quantiles, error rate, windows, alerts);
+  ``model_version`` variables (PSI per feature, every detector's statistic against its
+  threshold, score quantiles, error rate, windows, alerts);
 * ``streamproc-service.json``: the workers themselves (throughput, dead letters, batch
   duration and size, readiness, checkpoints, late events, outcome joins).
 
@@ -223,6 +224,8 @@ def model() -> dict:
                        multi=True, include_all=True, all_value=".+"),
     ]
     psi = f'streamproc_psi{{{VERSION}, feature=~"$feature"}}'
+    statistic = f'streamproc_statistic{{{VERSION}, feature=~"$feature"}}'
+    statistic_all = f"streamproc_statistic{{{VERSION}}}"
     panels = [
         stat("Events consumed per second",
              f"sum(rate(streamproc_events_consumed_total{{{VERSION}}}[$__rate_interval]))", unit="ops"),
@@ -284,9 +287,38 @@ def model() -> dict:
                       "excludeByName": {"Time": True, "__name__": True, "instance": True, "job": True,
                                         "model_id": True, "model_version": True},
                       "renameByName": {"Value #A": "PSI", "Value #B": "warning threshold"}}}]),
+        timeseries("Statistic / threshold by detector",
+                   [target(f"{statistic} / streamproc_statistic_threshold{{{VERSION}}}", "{{feature}} {{detector}}")],
+                   width=24, height=10, unit="none", min_value=None, thresholds=[GREEN, {"color": "orange", "value": 1}],
+                   description="Every statistic the monitor computes for the selected features, over its warning "
+                               "threshold (1: at the threshold): psi, missing_rate and unseen_categories of each "
+                               "closed window; adwin and page_hinkley on prediction.score and on the error "
+                               "(feature \"error\", once outcomes are joined), after each batch. adwin is the shift "
+                               "of ADWIN's window mean from the baseline in baseline sigmas (signed for the error), "
+                               "page_hinkley the Page-Hinkley cumulative statistic in baseline sigmas."),
+        panel("table", "Statistic and threshold by detector",
+              # One row per (feature, detector): the three queries keep only those labels, so merge joins on them.
+              [target(f"max by (feature, detector) ({statistic_all} / streamproc_statistic_threshold{{{VERSION}}})",
+                      instant=True, fmt="table"),
+               target(f"max by (feature, detector) ({statistic_all})", instant=True, fmt="table"),
+               target(f"max by (feature, detector) (streamproc_statistic_threshold{{{VERSION}}})", instant=True,
+                      fmt="table")],
+              width=24, height=12,
+              description="The latest value of every statistic (streamproc_statistic) and the warning threshold it "
+                          "is compared with (streamproc_statistic_threshold), per feature and detector, furthest "
+                          "above its threshold first.",
+              options={"sortBy": [{"displayName": "statistic / threshold", "desc": True}]},
+              transformations=[
+                  {"id": "merge", "options": {}},
+                  {"id": "organize", "options": {
+                      "excludeByName": {"Time": True},
+                      "indexByName": {"feature": 0, "detector": 1, "Value #B": 2, "Value #C": 3, "Value #A": 4},
+                      "renameByName": {"Value #A": "statistic / threshold", "Value #B": "statistic",
+                                       "Value #C": "warning threshold"}}}]),
     ]
     return dashboard("streamproc-model", "streamproc / model",
-                     "One model version: PSI per feature, prediction score, error rate, windows and alerts.",
+                     "One model version: PSI per feature, every detector's statistic against its threshold, "
+                     "prediction score, error rate, windows and alerts.",
                      panels, variables)
 
 

@@ -52,23 +52,24 @@ class Bounded:
         self.metric = metric
         self.cap = cap
         self.dropped = dropped
-        self.series: set[tuple] = set()
+        self.series: dict[tuple, object] = {}  # label values -> the metric's child (labels() is not free)
 
     def labels(self, *values):
-        key = tuple(str(v) for v in values)
-        if key not in self.series:
+        key = tuple(map(str, values))
+        child = self.series.get(key)
+        if child is None:
             if len(self.series) >= self.cap:
                 self.dropped.labels(self.metric._name).inc()
                 return _NoSeries()
-            self.series.add(key)
-        return self.metric.labels(*key)
+            child = self.series[key] = self.metric.labels(*key)
+        return child
 
     def remove_matching(self, **labels) -> None:
         """Remove the series whose labels include these values (e.g. a model that moved away)."""
         names = self.metric._labelnames
         for key in [k for k in self.series if all(k[names.index(n)] == v for n, v in labels.items())]:
             self.metric.remove(*key)
-            self.series.discard(key)
+            del self.series[key]
 
     def clear(self) -> None:
         self.metric.clear()
@@ -119,6 +120,15 @@ class Metrics:
         self.psi_threshold = bounded(Gauge(
             "streamproc_psi_threshold", "Warning threshold the latest PSI was compared with (sample-size corrected).",
             ["model_id", "model_version", "feature"], registry=r))
+        self.statistic = bounded(Gauge(
+            "streamproc_statistic", "Latest value of each statistic the monitor computes, per model version, feature "
+            "and detector: psi (per feature, prediction.score, prediction.label), missing_rate and unseen_categories "
+            "(per feature) of the latest closed window; adwin and page_hinkley on prediction.score and error, after "
+            "the latest batch (in baseline standard deviations).",
+            ["model_id", "model_version", "feature", "detector"], registry=r))
+        self.statistic_threshold = bounded(Gauge(
+            "streamproc_statistic_threshold", "Warning threshold streamproc_statistic is compared with, per model "
+            "version, feature and detector.", ["model_id", "model_version", "feature", "detector"], registry=r))
         self.windows = bounded(Counter(
             "streamproc_windows_closed_total", "Tumbling windows closed and evaluated, per model version.",
             ["model_id", "model_version"], registry=r))
@@ -172,7 +182,8 @@ class Metrics:
 
     def forget_model(self, model_id: str) -> None:
         """Drop the latest-value series of a model this worker no longer holds (counters stay)."""
-        for gauge in (self.psi, self.psi_threshold, self.error_rate, self.score_quantile, self.drift_active):
+        for gauge in (self.psi, self.psi_threshold, self.statistic, self.statistic_threshold, self.error_rate,
+                      self.score_quantile, self.drift_active):
             gauge.remove_matching(model_id=model_id)
 
     @staticmethod

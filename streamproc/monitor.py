@@ -37,6 +37,39 @@ class StepResult:
 
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
+ERROR_SIGNAL = "error"  # the feature label of the error signal's statistics (concept drift)
+
+
+def detector_statistics(det: StreamDetectors, ph_threshold: Optional[float] = None) -> list[tuple[str, float, float]]:
+    """(detector, latest statistic, warning threshold) of a signal's stream detectors.
+
+    Read off the detectors' state after a batch (no per-event work), in baseline standard
+    deviations σ (the score's reference σ, or the error baseline's), like the alerts' effect:
+
+    * ``adwin``: the mean of ADWIN's current adaptive window minus the baseline mean, its size
+      for a two-sided signal (the score), signed for an increase-only one (the error); against
+      ``min_effect``, the effect a confirmed change needs to alert. (ADWIN's own cut test is
+      internal to river; after a change ADWIN drops the old part, so its mean is the recent one.)
+    * ``page_hinkley``: the Page-Hinkley cumulative statistic river compares with its threshold
+      (the larger of the increase and decrease tests for a two-sided signal), against that
+      threshold (``page_hinkley.threshold_sigma``: ``ph_threshold``, else derived from river's).
+    """
+    out = []
+    std = det.std
+    if det.adwin is not None and det.adwin.width > 0:
+        effect = (det.adwin.estimation - det.mean) / std
+        out.append(("adwin", effect if det.direction == "up" else abs(effect), det.signal.min_effect))
+    ph = det.ph
+    if ph is not None:
+        try:  # river's PageHinkley keeps the two cumulative sums and their extremes
+            n, up, up_min, down, down_max = (ph._x_mean.n, ph._sum_increase, ph._min_increase, ph._sum_decrease,
+                                             ph._max_decrease)
+        except AttributeError:  # another river: no statistic rather than a failed batch
+            n = 0
+        if n > 0:
+            value = up - up_min if ph.mode == "up" else max(up - up_min, down_max - down)
+            out.append(("page_hinkley", value / std, ph.threshold / std if ph_threshold is None else ph_threshold))
+    return out
 
 
 class ModelMonitor:
@@ -57,6 +90,10 @@ class ModelMonitor:
         self.errors: Optional[ErrorMonitor] = ErrorMonitor(cfg) if cfg.concept.enabled else None
         self.unknown_features: set[str] = set()
         self.latest: dict[tuple[str, str], tuple[float, float]] = {}  # (signal, name) -> (psi, warning threshold)
+        # The latest closed window's quality-check hits, a row per reference feature (missing,
+        # unseen; -1 for numeric), and its size: ``window_statistics`` derives rates from them.
+        self.latest_quality_hits: Optional[np.ndarray] = None
+        self.latest_window_count = 0
         self._warm = PredictionBatch(model_id, model_version)
         if reference is not None:
             self.set_reference(reference)
@@ -71,6 +108,7 @@ class ModelMonitor:
         self.closed.clear()
         self.pane = self._new_pane(index) if self.cfg.window.kind == "count" else None
         self._notify_caps = True
+        self.latest_quality_hits = None  # rows of the previous reference's features
         self.detectors = None
         if reference.score is not None and (self.cfg.adwin.enabled or self.cfg.page_hinkley.enabled):
             self.detectors = StreamDetectors(reference.score.mean, reference.score.std, self.cfg.adwin,
@@ -230,6 +268,39 @@ class ModelMonitor:
             self.pane = self.open_panes[max(self.open_panes)]
 
     _lowest_open: Optional[int] = None
+    # State saved before these existed restores without them.
+    latest_quality_hits: Optional[np.ndarray] = None
+    latest_window_count: int = 0
+
+    # -- statistics, for metrics -----------------------------------------------------------
+    def window_statistics(self) -> list[tuple[str, str, float, float]]:
+        """(feature, detector, statistic, warning threshold) of the latest closed window: ``psi``
+        per feature and for prediction.score / prediction.label, ``missing_rate`` and
+        (categorical) ``unseen_categories`` per feature (the window's rate, and the rate the
+        z-test and ``quality.min_increase`` need for a warning)."""
+        out = [(name, "psi", value, threshold) for (_signal, name), (value, threshold) in self.latest.items()]
+        hits = self.latest_quality_hits
+        if hits is None or self.reference is None or len(hits) != len(self.reference.features):
+            return out
+        count, cfg = self.latest_window_count, self.cfg.quality
+        for (name, profile), (missing, unseen) in zip(self.reference.features.items(), hits.tolist()):
+            for check, ref_rate, n in self._quality_checks(profile, missing, unseen):
+                rate, needed, _severity = rate_jump(ref_rate, profile.count, n, count, cfg)
+                out.append((name, check, float(rate), float(needed)))
+        return out
+
+    def stream_statistics(self, signal: str = SCORE_KEY) -> list[tuple[str, str, float, float]]:
+        """(feature, detector, statistic, warning threshold) of the stream detectors on the
+        prediction score (``SCORE_KEY``) or the error (``ERROR_SIGNAL``); see
+        ``detector_statistics``. Empty before they exist (warmup, no reference score, disabled)."""
+        if signal == ERROR_SIGNAL:
+            det = self.errors.detectors if self.errors is not None else None
+        else:
+            det = self.detectors
+        if det is None:
+            return []
+        return [(signal, detector, value, threshold)
+                for detector, value, threshold in detector_statistics(det, self.cfg.page_hinkley.threshold_sigma)]
 
     @staticmethod
     def _stream_finding(kind: str, signal: str, ch: Change, sig_cfg, info: WindowInfo, base: int) -> Finding:
@@ -262,13 +333,18 @@ class ModelMonitor:
             findings.append(Finding("data_quality", "schema", "feature", name, 1.0, 0.0, "warning", self._info()))
         return findings
 
+    @staticmethod
+    def _quality_checks(profile, missing: int, unseen: int) -> list[tuple[str, float, int]]:
+        """(check, reference rate, hits in the window) of one feature's data-quality checks."""
+        checks = [("missing_rate", profile.missing_rate, missing)]
+        if profile.kind == CATEGORICAL:
+            checks.append(("unseen_categories", profile.proportions[-2], unseen))
+        return checks
+
     def _quality(self, profile, counts: np.ndarray, count: int, info: WindowInfo) -> list[Finding]:
         """Missing-rate and (categorical) unseen-category-rate findings of one feature."""
-        checks = [("missing_rate", profile.missing_rate, int(counts[-1]))]
-        if profile.kind == CATEGORICAL:
-            checks.append(("unseen_categories", profile.proportions[-2], int(counts[-2])))
         out = []
-        for detector, ref_rate, hits in checks:
+        for detector, ref_rate, hits in self._quality_checks(profile, int(counts[-1]), int(counts[-2])):
             rate, needed, severity = rate_jump(ref_rate, profile.count, hits, count, self.cfg.quality)
             out.append(Finding("data_quality", detector, "feature", profile.name, rate, needed, severity, info))
         return out
@@ -288,6 +364,7 @@ class ModelMonitor:
         info = win.info()
         findings = []
         psi_cfg = self.cfg.psi
+        hits = []  # quality checks' hits, per reference feature (in order)
         for name, profile in self._profiles().items():
             counts = profile.to_bins(win.counts[name])
             value = psi(profile.proportions, profile.count, counts, smoothing=psi_cfg.smoothing)
@@ -306,6 +383,9 @@ class ModelMonitor:
             findings.append(Finding(kind, "psi", signal, feature, value, crit if severity == "critical" else warn, severity, info))
             if feature is not None and self.cfg.quality.enabled:
                 findings += self._quality(profile, counts, win.count, info)
+                hits.append((int(counts[-1]), int(counts[-2]) if profile.kind == CATEGORICAL else -1))
+        self.latest_quality_hits = np.array(hits, dtype=np.int64) if hits else None
+        self.latest_window_count = int(win.count)
         result.alerts.extend(self.policy.decide(findings))
         request = self.policy.window_closed(info)
         if request is not None:

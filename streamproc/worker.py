@@ -31,7 +31,7 @@ from .consume import COMMIT_TIMEOUT, BatchedInput, caught_up, commit, lags, seek
 from .decode import decode_outcomes, decode_predictions
 from .engine import MonitorEngine
 from .metrics import Metrics, dead_letter_reason
-from .monitor import QUANTILES
+from .monitor import ERROR_SIGNAL, QUANTILES
 from .window import SCORE_KEY
 from .profile import ReferenceProfile
 from .reference_file import load_reference
@@ -478,9 +478,14 @@ class MonitorWorker:
             for (_signal, name), (value, threshold) in mon.latest.items():
                 m.psi.labels(key[0], key[1], name).set(value)
                 m.psi_threshold.labels(key[0], key[1], name).set(threshold)
+            self._set_statistics(key, mon.window_statistics())
             for q, v in zip(QUANTILES, mon.quantiles.get(SCORE_KEY, ())):
                 m.score_quantile.labels(key[0], key[1], str(q)).set(v)
             m.set_counter(m.late_events, key, mon.late_events)
+        for key in out.events:  # the score's stream detectors ran on this batch's events
+            mon = self.engine.monitors.get(key)
+            if mon is not None and mon.detectors is not None:
+                self._set_statistics(key, mon.stream_statistics(SCORE_KEY))
         m.models.set(len(self.engine.monitors))
         return futures + self._publish(out)
 
@@ -505,10 +510,20 @@ class MonitorWorker:
                 for result in ("matched", "unmatched", "expired"):
                     self.metrics.set_counter(self.metrics.joins, (model_id, result), getattr(joiner, result))
         for key in out.errors_updated:
-            errors = self.engine.monitors[key].errors
+            mon = self.engine.monitors[key]
+            errors = mon.errors
             if errors.rolling:
                 self.metrics.error_rate.labels(*key).set(errors.rolling_error)
+            if errors.detectors is not None:
+                self._set_statistics(key, mon.stream_statistics(ERROR_SIGNAL))
         return futures + self._publish(out)
+
+    def _set_statistics(self, key, stats) -> None:
+        """``streamproc_statistic`` and its threshold from (feature, detector, value, threshold) rows."""
+        statistic, threshold = self.metrics.statistic, self.metrics.statistic_threshold
+        for feature, detector, value, limit in stats:
+            statistic.labels(key[0], key[1], feature, detector).set(value)
+            threshold.labels(key[0], key[1], feature, detector).set(limit)
 
     def _publish(self, out) -> list:
         """Send the alerts and retrain requests of one engine step; count them."""

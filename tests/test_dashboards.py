@@ -98,7 +98,8 @@ def test_the_dashboards_cover_what_they_promise():
     for name, metrics in {
         "streamproc-fleet.json": ["streamproc_models", "streamproc_alerts_total", "streamproc_psi_threshold",
                                   "streamproc_retrain_requests_total"],
-        "streamproc-model.json": ["streamproc_psi", "streamproc_prediction_score_quantile", "streamproc_error_rate",
+        "streamproc-model.json": ["streamproc_psi", "streamproc_statistic", "streamproc_statistic_threshold",
+                                  "streamproc_prediction_score_quantile", "streamproc_error_rate",
                                   "streamproc_windows_closed_total", "streamproc_alerts_total"],
         "streamproc-service.json": ["streamproc_events_consumed_total", "streamproc_events_dead_lettered_total",
                                     "streamproc_batch_duration_seconds_bucket", "streamproc_batch_size_messages_bucket",

@@ -97,6 +97,13 @@ def test_drift_alerts_and_retrain_requests_end_to_end(bootstrap, start_worker):
         ModelStream("gamma", n_numeric=6, n_categorical=1, seed=23),
     ]
     events = [list(s.events(n)) for s in streams]
+    # beta's c1 is also missing from every 10th event of its last two windows. (The worker merges
+    # the randomly keyed partitions by Kafka timestamp, so events produced within the same
+    # millisecond may change places, and cross a window boundary.)
+    for i in range(n - 1000, n, 10):
+        events[1][i]["features"]["c1"] = None
+    unseen_share = sum(e["features"]["c1"] == "zz" for e in events[1][n - 500:]) / 500
+    assert 0.3 < unseen_share < 0.5
     interleaved = [json.dumps(e[i]).encode() for i in range(n) for e in events]
     produce(bootstrap, topics["predictions"], interleaved)
 
@@ -145,6 +152,33 @@ def test_drift_alerts_and_retrain_requests_end_to_end(bootstrap, start_worker):
     p05, p50, p95 = (metric_value(text, "streamproc_prediction_score_quantile", model_id="gamma", model_version="default",
                                   quantile=q) for q in ("0.05", "0.5", "0.95"))
     assert 0 < p05 < p50 < p95 < 1
+    # Every statistic of the latest window, and its threshold: psi (as streamproc_psi), the
+    # missing and unseen-category shares of beta's c1 in its last window, nothing missing for
+    # gamma, and the score's stream detectors under their thresholds for the stationary model.
+    def statistic(model_id, version, feature, detector, name="streamproc_statistic"):
+        return metric_value(text, name, model_id=model_id, model_version=version, feature=feature, detector=detector)
+
+    def threshold(*labels):
+        return statistic(*labels, name="streamproc_statistic_threshold")
+
+    for model_id, version, feature in [("alpha", "default", "x3"), ("gamma", "default", "x3"), ("beta", "v2", "c1"),
+                                       ("alpha", "default", "prediction.score"), ("beta", "v2", "prediction.label")]:
+        labels = dict(model_id=model_id, model_version=version, feature=feature)
+        assert statistic(model_id, version, feature, "psi") == metric_value(text, "streamproc_psi", **labels)
+        assert threshold(model_id, version, feature, "psi") == metric_value(text, "streamproc_psi_threshold", **labels)
+    assert statistic("alpha", "default", "x3", "psi") > threshold("alpha", "default", "x3", "psi")
+    assert statistic("beta", "v2", "c1", "missing_rate") == pytest.approx(0.1, abs=0.01)
+    assert statistic("beta", "v2", "c1", "unseen_categories") == pytest.approx(unseen_share, abs=0.03)
+    assert 0.05 <= threshold("beta", "v2", "c1", "missing_rate") < 0.08  # z-test or the 5-point minimum
+    assert 0.05 <= threshold("beta", "v2", "c1", "unseen_categories") < 0.15
+    assert statistic("gamma", "default", "c0", "unseen_categories") == 0.0
+    assert statistic("gamma", "default", "x3", "missing_rate") == 0.0
+    assert threshold("gamma", "default", "x3", "missing_rate") >= 0.05
+    assert statistic("gamma", "default", "x3", "unseen_categories") is None  # numeric: no categories
+    assert 0 <= statistic("gamma", "default", "prediction.score", "adwin") < threshold(
+        "gamma", "default", "prediction.score", "adwin") == 0.1
+    assert 0 <= statistic("gamma", "default", "prediction.score", "page_hinkley") < threshold(
+        "gamma", "default", "prediction.score", "page_hinkley") == 40
     # Drift still active at the end of the stream, for the drifted feature only.
     assert metric_value(text, "streamproc_drift_active", model_id="alpha", model_version="default", type="data_drift",
                         feature="x3") == 1
@@ -341,8 +375,16 @@ def test_concept_drift_from_outcomes_arriving_after_their_predictions(bootstrap,
     assert concept, alerts
     assert all(a["signal"] == "error" and a["model_id"] == "sigma" for a in concept)
     validator("alert").validate(concept[0])
-    error = metric_value(worker.metrics(), "streamproc_error_rate", model_id="sigma", model_version="default")
+    text = worker.metrics()
+    error = metric_value(text, "streamproc_error_rate", model_id="sigma", model_version="default")
     assert 0.28 < error < 0.42  # the last 1000 labelled predictions: 35 % wrong
+    # The error's stream detectors, in baseline sigmas (about 0.3 for 10 % wrong): ADWIN's window
+    # mean rose by 0.25, to about 0.8 sigma (0.44 even over all errors after the baseline).
+    labels = dict(model_id="sigma", model_version="default", feature="error")
+    assert metric_value(text, "streamproc_statistic", detector="adwin", **labels) > 0.3
+    assert metric_value(text, "streamproc_statistic_threshold", detector="adwin", **labels) == 0.1
+    assert metric_value(text, "streamproc_statistic", detector="page_hinkley", **labels) >= 0
+    assert metric_value(text, "streamproc_statistic_threshold", detector="page_hinkley", **labels) == 40
 
 
 def test_a_new_model_version_gets_its_own_state_and_reference(bootstrap, start_worker):

@@ -270,3 +270,142 @@ def test_drift_run_alert_kinds():
     stream_alert = next(a for a in alerts if a["detector"] == "page_hinkley")
     # The stream detector fires soon after the drift starts (window of event 4300 or the next).
     assert stream_alert["window"]["index"] in ((4300 - 1000) // 500, (4300 - 1000) // 500 + 1)
+
+
+# -- statistics for metrics ------------------------------------------------------------------
+
+
+def test_window_statistics_are_the_closed_windows_psi_and_quality_rates():
+    """After a window closes: psi per signal, and the window's missing and unseen-category
+    shares (what was injected), each with the warning threshold its alert is compared with."""
+    events = list(ModelStream("m", n_numeric=3, n_categorical=1, seed=31).events(1500))
+    window = range(1000, 1500)  # warmup 1000, then one window of 500
+    for i in window:
+        e = events[i]["features"]
+        if i % 5 == 0:
+            e["x1"] = None  # 100 of 500 missing: 20 %
+        if i % 10 == 1:
+            e["c0"] = "never-seen"  # 50 of 500 unseen: 10 %
+        if i % 50 == 2:
+            del e["c0"]  # 10 of 500 missing: 2 %, under the 5-point minimum increase
+    mon = ModelMonitor("m", "default", MonitorConfig(window_size=500, warmup_size=1000))
+    assert mon.window_statistics() == []
+    alerts, _, closed = feed(mon, to_batch(events), [300])
+    assert closed == 1
+    stats = {(f, d): (v, t) for f, d, v, t in mon.window_statistics()}
+    assert set(stats) == ({(f, "psi") for f in ("x0", "x1", "x2", "c0", SCORE_KEY, LABEL_KEY)}
+                          | {(f, "missing_rate") for f in ("x0", "x1", "x2", "c0")} | {("c0", "unseen_categories")})
+    assert stats[("x1", "missing_rate")][0] == 100 / 500
+    assert stats[("c0", "unseen_categories")][0] == 50 / 500
+    assert stats[("c0", "missing_rate")][0] == 10 / 500
+    assert stats[("x0", "missing_rate")][0] == 0.0
+    # The reference had nothing missing: the rate needed is at least the 5-point minimum increase.
+    for f in ("x0", "x1", "x2", "c0"):
+        assert 0.05 <= stats[(f, "missing_rate")][1] < 0.1
+    # psi: the same values and thresholds as ``latest`` (and streamproc_psi).
+    for (_signal, name), (value, threshold) in mon.latest.items():
+        assert stats[(name, "psi")] == (value, threshold)
+    # The alerts raised report the same statistic and threshold.
+    quality = {(a["feature"], a["detector"]): a for a in alerts if a["type"] == "data_quality"}
+    assert set(quality) == {("x1", "missing_rate"), ("c0", "unseen_categories")}
+    for key, a in quality.items():
+        assert (a["statistic"], a["threshold"]) == pytest.approx(stats[key], abs=1e-6)  # alerts round to 6 places
+        assert a["statistic"] >= a["threshold"]
+    assert stats[("c0", "missing_rate")][0] < stats[("c0", "missing_rate")][1]  # no alert: below its threshold
+
+
+def test_window_statistics_follow_the_latest_window():
+    events = list(ModelStream("m", n_numeric=2, n_categorical=1, seed=32).events(200))
+    for i in range(100, 150):
+        events[i]["features"]["x0"] = None  # half of the first window
+    mon = ModelMonitor("m", "default", small_cfg(window_size=50, warmup_size=100))
+    feed(mon, to_batch(events[:150]), [50])
+    assert dict(((f, d), v) for f, d, v, _ in mon.window_statistics())[("x0", "missing_rate")] == 1.0
+    feed(mon, to_batch(events[150:]), [50])
+    assert dict(((f, d), v) for f, d, v, _ in mon.window_statistics())[("x0", "missing_rate")] == 0.0
+
+
+def test_a_monitor_saved_before_window_statistics_existed_restores():
+    import pickle
+
+    events = list(ModelStream("m", seed=33).events(400))
+    mon = ModelMonitor("m", "default", small_cfg(window_size=100, warmup_size=100))
+    feed(mon, to_batch(events[:250]), [250])
+    del mon.latest_quality_hits, mon.latest_window_count  # as pickled by an older streamproc
+    old = pickle.loads(pickle.dumps(mon))
+    assert "latest_quality_hits" not in old.__dict__
+    assert {d for _, d, _, _ in old.window_statistics()} == {"psi"}
+    feed(old, to_batch(events[250:]), [150])
+    assert {d for _, d, _, _ in old.window_statistics()} == {"psi", "missing_rate", "unseen_categories"}
+    again = pickle.loads(pickle.dumps(old))
+    assert again.window_statistics() == old.window_statistics()
+    assert ModelMonitor.latest_quality_hits is None and ModelMonitor.latest_window_count == 0
+
+
+def _ph_statistic(x: np.ndarray, delta: float, two_sided: bool) -> float:
+    """Page-Hinkley's test statistic after ``x`` (no reset, alpha = 1), computed from its definition."""
+    dev = x - np.cumsum(x) / np.arange(1, len(x) + 1)
+    up = np.cumsum(dev - delta)
+    down = np.cumsum(dev + delta)
+    stat = up[-1] - up.min()
+    if two_sided:
+        stat = max(stat, max(-1.0, down.max()) - down[-1])
+    return float(stat)
+
+
+def test_stream_statistics_of_the_score_detectors_in_reference_sigmas():
+    from streamproc.config import ADWINConfig, PageHinkleyConfig
+    from streamproc.detectors import StreamDetectors
+    from streamproc.monitor import detector_statistics
+
+    rng = np.random.default_rng(34)
+    mean, std = 5.0, 2.0
+    det = StreamDetectors(mean, std, ADWINConfig(), PageHinkleyConfig())
+    x = np.concatenate([rng.normal(mean, std, 3000), rng.normal(mean + 0.15 * std, std, 300)])
+    assert det.update(x) == [] and not det.pending and det.ignored == 0  # no detection: nothing was reset
+    stats = {d: (v, t) for d, v, t in detector_statistics(det)}
+    assert det.adwin.width == len(x)
+    assert stats["adwin"] == (pytest.approx(abs(x.mean() - mean) / std), 0.1)
+    assert stats["page_hinkley"] == (pytest.approx(_ph_statistic(x, 0.25 * std, True) / std), pytest.approx(40.0))
+    assert 0 < stats["page_hinkley"][0] < 40
+
+    # A 1 sigma shift: Page-Hinkley's statistic crosses its threshold when it fires, and
+    # ADWIN's window (cut at the change) moves by about 1 sigma.
+    shifted = rng.normal(mean + std, std, 2000)
+    fired = None
+    for i in range(len(shifted)):
+        det.update(shifted[i:i + 1])
+        if det.ph.drift_detected:
+            fired = dict((d, (v, t)) for d, v, t in detector_statistics(det))["page_hinkley"]
+            break
+    assert fired is not None and fired[0] > fired[1] == pytest.approx(40.0)
+    det.update(shifted[i + 1:])
+    stats = {d: (v, t) for d, v, t in detector_statistics(det)}
+    assert 0.6 < stats["adwin"][0] < 1.4
+    assert stats["page_hinkley"][0] < 40  # it restarted after firing
+
+
+def test_stream_statistics_of_the_monitor():
+    from streamproc.monitor import ERROR_SIGNAL
+    from streamproc.outcomes import Match
+
+    events = list(ModelStream("m", seed=35).events(300))
+    mon = ModelMonitor("m", "default", small_cfg(window_size=100, warmup_size=100, concept={"warmup": 50}))
+    assert mon.stream_statistics() == [] and mon.stream_statistics(ERROR_SIGNAL) == []
+    feed(mon, to_batch(events), [300])
+    assert {(f, d) for f, d, _, _ in mon.stream_statistics()} == {(SCORE_KEY, "adwin"), (SCORE_KEY, "page_hinkley")}
+    # The error signal: every 10th prediction wrong, then every other one.
+    wrong = [i % 10 == 0 if i < 200 else i % 2 == 0 for i in range(len(events))]
+    matches = [Match(event_id=e["event_id"], version="default", ts=e["ts"], score=e["prediction"]["score"],
+                     label=e["prediction"]["label"], truth="x" if w else e["prediction"]["label"], value=None)
+               for e, w in zip(events, wrong)]
+    mon.update_errors(matches)
+    stats = {(f, d): (v, t) for f, d, v, t in mon.stream_statistics(ERROR_SIGNAL)}
+    assert set(stats) == {(ERROR_SIGNAL, "adwin"), (ERROR_SIGNAL, "page_hinkley")}
+    base_mean, base_std = mon.errors.baseline
+    assert base_mean == pytest.approx(0.1)
+    # The error rose from 10 % to 50 %: ADWIN's mean since the baseline is at least the whole
+    # post-warmup mean (150 at 10 %, 100 at 50 %), in baseline sigmas, and signed.
+    assert stats[(ERROR_SIGNAL, "adwin")][0] >= (0.26 - 0.1) / base_std - 1e-9
+    assert stats[(ERROR_SIGNAL, "adwin")][1] == mon.cfg.concept.signal.min_effect
+    assert stats[(ERROR_SIGNAL, "page_hinkley")][1] == pytest.approx(mon.cfg.page_hinkley.threshold_sigma)

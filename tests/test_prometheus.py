@@ -244,6 +244,17 @@ def test_dashboard_queries_and_alert_rules_on_a_real_prometheus(bootstrap, start
     assert value(prom.query(substitute(model["Features in drift"], values))) >= 2  # x3 and x4
     assert value(prom.query(substitute(model["Features in drift"], {**values, "model_id": "beta",
                                                                      "model_version": "v2"}))) == 0
+    # Every statistic over its threshold: x3's PSI above it, nothing missing; and the table has a
+    # row per (feature, detector), the score's and the error's stream detectors included.
+    ratios = {(r["metric"]["feature"], r["metric"]["detector"]): float(r["value"][1])
+              for r in prom.query(substitute(model["Statistic / threshold by detector"], values))}
+    assert ratios[("x3", "psi")] >= 1 and ratios[("x3", "missing_rate")] == 0, ratios
+    table = [substitute(e, values) for t, e in gen.queries(gen.model()) if t == "Statistic and threshold by detector"]
+    rows = [{(r["metric"]["feature"], r["metric"]["detector"]): float(r["value"][1]) for r in prom.query(q)}
+            for q in table]
+    assert {("x3", "psi"), ("c0", "unseen_categories"), ("prediction.score", "adwin"), ("error", "page_hinkley")} \
+        <= set(rows[0]) == set(rows[1]) == set(rows[2])
+    assert rows[2][("error", "page_hinkley")] == 40 and rows[2][("prediction.score", "adwin")] == 0.1
 
     # -- the template variables find their values ----------------------------------------------
     expected = {"model_id": {"alpha", "beta"}, "model_version": {"default"}, "feature": {"x3", "x4", "prediction.score"},

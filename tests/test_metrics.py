@@ -1,0 +1,161 @@
+"""The worker's metrics code without a broker: batches of messages through ``MonitorWorker``'s
+processing (the engine, the real decoders), then what ``/metrics`` would show."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import orjson
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from streamproc.config import load_config
+from streamproc.metrics import Metrics
+from streamproc.synth import ModelStream
+from streamproc.worker import MonitorWorker
+
+CONFIG = """
+worker: {route: direct, window_size: 500, warmup_size: 1000}
+defaults:
+  concept: {join: always, warmup: 200}
+"""
+
+
+@dataclass
+class Msg:
+    topic: str
+    partition: int
+    offset: int
+    value: bytes
+    key: Optional[bytes] = None
+    timestamp: Optional[int] = None
+
+
+class Producer:
+    """Records what would be sent; the worker's futures are not awaited here."""
+
+    def __init__(self):
+        self.sent: list[tuple[str, dict]] = []
+
+    def send(self, topic, value, key=None):
+        self.sent.append((topic, orjson.loads(value)))
+
+
+def samples(metrics: Metrics, name: str) -> dict[tuple, float]:
+    """{(model_id, model_version, feature, detector): value} of one gauge, from the rendered text."""
+    out = {}
+    for family in text_string_to_metric_families(metrics.render().decode()):
+        for s in family.samples:
+            if s.name == name:
+                out[tuple(s.labels[k] for k in ("model_id", "model_version", "feature", "detector"))] = s.value
+    return out
+
+
+def psi_samples(metrics: Metrics, name: str) -> dict[tuple, float]:
+    out = {}
+    for family in text_string_to_metric_families(metrics.render().decode()):
+        for s in family.samples:
+            if s.name == name:
+                out[(s.labels["model_id"], s.labels["model_version"], s.labels["feature"])] = s.value
+    return out
+
+
+@pytest.fixture
+def worker(tmp_path):
+    path = tmp_path / "streamproc.yaml"
+    path.write_text(CONFIG)
+    w = MonitorWorker(load_config(path, environ={}))
+    w.producer = Producer()
+    return w
+
+
+def messages(topic: str, payloads: list[dict], start: int = 0) -> list[Msg]:
+    return [Msg(topic, 0, start + i, orjson.dumps(p)) for i, p in enumerate(payloads)]
+
+
+def test_statistics_and_thresholds_of_a_closed_window(worker):
+    events = list(ModelStream("m", n_numeric=3, n_categorical=1, seed=41).events(1500))
+    for i in range(1000, 1500):  # the first window after warmup
+        if i % 4 == 0:
+            events[i]["features"]["x2"] = None  # 125 of 500: 25 % missing
+        if i % 50 == 3:
+            events[i]["features"]["c0"] = "unheard-of"  # 10 of 500: 2 % unseen
+    msgs = messages("predictions", events)
+    worker._process_predictions(msgs[:1000])
+    assert samples(worker.metrics, "streamproc_statistic") == {}  # warming up: nothing computed yet
+    worker._process_predictions(msgs[1000:1400])
+    stats = samples(worker.metrics, "streamproc_statistic")
+    # Only the score's stream detectors so far: no window has closed.
+    assert set(stats) == {("m", "default", "prediction.score", "adwin"), ("m", "default", "prediction.score", "page_hinkley")}
+    worker._process_predictions(msgs[1400:])
+
+    stats = samples(worker.metrics, "streamproc_statistic")
+    limits = samples(worker.metrics, "streamproc_statistic_threshold")
+    assert set(stats) == set(limits)
+    key = lambda feature, detector: ("m", "default", feature, detector)  # noqa: E731
+    assert stats[key("x2", "missing_rate")] == 125 / 500
+    assert stats[key("x0", "missing_rate")] == 0.0
+    assert stats[key("c0", "missing_rate")] == 0.0
+    assert stats[key("c0", "unseen_categories")] == 10 / 500
+    assert key("x0", "unseen_categories") not in stats  # numeric features have no categories
+    for feature in ("x0", "x1", "x2", "c0"):
+        # A reference with nothing missing: at least the 5-point minimum increase is needed.
+        assert 0.05 <= limits[key(feature, "missing_rate")] < 0.1
+    # The alerts sent carry the same statistic and threshold (rounded to 6 places).
+    alerts = {(a["feature"], a["detector"]): a for topic, a in worker.producer.sent if topic == "drift-alerts"}
+    a = alerts[("x2", "missing_rate")]
+    assert (a["statistic"], a["threshold"]) == pytest.approx((stats[key("x2", "missing_rate")],
+                                                              limits[key("x2", "missing_rate")]), abs=1e-6)
+    assert ("c0", "unseen_categories") not in alerts  # 2 %: under the 5-point minimum increase
+    assert stats[key("c0", "unseen_categories")] < limits[key("c0", "unseen_categories")]
+    # psi: per feature and for the prediction, equal to streamproc_psi and its threshold.
+    psi, psi_limits = psi_samples(worker.metrics, "streamproc_psi"), psi_samples(worker.metrics, "streamproc_psi_threshold")
+    assert set(psi) == {("m", "default", f) for f in ("x0", "x1", "x2", "c0", "prediction.score", "prediction.label")}
+    for labels, value in psi.items():
+        assert stats[(*labels, "psi")] == value and limits[(*labels, "psi")] == psi_limits[labels]
+    # The score's stream detectors: a stationary score stays under its thresholds.
+    assert 0 <= stats[key("prediction.score", "adwin")] < limits[key("prediction.score", "adwin")] == 0.1
+    assert 0 <= stats[key("prediction.score", "page_hinkley")] < limits[key("prediction.score", "page_hinkley")]
+    assert limits[key("prediction.score", "page_hinkley")] == 40.0  # page_hinkley.threshold_sigma
+
+
+def test_error_signal_statistics_and_forgetting_the_model(worker):
+    events = list(ModelStream("m", n_numeric=2, n_categorical=1, seed=42).events(1200))
+    worker._process_predictions(messages("predictions", events))
+    # Outcomes: every 10th prediction wrong for the first 600, then every other one.
+    outcomes = []
+    for i, e in enumerate(events):
+        wrong = i % 10 == 0 if i < 600 else i % 2 == 0
+        truth = e["prediction"]["label"] if not wrong else ("0" if e["prediction"]["label"] == "1" else "1")
+        outcomes.append({"event_id": e["event_id"], "model_id": "m", "ts": e["ts"] + 60, "label": truth})
+    worker._process_outcomes(messages("outcomes", outcomes[:150]))
+    assert ("m", "default", "error", "adwin") not in samples(worker.metrics, "streamproc_statistic")  # error warmup
+    worker._process_outcomes(messages("outcomes", outcomes[150:], start=150))
+    stats = samples(worker.metrics, "streamproc_statistic")
+    limits = samples(worker.metrics, "streamproc_statistic_threshold")
+    base_mean, base_std = worker.engine.monitors[("m", "default")].errors.baseline
+    assert base_mean == pytest.approx(0.1)
+    # ADWIN's window is the errors after the baseline (34 % wrong) or, after a cut, a more recent
+    # part of them (about as many or more wrong): in baseline sigmas, signed, the error rose.
+    assert stats[("m", "default", "error", "adwin")] >= (0.33 - base_mean) / base_std
+    assert limits[("m", "default", "error", "adwin")] == 0.1
+    assert limits[("m", "default", "error", "page_hinkley")] == 40.0
+
+    other = list(ModelStream("other", n_numeric=2, n_categorical=1, seed=43).events(1500))
+    worker._process_predictions(messages("predictions", other, start=1200))
+    assert {k[0] for k in samples(worker.metrics, "streamproc_statistic")} == {"m", "other"}
+    worker.metrics.forget_model("m")
+    for name in ("streamproc_statistic", "streamproc_statistic_threshold"):
+        assert {k[0] for k in samples(worker.metrics, name)} == {"other"}, name
+    assert not [k for k in worker.metrics.statistic.series if k[0] == "m"]
+
+
+def test_statistic_series_are_capped():
+    metrics = Metrics(max_series=3)
+    for feature in ("a", "b", "c", "d", "e"):
+        metrics.statistic.labels("m", "v", feature, "psi").set(1.0)
+    assert len(samples(metrics, "streamproc_statistic")) == 3
+    dropped = {s.labels["metric"]: s.value for f in text_string_to_metric_families(metrics.render().decode())
+               for s in f.samples if s.name == "streamproc_metric_series_dropped_total"}
+    assert dropped == {"streamproc_statistic": 2.0}
