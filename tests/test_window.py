@@ -148,3 +148,23 @@ def test_snapshot_restore_round_trips_exactly(cut, kind):
     # And they go on to behave the same.
     more = to_batch(list(ModelStream("w", n_numeric=3, n_categorical=1, seed=75, drift=Drift(0, ("x2",), 2.0)).events(3000, start=8000)))
     assert run(whole, more) == run(second, more)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_sketching_features_together_equals_one_at_a_time(data):
+    """``sketch_many`` (small chunks) bins exactly as each profile's own ``sketch``."""
+    from streamproc.profile import build_feature_profile
+    from streamproc.window import sketch_many
+
+    values = st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True, width=32), st.sampled_from([0.0, 1.0, 2.5]))
+    k = data.draw(st.integers(1, 5))
+    profiles = [build_feature_profile(f"f{j}", data.draw(st.lists(values, min_size=1, max_size=40)), kind="numeric")
+                for j in range(k)]
+    n = data.draw(st.integers(0, 30))
+    # Values on the edges themselves, too: a bin is [lower edge, upper edge).
+    pool = st.one_of(values, st.sampled_from([e for p in profiles for e in p.fine_edges.tolist()] or [0.0]))
+    matrix = np.array([[np.nan if v is None else v for v in data.draw(st.lists(pool, min_size=n, max_size=n))]
+                       for _ in range(k)], dtype=np.float64).reshape(k, n)
+    together = sketch_many([p.fine_edges for p in profiles], matrix)
+    assert [s.tolist() for s in together] == [p.sketch(matrix[j]).tolist() for j, p in enumerate(profiles)]
