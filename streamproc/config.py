@@ -246,6 +246,8 @@ class WorkerSettings(_Strict):
     max_series: int = Field(10_000, ge=1, description="Series per labelled metric on /metrics; further label combinations are dropped and counted.")
     max_models: int = Field(10_000, ge=1, description="Model versions one worker monitors; events of further ones are dead-lettered (a bound on memory).")
     poll_timeout_ms: int = Field(200, ge=1)
+    fetch_max_wait_ms: int = Field(100, ge=1, le=30_000, description="Longest the broker may hold a fetch waiting for data "
+                                   "(Kafka answers as soon as data arrives; some brokers, Tansu among them, wait this long).")
     max_idle_ms: int = Field(1000, ge=0, description="A caught-up prediction partition silent this long stops holding back the others' events (see streamproc.ordering).")
     dlq_payload_limit: int = Field(16384, ge=0, description="Bytes of a bad message kept in its dead letter.")
     checkpoint_seconds: float = Field(5.0, gt=0, description="How often monitoring state is saved and input offsets committed.")

@@ -150,7 +150,8 @@ class MonitorWorker:
         await self.ref_consumer.seek_to_beginning()
         await self._read_references(until_caught_up=True)
         consumer_opts = dict(max_poll_records=s.max_batch, session_timeout_ms=10_000, heartbeat_interval_ms=1_000,
-                             max_partition_fetch_bytes=kafka.MAX_MESSAGE_BYTES, **opts)
+                             max_partition_fetch_bytes=kafka.MAX_MESSAGE_BYTES, fetch_max_wait_ms=s.fetch_max_wait_ms,
+                             **opts)
         self.consumer = kafka.consumer(s.bootstrap, group_id=s.group_id, **consumer_opts)
         if self.repartition:
             self.routed_partitions = len(self.ref_consumer.partitions_for_topic(routed) or ()) or t.partitions
