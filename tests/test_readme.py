@@ -41,3 +41,21 @@ def test_every_cli_command_is_documented():
     sub = next(a for a in parser._actions if a.dest == "command")
     for name in sub.choices:
         assert f"`streamproc {name}" in README, name
+
+
+def test_every_cli_command_has_an_example_in_its_help():
+    import argparse
+
+    def commands(parser, path):
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs:
+            yield path, parser
+        for action in subs:
+            for name, child in action.choices.items():
+                yield from commands(child, path + [name])
+
+    found = list(commands(build_parser(), ["streamproc"]))
+    assert len(found) >= 9
+    for path, parser in found:
+        epilog = parser.epilog or ""
+        assert "example" in epilog and " ".join(path) in epilog, " ".join(path)
