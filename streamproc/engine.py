@@ -9,7 +9,7 @@ from __future__ import annotations
 import pickle
 import zlib
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Iterable, Optional
 
 from .config import MonitorConfig, StreamprocConfig
 from .decode import ModelKey, Outcome, PredictionBatch
@@ -212,19 +212,35 @@ class MonitorEngine:
         were built from them); a new reference or version takes the current ones.
         """
         for model_id, data in records.items():
-            state = pickle.loads(zlib.decompress(data))
-            if state.get("format") != STATE_FORMAT:
-                raise ValueError(f"state of {model_id!r}: unsupported format {state.get('format')!r}")
-            objs = list(state["monitors"].values())
-            for version, mon in state["monitors"].items():
-                self.monitors[(model_id, version)] = mon
-            if state["joiner"] is not None:
-                self.joiners[model_id] = state["joiner"]
-                objs.append(state["joiner"])
-            for obj in objs:
-                for tp, off in getattr(obj, "applied", {}).items():
-                    self.replay_until[tp] = max(self.replay_until.get(tp, 0), off)
+            self.import_record(model_id, data)
         return len(records)
+
+    def import_record(self, model_id: str, data: bytes, replaces: Iterable[ModelKey] = ()) -> list[ModelKey]:
+        """Restore one model's record; ``replaces``: the versions an earlier record of the same
+        model restored (a later record of a model replaces the earlier one whole). Returns the
+        versions restored."""
+        state = pickle.loads(zlib.decompress(data))
+        if state.get("format") != STATE_FORMAT:
+            raise ValueError(f"state of {model_id!r}: unsupported format {state.get('format')!r}")
+        self.forget(model_id, replaces)
+        objs = list(state["monitors"].values())
+        keys = []
+        for version, mon in state["monitors"].items():
+            self.monitors[(model_id, version)] = mon
+            keys.append((model_id, version))
+        if state["joiner"] is not None:
+            self.joiners[model_id] = state["joiner"]
+            objs.append(state["joiner"])
+        for obj in objs:
+            for tp, off in getattr(obj, "applied", {}).items():
+                self.replay_until[tp] = max(self.replay_until.get(tp, 0), off)
+        return keys
+
+    def forget(self, model_id: str, versions: Iterable[ModelKey]) -> None:
+        """Drop a model's outcome joiner and the given versions' monitors."""
+        for key in versions:
+            self.monitors.pop(key, None)
+        self.joiners.pop(model_id, None)
 
     def drop_all(self) -> None:
         """Forget every model (its partitions moved to another worker; the state topic has it)."""

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Callable, Optional
 
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
@@ -35,10 +36,24 @@ class StateStore:
 
     async def load(self, timeout: float = 60.0) -> dict[str, bytes]:
         """The latest record of every model of this group (empty values delete)."""
+        records: dict[str, bytes] = {}
+
+        def keep(name: str, value: Optional[bytes]) -> None:
+            if value:
+                records[name] = value
+            else:
+                records.pop(name, None)
+
+        await self.read(keep, timeout)
+        return records
+
+    async def read(self, apply: Callable[[str, Optional[bytes]], None], timeout: float = 60.0) -> None:
+        """Call ``apply(model id, value)`` for every record of this group, oldest first, up to
+        the end of the topic (an empty value deletes). Records are handed over as they are
+        fetched, so a worker restoring many models never holds all their bytes at once."""
         c = kafka.consumer(self.bootstrap, group_id=None, max_partition_fetch_bytes=MAX_STATE_BYTES,
                            fetch_max_bytes=4 * MAX_STATE_BYTES, **self.options)
         await c.start()
-        records: dict[str, bytes] = {}
         try:
             await c.topics()
             parts = c.partitions_for_topic(self.topic) or {0}
@@ -51,20 +66,15 @@ class StateStore:
                 for msgs in batch.values():
                     for m in msgs:
                         key = (m.key or b"").decode(errors="replace")
-                        if not key.startswith(self.prefix):
-                            continue
-                        name = key[len(self.prefix):]
-                        if m.value:
-                            records[name] = m.value
-                        else:
-                            records.pop(name, None)
+                        if key.startswith(self.prefix):
+                            apply(key[len(self.prefix):], m.value)
                 done = True
                 for tp in tps:
                     hw = c.highwater(tp)
                     if hw is None or await c.position(tp) < hw:
                         done = False
                 if done:
-                    return records
+                    return
                 if time.monotonic() > deadline:
                     raise KafkaError(f"state topic {self.topic} not read to its end within {timeout:.0f} s")
         finally:

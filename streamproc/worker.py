@@ -204,13 +204,22 @@ class MonitorWorker:
     async def _load_models(self, assigned) -> int:
         """Load, from the state topic, the models of the partitions this worker owns."""
         await self._ensure_topics()  # a broker that restarted without storage lost them
-        records = await self.state.load()
-        if self.repartition:
-            owned = {tp.partition for tp in assigned}
-            records = {m: r for m, r in records.items() if model_partition(m, self.routed_partitions) in owned}
-        restored = self.engine.import_state(records)
-        self.state_sizes.update((m, len(r)) for m, r in records.items())
-        return restored
+        owned = {tp.partition for tp in assigned}
+        versions: dict[str, list] = {}  # model id -> the versions its latest record restored
+
+        def restore(model_id: str, record: Optional[bytes]) -> None:
+            # Record by record, as read: a later record of a model replaces the earlier one.
+            if self.repartition and model_partition(model_id, self.routed_partitions) not in owned:
+                return
+            if record:
+                versions[model_id] = self.engine.import_record(model_id, record, versions.get(model_id, ()))
+                self.state_sizes[model_id] = len(record)
+            elif model_id in versions:
+                self.engine.forget(model_id, versions.pop(model_id))
+                self.state_sizes.pop(model_id, None)
+
+        await self.state.read(restore)
+        return len(versions)
 
     def _forget_models(self) -> None:
         """Forget every model held (partitions moved, or back to the last checkpoint)."""

@@ -149,3 +149,27 @@ def test_without_dedupe_a_record_forwarded_twice_is_counted_twice():
     engine = MonitorEngine(CONFIG)
     process(engine, LOG[:BATCH] + LOG[:BATCH])
     assert sum(m.events for m in engine.monitors.values()) > sum(1 for m in LOG[:BATCH] if m[0] == "predictions")
+
+
+def test_a_later_record_of_a_model_replaces_the_earlier_one_whole():
+    """The state topic may hold several records of a model (before compaction): restoring
+    them in order leaves exactly what the last one holds."""
+    engine = MonitorEngine(load_config(None, environ={}))
+    msgs = [orjson.dumps(e) for e in ModelStream("m", seed=1, model_version="v1").events(50)]
+    msgs += [orjson.dumps(e) for e in ModelStream("m", seed=2, model_version="v2").events(30)]
+    engine.process(decode_predictions(msgs)[0])
+    first = engine.export_dirty({"t:0": 80})["m"]
+    engine.monitors.pop(("m", "v2"))  # a later state of the model: v2 gone, v1 moved on
+    engine.process(decode_predictions([orjson.dumps(e) for e in ModelStream("m", seed=3, model_version="v1")
+                                       .events(20, start=50)])[0])
+    second = engine.export_dirty({"t:0": 100})["m"]
+
+    restored = MonitorEngine(load_config(None, environ={}))
+    versions = restored.import_record("m", first)
+    assert sorted(versions) == [("m", "v1"), ("m", "v2")]
+    versions = restored.import_record("m", second, versions)
+    assert versions == [("m", "v1")] and set(restored.monitors) == {("m", "v1")}
+    assert restored.monitors[("m", "v1")].events == 70
+    assert restored.replay_until == {"t:0": 100}
+    restored.forget("m", versions)
+    assert restored.monitors == {} and restored.joiners == {}
