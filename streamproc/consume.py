@@ -88,9 +88,10 @@ class BatchedInput:
         c = self.consumer
         records = await c.getmany(timeout_ms=timeout_ms, max_records=max_records)
         others = []
+        arrival = time.monotonic()
         for tp, msgs in records.items():
             if tp.topic == self.merged_topic:
-                self.merge.add(tp, msgs)
+                self.merge.add(tp, msgs, arrival)
             else:
                 others.extend(msgs)
         merged_tps = [tp for tp in c.assignment() if tp.topic == self.merged_topic]
@@ -107,7 +108,10 @@ class BatchedInput:
                 self.last_arrival[tp] = now
         quiet = {tp for tp in merged_tps if now - self.last_arrival[tp] >= self.max_idle}
         idle = quiet & await caught_up(c, quiet)
-        return self.merge.release(idle, merged_tps), others, records
+        # Records stamped (by their producers, in ms) within the last max_idle may still have
+        # earlier records of an idle partition in flight; they wait, up to max_idle after arrival.
+        hold_after = time.time() * 1000 - self.max_idle * 1000
+        return self.merge.release(idle, merged_tps, hold_after, now - self.max_idle), others, records
 
     def done(self, records: dict) -> None:
         """Everything the last ``poll`` handed out is handled (its output acknowledged)."""

@@ -12,6 +12,13 @@ up with its high watermark and silent for ``max_idle`` seconds, Kafka Streams'
 released order is then a function of the topics' contents (as long as no partition lags the
 others by more than ``max_idle``), so a replay after a crash releases the same sequence.
 
+An idle partition that has delivered records before may still have some in flight: after a
+pause in production, the first new records of one partition can arrive a moment before those
+of another, with earlier timestamps. So, when the caller says so (``hold_after``), an idle
+partition still holds back records stamped within the last ``max_idle`` of wall-clock time
+(an in-flight record carries a timestamp at least that recent), unless they arrived at least
+``max_idle`` ago (``arrived_before``: nothing waits longer, whatever its timestamp).
+
 >>> from collections import namedtuple
 >>> M = namedtuple("M", "topic partition offset timestamp")
 >>> a = MergeBuffer(max_buffered=100)
@@ -38,13 +45,15 @@ class MergeBuffer:
         self.buffers: dict[Hashable, deque] = {}
         self.next_offset: dict[Hashable, int] = {}  # first offset not yet released, per partition
         self.last_ts: dict[Hashable, float] = {}  # latest timestamp seen, per partition
+        self.arrivals: dict[Hashable, deque] = {}  # when each buffered record arrived (caller's clock)
 
-    def add(self, tp: Hashable, msgs: Iterable) -> None:
+    def add(self, tp: Hashable, msgs: Iterable, arrival: float = 0.0) -> None:
         msgs = list(msgs)
         if not msgs:
             return
         buf = self.buffers.setdefault(tp, deque())
         buf.extend(msgs)
+        self.arrivals.setdefault(tp, deque()).extend([arrival] * len(msgs))
         self.last_ts[tp] = max(self.last_ts.get(tp, float("-inf")), msgs[-1].timestamp)
         self.next_offset.setdefault(tp, msgs[0].offset)
 
@@ -66,18 +75,31 @@ class MergeBuffer:
             bound = min(bound, last)
         return bound
 
-    def release(self, idle: set, assigned: Iterable[Hashable] | None = None) -> list:
-        """Remove and return the records older than the horizon, in (timestamp, partition, offset) order."""
+    def release(self, idle: set, assigned: Iterable[Hashable] | None = None, hold_after: float | None = None,
+                arrived_before: float | None = None) -> list:
+        """Remove and return the records older than the horizon, in (timestamp, partition, offset) order.
+
+        ``hold_after`` (a timestamp) and ``arrived_before`` (an arrival time): see the module's
+        docstring; without them idle partitions hold nothing back.
+        """
         assigned = list(self.buffers) if assigned is None else list(assigned)
         limit = self.horizon(assigned, idle)
+        held = float("inf")  # records from here on wait for in-flight records of idle partitions
+        if hold_after is not None:
+            for tp in assigned:
+                if tp in idle and tp in self.last_ts:
+                    held = min(held, max(self.last_ts[tp], hold_after))
+        ripe = float("-inf") if arrived_before is None else arrived_before
         runs = []
         for tp in assigned:
             buf = self.buffers.get(tp)
             if not buf:
                 continue
+            arrived = self.arrivals[tp]
             run = []
-            while buf and buf[0].timestamp < limit:
+            while buf and buf[0].timestamp < limit and (buf[0].timestamp < held or arrived[0] <= ripe):
                 run.append(buf.popleft())
+                arrived.popleft()
             if run:
                 self.next_offset[tp] = run[-1].offset + 1
                 runs.append(run)
@@ -93,5 +115,6 @@ class MergeBuffer:
         """Forget partitions this worker no longer owns (their records will be re-read by the new owner)."""
         for tp in tps:
             self.buffers.pop(tp, None)
+            self.arrivals.pop(tp, None)
             self.next_offset.pop(tp, None)
             self.last_ts.pop(tp, None)

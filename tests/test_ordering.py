@@ -73,3 +73,47 @@ def test_dropping_revoked_partitions_forgets_their_buffer_and_offsets():
     assert buf.commit_offsets() == {("t", 0): 7}
     assert buf.size(("t", 1)) == 0
     assert buf.full(("t", 0)) is False
+
+
+def _rec(partition, offset, ts):
+    from collections import namedtuple
+
+    return namedtuple("R", "topic partition offset timestamp")("t", partition, offset, ts)
+
+
+def test_after_a_pause_an_idle_partition_holds_back_records_its_in_flight_ones_may_precede():
+    buf = MergeBuffer()
+    buf.add(("t", 0), [_rec(0, 0, 100)], arrival=1.0)
+    buf.add(("t", 1), [_rec(1, 0, 100)], arrival=1.0)
+    both = {("t", 0), ("t", 1)}
+    assert [m.offset for m in buf.release(both, hold_after=2100 - 1000, arrived_before=0)] == [0, 0]
+    # A pause; production resumes at ts 5000. Partition 0's first records arrive first; partition
+    # 1 is still idle (caught up, silent), and its record stamped 4999 is in flight.
+    buf.add(("t", 0), [_rec(0, 1, 5000), _rec(0, 2, 5001)], arrival=10.0)
+    assert buf.release({("t", 1)}, hold_after=5001 - 1000, arrived_before=10.0 - 1.0) == []
+    buf.add(("t", 1), [_rec(1, 1, 4999)], arrival=10.05)
+    released = buf.release(both, hold_after=6100 - 1000, arrived_before=11.1 - 1.0)
+    assert [(m.partition, m.timestamp) for m in released] == [(1, 4999), (0, 5000), (0, 5001)]
+    # Without the hold (the old rule) partition 0's record would have gone first.
+    old = MergeBuffer()
+    old.add(("t", 0), [_rec(0, 0, 100)])
+    old.add(("t", 1), [_rec(1, 0, 100)])
+    old.release(both)
+    old.add(("t", 0), [_rec(0, 1, 5000), _rec(0, 2, 5001)])
+    assert [m.timestamp for m in old.release({("t", 1)})] == [5000]
+
+
+def test_the_hold_is_bounded_by_arrival_and_skips_partitions_never_seen():
+    buf = MergeBuffer()
+    buf.add(("t", 1), [_rec(1, 0, 100)], arrival=1.0)
+    assert len(buf.release({("t", 1)}, hold_after=2100 - 1000, arrived_before=0)) == 1
+    # A record stamped far in the future waits for partition 1 at most max_idle after arrival.
+    buf.add(("t", 0), [_rec(0, 0, 10**13)], arrival=5.0)
+    idle = {("t", 0), ("t", 1)}
+    assert buf.release(idle, hold_after=6000, arrived_before=4.5) == []
+    assert [m.timestamp for m in buf.release(idle, hold_after=6000, arrived_before=5.0)] == [10**13]
+    # A partition that never delivered anything holds nothing back.
+    fresh = MergeBuffer()
+    fresh.add(("t", 0), [_rec(0, 0, 5000), _rec(0, 1, 5001)], arrival=10.0)
+    assert [m.timestamp for m in fresh.release({("t", 1)}, [("t", 0), ("t", 1)], hold_after=4000,
+                                                arrived_before=9.0)] == [5000]
