@@ -9,7 +9,7 @@ from __future__ import annotations
 import pickle
 import zlib
 from dataclasses import dataclass, field
-from typing import Iterable, Optional
+from typing import Iterable, Iterator, Optional
 
 from .config import MonitorConfig, StreamprocConfig
 from .decode import ModelKey, Outcome, PredictionBatch
@@ -184,26 +184,34 @@ class MonitorEngine:
         record is a consistent unit (an outcome updates both), stamped with the input position
         it reflects (``watermark``: next offset per "topic:partition").
         """
+        return dict(self.dirty_records(watermark))
+
+    def dirty_records(self, watermark: dict[str, int]) -> Iterator[tuple[str, bytes]]:
+        """``export_dirty`` one model at a time, so a caller can yield to other work between
+        models (pickling thousands of models takes seconds). If the iteration is abandoned or
+        fails, every model it was to export stays marked as changed."""
         models = {k[0] for k in self.dirty_monitors} | self.dirty_models
         versions: dict[str, dict] = {model_id: {} for model_id in models}
         for (model_id, version), mon in self.monitors.items():  # one pass, not one per model
             if model_id in versions:
                 versions[model_id][version] = mon
-        records = {}
-        for model_id in models:
-            monitors = versions[model_id]
-            joiner = self.joiners.get(model_id)
-            for obj in [*monitors.values(), joiner]:
-                if obj is not None:
-                    # Never lower a watermark: a state restored ahead of the input (it skips
-                    # what it has applied) still reflects everything up to its own mark.
-                    applied = getattr(obj, "applied", {})
-                    obj.applied = {tp: max(off, applied.get(tp, 0)) for tp, off in {**applied, **watermark}.items()}
-            state = {"format": STATE_FORMAT, "monitors": monitors, "joiner": joiner}
-            records[model_id] = zlib.compress(pickle.dumps(state, protocol=4), 1)
         self.dirty_monitors.clear()
         self.dirty_models.clear()
-        return records
+        try:
+            for model_id in models:
+                monitors = versions[model_id]
+                joiner = self.joiners.get(model_id)
+                for obj in [*monitors.values(), joiner]:
+                    if obj is not None:
+                        # Never lower a watermark: a state restored ahead of the input (it skips
+                        # what it has applied) still reflects everything up to its own mark.
+                        applied = getattr(obj, "applied", {})
+                        obj.applied = {tp: max(off, applied.get(tp, 0)) for tp, off in {**applied, **watermark}.items()}
+                state = {"format": STATE_FORMAT, "monitors": monitors, "joiner": joiner}
+                yield model_id, zlib.compress(pickle.dumps(state, protocol=4), 1)
+        except BaseException:
+            self.dirty_models.update(models)
+            raise
 
     def import_state(self, records: dict[str, bytes]) -> int:
         """Restore records written by ``export_dirty`` (the latest per model); return how many.

@@ -438,8 +438,13 @@ class MonitorWorker:
             return
         self._last_checkpoint = time.monotonic()
         offsets = self.input.positions()
-        records = self.engine.export_dirty({f"{tp.topic}:{tp.partition}": off for tp, off in offsets.items()})
+        records = {}
         try:
+            for model_id, record in self.engine.dirty_records({f"{tp.topic}:{tp.partition}": off
+                                                                for tp, off in offsets.items()}):
+                records[model_id] = record
+                if len(records) % 100 == 0:
+                    await asyncio.sleep(0)  # heartbeats and HTTP views run between models
             await self.state.save(self.producer, records)
             if offsets:
                 await commit(self.consumer, offsets)

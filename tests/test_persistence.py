@@ -173,3 +173,14 @@ def test_a_later_record_of_a_model_replaces_the_earlier_one_whole():
     assert restored.replay_until == {"t:0": 100}
     restored.forget("m", versions)
     assert restored.monitors == {} and restored.joiners == {}
+
+
+def test_an_abandoned_export_leaves_every_model_marked_changed():
+    engine = MonitorEngine(load_config(None, environ={}))
+    msgs = [orjson.dumps(e) for i in range(3) for e in ModelStream(f"m{i}", seed=i).events(20)]
+    engine.process(decode_predictions(msgs)[0])
+    records = engine.dirty_records({"t:0": 60})
+    first, _ = next(records)
+    records.close()  # e.g. the checkpoint was cancelled between two models
+    assert engine.export_dirty({"t:0": 60}).keys() == {"m0", "m1", "m2"}
+    assert first in {"m0", "m1", "m2"} and engine.export_dirty({"t:0": 60}) == {}
