@@ -73,10 +73,14 @@ partition carries every model; from the middle of each model's stream x0 shifts 
     8 ms with 10), and the partition merge releases the newest records only after a later
     fetch has shown every partition past them.
 
-(d) **Two-worker scaling** is not measured by this script yet; it prints why: this streamproc
-    has no repartition stage (``worker.route``), so two workers would split models' state; or
-    the machine has fewer than 4 cores (two pinned workers plus broker and producer); or,
-    with both, that the two-worker run is still to be written.
+(d) **Two-worker scaling**, after the routes of a scenario, when the repartition route ran: a
+    fresh copy of the preload is read by two repartitioning workers in one group, pinned to
+    the first two allowed cores; the rate from both being ready to the last sentinel alert,
+    against the one repartitioning worker of (b), with the events each applied (a model lives
+    in one worker, so with few models the split, and the speed-up, depend on which routed
+    partitions their ids hash to). Runs by default with 4 cores or more (two workers plus the
+    broker and the producer); ``--two-workers force`` runs it on fewer cores, where it shows
+    CPU sharing, not scaling, and says so; ``--two-workers off`` skips it.
 
 With ``--routes auto`` and a streamproc that has ``worker.route``, (b) and (c) run once per
 route (``direct``: one worker reads the input topic; ``repartition``: input forwarded to a
@@ -395,7 +399,8 @@ def ceiling(pin: list[str], bootstrap: str, topic: str, total: int) -> dict:
 
 # -- (b) and (c): a worker ---------------------------------------------------------------------
 class Worker:
-    def __init__(self, pin, bootstrap, topics: dict, partitions: int, sc: Scenario, route: Optional[str], logdir: str):
+    def __init__(self, pin, bootstrap, topics: dict, partitions: int, sc: Scenario, route: Optional[str], logdir: str,
+                 group: Optional[str] = None, suffix: str = ""):
         from streamproc.broker import free_port
 
         self.port = free_port()
@@ -406,10 +411,10 @@ class Worker:
         env["STREAMPROC_TOPIC_PARTITIONS"] = str(partitions)
         if route:
             env["STREAMPROC_ROUTE"] = route
-        self.log_path = os.path.join(logdir, f"worker-{sc.models}-{route or 'default'}.log")
+        self.log_path = os.path.join(logdir, f"worker-{sc.models}-{route or 'default'}{suffix}.log")
         self.log = open(self.log_path, "wb")
         args = [*pin, sys.executable, "-m", "streamproc", "worker", "--bootstrap", bootstrap,
-                "--metrics-port", str(self.port), "--group-id", f"bench-{uuid.uuid4().hex[:8]}"]
+                "--metrics-port", str(self.port), "--group-id", group or f"bench-{uuid.uuid4().hex[:8]}"]
         if not sc.defaults:
             args += ["--window-size", str(sc.window), "--warmup-size", str(sc.warmup)]
         self.proc = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
@@ -593,18 +598,49 @@ def live(w: Worker, watch: AlertWatch, bootstrap: str, sc: Scenario, topic: str,
 
 
 # -- (d) -------------------------------------------------------------------------------------
+def run_two_workers(bootstrap: str, sc: Scenario, partitions: int, logdir: str, topic: str, sentinels: list[str],
+                    refs_topic: str) -> dict:
+    """Two repartitioning workers in one group, each pinned to a core of its own, on a preloaded
+    topic: the rate from the moment both are ready to the last sentinel alert (their joining,
+    and the rebalance when the second arrives, are inside the measured span if they overlap)."""
+    tag = uuid.uuid4().hex[:8]
+    topics = {"predictions": topic, "outcomes": f"tp-outcomes-{tag}", "alerts": f"tp-alerts-{tag}",
+              "retrain": f"tp-retrain-{tag}", "dead_letter": f"tp-dlq-{tag}", "references": refs_topic,
+              "state": f"tp-state-{tag}"}
+    create_topics(bootstrap, [topics["alerts"]], partitions)
+    watch = AlertWatch(bootstrap, topics["alerts"], partitions)
+    cores = ALLOWED_CORES[:2]
+    group = f"bench2-{tag}"
+    workers = [Worker(["taskset", "-c", str(core)] if shutil.which("taskset") else [], bootstrap, topics, partitions,
+                      sc, "repartition", logdir, group=group, suffix=f"-two-{i}") for i, core in enumerate(cores)]
+    try:
+        for w in workers:
+            w.wait_ready()
+        t0 = time.monotonic()
+        c0 = sum(events_consumed(w.metrics()) for w in workers)
+        t_end = wait_sentinels(workers[0], watch, "preload", len(sentinels), timeout=max(300.0, sc.events / 500))
+        consumed = [events_consumed(w.metrics()) for w in workers]
+        return {"rate": (sc.events - c0) / (t_end - t0), "c0": c0, "seconds": t_end - t0, "consumed": consumed,
+                "cores": cores}
+    finally:
+        for w in workers:
+            w.stop()
+        watch.close()
+
+
 def scale_out_reason(args) -> Optional[str]:
     if not route_supported():
         return ("one worker per consumer group in this streamproc: a model's events may sit in any partition, so "
                 "two workers would split its state (README, Delivery and crashes / Scale-out: needs a repartition "
                 "by model, issue 4)")
     cores = len(ALLOWED_CORES)
-    if cores < 4:
-        return (f"this machine has {cores} cores (two workers pinned to their own cores plus the broker and the "
-                f"producer need at least 4, and on fewer the figure would show CPU sharing, not scaling; the two-worker run "
-                f"is also still to be written)")
-    return ("this benchmark does not yet run two workers: add it once two workers on one topic are tested to give "
-            "the state and alert ids of one")
+    if cores < 4 and args.two_workers != "force":
+        return (f"this machine has {cores} cores: two workers pinned to their own cores plus the broker and the "
+                f"producer need at least 4, and on fewer the figure would show CPU sharing, not scaling "
+                f"(--two-workers force runs it anyway)")
+    if args.two_workers == "off":
+        return "--two-workers off"
+    return None
 
 
 # -- main ------------------------------------------------------------------------------------
@@ -623,6 +659,8 @@ def main() -> None:
     ap.add_argument("--routes", default="auto",
                     help="auto, or comma-separated worker.route values (needs a streamproc with worker.route)")
     ap.add_argument("--bootstrap", default=os.environ.get("STREAMPROC_BOOTSTRAP"), help="external Kafka (default: embedded)")
+    ap.add_argument("--two-workers", choices=("auto", "force", "off"), default="auto",
+                    help="(d): two repartitioning workers on their own cores (auto: with 4 cores or more)")
     args = ap.parse_args()
 
     pin, where = placement()
@@ -641,6 +679,7 @@ def main() -> None:
           f"load average at start {os.getloadavg()[0]:.2f} (a shared machine: figures are noisy); logs in {logdir}",
           flush=True)
     summary = []
+    one_worker: dict[str, float] = {}  # scenario -> one repartitioning worker's rate
     try:
         sentinels = sentinel_ids(args.partitions)
         refs_topic = f"tp-references-{uuid.uuid4().hex[:8]}"
@@ -710,8 +749,33 @@ def main() -> None:
                       f"{'; ' + str(r['lost_acks']) + ' events without delivery report' if r['lost_acks'] else ''}",
                       flush=True)
                 summary.append((sc.name, r["route"].split()[0], ceil["rate"], r["rate"], pct(wl, 50), pct(wl, 99), len(wl)))
+                if route == "repartition":
+                    one_worker[sc.name] = r["rate"]
+            reason = scale_out_reason(args)
+            if reason is None and sc.name in one_worker:
+                topic = f"tp-predictions-{uuid.uuid4().hex[:8]}"
+                create_topics(bootstrap, [topic], args.partitions)
+                p = producer(bootstrap, linger_ms=20)
+                for v in sc.preload:
+                    produce(p, topic, v)
+                    p.poll(0)
+                end_markers(p, topic, args.partitions, sentinels, "preload")
+                del p
+                try:
+                    d = run_two_workers(bootstrap, sc, args.partitions, logdir, topic, sentinels, refs_topic)
+                except Exception as exc:
+                    print(f"(d) two workers: FAILED: {type(exc).__name__}: {exc}", flush=True)
+                else:
+                    shared = len(ALLOWED_CORES) < 4
+                    print(f"(d) two repartitioning workers (cores {','.join(map(str, d['cores']))}): {d['rate']:,.0f} "
+                          f"events/s = {d['rate'] / one_worker[sc.name]:.2f} x one worker (target 2.0); events applied "
+                          f"per worker {' / '.join(f'{c:,}' for c in d['consumed'])}"
+                          f"{' -- CPU shared with the broker and producer on a ' + str(len(ALLOWED_CORES)) + '-core machine: not a scaling figure' if shared else ''}",
+                          flush=True)
+                    summary.append((sc.name, "2 workers", ceil["rate"], d["rate"], float("nan"), float("nan"), 0))
         reason = scale_out_reason(args)
-        print(f"\n(d) two-worker scaling: not measured ({reason})" if reason else "")
+        if reason:
+            print(f"\n(d) two-worker scaling: not measured ({reason})")
     finally:
         if broker:
             broker.stop()
