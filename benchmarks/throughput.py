@@ -496,14 +496,33 @@ def histogram(text: str, name: str) -> tuple[float, float]:
     return s, c
 
 
-def run_worker(pin, bootstrap: str, sc: Scenario, partitions: int, route: Optional[str], logdir: str, args,
-               topic: str, sentinels: list[str], refs_topic: str) -> dict:
+def worker_topics(bootstrap: str, topic: str, refs_topic: str, partitions: int) -> tuple[str, dict, "AlertWatch"]:
+    """A fresh tag, the topics of one worker run (input ``topic``, fresh outputs) and a watch on
+    its alerts topic."""
     tag = uuid.uuid4().hex[:8]
     topics = {"predictions": topic, "outcomes": f"tp-outcomes-{tag}", "alerts": f"tp-alerts-{tag}",
               "retrain": f"tp-retrain-{tag}", "dead_letter": f"tp-dlq-{tag}", "references": refs_topic,
               "state": f"tp-state-{tag}"}
     create_topics(bootstrap, [topics["alerts"]], partitions)
-    watch = AlertWatch(bootstrap, topics["alerts"], partitions)
+    return tag, topics, AlertWatch(bootstrap, topics["alerts"], partitions)
+
+
+def preload_topic(bootstrap: str, sc: Scenario, partitions: int, sentinels: list[str]) -> str:
+    """A fresh topic holding the scenario's preload and the end markers."""
+    topic = f"tp-predictions-{uuid.uuid4().hex[:8]}"
+    create_topics(bootstrap, [topic], partitions)
+    p = producer(bootstrap, linger_ms=20)
+    for v in sc.preload:
+        produce(p, topic, v)
+        p.poll(0)
+    end_markers(p, topic, partitions, sentinels, "preload")
+    del p  # librdkafka would keep reconnecting after the broker stops
+    return topic
+
+
+def run_worker(pin, bootstrap: str, sc: Scenario, partitions: int, route: Optional[str], logdir: str, args,
+               topic: str, sentinels: list[str], refs_topic: str) -> dict:
+    _tag, topics, watch = worker_topics(bootstrap, topic, refs_topic, partitions)
     w = Worker(pin, bootstrap, topics, partitions, sc, route, logdir)
     res: dict = {"route": route or "direct (the only mode)", "log": w.log_path}
     try:
@@ -603,12 +622,7 @@ def run_two_workers(bootstrap: str, sc: Scenario, partitions: int, logdir: str, 
     """Two repartitioning workers in one group, each pinned to a core of its own, on a preloaded
     topic: the rate from the moment both are ready to the last sentinel alert (their joining,
     and the rebalance when the second arrives, are inside the measured span if they overlap)."""
-    tag = uuid.uuid4().hex[:8]
-    topics = {"predictions": topic, "outcomes": f"tp-outcomes-{tag}", "alerts": f"tp-alerts-{tag}",
-              "retrain": f"tp-retrain-{tag}", "dead_letter": f"tp-dlq-{tag}", "references": refs_topic,
-              "state": f"tp-state-{tag}"}
-    create_topics(bootstrap, [topics["alerts"]], partitions)
-    watch = AlertWatch(bootstrap, topics["alerts"], partitions)
+    tag, topics, watch = worker_topics(bootstrap, topic, refs_topic, partitions)
     cores = ALLOWED_CORES[:2]
     group = f"bench2-{tag}"
     workers = [Worker(["taskset", "-c", str(core)] if shutil.which("taskset") else [], bootstrap, topics, partitions,
@@ -696,15 +710,8 @@ def main() -> None:
                   f"[generated in {time.monotonic() - t:.1f} s]", flush=True)
             ceil = None
             for k, route in enumerate(routes):
-                topic = f"tp-predictions-{uuid.uuid4().hex[:8]}"
-                create_topics(bootstrap, [topic], args.partitions)
-                p = producer(bootstrap, linger_ms=20)
                 t = time.monotonic()
-                for v in sc.preload:
-                    produce(p, topic, v)
-                    p.poll(0)
-                end_markers(p, topic, args.partitions, sentinels, "preload")
-                del p  # librdkafka would keep reconnecting after the broker stops
+                topic = preload_topic(bootstrap, sc, args.partitions, sentinels)
                 print(f"preloaded {sc.events:,} events (+{len(sentinels)} sentinel events, +{args.partitions} horizon "
                       f"markers) in {time.monotonic() - t:.1f} s", flush=True)
                 if ceil is None:
@@ -753,14 +760,7 @@ def main() -> None:
                     one_worker[sc.name] = r["rate"]
             reason = scale_out_reason(args)
             if reason is None and sc.name in one_worker:
-                topic = f"tp-predictions-{uuid.uuid4().hex[:8]}"
-                create_topics(bootstrap, [topic], args.partitions)
-                p = producer(bootstrap, linger_ms=20)
-                for v in sc.preload:
-                    produce(p, topic, v)
-                    p.poll(0)
-                end_markers(p, topic, args.partitions, sentinels, "preload")
-                del p
+                topic = preload_topic(bootstrap, sc, args.partitions, sentinels)
                 try:
                     d = run_two_workers(bootstrap, sc, args.partitions, logdir, topic, sentinels, refs_topic)
                 except Exception as exc:

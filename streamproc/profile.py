@@ -110,9 +110,7 @@ class FeatureProfile:
         for f in fields(self):
             if f.init:
                 object.__setattr__(self, f.name, state[f.name])
-        if isinstance(self.fine_edges, np.ndarray) and "_edges" in state:
-            self._edges = state["_edges"]
-        elif isinstance(self.fine_edges, np.ndarray):
+        if isinstance(self.fine_edges, np.ndarray):
             self._edges = np.asarray(self.edges, dtype=np.float64)
         else:  # state of an older streamproc (lists, and arrays since derived on demand)
             self.__post_init__()

@@ -2,7 +2,7 @@
 
 Record key: ``<group id>\\x1f<model id>``; value: the record ``MonitorEngine.export_dirty``
 wrote (the model's monitors and outcome joiner, stamped with the input offsets they reflect).
-A worker loads every record of its group at start, then writes the changed ones at each
+A worker reads the records of its partitions' models when they are assigned, then writes the changed ones at each
 checkpoint, before it commits the input offsets.
 
 Values are pickles: anyone who can write to the state topic can run code in the worker, so
@@ -33,19 +33,6 @@ class StateStore:
         self.topic = topic
         self.prefix = f"{group_id}{SEP}"
         self.bytes_written = 0
-
-    async def load(self, timeout: float = 60.0) -> dict[str, bytes]:
-        """The latest record of every model of this group (empty values delete)."""
-        records: dict[str, bytes] = {}
-
-        def keep(name: str, value: Optional[bytes]) -> None:
-            if value:
-                records[name] = value
-            else:
-                records.pop(name, None)
-
-        await self.read(keep, timeout)
-        return records
 
     async def read(self, apply: Callable[[str, Optional[bytes]], None], timeout: float = 60.0) -> None:
         """Call ``apply(model id, value)`` for every record of this group, oldest first, up to

@@ -113,6 +113,16 @@ class Pane:
         return WindowInfo(self.index, self.start if self.count else 0.0, self.end if self.count else 0.0, self.count)
 
 
+def _table(rows: list[dict], names: list[str]) -> list[tuple]:
+    """One tuple per row of the values of ``names`` (two or more; None where a row lacks one):
+    a C-level pass per row, or a slower one when some row lacks a name."""
+    get = itemgetter(*names)
+    try:
+        return list(map(get, rows))
+    except KeyError:
+        return [tuple(map(r.get, names)) for r in rows]
+
+
 def raw_columns(rows: list[dict], names: list[str]) -> list[Sequence]:
     """The values of ``names`` in ``rows``, one sequence per name (None where a row lacks it).
 
@@ -124,12 +134,7 @@ def raw_columns(rows: list[dict], names: list[str]) -> list[Sequence]:
     if len(names) == 1:
         name = names[0]
         return [[r.get(name) for r in rows]]
-    get = itemgetter(*names)
-    try:
-        table = list(map(get, rows))
-    except KeyError:  # some row lacks a feature: the slower path, per row
-        table = [tuple(map(r.get, names)) for r in rows]
-    return list(zip(*table))
+    return list(zip(*_table(rows, names)))
 
 
 def numeric_columns(rows: list[dict], names: list[str]) -> np.ndarray:
@@ -144,11 +149,7 @@ def numeric_columns(rows: list[dict], names: list[str]) -> np.ndarray:
         return np.empty((len(names), 0), dtype=np.float64)
     if len(names) == 1:
         return to_float_array(raw_columns(rows, names)[0]).reshape(1, -1)
-    get = itemgetter(*names)
-    try:
-        table = list(map(get, rows))
-    except KeyError:
-        table = [tuple(map(r.get, names)) for r in rows]
+    table = _table(rows, names)
     try:
         return np.ascontiguousarray(np.array(table, dtype=np.float64).T)
     except (TypeError, ValueError, OverflowError):  # a value numpy will not convert: column by column
