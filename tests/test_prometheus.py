@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from confluent_kafka import Producer
 
 from streamproc import dashboards as gen
 from streamproc.broker import free_port
@@ -23,6 +22,7 @@ from streamproc.synth import Drift, ModelStream
 
 from .conftest import unique_topics, wait_until
 from .prometheus_support import RULES, binary, substitute
+from .test_integration import produce
 
 pytestmark = pytest.mark.integration
 
@@ -99,21 +99,6 @@ def prometheus(tmp_path):
     yield _start
     for p in started:
         p.stop()
-
-
-def produce(bootstrap: str, topic: str, payloads: list[bytes]) -> None:
-    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 10, "acks": "all"})
-    errors = []
-    for value in payloads:
-        while True:
-            try:
-                p.produce(topic, value=value, on_delivery=lambda err, msg: err and errors.append(err))
-                break
-            except BufferError:
-                p.poll(0.1)
-        p.poll(0)
-    assert p.flush(30) == 0
-    assert not errors, errors
 
 
 def encode(*streams: list[dict]) -> list[bytes]:
