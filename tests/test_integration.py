@@ -167,7 +167,10 @@ def test_drift_alerts_and_retrain_requests_end_to_end(bootstrap, start_worker):
         assert statistic(model_id, version, feature, "psi") == metric_value(text, "streamproc_psi", **labels)
         assert threshold(model_id, version, feature, "psi") == metric_value(text, "streamproc_psi_threshold", **labels)
     assert statistic("alpha", "default", "x3", "psi") > threshold("alpha", "default", "x3", "psi")
-    assert statistic("beta", "v2", "c1", "missing_rate") == pytest.approx(0.1, abs=0.01)
+    # 50 of the window's 500 events miss c1, give or take the 5 that same-millisecond events
+    # crossing the window's edges can move; compared in events (0.09 is not within 0.01 of 0.1
+    # in floating point).
+    assert 45 <= round(statistic("beta", "v2", "c1", "missing_rate") * 500) <= 55
     assert statistic("beta", "v2", "c1", "unseen_categories") == pytest.approx(unseen_share, abs=0.03)
     assert 0.05 <= threshold("beta", "v2", "c1", "missing_rate") < 0.08  # z-test or the 5-point minimum
     assert 0.05 <= threshold("beta", "v2", "c1", "unseen_categories") < 0.15
