@@ -72,9 +72,14 @@ class StreamDetectors:
         changes: list[Change] = []
         adwin, ph, pending = self.adwin, self.ph, self.pending
         confirm = self.signal.confirm
-        for i, v in enumerate(values.tolist()):
-            if v != v or v in (math.inf, -math.inf):
-                continue
+        finite = np.isfinite(values)
+        if finite.all():
+            items = enumerate(values.tolist())
+        else:
+            items = zip(np.flatnonzero(finite).tolist(), values[finite].tolist())
+        adwin_update = adwin.update if adwin is not None else None
+        ph_update = ph.update if ph is not None else None
+        for i, v in items:
             if pending:
                 for name in list(pending):
                     acc = pending[name]
@@ -84,11 +89,11 @@ class StreamDetectors:
                         del pending[name]
                         self._confirm(name, i, acc[1] / acc[0], changes)
             if adwin is not None:
-                adwin.update(v)
+                adwin_update(v)
                 if adwin.drift_detected and "adwin" not in pending:
                     pending["adwin"] = [0, 0.0]
             if ph is not None:
-                ph.update(v)
+                ph_update(v)
                 if ph.drift_detected and "page_hinkley" not in pending:
                     pending["page_hinkley"] = [0, 0.0]
         return changes

@@ -34,31 +34,74 @@ partition still holds back records stamped within the last ``max_idle`` of wall-
 
 from __future__ import annotations
 
-import heapq
-from collections import deque
+from bisect import bisect_left, bisect_right
 from typing import Hashable, Iterable
+
+import numpy as np
+
+
+class _Partition:
+    """One partition's buffered records (those from ``head`` on are not yet released), with
+    their merge keys and arrival times in parallel lists. Both lists are non-decreasing, so a
+    release finds its cut by bisection, with no Python work per record.
+
+    A record's key is its timestamp, raised to the latest timestamp before it in the partition
+    (producers' clocks are not monotonic): the partition's records keep their offset order.
+    """
+
+    __slots__ = ("records", "keys", "arrivals", "head", "latest")
+
+    def __init__(self) -> None:
+        self.records: list = []
+        self.keys: list = []
+        self.arrivals: list = []
+        self.head = 0
+        self.latest = float("-inf")
+
+    def __len__(self) -> int:
+        return len(self.records) - self.head
+
+    def add(self, msgs: list, arrival: float) -> None:
+        ts = np.fromiter((m.timestamp for m in msgs), dtype=np.float64, count=len(msgs))
+        ts[0] = max(ts[0], self.latest)
+        keys = np.maximum.accumulate(ts)
+        self.latest = float(keys[-1])
+        self.records.extend(msgs)
+        self.keys.extend(keys.tolist())
+        self.arrivals.extend([arrival] * len(msgs))
+
+    def take(self, n: int) -> tuple[list, list]:
+        h = self.head
+        run, keys = self.records[h:h + n], self.keys[h:h + n]
+        self.head = h + n
+        if self.head >= 4096 and 2 * self.head >= len(self.records):  # drop what was released
+            del self.records[:self.head], self.keys[:self.head], self.arrivals[:self.head]
+            self.head = 0
+        return run, keys
 
 
 class MergeBuffer:
     def __init__(self, max_buffered: int = 20_000):
         self.max_buffered = max_buffered
-        self.buffers: dict[Hashable, deque] = {}
+        self.parts: dict[Hashable, _Partition] = {}
         self.next_offset: dict[Hashable, int] = {}  # first offset not yet released, per partition
         self.last_ts: dict[Hashable, float] = {}  # latest timestamp seen, per partition
-        self.arrivals: dict[Hashable, deque] = {}  # when each buffered record arrived (caller's clock)
 
     def add(self, tp: Hashable, msgs: Iterable, arrival: float = 0.0) -> None:
+        """Buffer one fetch of a partition (``arrival``: when it arrived, on the caller's clock)."""
         msgs = list(msgs)
         if not msgs:
             return
-        buf = self.buffers.setdefault(tp, deque())
-        buf.extend(msgs)
-        self.arrivals.setdefault(tp, deque()).extend([arrival] * len(msgs))
-        self.last_ts[tp] = max(self.last_ts.get(tp, float("-inf")), msgs[-1].timestamp)
+        part = self.parts.get(tp)
+        if part is None:
+            part = self.parts[tp] = _Partition()
+        part.add(msgs, arrival)
+        self.last_ts[tp] = part.latest
         self.next_offset.setdefault(tp, msgs[0].offset)
 
     def size(self, tp: Hashable) -> int:
-        return len(self.buffers.get(tp, ()))
+        part = self.parts.get(tp)
+        return len(part) if part is not None else 0
 
     def full(self, tp: Hashable) -> bool:
         return self.size(tp) >= self.max_buffered
@@ -79,10 +122,13 @@ class MergeBuffer:
                 arrived_before: float | None = None) -> list:
         """Remove and return the records older than the horizon, in (timestamp, partition, offset) order.
 
-        ``hold_after`` (a timestamp) and ``arrived_before`` (an arrival time): see the module's
-        docstring; without them idle partitions hold nothing back.
+        Each partition releases a prefix of its buffer, so its records keep their offset order;
+        a record stamped earlier than one before it in its partition (producers' clocks are not
+        monotonic) counts as stamped like that one. ``hold_after`` (a timestamp) and
+        ``arrived_before`` (an arrival time): see the module's docstring; without them idle
+        partitions hold nothing back.
         """
-        assigned = list(self.buffers) if assigned is None else list(assigned)
+        assigned = list(self.parts) if assigned is None else list(assigned)
         limit = self.horizon(assigned, idle)
         held = float("inf")  # records from here on wait for in-flight records of idle partitions
         if hold_after is not None:
@@ -90,31 +136,43 @@ class MergeBuffer:
                 if tp in idle and tp in self.last_ts:
                     held = min(held, max(self.last_ts[tp], hold_after))
         ripe = float("-inf") if arrived_before is None else arrived_before
-        runs = []
+        runs, keys = [], []
         for tp in assigned:
-            buf = self.buffers.get(tp)
-            if not buf:
+            part = self.parts.get(tp)
+            if not part:
                 continue
-            arrived = self.arrivals[tp]
-            run = []
-            while buf and buf[0].timestamp < limit and (buf[0].timestamp < held or arrived[0] <= ripe):
-                run.append(buf.popleft())
-                arrived.popleft()
-            if run:
+            h, end = part.head, len(part.records)
+            # Keys and arrivals are non-decreasing: records may go up to the first key at the
+            # horizon, and (when holding) the first key at ``held`` that arrived after ``ripe``.
+            cut = bisect_left(part.keys, limit, h, end)
+            if held != float("inf"):
+                cut = min(cut, max(bisect_left(part.keys, held, h, end), bisect_right(part.arrivals, ripe, h, end)))
+            if cut > h:
+                run, run_keys = part.take(cut - h)
                 self.next_offset[tp] = run[-1].offset + 1
                 runs.append(run)
+                keys.append(run_keys)
+        if not runs:
+            return []
         if len(runs) == 1:
             return runs[0]
-        return list(heapq.merge(*runs, key=lambda m: (m.timestamp, m.partition, m.offset)))
+        # A stable sort by (timestamp, partition) keeps each run's (offset) order among equals.
+        partition = np.repeat([run[0].partition for run in runs], [len(run) for run in runs])
+        order = np.lexsort((partition, np.concatenate(keys)))
+        merged = [m for run in runs for m in run]
+        return [merged[i] for i in order.tolist()]
 
     def commit_offsets(self) -> dict:
         """Per partition, the offset to commit: the first record not yet released."""
-        return {tp: (buf[0].offset if (buf := self.buffers.get(tp)) else nxt) for tp, nxt in self.next_offset.items()}
+        out = {}
+        for tp, nxt in self.next_offset.items():
+            part = self.parts.get(tp)
+            out[tp] = part.records[part.head].offset if part else nxt
+        return out
 
     def drop(self, tps: Iterable[Hashable]) -> None:
         """Forget partitions this worker no longer owns (their records will be re-read by the new owner)."""
         for tp in tps:
-            self.buffers.pop(tp, None)
-            self.arrivals.pop(tp, None)
+            self.parts.pop(tp, None)
             self.next_offset.pop(tp, None)
             self.last_ts.pop(tp, None)

@@ -13,10 +13,13 @@ anything else, then the "missing" bin.
 from __future__ import annotations
 
 from collections import Counter
+from itertools import chain
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal, Optional, Sequence
 
 import numpy as np
+
+from .columns import raw_columns, to_float_array
 
 NUMERIC = "numeric"
 CATEGORICAL = "categorical"
@@ -26,36 +29,21 @@ SKETCH_RESOLUTION = 40  # quantile bins of a numeric feature's window sketch
 MISSING = "__missing__"
 
 
+_NUMBER_TYPES = frozenset({int, float, type(None)})
+_TEXT_TYPES = frozenset({str, type(None)})
+
+
 def infer_kind(values: Sequence[Any]) -> Kind:
     """Numeric when every present value is a number (booleans are categories)."""
+    types = set(map(type, values))
+    if types <= _NUMBER_TYPES:  # what JSON decodes to: settled without a Python step per value
+        return NUMERIC
     for v in values:
         if v is None:
             continue
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             return CATEGORICAL
     return NUMERIC
-
-
-def _as_float(v: Any) -> float:
-    if v is None:
-        return np.nan
-    try:
-        return float(v)  # numbers, booleans (1.0 / 0.0) and numeric strings
-    except (TypeError, ValueError, OverflowError):
-        return np.nan
-
-
-def to_float_array(values: Sequence[Any]) -> np.ndarray:
-    """Values of a numeric feature as float64.
-
-    Numbers are themselves, booleans 1.0/0.0, strings that spell a number that number; null
-    and anything else is NaN (missing). numpy's conversion follows the same rules, so the fast
-    path and the per-value fallback agree.
-    """
-    try:
-        return np.array(values, dtype=np.float64)
-    except (TypeError, ValueError, OverflowError):
-        return np.array([_as_float(v) for v in values], dtype=np.float64)
 
 
 def category_text(v: Any) -> Optional[str]:
@@ -167,15 +155,12 @@ class FeatureProfile:
         bounds = np.concatenate(([lo], self.fine_edges, [hi]))
         bounds = np.maximum.accumulate(np.clip(bounds, lo, hi))
         cum = np.cumsum(counts)
-        out = []
-        for q in qs:
-            target = q * total
-            i = int(np.searchsorted(cum, target, side="left"))
-            i = min(i, len(counts) - 1)
-            before = cum[i - 1] if i else 0.0
-            frac = (target - before) / counts[i] if counts[i] else 0.0
-            out.append(float(bounds[i] + frac * (bounds[i + 1] - bounds[i])))
-        return out
+        target = np.asarray(qs, dtype=np.float64) * total
+        i = np.minimum(np.searchsorted(cum, target, side="left"), len(counts) - 1)
+        before = np.where(i > 0, cum[i - 1], 0.0)
+        width = counts[i]
+        frac = np.divide(target - before, width, out=np.zeros_like(target), where=width > 0)
+        return (bounds[i] + frac * (bounds[i + 1] - bounds[i])).tolist()
 
     def to_dict(self) -> dict:
         return {
@@ -279,7 +264,11 @@ def build_feature_profile(
             missing_rate=float(counts[-1] / max(count, 1)), mean=mean, std=std,
             fine_edges=[float(e) for e in fine],
         )
-    freq = Counter(t for t in (category_text(v) for v in values) if t is not None)
+    if set(map(type, values)) <= _TEXT_TYPES:  # strings are their own text: count in C
+        freq = Counter(values)
+        freq.pop(None, None)
+    else:
+        freq = Counter(t for t in (category_text(v) for v in values) if t is not None)
     categories = [c for c, _ in sorted(freq.items(), key=lambda kv: (-kv[1], kv[0]))[:max_categories]]
     counts = categorical_bin_counts(values, categories)
     return FeatureProfile(
@@ -341,7 +330,7 @@ def build_reference(
     max_features: int = 500,
 ) -> ReferenceProfile:
     """A reference from feature rows (dicts) and the matching prediction scores and labels."""
-    seen = Counter(k for row in rows for k in row)
+    seen = Counter(chain.from_iterable(rows))
     for name in ignore:
         seen.pop(name, None)
     # Keep the max_features most frequent features (ties by name): memory stays bounded
@@ -349,8 +338,8 @@ def build_reference(
     ranked = sorted(seen, key=lambda k: (-seen[k], k))
     names, dropped = sorted(ranked[:max_features]), sorted(ranked[max_features:])
     features = {
-        name: build_feature_profile(name, [row.get(name) for row in rows], n_bins=n_bins, max_categories=max_categories)
-        for name in names
+        name: build_feature_profile(name, column, n_bins=n_bins, max_categories=max_categories)
+        for name, column in zip(names, raw_columns(list(rows), names))
     }
     score = label = None
     score_arr = np.asarray(scores, dtype=np.float64)

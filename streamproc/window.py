@@ -23,13 +23,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from operator import itemgetter
 from typing import Optional, Sequence
 
 import numpy as np
 
 from .policy import WindowInfo
-from .profile import NUMERIC, FeatureProfile, to_float_array
+from .columns import numeric_columns, raw_columns, to_float_array
+from .profile import NUMERIC, FeatureProfile
 
 SCORE_KEY = "prediction.score"
 LABEL_KEY = "prediction.label"
@@ -111,49 +111,6 @@ class Pane:
 
     def info(self) -> WindowInfo:
         return WindowInfo(self.index, self.start if self.count else 0.0, self.end if self.count else 0.0, self.count)
-
-
-def _table(rows: list[dict], names: list[str]) -> list[tuple]:
-    """One tuple per row of the values of ``names`` (two or more; None where a row lacks one):
-    a C-level pass per row, or a slower one when some row lacks a name."""
-    get = itemgetter(*names)
-    try:
-        return list(map(get, rows))
-    except KeyError:
-        return [tuple(map(r.get, names)) for r in rows]
-
-
-def raw_columns(rows: list[dict], names: list[str]) -> list[Sequence]:
-    """The values of ``names`` in ``rows``, one sequence per name (None where a row lacks it).
-
-    >>> raw_columns([{"a": 1, "b": "x"}, {"a": 2}], ["a", "b"])
-    [(1, 2), ('x', None)]
-    """
-    if not rows:
-        return [() for _ in names]
-    if len(names) == 1:
-        name = names[0]
-        return [[r.get(name) for r in rows]]
-    return list(zip(*_table(rows, names)))
-
-
-def numeric_columns(rows: list[dict], names: list[str]) -> np.ndarray:
-    """Numeric features as a float64 array of shape (len(names), len(rows)), by the rules of
-    ``to_float_array`` (missing, null and non-numbers are NaN).
-
-    >>> numeric_columns([{"a": 1, "b": None}, {"a": "2.5", "b": "x"}, {"b": True}], ["a", "b"])
-    array([[1. , 2.5, nan],
-           [nan, nan, 1. ]])
-    """
-    if not rows:
-        return np.empty((len(names), 0), dtype=np.float64)
-    if len(names) == 1:
-        return to_float_array(raw_columns(rows, names)[0]).reshape(1, -1)
-    table = _table(rows, names)
-    try:
-        return np.ascontiguousarray(np.array(table, dtype=np.float64).T)
-    except (TypeError, ValueError, OverflowError):  # a value numpy will not convert: column by column
-        return np.stack([to_float_array(column) for column in zip(*table)])
 
 
 SMALL_CHUNK = 128  # below this many events, ``sketch_many`` beats one numpy call per feature

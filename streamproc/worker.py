@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
 import logging
 import time
 from collections import defaultdict
@@ -38,6 +39,7 @@ from .reference_file import load_reference
 from .router import OUTCOME, Router, model_partition, unwrap
 from .state import MAX_STATE_BYTES, StateStore
 
+GC_THRESHOLD = 10_000  # allocations between young-generation collections (CPython's default: 700)
 log = logging.getLogger(__name__)
 PROBE_SECONDS = 2.0  # how often the broker is asked for metadata (readiness)
 
@@ -92,6 +94,21 @@ class _Rebalance(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned) -> None:
         await self.worker._assigned(assigned)
+
+
+def tune_gc() -> None:
+    """Keep the cyclic garbage collector off the hot path.
+
+    Decoding a batch allocates tens of thousands of containers (an event, its features), so
+    collections run every few hundred events, and each full one walks everything the process
+    holds (faust, aiokafka, the models). Once started: move what exists to a permanent
+    generation (never scanned again), and collect the young generation every 10,000
+    allocations rather than 700. Memory is reclaimed by reference counting as before; only
+    cyclic garbage waits longer.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
 
 
 class MonitorWorker:
@@ -166,6 +183,7 @@ class MonitorWorker:
             self.consumer.subscribe([t.predictions, t.outcomes], listener=_Rebalance(self))
         # Started together: each waits for its group to form (several seconds on a fresh broker).
         await asyncio.gather(*(c.start() for c in (self.router_consumer, self.consumer) if c is not None))
+        tune_gc()
         log.info("worker consuming %s from %s as group %s", routed if self.repartition else f"{t.predictions} and {t.outcomes}",
                  s.bootstrap, s.group_id)
 

@@ -1,6 +1,7 @@
 """The partition merge releases records in (timestamp, partition, offset) order, whatever the
 fetch pattern, and commits only what it released."""
 
+import itertools
 from collections import namedtuple
 
 from hypothesis import given, settings
@@ -12,17 +13,18 @@ Msg = namedtuple("Msg", "topic partition offset timestamp")
 
 
 @st.composite
-def topic_and_fetches(draw):
+def topic_and_fetches(draw, clocks_step_back: bool = False):
+    """Partitions of records (timestamps non-decreasing per partition, unless producers'
+    clocks may step back), and a fetch pattern: which partition answers next, and how many
+    records it returns."""
     n_parts = draw(st.integers(1, 4))
     parts = []
     for p in range(n_parts):
-        gaps = draw(st.lists(st.integers(0, 3), max_size=25))
-        ts, msgs = 0, []
-        for off, g in enumerate(gaps):
-            ts += g
-            msgs.append(Msg("t", p, off, ts))
-        parts.append(msgs)
-    # A fetch pattern: which partition answers next, and how many records it returns.
+        if clocks_step_back:
+            stamps = draw(st.lists(st.integers(0, 30), max_size=25))
+        else:
+            stamps = list(itertools.accumulate(draw(st.lists(st.integers(0, 3), max_size=25))))
+        parts.append([Msg("t", p, off, ts) for off, ts in enumerate(stamps)])
     steps = draw(st.lists(st.tuples(st.integers(0, n_parts - 1), st.integers(1, 7)), max_size=60))
     return parts, steps
 
@@ -57,6 +59,33 @@ def test_release_order_is_the_global_order_for_any_fetch_pattern(data):
     assert buf.commit_offsets() == {("t", p): len(parts[p]) for p in range(len(parts)) if parts[p]}
 
 
+@settings(max_examples=300, deadline=None)
+@given(topic_and_fetches(clocks_step_back=True))
+def test_a_record_stamped_out_of_order_keeps_its_place_in_its_partition(data):
+    """The released order is the same for any fetch pattern: by each record's timestamp raised
+    to the latest before it in its partition, then partition, then offset."""
+    parts, steps = data
+    buf = MergeBuffer(max_buffered=1000)
+    assigned = [("t", p) for p in range(len(parts))]
+    pos = [0] * len(parts)
+    released = []
+    for p, k in steps:
+        chunk = parts[p][pos[p]:pos[p] + k]
+        pos[p] += len(chunk)
+        buf.add(("t", p), chunk)
+        released += buf.release({("t", q) for q in range(len(parts)) if pos[q] >= len(parts[q])}, assigned)
+    for p in range(len(parts)):
+        buf.add(("t", p), parts[p][pos[p]:])
+    released += buf.release(set(assigned), assigned)
+
+    def key(m):
+        return max(x.timestamp for x in parts[m.partition][:m.offset + 1]), m.partition, m.offset
+
+    assert released == sorted((m for msgs in parts for m in msgs), key=key)
+    for p in range(len(parts)):
+        assert [m.offset for m in released if m.partition == p] == list(range(len(parts[p])))
+
+
 def test_a_partition_without_records_yet_holds_everything_back():
     buf = MergeBuffer()
     buf.add(("t", 0), [Msg("t", 0, 0, 5)])
@@ -76,9 +105,7 @@ def test_dropping_revoked_partitions_forgets_their_buffer_and_offsets():
 
 
 def _rec(partition, offset, ts):
-    from collections import namedtuple
-
-    return namedtuple("R", "topic partition offset timestamp")("t", partition, offset, ts)
+    return Msg("t", partition, offset, ts)
 
 
 def test_after_a_pause_an_idle_partition_holds_back_records_its_in_flight_ones_may_precede():
