@@ -23,8 +23,9 @@ from .outcomes import Match
 from .policy import AlertPolicy, Finding, WindowInfo
 from .profile import CATEGORICAL, NUMERIC, ReferenceProfile, build_reference
 from .quality import rate_jump
-from .psi import effective_threshold, psi
+from .psi import effective_threshold
 from .window import LABEL_KEY, SCORE_KEY, Pane, merge_all
+from .window_stats import layout_for, quantiles_many
 
 MAX_REPORTED_UNKNOWN = 100
 
@@ -364,10 +365,16 @@ class ModelMonitor:
         info = win.info()
         findings = []
         psi_cfg = self.cfg.psi
+        profiles = self._profiles()
+        layout = layout_for(self.reference, profiles)
+        values, bins = layout.evaluate([win.counts[name] for name in layout.names], psi_cfg.smoothing)
+        spread = [name for name in (layout.names[j] for j in layout.numeric) if name in win.lo]
+        if spread:
+            qs = quantiles_many([profiles[n].fine_edges for n in spread], [win.counts[n] for n in spread], QUANTILES,
+                                [win.lo[n] for n in spread], [win.hi[n] for n in spread])
+            self.quantiles.update(zip(spread, qs))
         hits = []  # quality checks' hits, per reference feature (in order)
-        for name, profile in self._profiles().items():
-            counts = profile.to_bins(win.counts[name])
-            value = psi(profile.proportions, profile.count, counts, smoothing=psi_cfg.smoothing)
+        for (name, profile), value, counts in zip(profiles.items(), values, bins):
             warn = effective_threshold(psi_cfg.warning, profile.n_bins, profile.count, win.count, psi_cfg.alpha)
             crit = effective_threshold(psi_cfg.critical, profile.n_bins, profile.count, win.count, psi_cfg.alpha)
             severity = "critical" if value >= crit else "warning" if value >= warn else None
@@ -378,8 +385,6 @@ class ModelMonitor:
             else:
                 kind, signal, feature = "data_drift", "feature", name
             self.latest[(signal, name)] = (value, warn)
-            if profile.kind == NUMERIC and name in win.lo:
-                self.quantiles[name] = profile.quantiles(win.counts[name], QUANTILES, win.lo[name], win.hi[name])
             findings.append(Finding(kind, "psi", signal, feature, value, crit if severity == "critical" else warn, severity, info))
             if feature is not None and self.cfg.quality.enabled:
                 findings += self._quality(profile, counts, win.count, info)

@@ -244,7 +244,10 @@ def build_feature_profile(
         x = to_float_array(values)
         finite = x[np.isfinite(x)]
         if finite.size:
-            qs = np.quantile(finite, np.linspace(0, 1, n_bins + 1)[1:-1])
+            # One call for the PSI edges and the sketch's finer edges: one partition of the sample.
+            inner = np.linspace(0, 1, n_bins + 1)[1:-1]
+            both = np.quantile(finite, np.concatenate((inner, np.linspace(0, 1, SKETCH_RESOLUTION + 1)[1:-1])))
+            qs, fine_qs = both[:len(inner)], both[len(inner):]
             edges = np.unique(qs)
             top = finite.max()
             if edges.size == 0 or edges[-1] >= top:
@@ -253,7 +256,7 @@ def build_feature_profile(
                 # a bin of their own.
                 edges = np.append(edges, np.nextafter(top, np.inf))
             mean, std = float(finite.mean()), float(finite.std())
-            fine = np.union1d(edges, np.quantile(finite, np.linspace(0, 1, SKETCH_RESOLUTION + 1)[1:-1]))
+            fine = np.union1d(edges, fine_qs)
         else:
             edges = fine = np.array([], dtype=np.float64)
             mean = std = float("nan")
