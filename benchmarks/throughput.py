@@ -11,8 +11,8 @@ field, as real events carry request context; the models interleaved, no keys, so
 partition carries every model; from the middle of each model's stream x0 shifts by 1 sd and
 20 % of c0 becomes a new category, so alerts happen). Then, in one run:
 
-(a) **Ceiling**: an aiokafka consumer (the worker's fetch settings: ``getmany`` of up to 5000
-    records, 1 MiB per partition) that ``orjson.loads`` every message, from the beginning of
+(a) **Ceiling**: an aiokafka consumer (the worker's default fetch settings: ``getmany`` of up to
+    ``max_batch`` records, ``max_partition_fetch_bytes`` per partition, ``fetch_max_wait_ms``) that ``orjson.loads`` every message, from the beginning of
     the topic to its end, in a subprocess on the worker's core. Rate = messages after the
     first non-empty batch / time from that batch to the last message.
 
@@ -359,7 +359,11 @@ class LiveEvents:
 async def _ceiling(bootstrap: str, topic: str, total: int) -> dict:
     from streamproc import kafka
 
-    c = kafka.consumer(bootstrap, group_id=None, max_poll_records=5000, max_partition_fetch_bytes=kafka.MAX_MESSAGE_BYTES)
+    from streamproc.config import WorkerSettings
+
+    ws = WorkerSettings()
+    c = kafka.consumer(bootstrap, group_id=None, max_poll_records=ws.max_batch,
+                       max_partition_fetch_bytes=ws.max_partition_fetch_bytes, fetch_max_wait_ms=ws.fetch_max_wait_ms)
     await c.start()
     try:
         from aiokafka import TopicPartition
@@ -372,7 +376,7 @@ async def _ceiling(bootstrap: str, topic: str, total: int) -> dict:
         n_first = 0
         started = time.perf_counter()
         while n < total:
-            records = await c.getmany(timeout_ms=200, max_records=5000)
+            records = await c.getmany(timeout_ms=200, max_records=ws.max_batch)
             for msgs in records.values():
                 for m in msgs:
                     try:

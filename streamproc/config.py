@@ -242,10 +242,14 @@ class WorkerSettings(_Strict):
     metrics_port: int = Field(9464, ge=0, le=65535)
     window_size: Optional[int] = Field(None, ge=10)
     warmup_size: Optional[int] = Field(None, ge=10)
-    max_batch: int = Field(5000, ge=1, description="Most messages handled per batch.")
+    max_batch: int = Field(20_000, ge=1, description="Most messages handled per batch (larger batches spread each "
+                           "model's per-batch work over more events; under live load batches stay small).")
     max_series: int = Field(10_000, ge=1, description="Series per labelled metric on /metrics; further label combinations are dropped and counted.")
     max_models: int = Field(10_000, ge=1, description="Model versions one worker monitors; events of further ones are dead-lettered (a bound on memory).")
     poll_timeout_ms: int = Field(200, ge=1)
+    max_partition_fetch_bytes: int = Field(4 * 1_048_576, ge=1_048_576, description="Bytes one fetch may bring per "
+                                           "partition (at least the largest message, 1 MiB): enough for a full batch "
+                                           "from a few partitions, so batches are not cut short by the fetch.")
     fetch_max_wait_ms: int = Field(100, ge=1, le=30_000, description="Longest the broker may hold a fetch waiting for data "
                                    "(Kafka answers as soon as data arrives; some brokers, Tansu among them, wait this long).")
     max_idle_ms: int = Field(1000, ge=0, description="A caught-up prediction partition silent this long stops holding back the others' events (see streamproc.ordering).")

@@ -178,7 +178,7 @@ class Metrics:
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=r)
         self.batch_size = Histogram(
             "streamproc_batch_size_messages", "Messages per consumed batch.",
-            buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000), registry=r)
+            buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000, 20000, 50000), registry=r)
 
     def forget_model(self, model_id: str) -> None:
         """Drop the latest-value series of a model this worker no longer holds (counters stay)."""

@@ -41,6 +41,9 @@ from .state import MAX_STATE_BYTES, StateStore
 
 GC_THRESHOLD = 10_000  # allocations between young-generation collections (CPython's default: 700)
 log = logging.getLogger(__name__)
+# Records held per partition by the partition merge before that partition's fetching pauses
+# (about 20 MB of 1 KB events; a partition far ahead of the others waits for them).
+MERGE_BUFFER = 20_000
 PROBE_SECONDS = 2.0  # how often the broker is asked for metadata (readiness)
 
 
@@ -167,7 +170,7 @@ class MonitorWorker:
         await self.ref_consumer.seek_to_beginning()
         await self._read_references(until_caught_up=True)
         consumer_opts = dict(max_poll_records=s.max_batch, session_timeout_ms=10_000, heartbeat_interval_ms=1_000,
-                             max_partition_fetch_bytes=kafka.MAX_MESSAGE_BYTES, fetch_max_wait_ms=s.fetch_max_wait_ms,
+                             max_partition_fetch_bytes=s.max_partition_fetch_bytes, fetch_max_wait_ms=s.fetch_max_wait_ms,
                              **opts)
         self.consumer = kafka.consumer(s.bootstrap, group_id=s.group_id, **consumer_opts)
         if self.repartition:
@@ -176,10 +179,10 @@ class MonitorWorker:
             self.consumer.subscribe([routed], listener=_Rebalance(self))
             self.router_consumer = kafka.consumer(s.bootstrap, group_id=f"{s.group_id}-router", **consumer_opts)
             self.router = Router(self.router_consumer, self.producer, t.predictions, t.outcomes, routed,
-                                 self.routed_partitions, self._dead_letter, 4 * s.max_batch, s.max_idle_ms)
+                                 self.routed_partitions, self._dead_letter, MERGE_BUFFER, s.max_idle_ms)
             self.router_consumer.subscribe([t.predictions, t.outcomes], listener=self.router.listener())
         else:
-            self.input = BatchedInput(self.consumer, t.predictions, 4 * s.max_batch, s.max_idle_ms)
+            self.input = BatchedInput(self.consumer, t.predictions, MERGE_BUFFER, s.max_idle_ms)
             self.consumer.subscribe([t.predictions, t.outcomes], listener=_Rebalance(self))
         # Started together: each waits for its group to form (several seconds on a fresh broker).
         await asyncio.gather(*(c.start() for c in (self.router_consumer, self.consumer) if c is not None))
