@@ -99,6 +99,24 @@ class _Rebalance(ConsumerRebalanceListener):
         await self.worker._assigned(assigned)
 
 
+def quiet_kafka_task_errors(loop: asyncio.AbstractEventLoop) -> None:
+    """Log a Kafka error of a background task nobody awaits as one warning line, not a traceback.
+
+    aiokafka runs some requests (offset commits) as tasks of its own; when the worker gives up
+    waiting for one (the broker is away, see ``streamproc.consume.commit``), the task may still
+    fail later with a ``KafkaError`` that nothing retrieves. That is an outage, handled and
+    reported already, not a bug; anything else keeps asyncio's default report.
+    """
+    def handler(loop, context):
+        exc = context.get("exception")
+        if isinstance(exc, KafkaError):
+            log.warning("a background Kafka request failed: %s: %s", type(exc).__name__, exc)
+            return
+        loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)
+
+
 def tune_gc() -> None:
     """Keep the cyclic garbage collector off the hot path.
 
@@ -152,6 +170,7 @@ class MonitorWorker:
     async def start(self) -> None:
         s = self.settings
         t = s.topics
+        quiet_kafka_task_errors(asyncio.get_running_loop())
         opts = kafka.client_options(s.kafka)
         routed = t.routed_topic(s.group_id)
         await self._ensure_topics()
