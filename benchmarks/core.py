@@ -17,7 +17,7 @@ import time
 
 import orjson
 
-from streamproc.config import load_config
+from streamproc.config import WorkerSettings, load_config
 from streamproc.decode import decode_predictions
 from streamproc.engine import MonitorEngine
 from streamproc.synth import Drift, ModelStream
@@ -27,7 +27,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--events", type=int, default=200_000)
     ap.add_argument("--models", type=int, default=3)
-    ap.add_argument("--batch", type=int, default=5000)
+    ap.add_argument("--batch", type=int, default=WorkerSettings().max_batch, help="events per batch (default: max_batch)")
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
     per_model = args.events // args.models

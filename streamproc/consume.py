@@ -41,6 +41,23 @@ async def lags(consumer) -> dict:
     return out
 
 
+PREFETCH_YIELDS = 3
+
+
+async def prefetch() -> None:
+    """Let aiokafka's fetch routine send the next fetch requests before a batch is processed.
+
+    ``getmany`` only marks the drained partitions as ready to fetch; the requests go out when
+    the fetch routine next runs (a wake-up, then a task that writes the request: three turns
+    of the event loop). Without these turns they wait until the whole batch is processed, and
+    the next ``getmany`` waits a full round trip; with them the broker prepares the next batch
+    while this one is processed (about a third less time in ``getmany``, measured with 20,000-
+    record batches on the embedded broker).
+    """
+    for _ in range(PREFETCH_YIELDS):
+        await asyncio.sleep(0)
+
+
 COMMIT_TIMEOUT = 15.0
 
 
@@ -87,6 +104,8 @@ class BatchedInput:
         """One fetch: (merged records released now, other records, the raw fetch)."""
         c = self.consumer
         records = await c.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        if records:
+            await prefetch()
         others = []
         arrival = time.monotonic()
         for tp, msgs in records.items():

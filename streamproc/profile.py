@@ -234,39 +234,53 @@ def _comparable(d: dict) -> dict:
     return {k: ("nan" if isinstance(v, float) and v != v else v) for k, v in d.items()}
 
 
+def _quantile_points(n_bins: int) -> tuple[int, np.ndarray]:
+    """(number of PSI edges, the quantile points of the PSI edges then of the sketch's finer edges)."""
+    inner = np.linspace(0, 1, n_bins + 1)[1:-1]
+    return len(inner), np.concatenate((inner, np.linspace(0, 1, SKETCH_RESOLUTION + 1)[1:-1]))
+
+
 def build_feature_profile(
     name: str, values: Sequence[Any], kind: Optional[Kind] = None, n_bins: int = 10, max_categories: int = 50
 ) -> FeatureProfile:
     """Profile one feature from a reference sample."""
     kind = kind or infer_kind(values)
-    count = len(values)
     if kind == NUMERIC:
-        x = to_float_array(values)
-        finite = x[np.isfinite(x)]
-        if finite.size:
-            # One call for the PSI edges and the sketch's finer edges: one partition of the sample.
-            inner = np.linspace(0, 1, n_bins + 1)[1:-1]
-            both = np.quantile(finite, np.concatenate((inner, np.linspace(0, 1, SKETCH_RESOLUTION + 1)[1:-1])))
-            qs, fine_qs = both[:len(inner)], both[len(inner):]
-            edges = np.unique(qs)
-            top = finite.max()
-            if edges.size == 0 or edges[-1] >= top:
-                # Bins are [e_i, e_i+1): when the largest edge is the largest value (a constant,
-                # or a point mass at the top), values above it would share its bin. Give them
-                # a bin of their own.
-                edges = np.append(edges, np.nextafter(top, np.inf))
-            mean, std = float(finite.mean()), float(finite.std())
-            fine = np.union1d(edges, fine_qs)
-        else:
-            edges = fine = np.array([], dtype=np.float64)
-            mean = std = float("nan")
-        counts = numeric_bin_counts(x, edges)
-        return FeatureProfile(
-            name, NUMERIC, count, edges=[float(e) for e in edges],
-            proportions=(counts / max(count, 1)).tolist(),
-            missing_rate=float(counts[-1] / max(count, 1)), mean=mean, std=std,
-            fine_edges=[float(e) for e in fine],
-        )
+        return _numeric_profile(name, to_float_array(values), n_bins)
+    return _categorical_profile(name, values, max_categories)
+
+
+def _numeric_profile(name: str, x: np.ndarray, n_bins: int, quantiles: Optional[np.ndarray] = None) -> FeatureProfile:
+    """``quantiles``: the sample's quantiles at ``_quantile_points(n_bins)``, if already known."""
+    count = len(x)
+    finite = x if quantiles is not None else x[np.isfinite(x)]
+    if finite.size:
+        n_inner, points = _quantile_points(n_bins)
+        both = np.quantile(finite, points) if quantiles is None else quantiles
+        qs, fine_qs = both[:n_inner], both[n_inner:]
+        edges = np.unique(qs)
+        top = finite.max()
+        if edges.size == 0 or edges[-1] >= top:
+            # Bins are [e_i, e_i+1): when the largest edge is the largest value (a constant,
+            # or a point mass at the top), values above it would share its bin. Give them
+            # a bin of their own.
+            edges = np.append(edges, np.nextafter(top, np.inf))
+        mean, std = float(finite.mean()), float(finite.std())
+        fine = np.union1d(edges, fine_qs)
+    else:
+        edges = fine = np.array([], dtype=np.float64)
+        mean = std = float("nan")
+    counts = numeric_bin_counts(x, edges)
+    return FeatureProfile(
+        name, NUMERIC, count, edges=[float(e) for e in edges],
+        proportions=(counts / max(count, 1)).tolist(),
+        missing_rate=float(counts[-1] / max(count, 1)), mean=mean, std=std,
+        fine_edges=[float(e) for e in fine],
+    )
+
+
+def _categorical_profile(name: str, values: Sequence[Any], max_categories: int) -> FeatureProfile:
+    count = len(values)
     if set(map(type, values)) <= _TEXT_TYPES:  # strings are their own text: count in C
         freq = Counter(values)
         freq.pop(None, None)
@@ -340,9 +354,21 @@ def build_reference(
     # whatever producers send.
     ranked = sorted(seen, key=lambda k: (-seen[k], k))
     names, dropped = sorted(ranked[:max_features]), sorted(ranked[max_features:])
+    columns = raw_columns(list(rows), names)
+    kinds = [infer_kind(column) for column in columns]
+    numeric = [j for j, kind in enumerate(kinds) if kind == NUMERIC]
+    samples = {j: to_float_array(columns[j]) for j in numeric}
+    # The usual sample (every value present and finite): all numeric features' quantiles in one call.
+    quantiles: dict[int, np.ndarray] = {}
+    if len(numeric) > 1 and len(rows):
+        matrix = np.stack([samples[j] for j in numeric])
+        if np.isfinite(matrix).all():
+            both = np.quantile(matrix, _quantile_points(n_bins)[1], axis=1)
+            quantiles = {j: both[:, i] for i, j in enumerate(numeric)}
     features = {
-        name: build_feature_profile(name, column, n_bins=n_bins, max_categories=max_categories)
-        for name, column in zip(names, raw_columns(list(rows), names))
+        name: (_numeric_profile(name, samples[j], n_bins, quantiles.get(j)) if kinds[j] == NUMERIC
+               else _categorical_profile(name, columns[j], max_categories))
+        for j, name in enumerate(names)
     }
     score = label = None
     score_arr = np.asarray(scores, dtype=np.float64)

@@ -321,3 +321,17 @@ def test_profile_state_of_an_older_release_restores_to_the_compact_form():
     assert q.sketch(sample).tolist() == p.sketch(sample).tolist()
     assert q.to_bins(q.sketch(values)).tolist() == p.bin_counts(values).tolist()
     assert pickle.loads(pickle.dumps(p)) == p
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(1, 60), st.integers(1, 6), st.integers(2, 12), st.booleans(), st.data())
+def test_a_reference_equals_its_features_profiled_one_by_one(n_rows, n_features, n_bins, with_gaps, data):
+    """build_reference profiles all numeric features at once when every value is present and
+    finite; the result must be what profiling each feature alone gives."""
+    value = st.floats(-1e6, 1e6, allow_nan=False) | st.integers(-5, 5)
+    if with_gaps:
+        value = value | st.none() | st.just(float("inf"))
+    rows = [{f"f{j}": data.draw(value) for j in range(n_features)} for _ in range(n_rows)]
+    ref = build_reference("m", "v", rows, n_bins=n_bins)
+    for name, profile in ref.features.items():
+        assert profile == build_feature_profile(name, [r[name] for r in rows], n_bins=n_bins), name
