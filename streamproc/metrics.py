@@ -53,6 +53,9 @@ class Bounded:
         self.cap = cap
         self.dropped = dropped
         self.series: dict[tuple, object] = {}  # label values -> the metric's child (labels() is not free)
+        # Series by the value of the first label (the model id): removing one model's series
+        # must not scan every model's.
+        self.by_first: dict[str, set[tuple]] = {}
 
     def labels(self, *values):
         key = tuple(map(str, values))
@@ -62,18 +65,35 @@ class Bounded:
                 self.dropped.labels(self.metric._name).inc()
                 return _NoSeries()
             child = self.series[key] = self.metric.labels(*key)
+            self.by_first.setdefault(key[0], set()).add(key)
         return child
 
     def remove_matching(self, **labels) -> None:
-        """Remove the series whose labels include these values (e.g. a model that moved away)."""
+        """Remove the series whose labels include these values (e.g. a model that moved away).
+
+        >>> from prometheus_client import CollectorRegistry, Gauge, Counter
+        >>> r = CollectorRegistry()
+        >>> g = Bounded(Gauge("g", "", ["model_id", "feature"], registry=r), 10, Counter("d", "", ["metric"], registry=r))
+        >>> for m, f in [("a", "x"), ("a", "y"), ("b", "x")]: g.labels(m, f).set(1)
+        >>> g.remove_matching(model_id="a", feature="y"); g.remove_matching(feature="x", model_id="b")
+        >>> sorted(g.series), g.by_first
+        ([('a', 'x')], {'a': {('a', 'x')}})
+        """
         names = self.metric._labelnames
-        for key in [k for k in self.series if all(k[names.index(n)] == v for n, v in labels.items())]:
+        first = labels.get(names[0]) if names else None
+        candidates = self.by_first.get(str(first), ()) if first is not None else list(self.series)
+        for key in [k for k in candidates if all(k[names.index(n)] == str(v) for n, v in labels.items())]:
             self.metric.remove(*key)
             del self.series[key]
+            keys = self.by_first[key[0]]
+            keys.discard(key)
+            if not keys:
+                del self.by_first[key[0]]
 
     def clear(self) -> None:
         self.metric.clear()
         self.series.clear()
+        self.by_first.clear()
 
 
 def dead_letter_reason(reason: str) -> str:
