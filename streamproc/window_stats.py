@@ -12,19 +12,20 @@ numpy calls, whatever the number of features. The results equal the per-signal f
 ...             "c": build_feature_profile("c", ["a", "b"] * 50)}
 >>> layout = SignalLayout(profiles)
 >>> sketches = [profiles["x"].sketch(np.arange(50.0, 150.0)), profiles["c"].sketch(["a"] * 100)]
->>> [round(v, 4) for v in layout.psi(sketches, smoothing=0.5)]
+>>> values, bins = layout.evaluate(sketches, smoothing=0.5)
+>>> [round(v, 4) for v in values]
 [2.2729, 2.5997]
 >>> from streamproc.psi import psi
 >>> [round(psi(p.proportions, p.count, p.to_bins(s)), 4) for p, s in zip(profiles.values(), sketches)]
 [2.2729, 2.5997]
->>> layout.bins(sketches)[1].tolist()  # c: a, b, unseen, missing
+>>> bins[1].tolist()  # c: a, b, unseen, missing
 [100, 0, 0, 0]
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Optional, Sequence
+from typing import Sequence
 
 import numpy as np
 
@@ -37,9 +38,7 @@ class SignalLayout:
     def __init__(self, profiles: dict[str, FeatureProfile]):
         self.names = list(profiles)
         plist = list(profiles.values())
-        sizes = np.array([p.sketch_size for p in plist], dtype=np.int64)
         n_bins = np.array([p.n_bins for p in plist], dtype=np.int64)
-        self.sketch_start = np.cumsum(sizes) - sizes
         self.bin_start = np.cumsum(n_bins) - n_bins
         self.n_bins = n_bins
         # Sketch position -> PSI bin: a numeric fine bin lies inside the PSI bin of its lower
@@ -55,44 +54,22 @@ class SignalLayout:
         self.ref_counts = np.concatenate([np.asarray(p.proportions, dtype=np.float64) * p.count for p in plist]) \
             if plist else np.empty(0)
         self.segment = np.repeat(np.arange(len(plist)), n_bins)
-        # Numeric signals' quantile sketches: value bins (missing excluded) and their bounds.
         self.numeric = [j for j, p in enumerate(plist) if p.kind == NUMERIC]
-        self.fine_edges = [plist[j].fine_edges for j in self.numeric]
 
-    def sketch(self, sketches: Sequence[np.ndarray]) -> np.ndarray:
-        return np.concatenate(sketches) if sketches else np.empty(0, dtype=np.int64)
-
-    def bins(self, sketches: Sequence[np.ndarray]) -> list[np.ndarray]:
-        """Each signal's PSI bin counts (missing last), like ``FeatureProfile.to_bins``."""
-        counts = self._bins(self.sketch(sketches))
-        return np.split(counts, self.bin_start[1:].tolist())
-
-    def _bins(self, flat: np.ndarray) -> np.ndarray:
-        return np.bincount(self.to_bin, weights=flat, minlength=len(self.segment)).astype(np.int64)
-
-    def psi(self, sketches: Sequence[np.ndarray], smoothing: float, bins: Optional[np.ndarray] = None) -> list[float]:
-        """Each signal's PSI against its reference, like ``streamproc.psi.psi``."""
+    def evaluate(self, sketches: Sequence[np.ndarray], smoothing: float) -> tuple[list[float], list[np.ndarray]]:
+        """(PSI per signal, PSI bin counts per signal, missing last) of one window's sketches,
+        as ``streamproc.psi.psi`` and ``FeatureProfile.to_bins`` give them."""
         if not len(self.segment):
-            return []
-        q_counts = (self._bins(self.sketch(sketches)) if bins is None else bins).astype(np.float64)
-        starts = self.bin_start
+            return [], []
+        counts = np.bincount(self.to_bin, weights=np.concatenate(sketches), minlength=len(self.segment)).astype(np.int64)
+        starts, q_counts = self.bin_start, counts.astype(np.float64)
         p = (self.ref_counts + smoothing) / (np.add.reduceat(self.ref_counts, starts) + smoothing * self.n_bins)[self.segment]
         q = (q_counts + smoothing) / (np.add.reduceat(q_counts, starts) + smoothing * self.n_bins)[self.segment]
         # As in ``psi``: bins empty on both sides (without smoothing) left out, the rest floored.
         used = (p > 0) | (q > 0)
         p, q = np.maximum(p, 1e-9), np.maximum(q, 1e-9)
-        return np.add.reduceat(np.where(used, (q - p) * np.log(q / p), 0.0), starts).tolist()
-
-    def evaluate(self, sketches: Sequence[np.ndarray], smoothing: float) -> tuple[list[float], list[np.ndarray]]:
-        """(PSI per signal, PSI bin counts per signal) of one window."""
-        counts = self._bins(self.sketch(sketches))
-        return self.psi(sketches, smoothing, counts), np.split(counts, self.bin_start[1:].tolist())
-
-    def quantiles(self, sketches: Sequence[np.ndarray], qs: Sequence[float], lo: Sequence[float],
-                  hi: Sequence[float]) -> list[list[float]]:
-        """``FeatureProfile.quantiles`` of the numeric signals (in ``numeric`` order), from
-        their sketches and the window's smallest and largest value of each."""
-        return quantiles_many(self.fine_edges, sketches, qs, lo, hi)
+        values = np.add.reduceat(np.where(used, (q - p) * np.log(q / p), 0.0), starts).tolist()
+        return values, np.split(counts, starts[1:].tolist())
 
 
 def quantiles_many(fine_edges: Sequence[np.ndarray], sketches: Sequence[np.ndarray], qs: Sequence[float],
