@@ -33,6 +33,7 @@ from aiokafka import ConsumerRebalanceListener
 from aiokafka.partitioner import murmur2
 
 from .consume import BatchedInput, commit, seek_committed
+from .gc_policy import gc_paused
 from .decode import route_keys
 
 log = logging.getLogger(__name__)
@@ -141,6 +142,26 @@ class Router:
             await seek_committed(self.consumer, assigned)
             self.in_flight = False
 
+    def _forward(self, msgs) -> tuple[list, int]:
+        """Send one batch to the routed topic and its unroutable messages to the dead-letter
+        topic; return the delivery futures and how many were unroutable."""
+        keys, rejected = route_keys([m.value for m in msgs])
+        futures = [self.dead_letter(msgs[r.index], r.reason) for r in rejected]
+        by_partition: dict[int, list] = {}
+        part_of = self._partition_of
+        for msg, key in zip(msgs, keys):
+            if key is None:
+                continue
+            part = part_of.get(key)
+            if part is None:
+                part = part_of[key] = model_partition(key, self.partitions)
+            by_partition.setdefault(part, []).append(
+                (msg.topic, msg.partition, msg.offset, self.topics[msg.topic], msg.key, msg.value, msg.timestamp))
+        for part, entries in by_partition.items():
+            for value in envelopes(entries):
+                futures.append(self.producer.send(self.routed, value, partition=part, headers=[(ENVELOPE_HEADER, b"1")]))
+        return futures, len(rejected)
+
     async def run_once(self, timeout_ms: int, max_records: int) -> int:
         """Forward one batch and commit it; return the number of messages handled."""
         generation = self.input.generation
@@ -152,26 +173,13 @@ class Router:
             if self.input.generation != generation:
                 return 0  # polled before a rebalance: the partitions' new owner forwards these
             self.in_flight = True
-            keys, rejected = route_keys([m.value for m in msgs])
-            futures = [self.dead_letter(msgs[r.index], r.reason) for r in rejected]
-            by_partition: dict[int, list] = {}
-            part_of = self._partition_of
-            for msg, key in zip(msgs, keys):
-                if key is None:
-                    continue
-                part = part_of.get(key)
-                if part is None:
-                    part = part_of[key] = model_partition(key, self.partitions)
-                by_partition.setdefault(part, []).append(
-                    (msg.topic, msg.partition, msg.offset, self.topics[msg.topic], msg.key, msg.value, msg.timestamp))
-            for part, entries in by_partition.items():
-                for value in envelopes(entries):
-                    futures.append(self.producer.send(self.routed, value, partition=part, headers=[(ENVELOPE_HEADER, b"1")]))
+            with gc_paused():
+                futures, rejected = self._forward(msgs)
             await asyncio.gather(*await asyncio.gather(*futures))
             self.in_flight = False
             self.input.done(records)
             positions = self.input.positions()
             if positions:
                 await commit(self.consumer, positions)
-            self.forwarded += len(msgs) - len(rejected)
+            self.forwarded += len(msgs) - rejected
         return len(msgs)

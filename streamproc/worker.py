@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import gc
 import logging
 import time
 from collections import defaultdict
@@ -31,6 +30,7 @@ from .config import ConfigError, StreamprocConfig
 from .consume import COMMIT_TIMEOUT, BatchedInput, caught_up, commit, lags, seek_committed
 from .decode import decode_outcomes, decode_predictions
 from .engine import MonitorEngine
+from .gc_policy import gc_paused, tune_gc
 from .metrics import Metrics, dead_letter_reason
 from .monitor import ERROR_SIGNAL, QUANTILES
 from .window import SCORE_KEY
@@ -39,7 +39,6 @@ from .reference_file import load_reference
 from .router import OUTCOME, Router, model_partition, unwrap
 from .state import MAX_STATE_BYTES, StateStore
 
-GC_THRESHOLD = 10_000  # allocations between young-generation collections (CPython's default: 700)
 log = logging.getLogger(__name__)
 # Records held per partition by the partition merge before that partition's fetching pauses
 # (about 20 MB of 1 KB events; a partition far ahead of the others waits for them).
@@ -115,21 +114,6 @@ def quiet_kafka_task_errors(loop: asyncio.AbstractEventLoop) -> None:
         loop.default_exception_handler(context)
 
     loop.set_exception_handler(handler)
-
-
-def tune_gc() -> None:
-    """Keep the cyclic garbage collector off the hot path.
-
-    Decoding a batch allocates tens of thousands of containers (an event, its features), so
-    collections run every few hundred events, and each full one walks everything the process
-    holds (faust, aiokafka, the models). Once started: move what exists to a permanent
-    generation (never scanned again), and collect the young generation every 10,000
-    allocations rather than 700. Memory is reclaimed by reference counting as before; only
-    cyclic garbage waits longer.
-    """
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(GC_THRESHOLD, *gc.get_threshold()[1:])
 
 
 class MonitorWorker:
@@ -437,7 +421,8 @@ class MonitorWorker:
             started = time.perf_counter()
             self._in_flight = True
             alerts_before = self.published["alerts"]
-            sends = self._process_predictions(predictions) + self._process_outcomes(outcomes)
+            with gc_paused():
+                sends = self._process_predictions(predictions) + self._process_outcomes(outcomes)
             if sends:
                 # send() enqueues and returns a delivery future: wait until all are acknowledged.
                 await asyncio.gather(*await asyncio.gather(*sends))
