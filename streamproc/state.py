@@ -67,10 +67,15 @@ class StateStore:
         finally:
             await c.stop()
 
-    async def save(self, producer, records: dict[str, bytes]) -> None:
-        """Write records and wait until the broker has them all."""
+    async def send(self, producer, records: dict[str, bytes]) -> list:
+        """Hand records to the producer; return their delivery futures (``save`` waits for them)."""
         futures = [await producer.send(self.topic, value, key=(self.prefix + name).encode())
                    for name, value in records.items()]
+        self.bytes_written += sum(len(v) for v in records.values())
+        return futures
+
+    async def save(self, producer, records: dict[str, bytes]) -> None:
+        """Write records and wait until the broker has them all."""
+        futures = await self.send(producer, records)
         if futures:
             await asyncio.gather(*futures)
-        self.bytes_written += sum(len(v) for v in records.values())

@@ -148,6 +148,7 @@ class MonitorWorker:
         self.state_sizes: dict[str, int] = {}  # bytes of the latest saved record, per model held
         self._last_gauges = 0.0
         self._must_rewind = False  # the models of the assigned partitions still need loading
+        self._saving = None  # a checkpoint on its way: (state delivery futures, offsets, records)
         self._in_flight = False  # a batch is applied to the state but its output not yet acknowledged
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -256,6 +257,10 @@ class MonitorWorker:
         """Go back to the last checkpoint, as a restart would: after a batch whose output may not
         have reached the broker, the state is ahead of what was published."""
         async with self.lock:
+            try:  # a checkpoint on its way reflects only acknowledged output: let it land
+                await self._settle_checkpoint(wait=True)
+            except Exception as exc:
+                log.warning("checkpoint before the rewind failed (%s: %s)", type(exc).__name__, exc)
             assigned = self.consumer.assignment()
             self.input.drop(assigned)
             self._forget_models()
@@ -414,7 +419,7 @@ class MonitorWorker:
             if self.input.generation != generation or self._must_rewind:
                 return 0  # polled before a rebalance (or its models are not loaded): read again later
             if not predictions and not outcomes:
-                if self.engine.dirty_monitors or self.engine.dirty_models:
+                if self.engine.dirty_monitors or self.engine.dirty_models or self._saving is not None:
                     await self.checkpoint(force=False)
                 await self._update_gauges()
                 return 0
@@ -458,7 +463,14 @@ class MonitorWorker:
 
         In that order: after a crash the worker restores the saved state and resumes at the
         committed offsets; a state saved after the last commit skips what it already applied.
+        Unless ``force``d (a stop, a revocation), the broker's acknowledgement of the state is
+        not waited for: the offsets are committed by a later call once it has arrived (see
+        ``_settle_checkpoint``), so the next batches are processed meanwhile. One checkpoint
+        is on its way at a time.
         """
+        await self._settle_checkpoint(wait=force)
+        if self._saving is not None:
+            return  # the previous one is still on its way
         if not force and time.monotonic() - self._last_checkpoint < self.settings.checkpoint_seconds:
             return
         self._last_checkpoint = time.monotonic()
@@ -470,7 +482,27 @@ class MonitorWorker:
                 records[model_id] = record
                 if len(records) % 100 == 0:
                     await asyncio.sleep(0)  # heartbeats and HTTP views run between models
-            await self.state.save(self.producer, records)
+            futures = await self.state.send(self.producer, records)
+        except Exception:
+            # Not saved: these models must go into the next checkpoint.
+            self.engine.dirty_models.update(records)
+            raise
+        self._saving = (futures, offsets, records)
+        if force:
+            await self._settle_checkpoint(wait=True)
+
+    async def _settle_checkpoint(self, wait: bool) -> None:
+        """Finish the checkpoint on its way, if any: once its state is acknowledged (at once
+        when ``wait``, else only if it already is), commit its offsets."""
+        if self._saving is None:
+            return
+        futures, offsets, records = self._saving
+        if not wait and not all(f.done() for f in futures):
+            return
+        self._saving = None
+        try:
+            if futures:
+                await asyncio.gather(*futures)
             if offsets:
                 await commit(self.consumer, offsets)
         except Exception:
