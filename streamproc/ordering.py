@@ -85,7 +85,6 @@ class MergeBuffer:
         self.max_buffered = max_buffered
         self.parts: dict[Hashable, _Partition] = {}
         self.next_offset: dict[Hashable, int] = {}  # first offset not yet released, per partition
-        self.last_ts: dict[Hashable, float] = {}  # latest timestamp seen, per partition
 
     def add(self, tp: Hashable, msgs: Iterable, arrival: float = 0.0) -> None:
         """Buffer one fetch of a partition (``arrival``: when it arrived, on the caller's clock)."""
@@ -96,7 +95,6 @@ class MergeBuffer:
         if part is None:
             part = self.parts[tp] = _Partition()
         part.add(msgs, arrival)
-        self.last_ts[tp] = part.latest
         self.next_offset.setdefault(tp, msgs[0].offset)
 
     def size(self, tp: Hashable) -> int:
@@ -112,10 +110,10 @@ class MergeBuffer:
         for tp in assigned:
             if tp in idle:
                 continue
-            last = self.last_ts.get(tp)
-            if last is None:
+            part = self.parts.get(tp)
+            if part is None:
                 return float("-inf")  # nothing seen yet: anything may come
-            bound = min(bound, last)
+            bound = min(bound, part.latest)
         return bound
 
     def release(self, idle: set, assigned: Iterable[Hashable] | None = None, hold_after: float | None = None,
@@ -133,8 +131,8 @@ class MergeBuffer:
         held = float("inf")  # records from here on wait for in-flight records of idle partitions
         if hold_after is not None:
             for tp in assigned:
-                if tp in idle and tp in self.last_ts:
-                    held = min(held, max(self.last_ts[tp], hold_after))
+                if tp in idle and tp in self.parts:
+                    held = min(held, max(self.parts[tp].latest, hold_after))
         ripe = float("-inf") if arrived_before is None else arrived_before
         runs, keys = [], []
         for tp in assigned:
@@ -175,4 +173,3 @@ class MergeBuffer:
         for tp in tps:
             self.parts.pop(tp, None)
             self.next_offset.pop(tp, None)
-            self.last_ts.pop(tp, None)
