@@ -21,11 +21,11 @@ from .concept import ErrorMonitor
 from .detectors import Change, StreamDetectors
 from .outcomes import Match
 from .policy import AlertPolicy, Finding, WindowInfo
-from .profile import CATEGORICAL, NUMERIC, ReferenceProfile, build_reference
+from .profile import CATEGORICAL, NUMERIC, ReferenceProfile, build_reference, sketch_quantiles
 from .quality import rate_jump
 from .psi import effective_threshold
 from .window import LABEL_KEY, SCORE_KEY, Pane, merge_all
-from .window_stats import layout_for, quantiles_many
+from .window_stats import layout_for
 
 MAX_REPORTED_UNKNOWN = 100
 
@@ -370,8 +370,8 @@ class ModelMonitor:
         values, bins = layout.evaluate([win.counts[name] for name in layout.names], psi_cfg.smoothing)
         spread = [name for name in (layout.names[j] for j in layout.numeric) if name in win.lo]
         if spread:
-            qs = quantiles_many([profiles[n].fine_edges for n in spread], [win.counts[n] for n in spread], QUANTILES,
-                                [win.lo[n] for n in spread], [win.hi[n] for n in spread])
+            qs = sketch_quantiles([profiles[n].fine_edges for n in spread], [win.counts[n] for n in spread], QUANTILES,
+                                  [win.lo[n] for n in spread], [win.hi[n] for n in spread])
             self.quantiles.update(zip(spread, qs))
         hits = []  # quality checks' hits, per reference feature (in order)
         for (name, profile), value, counts in zip(profiles.items(), values, bins):

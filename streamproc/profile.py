@@ -13,8 +13,8 @@ anything else, then the "missing" bin.
 from __future__ import annotations
 
 from collections import Counter
-from itertools import chain
 from dataclasses import dataclass, field, fields
+from itertools import chain
 from typing import Any, Literal, Optional, Sequence
 
 import numpy as np
@@ -135,32 +135,27 @@ class FeatureProfile:
             return numeric_bin_counts(x, self.fine_edges)
         return categorical_bin_counts(values, self.categories)
 
+    def sketch_to_bin(self) -> np.ndarray:
+        """For each position of a window sketch, the PSI bin it counts in (missing last).
+
+        Numeric: fine bin i (``[fine[i-1], fine[i])``) lies inside the PSI bin of its lower
+        edge, the open lower bin in the first, missing in missing. Categorical: the same bins.
+        """
+        if self.kind != NUMERIC:
+            return np.arange(self.n_bins)
+        inner = np.searchsorted(self._edges, self.fine_edges, side="right")
+        return np.concatenate(([0], inner, [self.n_bins - 1]))
+
     def to_bins(self, sketch: np.ndarray) -> np.ndarray:
         """PSI bin counts (missing last) from a window sketch."""
-        if self.kind != NUMERIC:
-            return sketch
-        # Fine bin i is [fine[i-1], fine[i]); it lies inside the PSI bin of its lower edge.
-        fine_to_bin = np.searchsorted(self._edges, self.fine_edges, side="right")
-        value_bins = np.bincount(fine_to_bin, weights=sketch[1:-1], minlength=len(self._edges) + 1)
-        value_bins[0] += sketch[0]
-        return np.append(value_bins, sketch[-1]).astype(np.int64)
+        return np.bincount(self.sketch_to_bin(), weights=sketch, minlength=self.n_bins).astype(np.int64)
 
     def quantiles(self, sketch: np.ndarray, qs: Sequence[float], lo: float, hi: float) -> list[float]:
         """Approximate quantiles of the values in a numeric sketch (linear within a fine bin;
         the open outer bins end at the window's ``lo`` and ``hi``)."""
-        counts = sketch[:-1].astype(np.float64)
-        total = counts.sum()
-        if self.kind != NUMERIC or total == 0:
+        if self.kind != NUMERIC:
             return [float("nan")] * len(qs)
-        bounds = np.concatenate(([lo], self.fine_edges, [hi]))
-        bounds = np.maximum.accumulate(np.clip(bounds, lo, hi))
-        cum = np.cumsum(counts)
-        target = np.asarray(qs, dtype=np.float64) * total
-        i = np.minimum(np.searchsorted(cum, target, side="left"), len(counts) - 1)
-        before = np.where(i > 0, cum[i - 1], 0.0)
-        width = counts[i]
-        frac = np.divide(target - before, width, out=np.zeros_like(target), where=width > 0)
-        return (bounds[i] + frac * (bounds[i + 1] - bounds[i])).tolist()
+        return sketch_quantiles([self.fine_edges], [sketch], qs, [lo], [hi])[0]
 
     def to_dict(self) -> dict:
         return {
@@ -200,6 +195,54 @@ class FeatureProfile:
         profile = cls(**d)
         profile.check()
         return profile
+
+
+def sketch_quantiles(fine_edges: Sequence[np.ndarray], sketches: Sequence[np.ndarray], qs: Sequence[float],
+                   lo: Sequence[float], hi: Sequence[float]) -> list[list[float]]:
+    """Approximate quantiles of numeric window sketches, several at once (linear within a fine
+    bin; the open outer bins of sketch j end at ``lo[j]`` and ``hi[j]``, the window's smallest
+    and largest values; NaN for an empty sketch).
+
+    Every sketch's cumulative counts go in one array as complex numbers j + cum·i (numpy orders
+    complex numbers by real part, then imaginary part), so one ``searchsorted`` finds every
+    quantile within its own sketch, as if each sketch were searched alone.
+
+    >>> edges = [np.array([1.0, 2.0, 3.0])]
+    >>> sketch_quantiles(edges, [np.array([0, 10, 10, 0, 0])], [0.5], [1.0], [3.0])
+    [[2.0]]
+    """
+    k, nq = len(sketches), len(qs)
+    if not k:
+        return []
+    counts = [s[:-1].astype(np.float64) for s in sketches]
+    sizes = np.array([len(c) for c in counts], dtype=np.int64)
+    start = np.cumsum(sizes) - sizes
+    flat = np.concatenate(counts)
+    seg = np.repeat(np.arange(k), sizes)
+    totals = np.add.reduceat(flat, start)
+    cum = np.cumsum(flat)
+    cum -= np.repeat(cum[start] - flat[start], sizes)  # per-sketch cumulative sums (exact: integer counts)
+    keys = np.empty(len(flat), dtype=np.complex128)
+    keys.real, keys.imag = seg, cum
+    target = np.outer(totals, np.asarray(qs, dtype=np.float64))  # (k, nq)
+    want = np.empty(target.shape, dtype=np.complex128)
+    want.real, want.imag = np.arange(k)[:, None], target
+    i = np.searchsorted(keys, want.ravel(), side="left").reshape(k, nq) - start[:, None]
+    i = np.clip(i, 0, (sizes - 1)[:, None])
+    g = i + start[:, None]
+    before = np.where(i > 0, cum[g - 1], 0.0)
+    width = flat[g]
+    frac = np.divide(target - before, width, out=np.zeros_like(target), where=width > 0)
+    lo_a, hi_a = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
+    # Bounds of sketch j: lo, its fine edges, hi, clipped to [lo, hi] (fine edges are sorted,
+    # so the clipped bounds are too); bin i spans bounds i..i+1.
+    bounds = np.concatenate([np.concatenate(([a], e, [b])) for a, e, b in zip(lo_a.tolist(), fine_edges, hi_a.tolist())])
+    bstart = start + np.arange(k)  # each sketch has one more bound than value bins
+    bounds = np.clip(bounds, np.repeat(lo_a, sizes + 1), np.repeat(hi_a, sizes + 1))
+    b = i + bstart[:, None]
+    out = bounds[b] + frac * (bounds[b + 1] - bounds[b])
+    out[totals == 0] = np.nan
+    return out.tolist()
 
 
 def numeric_bin_counts(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -251,7 +294,8 @@ def build_feature_profile(
 
 
 def _numeric_profile(name: str, x: np.ndarray, n_bins: int, quantiles: Optional[np.ndarray] = None) -> FeatureProfile:
-    """``quantiles``: the sample's quantiles at ``_quantile_points(n_bins)``, if already known."""
+    """``quantiles``: the sample's quantiles at ``_quantile_points(n_bins)``, when already
+    computed, which ``build_reference`` does only for a sample whose values are all finite."""
     count = len(x)
     finite = x if quantiles is not None else x[np.isfinite(x)]
     if finite.size:

@@ -31,14 +31,29 @@ from scipy.stats import chi2
 def psi(reference_proportions: Sequence[float], reference_count: int, window_counts: Sequence[int], smoothing: float = 0.5) -> float:
     """PSI of a window's bin counts against reference proportions (same bins, same order)."""
     p_counts = np.asarray(reference_proportions, dtype=np.float64) * reference_count
-    q_counts = np.asarray(window_counts, dtype=np.float64)
-    p = (p_counts + smoothing) / (p_counts.sum() + smoothing * p_counts.size)
-    q = (q_counts + smoothing) / (q_counts.sum() + smoothing * q_counts.size)
+    return psi_segments(p_counts, np.asarray(window_counts, dtype=np.float64), np.zeros(1, dtype=np.int64), smoothing)[0]
+
+
+def psi_segments(reference_counts: np.ndarray, window_counts: np.ndarray, starts: np.ndarray,
+                 smoothing: float = 0.5) -> list[float]:
+    """PSI of several signals at once: their bins laid end to end, signal j's from ``starts[j]``
+    (reference counts and window counts as float arrays of the same length).
+
+    >>> [round(v, 4) for v in psi_segments(np.array([500.0, 500.0, 90.0, 10.0]), np.array([500.0, 500.0, 10.0, 90.0]),
+    ...                                      np.array([0, 2]))]
+    [0.0, 3.4122]
+    >>> round(psi([0.9, 0.1], 100, [10, 90]), 4)
+    3.4122
+    """
+    sizes = np.diff(np.append(starts, len(reference_counts)))
+    p = (reference_counts + smoothing) / np.repeat(np.add.reduceat(reference_counts, starts) + smoothing * sizes, sizes)
+    q = (window_counts + smoothing) / np.repeat(np.add.reduceat(window_counts, starts) + smoothing * sizes, sizes)
     # Without smoothing an empty bin on one side only would be infinite: floor it at a
     # billionth, so the result is large and finite (alerts must serialise as JSON numbers).
-    mask = (p > 0) | (q > 0)
-    p, q = np.maximum(p[mask], 1e-9), np.maximum(q[mask], 1e-9)
-    return float(np.sum((q - p) * np.log(q / p)))
+    # A bin empty on both sides (only without smoothing) is left out.
+    used = (p > 0) | (q > 0)
+    p, q = np.maximum(p, 1e-9), np.maximum(q, 1e-9)
+    return np.add.reduceat(np.where(used, (q - p) * np.log(q / p), 0.0), starts).tolist()
 
 
 @lru_cache(maxsize=4096)

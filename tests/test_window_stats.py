@@ -1,13 +1,17 @@
-"""All signals of a window evaluated at once equal the one-signal functions."""
+"""All signals of a window evaluated at once equal each signal binned and evaluated alone,
+by the definitions written out here."""
+
+import bisect
+import itertools
+import math
 
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streamproc.profile import build_feature_profile
-from streamproc.psi import psi
-from streamproc.window_stats import SignalLayout, layout_for, quantiles_many
+from streamproc.profile import build_feature_profile, sketch_quantiles
+from streamproc.window_stats import SignalLayout, layout_for
 
 QS = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
 
@@ -32,31 +36,65 @@ def signals(draw):
     return profiles, windows
 
 
+def reference_psi(proportions, count, window, smoothing):
+    """PSI written out bin by bin, as the definition in streamproc.psi states it."""
+    total_p, total_q, k = count, sum(window), len(window)
+    value = 0.0
+    for share, hits in zip(proportions, window):
+        p = (share * count + smoothing) / (total_p + smoothing * k) if total_p + smoothing * k else float("nan")
+        q = (hits + smoothing) / (total_q + smoothing * k) if total_q + smoothing * k else float("nan")
+        if not (p > 0 or q > 0):
+            continue  # empty on both sides (no smoothing)
+        p, q = max(p, 1e-9), max(q, 1e-9)
+        value += (q - p) * math.log(q / p)
+    return value
+
+
+def reference_quantiles(fine_edges, sketch, qs, lo, hi):
+    """Sketch quantiles one at a time: linear within a fine bin, outer bins ending at lo and hi."""
+    counts = [float(c) for c in sketch[:-1]]
+    total = sum(counts)
+    if not total:
+        return [float("nan")] * len(qs)
+    bounds = [min(max(b, lo), hi) for b in [lo, *fine_edges, hi]]
+    cum = list(itertools.accumulate(counts))
+    out = []
+    for q in qs:
+        target = q * total
+        i = min(bisect.bisect_left(cum, target), len(counts) - 1)
+        before = cum[i - 1] if i else 0.0
+        frac = (target - before) / counts[i] if counts[i] else 0.0
+        out.append(bounds[i] + frac * (bounds[i + 1] - bounds[i]))
+    return out
+
+
 @pytest.mark.filterwarnings("ignore:invalid value encountered in divide")  # an empty reference without smoothing: 0/0
 @settings(max_examples=200, deadline=None)
 @given(signals(), st.sampled_from([0.0, 0.5, 1.0]))
-def test_psi_and_bins_of_all_signals_equal_the_one_signal_functions(data, smoothing):
+def test_psi_and_bins_of_all_signals_equal_binning_each_signal_alone(data, smoothing):
     profiles, windows = data
     sketches = [p.sketch(windows[name]) for name, p in profiles.items()]
     values, bins = SignalLayout(profiles).evaluate(sketches, smoothing)
-    for (name, p), sketch, value, counts in zip(profiles.items(), sketches, values, bins):
-        expected = p.to_bins(sketch)
+    for (name, p), value, counts in zip(profiles.items(), values, bins):
+        expected = p.bin_counts(windows[name])  # the window's values binned with the PSI edges directly
         assert counts.tolist() == expected.tolist(), name
-        assert np.isclose(value, psi(p.proportions, p.count, expected, smoothing=smoothing), rtol=1e-12, atol=1e-12, equal_nan=True), name
+        assert np.isclose(value, reference_psi(p.proportions, p.count, expected.tolist(), smoothing),
+                          rtol=1e-12, atol=1e-12, equal_nan=True), name
 
 
 @settings(max_examples=200, deadline=None)
 @given(signals())
-def test_quantiles_of_all_numeric_signals_equal_the_one_signal_function(data):
+def test_quantiles_of_all_numeric_signals_equal_computing_each_alone(data):
     profiles, windows = data
     names = [n for n, p in profiles.items() if p.kind == "numeric"]
     finite = {n: windows[n][np.isfinite(windows[n])] for n in names}
     names = [n for n in names if finite[n].size]  # a window's quantiles need a value
     sketches = [profiles[n].sketch(windows[n]) for n in names]
     lo, hi = [float(finite[n].min()) for n in names], [float(finite[n].max()) for n in names]
-    got = quantiles_many([profiles[n].fine_edges for n in names], sketches, QS, lo, hi)
+    got = sketch_quantiles([profiles[n].fine_edges for n in names], sketches, QS, lo, hi)
     for n, s, a, b, row in zip(names, sketches, lo, hi, got):
-        assert row == profiles[n].quantiles(s, QS, a, b), n
+        assert np.allclose(row, reference_quantiles(profiles[n].fine_edges.tolist(), s, QS, a, b), rtol=1e-12, atol=0), n
+        assert profiles[n].quantiles(s, QS, a, b) == row, n
 
 
 def test_a_layout_is_cached_per_reference_and_rebuilt_for_a_new_one():
