@@ -47,7 +47,7 @@ def main() -> None:
         t = time.process_time()
         alerts = 0
         for i in range(0, len(msgs), args.batch):
-            batches, _ = decode_predictions(msgs[i:i + args.batch])
+            batches, _ = decode_predictions(msgs[i:i + args.batch], layouts=engine.feature_layout)
             alerts += len(engine.process(batches).alerts)
         rates.append(len(msgs) / (time.process_time() - t))
     print(f"core (decode + engine): {len(msgs)} events of {size:.0f} bytes, {args.models} models x 22 features, "

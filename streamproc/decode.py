@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Annotated, Iterable, Optional, Union
+from typing import Annotated, Callable, Iterable, Optional, Union
 
 import msgspec
 import numpy as np
 
 from .events import DEFAULT_MODEL_VERSION, ID_PATTERN, parse_rfc3339
+from .feature_table import FeatureLayout, FeatureTable
 
 _Id = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=ID_PATTERN)]
 _Label = Union[str, int, bool, None]
@@ -68,7 +69,8 @@ class PredictionBatch:
     model_version: str
     event_ids: list[str] = field(default_factory=list)
     ts: list[float] = field(default_factory=list)
-    features: list[dict] = field(default_factory=list)
+    # One dict per event, or (for a model version with a known reference) a FeatureTable.
+    features: Union[list[dict], FeatureTable] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
     labels: list[Optional[str]] = field(default_factory=list)
     # Where each event came from, ("topic:partition", offset), when the caller said so: used to
@@ -96,7 +98,7 @@ class PredictionBatch:
             self.model_version,
             [self.event_ids[i] for i in indices],
             [self.ts[i] for i in indices],
-            [self.features[i] for i in indices],
+            self.features.take(indices) if isinstance(self.features, FeatureTable) else [self.features[i] for i in indices],
             [self.scores[i] for i in indices],
             [self.labels[i] for i in indices],
             [self.positions[i] for i in indices] if self.positions else [],
@@ -179,11 +181,15 @@ _DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, ValueError, Type
 
 
 def decode_predictions(payloads: Iterable[Optional[bytes]], positions: Optional[list[tuple[str, int]]] = None,
-                       max_bytes: int = MAX_EVENT_BYTES) -> tuple[dict[ModelKey, PredictionBatch], list[Rejected]]:
+                       max_bytes: int = MAX_EVENT_BYTES,
+                       layouts: Optional[Callable[[ModelKey], Optional[FeatureLayout]]] = None,
+                       ) -> tuple[dict[ModelKey, PredictionBatch], list[Rejected]]:
     """Decode raw prediction messages, grouped by (model_id, model_version) in input order.
 
     The loop is the one per-event Python step of the hot path, so it does the least it can:
-    common shapes (float ``ts``, a score/label prediction) skip the general helpers.
+    common shapes (float ``ts``, a score/label prediction) skip the general helpers. With
+    ``layouts`` (a model version's feature layout, None while it has no reference), features
+    go straight into a ``FeatureTable`` instead of staying dicts.
     """
     batches: dict[ModelKey, PredictionBatch] = {}
     appends: dict[ModelKey, tuple] = {}
@@ -217,7 +223,11 @@ def decode_predictions(payloads: Iterable[Optional[bytes]], positions: Optional[
         batch = batches.get(key)
         if batch is None:
             batch = batches[key] = PredictionBatch(*key)
-            appends[key] = (batch.event_ids.append, batch.ts.append, batch.features.append, batch.scores.append,
+            layout = layouts(key) if layouts is not None else None
+            if layout is not None:
+                batch.features = FeatureTable(layout)
+            appends[key] = (batch.event_ids.append, batch.ts.append,
+                            batch.features.add if layout is not None else batch.features.append, batch.scores.append,
                             batch.labels.append, batch.positions.append)
         add_id, add_ts, add_features, add_score, add_label, add_position = appends[key]
         add_id(ev.event_id)

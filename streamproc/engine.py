@@ -13,6 +13,7 @@ from typing import Iterable, Iterator, Optional
 
 from .config import MonitorConfig, StreamprocConfig
 from .decode import ModelKey, Outcome, PredictionBatch
+from .feature_table import FeatureLayout, layout_for
 from .monitor import ModelMonitor, StepResult
 from .outcomes import OutcomeJoiner
 from .profile import ReferenceProfile
@@ -74,6 +75,14 @@ class MonitorEngine:
         if key in self.monitors:
             self.monitors[key].set_reference(reference)
             self.dirty_monitors.add(key)
+
+    def feature_layout(self, key: ModelKey) -> Optional[FeatureLayout]:
+        """How to decode the features of a model version (for ``decode_predictions``): its
+        reference's layout, None while it has none (its events are kept whole to build one)."""
+        mon = self.monitors.get(key)
+        if mon is None or mon.reference is None:
+            return None
+        return layout_for(mon.reference)
 
     def process(self, batches: dict[ModelKey, PredictionBatch]) -> EngineOutput:
         out = EngineOutput()

@@ -19,6 +19,7 @@ from .config import MonitorConfig
 from .decode import PredictionBatch
 from .concept import ErrorMonitor
 from .detectors import Change, StreamDetectors
+from .feature_table import FeatureTable
 from .outcomes import Match
 from .policy import AlertPolicy, Finding, WindowInfo
 from .profile import CATEGORICAL, NUMERIC, ReferenceProfile, build_reference, sketch_quantiles
@@ -184,8 +185,10 @@ class ModelMonitor:
 
     def _extend_warmup(self, chunk: PredictionBatch) -> None:
         w = self._warm
-        for name in ("event_ids", "ts", "features", "scores", "labels"):
+        for name in ("event_ids", "ts", "scores", "labels"):
             getattr(w, name).extend(getattr(chunk, name))
+        features = chunk.features
+        w.features.extend(features.rows() if isinstance(features, FeatureTable) else features)
         if len(w) >= self.cfg.warmup_size:
             ref = build_reference(
                 self.model_id, self.model_version, w.features, w.scores, w.labels,
@@ -247,7 +250,8 @@ class ModelMonitor:
                 pane.add(profiles, rows, ts, scores, chunk.labels)
             else:
                 il = idx.tolist()
-                pane.add(profiles, [rows[i] for i in il], ts[idx], scores[idx], [chunk.labels[i] for i in il])
+                part = rows.take(il) if isinstance(rows, FeatureTable) else [rows[i] for i in il]
+                pane.add(profiles, part, ts[idx], scores[idx], [chunk.labels[i] for i in il])
         self.watermark = max(self.watermark, float(ts.max()))
         self.pane = self.open_panes[max(self.open_panes)]
 
@@ -323,11 +327,12 @@ class ModelMonitor:
             result.alerts.extend(self.policy.decide(findings))
         return result
 
-    def _unknown_features(self, rows: list[dict]) -> list[Finding]:
+    def _unknown_features(self, rows: "list[dict] | FeatureTable") -> list[Finding]:
         """A data-quality finding, once, for each feature the reference does not know."""
-        if len(self.unknown_features) >= MAX_REPORTED_UNKNOWN or not rows:
+        if len(self.unknown_features) >= MAX_REPORTED_UNKNOWN or not len(rows):
             return []
-        new = set().union(*rows) - self.reference.features.keys() - self.unknown_features - set(self.cfg.ignore_features)
+        names = rows.unknown_names() if isinstance(rows, FeatureTable) else set().union(*rows)
+        new = names - self.reference.features.keys() - self.unknown_features - set(self.cfg.ignore_features)
         findings = []
         for name in sorted(new)[: MAX_REPORTED_UNKNOWN - len(self.unknown_features)]:
             self.unknown_features.add(name)

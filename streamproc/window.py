@@ -29,6 +29,7 @@ import numpy as np
 
 from .policy import WindowInfo
 from .columns import numeric_columns, raw_columns, to_float_array
+from .feature_table import FeatureTable
 from .profile import NUMERIC, FeatureProfile
 
 SCORE_KEY = "prediction.score"
@@ -49,15 +50,16 @@ class Pane:
     def empty(cls, index: int, profiles: dict[str, FeatureProfile]) -> "Pane":
         return cls(index, {name: np.zeros(p.sketch_size, dtype=np.int64) for name, p in profiles.items()})
 
-    def add(self, profiles: dict[str, FeatureProfile], rows: list[dict], ts: Sequence[float],
+    def add(self, profiles: dict[str, FeatureProfile], rows: "list[dict] | FeatureTable", ts: Sequence[float],
             scores: Optional[np.ndarray] = None, labels: Optional[list] = None) -> None:
         """Sketch one chunk of events (feature rows, event times, scores, labels) into the pane.
 
-        The rows are turned into columns once per chunk (one C-level pass per row for all
-        numeric features, one for all categorical ones), then binned with numpy: no Python work
-        per (event, feature). Small chunks (many models share a batch) bin all numeric features
+        The rows (dicts, or a ``FeatureTable`` already in columns) are turned into columns once
+        per chunk (one C-level pass per row for all numeric features, one for all categorical
+        ones), then binned with numpy: no Python work per (event, feature). Small chunks (many models share a batch) bin all numeric features
         in one call, since per-call overhead would dominate.
         """
+        table = isinstance(rows, FeatureTable)
         numeric, categorical = [], []
         for name, profile in profiles.items():
             if name == SCORE_KEY:
@@ -67,7 +69,7 @@ class Pane:
             else:
                 (numeric if profile.kind == NUMERIC else categorical).append(name)
         if numeric:
-            matrix = numeric_columns(rows, numeric)
+            matrix = rows.numeric_matrix(numeric) if table else numeric_columns(rows, numeric)
             finite = np.isfinite(matrix)
             lows = np.where(finite, matrix, math.inf).min(axis=1) if matrix.shape[1] else None
             highs = np.where(finite, matrix, -math.inf).max(axis=1) if matrix.shape[1] else None
@@ -81,7 +83,8 @@ class Pane:
                     self.lo[name] = min(self.lo.get(name, math.inf), float(lows[j]))
                     self.hi[name] = max(self.hi.get(name, -math.inf), float(highs[j]))
         if categorical:
-            for name, column in zip(categorical, raw_columns(rows, categorical)):
+            columns = rows.columns(categorical) if table else raw_columns(rows, categorical)
+            for name, column in zip(categorical, columns):
                 self.counts[name] += profiles[name].sketch(column)
         self.count += len(ts)
         if len(ts):

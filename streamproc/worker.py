@@ -532,7 +532,8 @@ class MonitorWorker:
     def _process_predictions(self, msgs) -> list:
         if not msgs:
             return []
-        batches, rejected = decode_predictions([m.value for m in msgs], [(f"{m.topic}:{m.partition}", m.offset) for m in msgs])
+        batches, rejected = decode_predictions([m.value for m in msgs], [(f"{m.topic}:{m.partition}", m.offset) for m in msgs],
+                                               layouts=self.engine.feature_layout)
         futures = self._dead_letters(msgs, rejected)
         out = self.engine.process(batches)
         if out.refused:
