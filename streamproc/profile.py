@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field, fields
+from functools import lru_cache
 from itertools import chain
 from typing import Any, Literal, Optional, Sequence
 
@@ -277,10 +278,14 @@ def _comparable(d: dict) -> dict:
     return {k: ("nan" if isinstance(v, float) and v != v else v) for k, v in d.items()}
 
 
+@lru_cache(maxsize=64)
 def _quantile_points(n_bins: int) -> tuple[int, np.ndarray]:
-    """(number of PSI edges, the quantile points of the PSI edges then of the sketch's finer edges)."""
+    """(number of PSI edges, the quantile points of the PSI edges then of the sketch's finer
+    edges); cached (read-only), since every numeric profile of a reference asks for them."""
     inner = np.linspace(0, 1, n_bins + 1)[1:-1]
-    return len(inner), np.concatenate((inner, np.linspace(0, 1, SKETCH_RESOLUTION + 1)[1:-1]))
+    points = np.concatenate((inner, np.linspace(0, 1, SKETCH_RESOLUTION + 1)[1:-1]))
+    points.flags.writeable = False
+    return len(inner), points
 
 
 def build_feature_profile(
@@ -391,13 +396,15 @@ def build_reference(
     max_features: int = 500,
 ) -> ReferenceProfile:
     """A reference from feature rows (dicts) and the matching prediction scores and labels."""
-    seen = Counter(chain.from_iterable(rows))
-    for name in ignore:
-        seen.pop(name, None)
-    # Keep the max_features most frequent features (ties by name): memory stays bounded
-    # whatever producers send.
-    ranked = sorted(seen, key=lambda k: (-seen[k], k))
-    names, dropped = sorted(ranked[:max_features]), sorted(ranked[max_features:])
+    present = set().union(*rows).difference(ignore)
+    if len(present) <= max_features:
+        names, dropped = sorted(present), []
+    else:
+        # Keep the max_features most frequent features (ties by name): memory stays bounded
+        # whatever producers send.
+        seen = Counter(chain.from_iterable(rows))
+        ranked = sorted(present, key=lambda k: (-seen[k], k))
+        names, dropped = sorted(ranked[:max_features]), sorted(ranked[max_features:])
     columns = raw_columns(list(rows), names)
     kinds = [infer_kind(column) for column in columns]
     numeric = [j for j, kind in enumerate(kinds) if kind == NUMERIC]
