@@ -95,6 +95,7 @@ def build(engine: MonitorEngine, models: int, data: list[PredictionBatch], start
         model_id = f"model-{i:05d}"
         engine.process({(model_id, "default"): PredictionBatch(model_id, "default", b.event_ids, b.ts, b.features,
                                                               b.scores, b.labels)})
+        engine.feature_layout((model_id, "default"))  # what decoding its next batch caches (the last 4,096)
 
 
 def main() -> None:

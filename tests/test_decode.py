@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import math
-
+import re
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from streamproc.decode import PredictionBatch, decode_outcomes, decode_predictions, label_text, split_prediction
+from streamproc.decode import PredictionBatch, decode_outcomes, decode_predictions, label_text, route_keys, split_prediction
+from streamproc.events import ID_PATTERN
 
 T0 = 1_767_225_600.0  # 2026-01-01T00:00:00Z
 
@@ -255,3 +258,33 @@ def test_outcome_rejections(payload, reason):
     outcomes, rejected = decode_outcomes([payload])
     assert outcomes == []
     assert len(rejected) == 1 and reason in rejected[0].reason, rejected
+
+
+# Ids: text of any characters, control characters (and a few printable lookalikes) likely.
+_any_ids = st.text(st.one_of(st.characters(exclude_categories=("Cs",)), st.sampled_from("\x00\x1f\x7f\u00a0\u2028a")),
+                   min_size=1, max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_any_ids, _any_ids, st.one_of(st.none(), _any_ids))
+def test_ids_are_checked_as_the_pattern_says(event_id, model_id, version):
+    """Ids are checked after decoding (faster than msgspec's regex): an id with a control
+    character anywhere is refused, with msgspec's words for the first such field. (msgspec's
+    own check, a Python regex, let a trailing newline through; pydantic and ECMA-262, which
+    JSON Schema patterns follow, do not.)"""
+    e = ev(event_id, model_id=model_id, **({"model_version": version} if version is not None else {}))
+    bad = [k for k in ("event_id", "model_id", "model_version") if e.get(k) is not None and re.search("[\x00-\x1f]", e[k])]
+    batches, rejected = decode_predictions([raw(e)])
+    if bad:
+        assert [r.reason for r in rejected] == [
+            f"invalid event: Expected `str` matching regex {ID_PATTERN!r} - at `$.{bad[0]}`"]
+        assert batches == {}
+    else:
+        assert rejected == [] and len(batches) == 1
+    keys, refused = route_keys([raw(e)])
+    assert keys == [None if "model_id" in bad else model_id] and len(refused) == ("model_id" in bad)
+
+
+def test_a_trailing_newline_is_a_control_character_too():
+    assert [r.reason for r in decode_predictions([raw(ev("e\n"))])[1]] == [
+        f"invalid event: Expected `str` matching regex {ID_PATTERN!r} - at `$.event_id`"]
