@@ -288,3 +288,14 @@ def test_ids_are_checked_as_the_pattern_says(event_id, model_id, version):
 def test_a_trailing_newline_is_a_control_character_too():
     assert [r.reason for r in decode_predictions([raw(ev("e\n"))])[1]] == [
         f"invalid event: Expected `str` matching regex {ID_PATTERN!r} - at `$.event_id`"]
+
+
+@settings(max_examples=200, deadline=None)
+@given(_any_ids, _any_ids)
+def test_outcome_ids_are_checked_as_prediction_ids_are(event_id, model_id):
+    o = {"event_id": event_id, "model_id": model_id, "ts": T0, "label": "x"}
+    bad = [k for k in ("event_id", "model_id") if re.search("[\\x00-\\x1f]", o[k])]
+    outcomes, rejected = decode_outcomes([raw(o)])
+    assert [r.reason for r in rejected] == (
+        [f"invalid event: Expected `str` matching regex {ID_PATTERN!r} - at `$.{bad[0]}`"] if bad else [])
+    assert len(outcomes) == (not bad)
