@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, Optional
 
 import msgspec
 from aiokafka import ConsumerRebalanceListener
@@ -42,7 +42,6 @@ ENVELOPE_HEADER = "streamproc-envelope"
 ENVELOPE_BYTES = 512 * 1024  # payload per envelope; an event is at most 256 KiB (decode.MAX_EVENT_BYTES)
 PREDICTION, OUTCOME = b"prediction", b"outcome"
 _ENCODER = msgspec.msgpack.Encoder()
-_DECODER = msgspec.msgpack.Decoder(list[tuple[str, int, int, bytes, Optional[bytes], Optional[bytes], int]])
 
 
 def model_partition(model_id: str, partitions: int) -> int:
@@ -54,16 +53,20 @@ def model_partition(model_id: str, partitions: int) -> int:
     return (murmur2(model_id.encode()) & 0x7FFFFFFF) % partitions
 
 
-class SourceRecord(NamedTuple):
-    """A routed record seen as the source record it forwards (for positions and dead letters)."""
+class SourceRecord(msgspec.Struct, array_like=True, frozen=True, gc=False):
+    """A routed record seen as the source record it forwards (for positions and dead letters):
+    an envelope entry, decoded by msgspec straight into this (no Python step per record)."""
 
     topic: str
     partition: int
     offset: int
+    kind: bytes
     key: Optional[bytes]
     value: Optional[bytes]
     timestamp: int
-    kind: bytes
+
+
+_DECODER = msgspec.msgpack.Decoder(list[SourceRecord])
 
 
 def envelopes(entries: list[tuple], limit: int = ENVELOPE_BYTES) -> list[bytes]:
@@ -87,7 +90,7 @@ def envelopes(entries: list[tuple], limit: int = ENVELOPE_BYTES) -> list[bytes]:
 
 
 def unwrap_envelope(value: bytes) -> list[SourceRecord]:
-    return [SourceRecord(t, p, o, k, v, ts, kind) for t, p, o, kind, k, v, ts in _DECODER.decode(value)]
+    return _DECODER.decode(value)
 
 
 def unwrap(msg) -> list[SourceRecord]:
@@ -95,7 +98,7 @@ def unwrap(msg) -> list[SourceRecord]:
     taken as one prediction (so a producer may write to the routed topic directly)."""
     if msg.headers and any(name == ENVELOPE_HEADER for name, _ in msg.headers):
         return unwrap_envelope(msg.value)
-    return [SourceRecord(msg.topic, msg.partition, msg.offset, msg.key, msg.value, msg.timestamp, PREDICTION)]
+    return [SourceRecord(msg.topic, msg.partition, msg.offset, PREDICTION, msg.key, msg.value, msg.timestamp)]
 
 
 class Router:
