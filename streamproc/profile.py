@@ -298,9 +298,11 @@ def build_feature_profile(
     return _categorical_profile(name, values, max_categories)
 
 
-def _numeric_profile(name: str, x: np.ndarray, n_bins: int, quantiles: Optional[np.ndarray] = None) -> FeatureProfile:
-    """``quantiles``: the sample's quantiles at ``_quantile_points(n_bins)``, when already
-    computed, which ``build_reference`` does only for a sample whose values are all finite."""
+def _numeric_profile(name: str, x: np.ndarray, n_bins: int, quantiles: Optional[np.ndarray] = None,
+                     stats: Optional[tuple[float, float, float]] = None) -> FeatureProfile:
+    """``quantiles`` and ``stats`` (largest value, mean, standard deviation): the sample's
+    quantiles at ``_quantile_points(n_bins)`` and those, when already computed, which
+    ``build_reference`` does for all features at once when every value is finite."""
     count = len(x)
     finite = x if quantiles is not None else x[np.isfinite(x)]
     if finite.size:
@@ -308,23 +310,22 @@ def _numeric_profile(name: str, x: np.ndarray, n_bins: int, quantiles: Optional[
         both = np.quantile(finite, points) if quantiles is None else quantiles
         qs, fine_qs = both[:n_inner], both[n_inner:]
         edges = np.unique(qs)
-        top = finite.max()
+        top, mean, std = stats if stats is not None else (finite.max(), float(finite.mean()), float(finite.std()))
         if edges.size == 0 or edges[-1] >= top:
             # Bins are [e_i, e_i+1): when the largest edge is the largest value (a constant,
             # or a point mass at the top), values above it would share its bin. Give them
             # a bin of their own.
             edges = np.append(edges, np.nextafter(top, np.inf))
-        mean, std = float(finite.mean()), float(finite.std())
         fine = np.union1d(edges, fine_qs)
     else:
         edges = fine = np.array([], dtype=np.float64)
         mean = std = float("nan")
     counts = numeric_bin_counts(x, edges)
     return FeatureProfile(
-        name, NUMERIC, count, edges=[float(e) for e in edges],
+        name, NUMERIC, count, edges=edges.tolist(),
         proportions=(counts / max(count, 1)).tolist(),
         missing_rate=float(counts[-1] / max(count, 1)), mean=mean, std=std,
-        fine_edges=[float(e) for e in fine],
+        fine_edges=fine.tolist(),
     )
 
 
@@ -411,13 +412,17 @@ def build_reference(
     samples = {j: to_float_array(columns[j]) for j in numeric}
     # The usual sample (every value present and finite): all numeric features' quantiles in one call.
     quantiles: dict[int, np.ndarray] = {}
+    stats: dict[int, tuple[float, float, float]] = {}
     if len(numeric) > 1 and len(rows):
         matrix = np.stack([samples[j] for j in numeric])
         if np.isfinite(matrix).all():
             both = np.quantile(matrix, _quantile_points(n_bins)[1], axis=1)
             quantiles = {j: both[:, i] for i, j in enumerate(numeric)}
+            # Row by row, as for one feature: the same pairwise sums, so the same floats.
+            columns_stats = zip(matrix.max(axis=1).tolist(), matrix.mean(axis=1).tolist(), matrix.std(axis=1).tolist())
+            stats = dict(zip(numeric, columns_stats))
     features = {
-        name: (_numeric_profile(name, samples[j], n_bins, quantiles.get(j)) if kinds[j] == NUMERIC
+        name: (_numeric_profile(name, samples[j], n_bins, quantiles.get(j), stats.get(j)) if kinds[j] == NUMERIC
                else _categorical_profile(name, columns[j], max_categories))
         for j, name in enumerate(names)
     }
