@@ -196,12 +196,33 @@ class Metrics:
         self.batch_seconds = Histogram(
             "streamproc_batch_duration_seconds", "Time to decode, process, publish and commit one batch.",
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=r)
+        # model id -> (version, kind) -> (the (feature, detector) rows, their series): see set_statistics
+        self._statistic_series: dict[str, dict[tuple[str, str], tuple[list, list]]] = {}
         self.batch_size = Histogram(
             "streamproc_batch_size_messages", "Messages per consumed batch.",
             buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000, 20000, 50000), registry=r)
 
+    def set_statistics(self, model_id: str, version: str, kind: str, rows) -> None:
+        """``streamproc_statistic`` and its threshold from (feature, detector, value, threshold)
+        rows of one kind (a closed window's, a stream detector's). A window sets dozens of
+        series; their children are looked up once per model version, kind and set of rows
+        (``labels()`` costs more than ``set()``), and again after ``forget_model``."""
+        names = [(feature, detector) for feature, detector, _value, _limit in rows]
+        per_model = self._statistic_series.setdefault(model_id, {})
+        hit = per_model.get((version, kind))
+        if hit is None or hit[0] != names:
+            children = [(self.statistic.labels(model_id, version, f, d), self.statistic_threshold.labels(model_id, version, f, d))
+                        for f, d in names]
+            hit = (names, children)
+            if not any(isinstance(c, _NoSeries) for pair in children for c in pair):  # over the cap: try again next time
+                per_model[(version, kind)] = hit
+        for (statistic, threshold), (_f, _d, value, limit) in zip(hit[1], rows):
+            statistic.set(value)
+            threshold.set(limit)
+
     def forget_model(self, model_id: str) -> None:
         """Drop the latest-value series of a model this worker no longer holds (counters stay)."""
+        self._statistic_series.pop(model_id, None)
         for gauge in (self.psi, self.psi_threshold, self.statistic, self.statistic_threshold, self.error_rate,
                       self.score_quantile, self.drift_active):
             gauge.remove_matching(model_id=model_id)

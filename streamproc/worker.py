@@ -551,14 +551,14 @@ class MonitorWorker:
             for (_signal, name), (value, threshold) in mon.latest.items():
                 m.psi.labels(key[0], key[1], name).set(value)
                 m.psi_threshold.labels(key[0], key[1], name).set(threshold)
-            self._set_statistics(key, mon.window_statistics())
+            self.metrics.set_statistics(key[0], key[1], "window", mon.window_statistics())
             for q, v in zip(QUANTILES, mon.quantiles.get(SCORE_KEY, ())):
                 m.score_quantile.labels(key[0], key[1], str(q)).set(v)
             m.set_counter(m.late_events, key, mon.late_events)
         for key in out.events:  # the score's stream detectors ran on this batch's events
             mon = self.engine.monitors.get(key)
             if mon is not None and mon.detectors is not None:
-                self._set_statistics(key, mon.stream_statistics(SCORE_KEY))
+                self.metrics.set_statistics(key[0], key[1], SCORE_KEY, mon.stream_statistics(SCORE_KEY))
         m.models.set(len(self.engine.monitors))
         return futures + self._publish(out)
 
@@ -588,15 +588,9 @@ class MonitorWorker:
             if errors.rolling:
                 self.metrics.error_rate.labels(*key).set(errors.rolling_error)
             if errors.detectors is not None:
-                self._set_statistics(key, mon.stream_statistics(ERROR_SIGNAL))
+                self.metrics.set_statistics(key[0], key[1], ERROR_SIGNAL, mon.stream_statistics(ERROR_SIGNAL))
         return futures + self._publish(out)
 
-    def _set_statistics(self, key, stats) -> None:
-        """``streamproc_statistic`` and its threshold from (feature, detector, value, threshold) rows."""
-        statistic, threshold = self.metrics.statistic, self.metrics.statistic_threshold
-        for feature, detector, value, limit in stats:
-            statistic.labels(key[0], key[1], feature, detector).set(value)
-            threshold.labels(key[0], key[1], feature, detector).set(limit)
 
     def _publish(self, out) -> list:
         """Send the alerts and retrain requests of one engine step; count them."""

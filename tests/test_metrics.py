@@ -159,3 +159,33 @@ def test_statistic_series_are_capped():
     dropped = {s.labels["metric"]: s.value for f in text_string_to_metric_families(metrics.render().decode())
                for s in f.samples if s.name == "streamproc_metric_series_dropped_total"}
     assert dropped == {"streamproc_statistic": 2.0}
+
+
+def test_statistics_rows_keep_their_series_until_the_model_is_forgotten():
+    metrics = Metrics(max_series=8)
+    window = [("x", "psi", 0.1, 0.2), ("x", "missing_rate", 0.0, 0.05)]
+    metrics.set_statistics("m", "v", "window", window)
+    metrics.set_statistics("m", "v", "window", [("x", "psi", 0.3, 0.2), ("x", "missing_rate", 0.01, 0.05)])
+    metrics.set_statistics("m", "v", "score", [("prediction.score", "adwin", 1.5, 0.5)])
+    values = samples(metrics, "streamproc_statistic")
+    assert values == {("m", "v", "x", "psi"): 0.3, ("m", "v", "x", "missing_rate"): 0.01,
+                      ("m", "v", "prediction.score", "adwin"): 1.5}
+    assert samples(metrics, "streamproc_statistic_threshold")[("m", "v", "x", "psi")] == 0.2
+    # Other rows (a new reference's features) get their own series.
+    metrics.set_statistics("m", "v", "window", [("y", "psi", 0.7, 0.2)])
+    assert samples(metrics, "streamproc_statistic")[("m", "v", "y", "psi")] == 0.7
+    # Forgotten, then seen again: the series are exported again, not set on removed children.
+    metrics.forget_model("m")
+    assert samples(metrics, "streamproc_statistic") == {}
+    metrics.set_statistics("m", "v", "window", [("y", "psi", 0.9, 0.2)])
+    assert samples(metrics, "streamproc_statistic") == {("m", "v", "y", "psi"): 0.9}
+
+
+def test_statistics_rows_over_the_cap_get_their_series_once_there_is_room():
+    metrics = Metrics(max_series=2)
+    metrics.set_statistics("a", "v", "window", [("x", "psi", 1.0, 0.2), ("y", "psi", 1.0, 0.2)])
+    metrics.set_statistics("b", "v", "window", [("x", "psi", 2.0, 0.2)])
+    assert ("b", "v", "x", "psi") not in samples(metrics, "streamproc_statistic")
+    metrics.forget_model("a")
+    metrics.set_statistics("b", "v", "window", [("x", "psi", 3.0, 0.2)])
+    assert samples(metrics, "streamproc_statistic") == {("b", "v", "x", "psi"): 3.0}
