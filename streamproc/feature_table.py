@@ -27,6 +27,7 @@ an event took.
 
 from __future__ import annotations
 
+import struct
 from array import array
 from collections import OrderedDict
 from operator import itemgetter
@@ -35,9 +36,6 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from .columns import _as_float
-
-_CONVERSION_ERRORS = (TypeError, ValueError, OverflowError)
-
 
 def _getter(names: Sequence[str]) -> Callable[[dict], tuple]:
     """``itemgetter(*names)``, always returning a tuple (KeyError when a name is absent)."""
@@ -52,7 +50,7 @@ def _getter(names: Sequence[str]) -> Callable[[dict], tuple]:
 class FeatureLayout:
     """Which features a model version's events are expected to carry, numeric ones first."""
 
-    __slots__ = ("numeric", "other", "width", "known", "get_numeric", "get_other")
+    __slots__ = ("numeric", "other", "width", "known", "get_numeric", "get_other", "pack_numeric")
 
     def __init__(self, numeric: Sequence[str], other: Sequence[str]):
         self.numeric = tuple(numeric)
@@ -61,6 +59,9 @@ class FeatureLayout:
         self.width = len(self.known)
         self.get_numeric = _getter(self.numeric)
         self.get_other = _getter(self.other)
+        # Numbers to C doubles in one call (struct.error for anything else): about half the
+        # time of array.extend, which converts value by value.
+        self.pack_numeric = struct.Struct(f"{len(self.numeric)}d").pack
 
 
 class FeatureTable:
@@ -91,17 +92,15 @@ class FeatureTable:
         except KeyError:
             self._add_irregular(row)
             return
-        numbers = self._numbers
-        start = len(numbers)
         try:
-            numbers.extend(nums)
-        except _CONVERSION_ERRORS:  # null or a string among them: value by value
-            del numbers[start:]
-            numbers.extend(map(_as_float, nums))
+            packed = lay.pack_numeric(*nums)
+        except struct.error:  # null, a string or a huge integer among them: value by value
+            packed = lay.pack_numeric(*map(_as_float, nums))
+        self._numbers.frombytes(packed)
         self.others.append(other)
 
     def _add_irregular(self, row: dict) -> None:
-        self._numbers.extend([_as_float(row.get(name)) for name in self.layout.numeric])
+        self._numbers.frombytes(self.layout.pack_numeric(*[_as_float(row.get(name)) for name in self.layout.numeric]))
         self.irregular[len(self.others)] = row
         self.others.append(tuple(map(row.get, self.layout.other)))
 
