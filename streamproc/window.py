@@ -22,6 +22,7 @@ commutative), so a window is the merge of its panes:
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
@@ -46,9 +47,32 @@ class Pane:
     start: float = math.inf
     end: float = -math.inf
 
+    # A new pane's sketches are views of one array, the features' numeric sketches first (in
+    # profile order), so a chunk's numeric sketches are added in one call. Not pickled: a
+    # restored pane (or a merged one) has separate arrays and adds feature by feature.
+    _flat = None
+    _numeric_size = 0
+
     @classmethod
     def empty(cls, index: int, profiles: dict[str, FeatureProfile]) -> "Pane":
-        return cls(index, {name: np.zeros(p.sketch_size, dtype=np.int64) for name, p in profiles.items()})
+        first = [name for name, p in profiles.items() if p.kind == NUMERIC and name not in (SCORE_KEY, LABEL_KEY)]
+        rest = [name for name in profiles if name not in set(first)]
+        sizes = [profiles[name].sketch_size for name in first + rest]
+        flat = np.zeros(sum(sizes), dtype=np.int64)
+        views, start = {}, 0
+        for name, size in zip(first + rest, sizes):
+            views[name] = flat[start:start + size]
+            start += size
+        pane = cls(index, {name: views[name] for name in profiles})
+        pane._flat = flat
+        pane._numeric_size = sum(sizes[:len(first)])
+        return pane
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_flat", None)
+        state.pop("_numeric_size", None)
+        return state
 
     def add(self, profiles: dict[str, FeatureProfile], rows: "list[dict] | FeatureTable", ts: Sequence[float],
             scores: Optional[np.ndarray] = None, labels: Optional[list] = None) -> None:
@@ -74,14 +98,26 @@ class Pane:
             lows = np.where(finite, matrix, math.inf).min(axis=1) if matrix.shape[1] else None
             highs = np.where(finite, matrix, -math.inf).max(axis=1) if matrix.shape[1] else None
             if matrix.shape[1] < SMALL_CHUNK:
-                sketches = sketch_many([profiles[name].fine_edges for name in numeric], matrix)
+                total = sketch_many([profiles[name].fine_edges for name in numeric], matrix, split=False)
+                sketches = None
             else:
                 sketches = [profiles[name].sketch(matrix[j]) for j, name in enumerate(numeric)]
-            for j, name in enumerate(numeric):
-                self.counts[name] += sketches[j]
-                if lows is not None and lows[j] <= highs[j]:
-                    self.lo[name] = min(self.lo.get(name, math.inf), float(lows[j]))
-                    self.hi[name] = max(self.hi.get(name, -math.inf), float(highs[j]))
+                total = np.concatenate(sketches)
+            if self._flat is not None and len(total) == self._numeric_size:
+                self._flat[:len(total)] += total  # every numeric feature's sketch at once
+            else:
+                if sketches is None:
+                    sketches = np.split(total, np.cumsum([profiles[name].sketch_size for name in numeric])[:-1])
+                for name, sketch in zip(numeric, sketches):
+                    self.counts[name] += sketch
+            if lows is not None:
+                lo, hi = self.lo, self.hi
+                for name, low, high in zip(numeric, lows.tolist(), highs.tolist()):
+                    if low <= high:  # some finite value
+                        if low < lo.get(name, math.inf):
+                            lo[name] = low
+                        if high > hi.get(name, -math.inf):
+                            hi[name] = high
         if categorical:
             columns = rows.columns(categorical) if table else raw_columns(rows, categorical)
             for name, column in zip(categorical, columns):
@@ -119,9 +155,10 @@ class Pane:
 SMALL_CHUNK = 128  # below this many events, ``sketch_many`` beats one numpy call per feature
 
 
-def sketch_many(fine_edges: list[np.ndarray], matrix: np.ndarray) -> list[np.ndarray]:
+def sketch_many(fine_edges: list[np.ndarray], matrix: np.ndarray, split: bool = True):
     """Window sketches of several numeric features at once; equal to
-    ``[profile.sketch(row) for profile, row in ...]`` for profiles with these ``fine_edges``.
+    ``[profile.sketch(row) for profile, row in ...]`` for profiles with these ``fine_edges``
+    (with ``split=False``, those sketches end to end in one array).
 
     Feature j's edges and values become complex numbers j + x·i: numpy orders complex numbers
     by real part, then imaginary part, so one ``searchsorted`` over every feature's edges bins
@@ -132,23 +169,51 @@ def sketch_many(fine_edges: list[np.ndarray], matrix: np.ndarray) -> list[np.nda
     [[1, 1, 1, 0], [1, 1, 1]]
     """
     k = len(fine_edges)
+    edges, sketch_start, sketch_sizes = _edge_layout(fine_edges)
+    missing = np.isnan(matrix)
+    if missing.any():
+        present = ~missing
+        feature = np.broadcast_to(np.arange(k)[:, None], matrix.shape)[present]
+        imag = matrix[present]
+    else:  # the usual chunk: no value missing, no masking
+        feature = np.repeat(np.arange(k), matrix.shape[1])
+        imag = matrix.ravel()
+    values = np.empty(feature.size, dtype=np.complex128)
+    values.real = feature
+    values.imag = imag
+    # Feature j's sketch starts 2j bins after its edges do (each sketch adds a lower and a missing bin).
+    where = np.searchsorted(edges, values, side="right") + 2 * feature
+    total = np.bincount(where, minlength=int(sketch_sizes.sum()))
+    total[sketch_start + sketch_sizes - 1] += missing.sum(axis=1)
+    if not split:
+        return total
+    return [total[s:s + n] for s, n in zip(sketch_start.tolist(), sketch_sizes.tolist())]
+
+
+_EDGE_LAYOUTS: "OrderedDict[tuple, tuple]" = OrderedDict()
+MAX_EDGE_LAYOUTS = 512
+
+
+def _edge_layout(fine_edges: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(every feature's edges as j + x·i end to end, each sketch's start, each sketch's size)
+    for ``sketch_many``; cached for the edge arrays of a reference (they never change)."""
+    key = tuple(map(id, fine_edges))
+    hit = _EDGE_LAYOUTS.get(key)
+    if hit is not None and all(a is b for a, b in zip(hit[0], fine_edges)):
+        _EDGE_LAYOUTS.move_to_end(key)
+        return hit[1]
+    k = len(fine_edges)
     sizes = np.fromiter(map(len, fine_edges), dtype=np.int64, count=k)
-    edge_start = np.cumsum(sizes) - sizes
     sketch_sizes = sizes + 2  # value bins, then missing
     sketch_start = np.cumsum(sketch_sizes) - sketch_sizes
     edges = np.empty(int(sizes.sum()), dtype=np.complex128)
     edges.real = np.repeat(np.arange(k, dtype=np.float64), sizes)
     edges.imag = np.concatenate(fine_edges) if k else ()
-    missing = np.isnan(matrix)
-    present = ~missing
-    feature = np.broadcast_to(np.arange(k)[:, None], matrix.shape)[present]
-    values = np.empty(feature.size, dtype=np.complex128)
-    values.real = feature
-    values.imag = matrix[present]
-    where = np.searchsorted(edges, values, side="right") - edge_start[feature] + sketch_start[feature]
-    total = np.bincount(where, minlength=int(sketch_sizes.sum()))
-    total[sketch_start + sketch_sizes - 1] += missing.sum(axis=1)
-    return [total[s:s + n] for s, n in zip(sketch_start.tolist(), sketch_sizes.tolist())]
+    layout = (edges, sketch_start, sketch_sizes)
+    _EDGE_LAYOUTS[key] = (list(fine_edges), layout)  # holding the arrays keeps their ids from being reused
+    if len(_EDGE_LAYOUTS) > MAX_EDGE_LAYOUTS:
+        _EDGE_LAYOUTS.popitem(last=False)
+    return layout
 
 
 def merge_all(panes: Sequence[Pane]) -> Pane:

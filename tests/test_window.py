@@ -168,3 +168,24 @@ def test_sketching_features_together_equals_one_at_a_time(data):
                        for _ in range(k)], dtype=np.float64).reshape(k, n)
     together = sketch_many([p.fine_edges for p in profiles], matrix)
     assert [s.tolist() for s in together] == [p.sketch(matrix[j]).tolist() for j, p in enumerate(profiles)]
+
+
+@settings(max_examples=30, deadline=None)
+@given(chunks, chunks)
+def test_a_restored_pane_goes_on_adding_as_the_original(first, then):
+    """A pane's sketches share one array while it is open (numeric ones added in one call);
+    pickled and restored, it adds feature by feature, to the same result."""
+    import pickle
+
+    def add(p, idx):
+        if idx:
+            b = to_batch([REF_EVENTS[i] for i in idx])
+            p.add(PROFILES, b.features, b.ts_array(), b.score_array(), b.labels)
+
+    original = Pane.empty(0, PROFILES)
+    add(original, first)
+    restored = pickle.loads(pickle.dumps(original))
+    for p in (original, restored):
+        add(p, then)
+    assert same(original, restored)
+    assert same(restored, pane_of([REF_EVENTS[i] for i in first + then]))
