@@ -82,7 +82,7 @@ class MonitorEngine:
         mon = self.monitors.get(key)
         if mon is None or mon.reference is None:
             return None
-        return layout_for(mon.reference)
+        return layout_for(mon.reference, mon.cfg.ignore_features)
 
     def process(self, batches: dict[ModelKey, PredictionBatch]) -> EngineOutput:
         out = EngineOutput()

@@ -28,14 +28,16 @@ an event took.
 from __future__ import annotations
 
 import struct
+import weakref
 from array import array
+from bisect import bisect_left
 from collections import OrderedDict
 from operator import itemgetter
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from .columns import _as_float
+from .columns import _as_float, to_float_array
 
 def _getter(names: Sequence[str]) -> Callable[[dict], tuple]:
     """``itemgetter(*names)``, always returning a tuple (KeyError when a name is absent)."""
@@ -48,14 +50,17 @@ def _getter(names: Sequence[str]) -> Callable[[dict], tuple]:
 
 
 class FeatureLayout:
-    """Which features a model version's events are expected to carry, numeric ones first."""
+    """Which features a model version's events are expected to carry, numeric ones first, and
+    which they may carry besides without being irregular (``skipped``: features the monitor is
+    told to ignore, or that its reference dropped)."""
 
-    __slots__ = ("numeric", "other", "width", "known", "get_numeric", "get_other", "pack_numeric")
+    __slots__ = ("numeric", "other", "width", "known", "skipped", "get_numeric", "get_other", "pack_numeric")
 
-    def __init__(self, numeric: Sequence[str], other: Sequence[str]):
+    def __init__(self, numeric: Sequence[str], other: Sequence[str], skipped: Sequence[str] = ()):
         self.numeric = tuple(numeric)
         self.other = tuple(other)
         self.known = frozenset(self.numeric + self.other)
+        self.skipped = frozenset(skipped) - self.known
         self.width = len(self.known)
         self.get_numeric = _getter(self.numeric)
         self.get_other = _getter(self.other)
@@ -71,7 +76,7 @@ class FeatureTable:
     feature absent, or one the layout lacks) is also kept whole, so nothing it said is lost.
     """
 
-    __slots__ = ("layout", "_numbers", "others", "irregular")
+    __slots__ = ("layout", "_numbers", "others", "irregular", "_keys")
 
     def __init__(self, layout: FeatureLayout, numbers=None, others: Optional[list] = None,
                  irregular: Optional[dict] = None):
@@ -79,6 +84,7 @@ class FeatureTable:
         self._numbers = array("d") if numbers is None else numbers  # row-major; an (n, k) array once read
         self.others: list[tuple] = [] if others is None else others
         self.irregular: dict[int, dict] = {} if irregular is None else irregular  # row -> the row as decoded
+        self._keys: Optional[list[int]] = None
 
     def add(self, row: dict) -> None:
         """Append one event's features (the decoder's per-event step: two C-level lookups and
@@ -86,7 +92,9 @@ class FeatureTable:
         lay = self.layout
         try:
             if len(row) != lay.width:
-                raise KeyError
+                extra = row.keys() - lay.known  # only skipped features besides all known ones?
+                if len(row) - len(extra) != lay.width or not extra <= lay.skipped:
+                    raise KeyError
             nums = lay.get_numeric(row)
             other = lay.get_other(row)
         except KeyError:
@@ -100,7 +108,7 @@ class FeatureTable:
         self.others.append(other)
 
     def _add_irregular(self, row: dict) -> None:
-        self._numbers.frombytes(self.layout.pack_numeric(*[_as_float(row.get(name)) for name in self.layout.numeric]))
+        self._numbers.frombytes(to_float_array(tuple(map(row.get, self.layout.numeric))).tobytes())
         self.irregular[len(self.others)] = row
         self.others.append(tuple(map(row.get, self.layout.other)))
 
@@ -120,8 +128,19 @@ class FeatureTable:
         start, stop, step = where.indices(len(self))
         if step != 1:
             raise ValueError("only contiguous slices")
-        return FeatureTable(self.layout, self.numbers[start:stop], self.others[start:stop],
-                            {i - start: r for i, r in self.irregular.items() if start <= i < stop})
+        irregular = {}
+        if self.irregular:  # its keys ascend (rows are added, sliced and taken in order)
+            keys = list(self.irregular) if len(self.irregular) < 64 else self._irregular_keys()
+            for i in keys[bisect_left(keys, start):bisect_left(keys, stop)]:
+                irregular[i - start] = self.irregular[i]
+        return FeatureTable(self.layout, self.numbers[start:stop], self.others[start:stop], irregular)
+
+    def _irregular_keys(self) -> list[int]:
+        """The irregular rows' indices, ascending; kept once the table is complete (slicing a
+        batch into panes would otherwise scan them all per pane)."""
+        if self._keys is None or len(self._keys) != len(self.irregular):
+            self._keys = list(self.irregular)
+        return self._keys
 
     def take(self, indices: list[int]) -> "FeatureTable":
         """The rows at ``indices``, in that order."""
@@ -182,24 +201,27 @@ class FeatureTable:
         return out
 
 
-_LAYOUTS: "OrderedDict[int, tuple[object, FeatureLayout]]" = OrderedDict()
+_LAYOUTS: "OrderedDict[int, tuple[weakref.ref, tuple, FeatureLayout]]" = OrderedDict()
 MAX_LAYOUTS = 4096  # the model versions decoded most recently
 
 
-def layout_for(reference) -> FeatureLayout:
+def layout_for(reference, ignored: Sequence[str] = ()) -> FeatureLayout:
     """The layout of a ``ReferenceProfile``'s features (numeric, then the rest, each in the
-    reference's order), cached per reference (bounded, so idle models cost no memory)."""
+    reference's order; the ``ignored`` features and those it dropped skipped), cached per
+    reference: bounded, and by weak reference, so models gone or idle cost no memory."""
     key = id(reference)
+    ignored = tuple(ignored)
     hit = _LAYOUTS.get(key)
-    if hit is not None and hit[0] is reference:
+    if hit is not None and hit[0]() is reference and hit[1] == ignored:
         _LAYOUTS.move_to_end(key)
-        return hit[1]
+        return hit[2]
     from .profile import NUMERIC
 
     features = reference.features
     layout = FeatureLayout([n for n, p in features.items() if p.kind == NUMERIC],
-                           [n for n, p in features.items() if p.kind != NUMERIC])
-    _LAYOUTS[key] = (reference, layout)  # holding the reference keeps its id from being reused
+                           [n for n, p in features.items() if p.kind != NUMERIC],
+                           ignored + tuple(reference.dropped_features))
+    _LAYOUTS[key] = (weakref.ref(reference), ignored, layout)  # a dead reference's id may be reused: checked above
     if len(_LAYOUTS) > MAX_LAYOUTS:
         _LAYOUTS.popitem(last=False)
     return layout

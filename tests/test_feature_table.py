@@ -99,6 +99,44 @@ def test_a_row_with_a_null_or_a_string_among_numbers_converts_value_by_value():
     assert table.columns(OTHER) == [("x", 1), ("y", None)]
 
 
+def test_features_to_ignore_keep_a_row_regular_and_anything_else_does_not():
+    layout = FeatureLayout(["a"], ["k"], skipped=["request_id"])
+    table = FeatureTable(layout)
+    for row in ({"a": 1.0, "k": "x", "request_id": "r1"}, {"a": 2.0, "k": "y"},
+                {"a": 3.0, "k": "x", "request_id": "r2", "new": 1}, {"k": "x", "request_id": "r3", "b": 2.0}):
+        table.add(row)
+    assert sorted(table.irregular) == [2, 3]
+    assert table.numeric_matrix(["a"]).tolist()[0][:3] == [1.0, 2.0, 3.0] and math.isnan(table.numeric_matrix(["a"])[0, 3])
+    assert table.unknown_names() == {"new", "b", "request_id"}  # as dicts say; the monitor leaves ignored ones out
+
+
+def test_slicing_many_irregular_rows_keeps_each_with_its_row():
+    data = [{"a": float(i), "k": str(i % 3), **({f"extra{i % 50}": i} if i % 2 else {})} for i in range(500)]
+    table = FeatureTable(FeatureLayout(["a"], ["k"]))
+    for row in data:
+        table.add(row)
+    assert len(table.irregular) == 250
+    for start in range(0, 500, 37):
+        part, expected = table[start:start + 37], data[start:start + 37]
+        assert same_columns(raw_columns(expected, ["extra1", "extra3", "k"]), part.columns(["extra1", "extra3", "k"]))
+        assert part.unknown_names() == set().union(*expected) - {"a", "k"}
+        assert len(part.irregular) == sum(len(r) > 2 for r in expected)
+
+
+def test_the_layout_cache_does_not_keep_a_reference_alive():
+    import gc
+    import weakref
+
+    reference = build_reference("m", "v", [{"x": float(i), "c": "ab"[i % 2]} for i in range(50)])
+    layout = layout_for(reference, ["request_id"])
+    assert layout_for(reference, ["request_id"]) is layout and layout_for(reference) is not layout
+    assert layout.skipped == {"request_id"}
+    alive = weakref.ref(reference)
+    del reference
+    gc.collect()
+    assert alive() is None
+
+
 @pytest.mark.parametrize("kind", ["count", "time"])
 def test_decoding_into_tables_changes_no_alert_and_no_state(kind):
     """The engine fed with tables (the worker) and with dicts (no layouts) ends up identical."""
@@ -117,24 +155,28 @@ def test_decoding_into_tables_changes_no_alert_and_no_state(kind):
             del e["features"]["c1"]
         if n == 5000:
             e["features"]["surprise"] = 1.0
+        e["features"]["request_id"] = f"r{n}"  # configured to be ignored: rows stay regular
     raw = [orjson.dumps(e) for e in events]
 
     def run(with_layouts: bool):
         cfg = load_config(None, environ=env)
+        cfg.defaults.ignore_features = ["request_id"]
         if kind == "time":  # 2 s of event time: 200 events per model
             cfg.defaults.window = cfg.defaults.window.model_copy(update={"kind": "time", "seconds": 2, "min_events": 10})
         engine = MonitorEngine(cfg)
-        alerts, tables = [], 0
+        alerts, tables, irregular = [], 0, 0
         for i in range(0, len(raw), 700):
             batches, rejected = decode_predictions(raw[i:i + 700], layouts=engine.feature_layout if with_layouts else None)
             assert rejected == []
             tables += sum(isinstance(b.features, FeatureTable) for b in batches.values())
+            irregular += sum(len(b.features.irregular) for b in batches.values() if isinstance(b.features, FeatureTable))
             alerts += engine.process(batches).alerts
-        return alerts, tables, engine
+        return alerts, tables, engine, irregular
 
-    alerts_t, tables, engine_t = run(True)
-    alerts_d, none, engine_d = run(False)
+    alerts_t, tables, engine_t, irregular = run(True)
+    alerts_d, none, engine_d, _ = run(False)
     assert tables > 0 and none == 0
+    assert 0 < irregular < 40  # only the rows lacking c1 and the one with a surprise
     def stable(alerts):
         return [{k: v for k, v in a.items() if k != "detected_at"} for a in alerts]
 
