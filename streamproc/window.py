@@ -51,7 +51,8 @@ class Pane:
     # profile order), so a chunk's numeric sketches are added in one call. Not pickled: a
     # restored pane (or a merged one) has separate arrays and adds feature by feature.
     _flat = None
-    _numeric_size = 0
+    _numeric = ()  # the numeric features laid out first in _flat, in order
+    _numeric_size = 0  # and the length of their sketches
 
     @classmethod
     def empty(cls, index: int, profiles: dict[str, FeatureProfile]) -> "Pane":
@@ -65,12 +66,14 @@ class Pane:
             start += size
         pane = cls(index, {name: views[name] for name in profiles})
         pane._flat = flat
+        pane._numeric = tuple(first)
         pane._numeric_size = sum(sizes[:len(first)])
         return pane
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         state.pop("_flat", None)
+        state.pop("_numeric", None)
         state.pop("_numeric_size", None)
         return state
 
@@ -103,7 +106,7 @@ class Pane:
             else:
                 sketches = [profiles[name].sketch(matrix[j]) for j, name in enumerate(numeric)]
                 total = np.concatenate(sketches)
-            if self._flat is not None and len(total) == self._numeric_size:
+            if self._flat is not None and len(total) == self._numeric_size and tuple(numeric) == self._numeric:
                 self._flat[:len(total)] += total  # every numeric feature's sketch at once
             else:
                 if sketches is None:

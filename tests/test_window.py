@@ -189,3 +189,14 @@ def test_a_restored_pane_goes_on_adding_as_the_original(first, then):
         add(p, then)
     assert same(original, restored)
     assert same(restored, pane_of([REF_EVENTS[i] for i in first + then]))
+
+
+def test_a_pane_fed_its_profiles_in_another_order_still_adds_each_feature_to_its_own_sketch():
+    from streamproc.profile import build_feature_profile
+
+    x = build_feature_profile("x", [float(i) for i in range(100)])
+    y = build_feature_profile("y", [float(i) for i in range(100)])  # same edges: same sketch sizes
+    pane = Pane.empty(0, {"x": x, "y": y})
+    pane.add({"y": y, "x": x}, [{"x": 5.0, "y": 95.0}], [1.0])
+    assert x.sketch([5.0]).tolist() == pane.counts["x"].tolist()
+    assert y.sketch([95.0]).tolist() == pane.counts["y"].tolist()
