@@ -28,16 +28,15 @@ an event took.
 from __future__ import annotations
 
 import struct
-import weakref
 from array import array
 from bisect import bisect_left
-from collections import OrderedDict
 from operator import itemgetter
 from typing import Callable, Optional, Sequence
 
 import numpy as np
 
 from .columns import _as_float, to_float_array
+from .identity_cache import IdentityCache
 
 def _getter(names: Sequence[str]) -> Callable[[dict], tuple]:
     """``itemgetter(*names)``, always returning a tuple (KeyError when a name is absent)."""
@@ -201,27 +200,21 @@ class FeatureTable:
         return out
 
 
-_LAYOUTS: "OrderedDict[int, tuple[weakref.ref, tuple, FeatureLayout]]" = OrderedDict()
-MAX_LAYOUTS = 4096  # the model versions decoded most recently
+_LAYOUTS = IdentityCache(4096)  # the model versions decoded most recently
 
 
 def layout_for(reference, ignored: Sequence[str] = ()) -> FeatureLayout:
     """The layout of a ``ReferenceProfile``'s features (numeric, then the rest, each in the
     reference's order; the ``ignored`` features and those it dropped skipped), cached per
-    reference: bounded, and by weak reference, so models gone or idle cost no memory."""
-    key = id(reference)
+    reference (see ``streamproc.identity_cache``: bounded, and the reference held weakly)."""
     ignored = tuple(ignored)
-    hit = _LAYOUTS.get(key)
-    if hit is not None and hit[0]() is reference and hit[1] == ignored:
-        _LAYOUTS.move_to_end(key)
-        return hit[2]
-    from .profile import NUMERIC
 
-    features = reference.features
-    layout = FeatureLayout([n for n, p in features.items() if p.kind == NUMERIC],
-                           [n for n, p in features.items() if p.kind != NUMERIC],
-                           ignored + tuple(reference.dropped_features))
-    _LAYOUTS[key] = (weakref.ref(reference), ignored, layout)  # a dead reference's id may be reused: checked above
-    if len(_LAYOUTS) > MAX_LAYOUTS:
-        _LAYOUTS.popitem(last=False)
-    return layout
+    def build() -> FeatureLayout:
+        from .profile import NUMERIC
+
+        features = reference.features
+        return FeatureLayout([n for n, p in features.items() if p.kind == NUMERIC],
+                             [n for n, p in features.items() if p.kind != NUMERIC],
+                             ignored + tuple(reference.dropped_features))
+
+    return _LAYOUTS.get((reference,), build, ignored)

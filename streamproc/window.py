@@ -22,7 +22,6 @@ commutative), so a window is the merge of its panes:
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
@@ -31,6 +30,7 @@ import numpy as np
 from .policy import WindowInfo
 from .columns import numeric_columns, raw_columns, to_float_array
 from .feature_table import FeatureTable
+from .identity_cache import IdentityCache
 from .profile import NUMERIC, FeatureProfile
 
 SCORE_KEY = "prediction.score"
@@ -193,30 +193,24 @@ def sketch_many(fine_edges: list[np.ndarray], matrix: np.ndarray, split: bool = 
     return [total[s:s + n] for s, n in zip(sketch_start.tolist(), sketch_sizes.tolist())]
 
 
-_EDGE_LAYOUTS: "OrderedDict[tuple, tuple]" = OrderedDict()
-MAX_EDGE_LAYOUTS = 512
+_EDGE_LAYOUTS = IdentityCache(512)
 
 
 def _edge_layout(fine_edges: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(every feature's edges as j + x·i end to end, each sketch's start, each sketch's size)
     for ``sketch_many``; cached for the edge arrays of a reference (they never change)."""
-    key = tuple(map(id, fine_edges))
-    hit = _EDGE_LAYOUTS.get(key)
-    if hit is not None and all(a is b for a, b in zip(hit[0], fine_edges)):
-        _EDGE_LAYOUTS.move_to_end(key)
-        return hit[1]
-    k = len(fine_edges)
-    sizes = np.fromiter(map(len, fine_edges), dtype=np.int64, count=k)
-    sketch_sizes = sizes + 2  # value bins, then missing
-    sketch_start = np.cumsum(sketch_sizes) - sketch_sizes
-    edges = np.empty(int(sizes.sum()), dtype=np.complex128)
-    edges.real = np.repeat(np.arange(k, dtype=np.float64), sizes)
-    edges.imag = np.concatenate(fine_edges) if k else ()
-    layout = (edges, sketch_start, sketch_sizes)
-    _EDGE_LAYOUTS[key] = (list(fine_edges), layout)  # holding the arrays keeps their ids from being reused
-    if len(_EDGE_LAYOUTS) > MAX_EDGE_LAYOUTS:
-        _EDGE_LAYOUTS.popitem(last=False)
-    return layout
+
+    def build():
+        k = len(fine_edges)
+        sizes = np.fromiter(map(len, fine_edges), dtype=np.int64, count=k)
+        sketch_sizes = sizes + 2  # value bins, then missing
+        sketch_start = np.cumsum(sketch_sizes) - sketch_sizes
+        edges = np.empty(int(sizes.sum()), dtype=np.complex128)
+        edges.real = np.repeat(np.arange(k, dtype=np.float64), sizes)
+        edges.imag = np.concatenate(fine_edges) if k else ()
+        return edges, sketch_start, sketch_sizes
+
+    return _EDGE_LAYOUTS.get(fine_edges, build)
 
 
 def merge_all(panes: Sequence[Pane]) -> Pane:

@@ -24,11 +24,11 @@ profile's ``sketch_to_bin``). Quantiles of several sketches: ``profile.sketch_qu
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import Sequence
 
 import numpy as np
 
+from .identity_cache import IdentityCache
 from .profile import NUMERIC, FeatureProfile
 from .psi import psi_segments
 
@@ -56,20 +56,10 @@ class SignalLayout:
         return values, np.split(counts, self.bin_start[1:].tolist())
 
 
-_LAYOUTS: "OrderedDict[int, tuple[object, SignalLayout]]" = OrderedDict()
-MAX_LAYOUTS = 512  # the layouts of the model versions whose windows closed most recently
+_LAYOUTS = IdentityCache(512)  # the layouts of the model versions whose windows closed most recently
 
 
 def layout_for(owner: object, profiles: dict[str, FeatureProfile]) -> SignalLayout:
     """The layout of ``profiles``, cached for ``owner`` (a reference: profiles never change
     within one). A bounded cache, not an attribute, so that idle models cost no memory."""
-    key = id(owner)
-    hit = _LAYOUTS.get(key)
-    if hit is not None and hit[0] is owner:
-        _LAYOUTS.move_to_end(key)
-        return hit[1]
-    layout = SignalLayout(profiles)
-    _LAYOUTS[key] = (owner, layout)  # holding the owner keeps its id from being reused meanwhile
-    if len(_LAYOUTS) > MAX_LAYOUTS:
-        _LAYOUTS.popitem(last=False)
-    return layout
+    return _LAYOUTS.get((owner,), lambda: SignalLayout(profiles))

@@ -99,7 +99,30 @@ def test_quantiles_of_all_numeric_signals_equal_computing_each_alone(data):
 
 def test_a_layout_is_cached_per_reference_and_rebuilt_for_a_new_one():
     profiles = {"x": build_feature_profile("x", [1.0, 2.0, 3.0])}
-    first, second = object(), object()
+    class Owner:  # a reference in the worker: held weakly by the cache
+        pass
+
+    first, second = Owner(), Owner()
     a = layout_for(first, profiles)
     assert layout_for(first, profiles) is a
     assert layout_for(second, profiles) is not a
+
+
+def test_the_identity_cache_is_bounded_and_knows_a_new_object_from_a_dead_one():
+    from streamproc.identity_cache import IdentityCache
+
+    class Owner:
+        pass
+
+    cache = IdentityCache(2)
+    owners = [Owner() for _ in range(3)]
+    built = [cache.get((o,), lambda o=o: id(o)) for o in owners]
+    assert len(cache) == 2 and cache.get((owners[0],), lambda: "again") == "again"  # the oldest went out
+    # An entry left by an object now dead, under the id a new object has (CPython reuses ids).
+    import weakref
+
+    dead, new = Owner(), Owner()
+    cache._entries[((id(new),), None)] = ((weakref.ref(dead),), "old")
+    del dead
+    assert cache.get((new,), lambda: "new") == "new"
+    assert built[2] == id(owners[2])
