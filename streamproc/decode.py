@@ -232,9 +232,11 @@ def decode_predictions(payloads: Iterable[Optional[bytes]], positions: Optional[
             rejected.append(Rejected(i, _reason(exc)))
             continue
         event_id = ev.event_id
-        if not event_id.isprintable() and _CONTROL.search(event_id):
-            rejected.append(Rejected(i, _id_problem(event_id, "event_id")))
-            continue
+        if not event_id.isprintable():  # rare: only then is the call to _id_problem paid
+            problem = _id_problem(event_id, "event_id")
+            if problem is not None:
+                rejected.append(Rejected(i, problem))
+                continue
         key = (ev.model_id, ev.model_version or DEFAULT_MODEL_VERSION)
         batch = batches.get(key)
         if batch is None:
@@ -321,8 +323,9 @@ def route_keys(payloads: Iterable[Optional[bytes]], max_bytes: int = MAX_EVENT_B
             except _DECODE_ERRORS as exc:
                 rejected.append(Rejected(i, _reason(exc)))
             else:
-                if not key.isprintable() and _CONTROL.search(key):
-                    rejected.append(Rejected(i, _id_problem(key, "model_id")))
+                problem = None if key.isprintable() else _id_problem(key, "model_id")
+                if problem is not None:
+                    rejected.append(Rejected(i, problem))
                     key = None
         keys.append(key)
     return keys, rejected

@@ -196,11 +196,11 @@ class Metrics:
         self.batch_seconds = Histogram(
             "streamproc_batch_duration_seconds", "Time to decode, process, publish and commit one batch.",
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5), registry=r)
-        # model id -> (version, kind) -> (the (feature, detector) rows, their series): see set_statistics
-        self._statistic_series: dict[str, dict[tuple[str, str], tuple[list, list]]] = {}
         self.batch_size = Histogram(
             "streamproc_batch_size_messages", "Messages per consumed batch.",
             buckets=(1, 10, 100, 500, 1000, 2500, 5000, 10000, 20000, 50000), registry=r)
+        # model id -> (version, kind) -> (the (feature, detector) rows, their series): see set_statistics
+        self._statistic_series: dict[str, dict[tuple[str, str], tuple[list, list]]] = {}
 
     def set_statistics(self, model_id: str, version: str, kind: str, rows) -> None:
         """``streamproc_statistic`` and its threshold from (feature, detector, value, threshold)
