@@ -249,9 +249,8 @@ class ModelMonitor:
             if len(idx) == len(rows):
                 pane.add(profiles, rows, ts, scores, chunk.labels)
             else:
-                il = idx.tolist()
-                part = rows.take(il) if isinstance(rows, FeatureTable) else [rows[i] for i in il]
-                pane.add(profiles, part, ts[idx], scores[idx], [chunk.labels[i] for i in il])
+                part = chunk.take(idx.tolist())
+                pane.add(profiles, part.features, ts[idx], scores[idx], part.labels)
         self.watermark = max(self.watermark, float(ts.max()))
         self.pane = self.open_panes[max(self.open_panes)]
 
