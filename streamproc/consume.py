@@ -9,12 +9,15 @@ a consumer: pausing full partitions, and deciding which partitions are idle.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from typing import Optional
+from typing import Callable, Optional
 
 from aiokafka.errors import KafkaError
 
 from .ordering import MergeBuffer
+
+log = logging.getLogger(__name__)
 
 
 async def caught_up(consumer, tps) -> set:
@@ -90,8 +93,10 @@ class BatchedInput:
     dropped, so a caller can tell that a batch it polled before a rebalance is stale.
     """
 
-    def __init__(self, consumer, merged_topic: Optional[str], max_buffered: int, max_idle_ms: int):
+    def __init__(self, consumer, merged_topic: Optional[str], max_buffered: int, max_idle_ms: int,
+                 on_restart: Optional[Callable[[set], None]] = None):
         self.consumer = consumer
+        self.on_restart = on_restart  # called with the partitions read again from their beginning
         self.merged_topic = merged_topic
         self.merge = MergeBuffer(max_buffered=max_buffered)
         self.max_idle = max_idle_ms / 1000
@@ -106,6 +111,7 @@ class BatchedInput:
         records = await c.getmany(timeout_ms=timeout_ms, max_records=max_records)
         if records:
             await prefetch()
+        await self._restart_past_the_end(records)
         others = []
         arrival = time.monotonic()
         for tp, msgs in records.items():
@@ -132,6 +138,32 @@ class BatchedInput:
         hold_after = time.time() * 1000 - self.max_idle * 1000
         return self.merge.release(idle, merged_tps, hold_after, now - self.max_idle), others, records
 
+    async def _restart_past_the_end(self, records: dict) -> None:
+        """Read from the beginning the partitions positioned past their end.
+
+        That happens when the broker lost data (a broker without persistent storage restarted,
+        a topic deleted and recreated): the committed offsets, and the positions of a consumer
+        that stayed up, are past the new end. Kafka answers a fetch there with
+        OFFSET_OUT_OF_RANGE, and the consumer goes back to the beginning (``auto_offset_reset``
+        earliest); Tansu answers with nothing, for ever. This does what Kafka makes it do. A
+        partition that just brought records is not past its end.
+        """
+        c = self.consumer
+        restarted = set()
+        for tp in c.assignment():
+            if tp in records:
+                continue
+            hw = c.highwater(tp)
+            if hw is not None and await c.position(tp) > hw:
+                log.warning("%s[%d]: position %d is past the end of the partition (%d): the broker lost data; "
+                            "reading it from the beginning", tp.topic, tp.partition, await c.position(tp), hw)
+                await c.seek_to_beginning(tp)
+                restarted.add(tp)
+        if restarted:
+            self._forget(restarted)  # not a rebalance: the batch being polled stays valid
+            if self.on_restart is not None:
+                self.on_restart(restarted)
+
     def done(self, records: dict) -> None:
         """Everything the last ``poll`` handed out is handled (its output acknowledged)."""
         for tp, msgs in records.items():
@@ -145,9 +177,12 @@ class BatchedInput:
 
     def drop(self, tps) -> None:
         """Forget partitions no longer owned (the new owner re-reads from the committed offset)."""
+        self._forget(tps)
+        self.generation += 1
+
+    def _forget(self, tps) -> None:
         self.merge.drop(tps)
         for tp in tps:
             self.next.pop(tp, None)
             self.last_arrival.pop(tp, None)
             self._done.pop(tp, None)
-        self.generation += 1

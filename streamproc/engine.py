@@ -181,6 +181,27 @@ class MonitorEngine:
                 fresh[tp] = off + 1
         return (batch if len(keep) == len(batch) else batch.take(keep)), fresh
 
+    def forget_positions(self, partitions: Optional[set[str]] = None) -> None:
+        """Forget the input positions applied from these ``topic:partition``s (None: from all).
+
+        For partitions read again from their beginning because the broker lost their data:
+        their offsets start again from 0, and records below the old watermarks are new.
+        """
+        def keep(tp: str) -> bool:
+            return partitions is not None and tp not in partitions
+
+        for (model_id, version), mon in self.monitors.items():
+            applied = getattr(mon, "applied", None)
+            if applied and not all(keep(tp) for tp in applied):
+                mon.applied = {tp: off for tp, off in applied.items() if keep(tp)}
+                self.dirty_monitors.add((model_id, version))
+        for model_id, joiner in self.joiners.items():
+            applied = getattr(joiner, "applied", None)
+            if applied and not all(keep(tp) for tp in applied):
+                joiner.applied = {tp: off for tp, off in applied.items() if keep(tp)}
+                self.dirty_models.add(model_id)
+        self.replay_until = {tp: off for tp, off in self.replay_until.items() if keep(tp)}
+
     def end_replay(self, positions: dict[str, int]) -> None:
         """Stop checking watermarks once the input has passed every restored one."""
         if self.replay_until and all(positions.get(tp, 0) >= off for tp, off in self.replay_until.items()):

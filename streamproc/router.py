@@ -105,14 +105,14 @@ class Router:
     """Forwards predictions and outcomes to the routed topic, partitioned by model id."""
 
     def __init__(self, consumer, producer, predictions: str, outcomes: str, routed: str, partitions: int,
-                 dead_letter: Callable, max_buffered: int, max_idle_ms: int):
+                 dead_letter: Callable, max_buffered: int, max_idle_ms: int, on_restart: Optional[Callable] = None):
         self.consumer = consumer
         self.producer = producer
         self.topics = {predictions: PREDICTION, outcomes: OUTCOME}
         self.routed = routed
         self.partitions = partitions
         self.dead_letter = dead_letter  # (msg, reason) -> delivery future, from the worker
-        self.input = BatchedInput(consumer, predictions, max_buffered, max_idle_ms)
+        self.input = BatchedInput(consumer, predictions, max_buffered, max_idle_ms, on_restart)
         self.lock = asyncio.Lock()  # a batch in hand finishes before partitions are revoked
         self.forwarded = 0
         self.in_flight = False  # a batch consumed but not yet acknowledged by the broker

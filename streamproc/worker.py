@@ -179,14 +179,17 @@ class MonitorWorker:
         self.consumer = kafka.consumer(s.bootstrap, group_id=s.group_id, **consumer_opts)
         if self.repartition:
             self.routed_partitions = len(self.ref_consumer.partitions_for_topic(routed) or ()) or t.partitions
-            self.input = BatchedInput(self.consumer, None, 0, s.max_idle_ms)  # a model lives in one partition
+            # A model lives in one partition. A routed partition read again from its beginning
+            # brings source records whose offsets may have restarted too: all watermarks go.
+            self.input = BatchedInput(self.consumer, None, 0, s.max_idle_ms, lambda tps: self.engine.forget_positions())
             self.consumer.subscribe([routed], listener=_Rebalance(self))
             self.router_consumer = kafka.consumer(s.bootstrap, group_id=f"{s.group_id}-router", **consumer_opts)
             self.router = Router(self.router_consumer, self.producer, t.predictions, t.outcomes, routed,
-                                 self.routed_partitions, self._dead_letter, MERGE_BUFFER, s.max_idle_ms)
+                                 self.routed_partitions, self._dead_letter, MERGE_BUFFER, s.max_idle_ms,
+                                 on_restart=self._source_restarted)
             self.router_consumer.subscribe([t.predictions, t.outcomes], listener=self.router.listener())
         else:
-            self.input = BatchedInput(self.consumer, t.predictions, MERGE_BUFFER, s.max_idle_ms)
+            self.input = BatchedInput(self.consumer, t.predictions, MERGE_BUFFER, s.max_idle_ms, self._source_restarted)
             self.consumer.subscribe([t.predictions, t.outcomes], listener=_Rebalance(self))
         # Started together: each waits for its group to form (several seconds on a fresh broker).
         await asyncio.gather(*(c.start() for c in (self.router_consumer, self.consumer) if c is not None))
@@ -245,6 +248,11 @@ class MonitorWorker:
 
         await self.state.read(restore)
         return len(versions)
+
+    def _source_restarted(self, tps) -> None:
+        """Input partitions are read again from their beginning (see ``BatchedInput``): the
+        offsets the models applied from them no longer mean anything."""
+        self.engine.forget_positions({f"{tp.topic}:{tp.partition}" for tp in tps})
 
     def _forget_models(self) -> None:
         """Forget every model held (partitions moved, or back to the last checkpoint)."""

@@ -48,3 +48,51 @@ def test_worker_is_not_ready_while_the_broker_is_away_and_resumes_when_it_return
     finally:
         worker.stop()
         broker.stop()
+
+
+async def _commit_past_the_end(bootstrap: str, commits: dict[str, list[str]], offset: int) -> None:
+    """Commit ``offset`` for every partition of the given topics, per group."""
+    from aiokafka import TopicPartition
+
+    from streamproc import kafka
+
+    for group, group_topics in commits.items():
+        c = kafka.consumer(bootstrap, group_id=group)
+        await c.start()
+        try:
+            tps = [TopicPartition(t, p) for t in group_topics for p in range(4)]
+            c.assign(tps)
+            await c.commit({tp: offset for tp in tps})
+        finally:
+            await c.stop()
+
+
+@pytest.mark.parametrize("route", ["direct", "repartition"])
+def test_offsets_past_the_end_of_a_partition_restart_from_its_beginning(bootstrap, tmp_path, route):
+    """A broker that lost its data (Tansu on memory storage restarted, a topic deleted and
+    recreated) leaves committed offsets, and consumer positions, past the partitions' new
+    end. Kafka answers a fetch there with OFFSET_OUT_OF_RANGE and the consumer starts again
+    from the beginning (``auto_offset_reset`` earliest); Tansu answers with nothing, for ever.
+    The worker must read the partitions from the beginning either way."""
+    import asyncio
+    import uuid
+
+    from streamproc import kafka
+
+    topics = unique_topics()
+    group = f"test-{uuid.uuid4().hex[:8]}"
+    routed = f"{group}-routed"
+    asyncio.run(kafka.ensure_topics(bootstrap, [topics["predictions"], topics["outcomes"], routed], 4))
+    commits = {group: [topics["predictions"], topics["outcomes"]]} if route == "direct" else \
+        {group: [routed], f"{group}-router": [topics["predictions"], topics["outcomes"]]}
+    asyncio.run(_commit_past_the_end(bootstrap, commits, 1000))
+    worker = WorkerProcess(bootstrap, topics, tmp_path / "worker.log", ("--route", route, "--warmup-size", "1000"),
+                           group_id=group)
+    try:
+        worker.wait_ready()
+        produce(bootstrap, topics["predictions"],
+                [json.dumps(e).encode() for e in ModelStream("early", n_numeric=3, seed=83).events(600)])
+        wait_until(lambda: events_of(worker, "early") == 600, 60, "the events below the committed offsets")
+        assert "past the end" in worker.log_text()
+    finally:
+        worker.stop()

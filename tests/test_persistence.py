@@ -184,3 +184,25 @@ def test_an_abandoned_export_leaves_every_model_marked_changed():
     records.close()  # e.g. the checkpoint was cancelled between two models
     assert engine.export_dirty({"t:0": 60}).keys() == {"m0", "m1", "m2"}
     assert first in {"m0", "m1", "m2"} and engine.export_dirty({"t:0": 60}) == {}
+
+
+def test_a_partition_restarted_from_its_beginning_is_applied_again_only_where_forgotten():
+    """A broker that lost data restarts a partition's offsets (see streamproc.consume): with
+    ``dedupe`` the records there would be skipped as already applied, unless the engine forgets
+    the positions applied from that partition; other partitions keep their watermarks."""
+    engine = MonitorEngine(CONFIG)
+    engine.dedupe = True
+    first = LOG[:BATCH]
+    process(engine, first)
+    applied = sum(m.events for m in engine.monitors.values())
+    process(engine, first)  # the same offsets again: all skipped
+    assert sum(m.events for m in engine.monitors.values()) == applied
+    engine.forget_positions({tp("predictions", 0)})
+    assert engine.dirty_monitors
+    process(engine, first)  # partition 0 forgotten: its records count again, partition 1's do not
+    again = sum(1 for m in first if m[0] == "predictions" and m[1] == 0)
+    assert 0 < again < sum(1 for m in first if m[0] == "predictions")
+    assert sum(m.events for m in engine.monitors.values()) == applied + again
+    engine.forget_positions()
+    process(engine, first)
+    assert sum(m.events for m in engine.monitors.values()) == 2 * applied + again
