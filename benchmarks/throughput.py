@@ -14,7 +14,10 @@ partition carries every model; from the middle of each model's stream x0 shifts 
 (a) **Ceiling**: an aiokafka consumer (the worker's default fetch settings: ``getmany`` of up to
     ``max_batch`` records, ``max_partition_fetch_bytes`` per partition, ``fetch_max_wait_ms``) that ``orjson.loads`` every message, from the beginning of
     the topic to its end, in a subprocess on the worker's core. Rate = messages after the
-    first non-empty batch / time from that batch to the last message.
+    first non-empty batch / time from that batch to the last message. aiokafka builds its
+    own ``ConsumerRecord``s, as the issue defines the ceiling; the worker reads with cheaper
+    records (``streamproc.consumer_records``), and the same consumer with those is printed
+    too (a ceiling that rose with the worker's own improvement would hide it).
 
 (b) **Worker**: ``python -m streamproc worker`` (a subprocess, like ``tests/conftest.py``'s
     ``WorkerProcess``: fresh group id and topics, ``STREAMPROC_TOPIC_*`` variables) reads the
@@ -356,14 +359,16 @@ class LiveEvents:
 
 
 # -- (a) the ceiling ---------------------------------------------------------------------------
-async def _ceiling(bootstrap: str, topic: str, total: int) -> dict:
-    from streamproc import kafka
+async def _ceiling(bootstrap: str, topic: str, total: int, lean: bool) -> dict:
+    from streamproc import consumer_records, kafka
 
     from streamproc.config import WorkerSettings
 
     ws = WorkerSettings()
     c = kafka.consumer(bootstrap, group_id=None, max_poll_records=ws.max_batch,
                        max_partition_fetch_bytes=ws.max_partition_fetch_bytes, fetch_max_wait_ms=ws.fetch_max_wait_ms)
+    if not lean:  # aiokafka's own ConsumerRecords (kafka.consumer installs the lean ones)
+        consumer_records.uninstall()
     await c.start()
     try:
         from aiokafka import TopicPartition
@@ -395,8 +400,9 @@ async def _ceiling(bootstrap: str, topic: str, total: int) -> dict:
         await c.stop()
 
 
-def ceiling(pin: list[str], bootstrap: str, topic: str, total: int) -> dict:
-    out = subprocess.run([*pin, sys.executable, os.path.abspath(__file__), "--_ceiling", bootstrap, topic, str(total)],
+def ceiling(pin: list[str], bootstrap: str, topic: str, total: int, lean: bool = False) -> dict:
+    out = subprocess.run([*pin, sys.executable, os.path.abspath(__file__), "--_ceiling", bootstrap, topic, str(total),
+                          "lean" if lean else "stock"],
                          capture_output=True, check=True, text=True)
     return orjson.loads(out.stdout.strip().splitlines()[-1])
 
@@ -663,8 +669,8 @@ def scale_out_reason(args) -> Optional[str]:
 
 # -- main ------------------------------------------------------------------------------------
 def main() -> None:
-    if len(sys.argv) == 5 and sys.argv[1] == "--_ceiling":
-        print(orjson.dumps(asyncio.run(_ceiling(sys.argv[2], sys.argv[3], int(sys.argv[4])))).decode())
+    if len(sys.argv) == 6 and sys.argv[1] == "--_ceiling":
+        print(orjson.dumps(asyncio.run(_ceiling(sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5] == "lean"))).decode())
         return
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", default="3,200", help="comma-separated model counts, one scenario each")
@@ -724,6 +730,10 @@ def main() -> None:
                           f"({ceil['messages']:,} messages, {ceil['seconds']:.2f} s after a first batch of "
                           f"{ceil['first_batch']:,}; {ceil['rate_from_first_fetch']:,.0f} msg/s counting the first fetch)",
                           flush=True)
+                    lean = ceiling(pin, bootstrap, topic, sc.events + len(sentinels) + args.partitions, lean=True)
+                    print(f"    the same with streamproc's lean records (streamproc.consumer_records, as the worker "
+                          f"reads): {lean['rate']:,.0f} msg/s (x{lean['rate'] / ceil['rate']:.2f}); the ratio below is "
+                          f"against aiokafka's own records", flush=True)
                 try:
                     r = run_worker(pin, bootstrap, sc, args.partitions, route, logdir, args, topic, sentinels, refs_topic)
                 except Exception as exc:  # report and go on with the next configuration

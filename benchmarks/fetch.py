@@ -1,0 +1,83 @@
+"""What reading a topic costs per record, with aiokafka's own records and with streamproc's lean ones.
+
+    python benchmarks/fetch.py [--records 200000] [--bytes 750] [--repeat 3]
+
+Preloads a topic of the embedded broker (4 partitions) and drains it with an aiokafka consumer
+(``getmany`` of up to 20,000 records, the worker's fetch settings), nothing else done per
+record, alternating aiokafka's ``ConsumerRecord`` and ``streamproc.consumer_records.LeanRecord``;
+prints each run and the medians, in µs per record. Pin it to a core (``taskset -c 1``) for
+steadier figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+
+from aiokafka import TopicPartition
+
+from streamproc import consumer_records, kafka
+from streamproc.broker import EmbeddedBroker
+from streamproc.config import WorkerSettings
+
+
+async def drain(bootstrap: str, topic: str, total: int, lean: bool) -> float:
+    """Seconds from the first non-empty batch to the last record, per record after it."""
+    ws = WorkerSettings()
+    c = kafka.consumer(bootstrap, group_id=None, max_partition_fetch_bytes=ws.max_partition_fetch_bytes,
+                       fetch_max_wait_ms=ws.fetch_max_wait_ms)
+    if not lean:  # kafka.consumer installed the lean records
+        consumer_records.uninstall()
+    await c.start()
+    try:
+        await c.topics()
+        c.assign([TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic))])
+        await c.seek_to_beginning()
+        n, first, t0 = 0, 0, None
+        while n < total:
+            batch = await c.getmany(timeout_ms=1000, max_records=ws.max_batch)
+            n += sum(len(msgs) for msgs in batch.values())
+            if t0 is None and n:
+                t0, first = time.perf_counter(), n
+        return (time.perf_counter() - t0) / (n - first)
+    finally:
+        await c.stop()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--records", type=int, default=200_000)
+    ap.add_argument("--bytes", type=int, default=750)
+    ap.add_argument("--repeat", type=int, default=3)
+    args = ap.parse_args()
+    from confluent_kafka import Producer
+
+    with EmbeddedBroker() as broker:
+        topic = "fetch-bench"
+        asyncio.run(kafka.ensure_topics(broker.bootstrap, [topic], 4))
+        p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 20})
+        value = b"x" * args.bytes
+        for i in range(args.records):
+            while True:
+                try:
+                    p.produce(topic, value, key=str(i).encode())
+                    break
+                except BufferError:
+                    p.poll(0.05)
+        assert p.flush(60) == 0
+        runs: dict[str, list[float]] = {"aiokafka ConsumerRecord": [], "streamproc LeanRecord": []}
+        for _ in range(args.repeat):
+            for name in runs:
+                seconds = asyncio.run(drain(broker.bootstrap, topic, args.records, lean=name.startswith("streamproc")))
+                runs[name].append(seconds * 1e6)
+        print(f"fetch: {args.records:,} records of {args.bytes} bytes, 4 partitions, embedded broker; µs per record")
+        for name, values in runs.items():
+            print(f"  {name:<24} runs {' / '.join(f'{v:.2f}' for v in values)}; median {statistics.median(values):.2f}")
+        a, b = (statistics.median(v) for v in runs.values())
+        print(f"  lean / stock: {b / a:.2f} (x{a / b:.2f} records per second)")
+
+
+if __name__ == "__main__":
+    main()
