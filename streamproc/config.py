@@ -254,7 +254,8 @@ class WorkerSettings(_Strict):
                                    "(Kafka answers as soon as data arrives; some brokers, Tansu among them, wait this long).")
     max_idle_ms: int = Field(1000, ge=0, description="A caught-up prediction partition silent this long stops holding back the others' events (see streamproc.ordering).")
     dlq_payload_limit: int = Field(16384, ge=0, description="Bytes of a bad message kept in its dead letter.")
-    checkpoint_seconds: float = Field(5.0, gt=0, description="How often monitoring state is saved and input offsets committed.")
+    checkpoint_seconds: float = Field(5.0, gt=0, description="How often monitoring state is saved and input offsets committed "
+                                      "(less often when saving would take over 10% of the worker's time).")
     topics: TopicsConfig = Field(default_factory=TopicsConfig)
     kafka: KafkaSecurity = Field(default_factory=KafkaSecurity)
     log_level: str = "INFO"

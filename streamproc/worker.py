@@ -116,6 +116,46 @@ def quiet_kafka_task_errors(loop: asyncio.AbstractEventLoop) -> None:
     loop.set_exception_handler(handler)
 
 
+class CheckpointPacer:
+    """When the next periodic checkpoint may start: every ``interval`` seconds, but never so
+    often that exporting state takes more than ``max_share`` of the worker's time.
+
+    Exporting is pickling every model that changed since the last checkpoint, in the loop's
+    thread: about 0.5 ms per model (10,000 changed models: 5 s, ``benchmarks/startup.py``). At a
+    fixed 5 s a worker whose 10,000 models all see events would spend half its time saving;
+    paced, a checkpoint whose export took ``d`` seconds is followed by the next no sooner than
+    ``d / max_share`` seconds after it began. Nothing is lost meanwhile (offsets are committed
+    with the state); a crash replays more input.
+
+    >>> pacer = CheckpointPacer(interval=5.0, max_share=0.1, now=0.0)
+    >>> pacer.due(4.9), pacer.due(5.0)
+    (False, True)
+    >>> pacer.started(5.0); pacer.finished(work=2.0)
+    >>> pacer.due(24.9), pacer.due(25.0)
+    (False, True)
+    """
+
+    def __init__(self, interval: float, max_share: float = 0.1, now: Optional[float] = None):
+        self.interval = interval
+        self.max_share = max_share
+        self._start = time.monotonic() if now is None else now
+        self.next_at = self._start + interval
+
+    def due(self, now: float) -> bool:
+        return now >= self.next_at
+
+    def started(self, now: float) -> None:
+        self._start = now
+        self.next_at = now + self.interval
+
+    def finished(self, work: float) -> None:
+        """The checkpoint begun at the last ``started`` took ``work`` seconds of the loop's time."""
+        self.next_at = self._start + max(self.interval, work / self.max_share)
+
+
+CHECKPOINT_MAX_SHARE = 0.1
+
+
 class MonitorWorker:
     """One consumer-group member running the monitoring loop."""
 
@@ -136,7 +176,7 @@ class MonitorWorker:
         self.routed_partitions = 0
         self.lock = asyncio.Lock()  # one batch (or hand-over) at a time
         self.state: Optional[StateStore] = None
-        self._last_checkpoint = time.monotonic()
+        self.pacer = CheckpointPacer(config.worker.checkpoint_seconds, CHECKPOINT_MAX_SHARE)
         self.ready = False
         self.failed = False
         self.on_failure = None  # called when the loop dies of an unexpected error
@@ -479,22 +519,29 @@ class MonitorWorker:
         await self._settle_checkpoint(wait=force)
         if self._saving is not None:
             return  # the previous one is still on its way
-        if not force and time.monotonic() - self._last_checkpoint < self.settings.checkpoint_seconds:
+        if not force and not self.pacer.due(time.monotonic()):
             return
-        self._last_checkpoint = time.monotonic()
+        self.pacer.started(time.monotonic())
         offsets = self.input.positions()
         records = {}
+        work = 0.0  # the loop's time spent exporting, not the other tasks' between models
+        began = time.perf_counter()
         try:
             for model_id, record in self.engine.dirty_records({f"{tp.topic}:{tp.partition}": off
                                                                 for tp, off in offsets.items()}):
                 records[model_id] = record
                 if len(records) % 100 == 0:
+                    work += time.perf_counter() - began
                     await asyncio.sleep(0)  # heartbeats and HTTP views run between models
+                    began = time.perf_counter()
             futures = await self.state.send(self.producer, records)
         except Exception:
             # Not saved: these models must go into the next checkpoint.
             self.engine.dirty_models.update(records)
             raise
+        work += time.perf_counter() - began
+        self.pacer.finished(work)
+        self.metrics.checkpoint_seconds.observe(work)
         self._saving = (futures, offsets, records)
         if force:
             await self._settle_checkpoint(wait=True)

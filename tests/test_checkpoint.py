@@ -57,7 +57,7 @@ def worker_with_changes(models: list[str]) -> MonitorWorker:
     for model in models:
         batches, _ = decode_predictions([orjson.dumps(e) for e in ModelStream(model, n_numeric=2, seed=5).events(30)])
         w.engine.process(batches)
-    w._last_checkpoint = float("-inf")  # due now
+    w.pacer.next_at = float("-inf")  # due now
     return w
 
 
@@ -68,7 +68,7 @@ def test_offsets_are_committed_once_the_state_is_acknowledged_and_batches_go_on_
         assert sorted(k[-1:] for _t, k in w.producer.sent) == [b"a", b"b"]
         assert w.consumer.commits == []  # sent, not acknowledged: nothing committed, and no wait
         w.input.offsets = {TopicPartition("predictions", 0): 25}  # a later batch was processed meanwhile
-        w._last_checkpoint = float("-inf")
+        w.pacer.next_at = float("-inf")
         await w.checkpoint(force=False)
         assert w.consumer.commits == [] and len(w.producer.sent) == 2  # still on its way: no second one
         for fut in w.producer.futures:
@@ -101,3 +101,58 @@ def test_a_failed_save_commits_nothing_and_keeps_the_models_for_the_next_checkpo
         assert not w.engine.dirty_models
 
     asyncio.run(main())
+
+
+def test_checkpoints_are_paced_to_a_tenth_of_the_loops_time():
+    """An export that took d seconds of the loop's time puts the next periodic checkpoint at
+    least 10·d after it began (never sooner than checkpoint_seconds); a forced one still runs."""
+    import time
+
+    from streamproc.worker import CheckpointPacer
+
+    async def main():
+        w = worker_with_changes(["a", "b"])
+        engine_records = w.engine.dirty_records
+
+        def slow_records(watermark):  # 30 ms of the loop's time per model
+            for item in engine_records(watermark):
+                end = time.perf_counter() + 0.03
+                while time.perf_counter() < end:
+                    pass
+                yield item
+
+        w.engine.dirty_records = slow_records
+        w.pacer = CheckpointPacer(interval=0.1, max_share=0.1, now=float("-inf"))  # due now; 0.1 s unless paced
+        began = time.monotonic()
+        await w.checkpoint(force=False)
+        for fut in w.producer.futures:
+            fut.set_result(None)
+        assert len(w.producer.sent) == 2
+        work = w.metrics.checkpoint_seconds._sum.get()
+        assert 0.06 <= work < 0.5
+        assert w.pacer.next_at >= began + 10 * work - 0.01
+        assert w.pacer.next_at > time.monotonic()
+        w.engine.process(decode_predictions([orjson.dumps(e) for e in ModelStream("a", n_numeric=2, seed=6).events(5)])[0])
+        await w.checkpoint(force=False)  # not due: the change waits
+        assert len(w.producer.sent) == 2 and w.engine.dirty_monitors
+        stop = asyncio.ensure_future(w.checkpoint(force=True))
+        while len(w.producer.sent) < 3:
+            await asyncio.sleep(0)
+        w.producer.futures[-1].set_result(None)
+        await stop
+        assert not w.engine.dirty_monitors
+
+    asyncio.run(main())
+
+
+def test_the_pacer_keeps_the_configured_interval_when_exports_are_quick():
+    from streamproc.worker import CheckpointPacer
+
+    pacer = CheckpointPacer(interval=5.0, max_share=0.1, now=100.0)
+    assert not pacer.due(104.0) and pacer.due(105.0)
+    pacer.started(105.0)
+    pacer.finished(work=0.2)  # 10 x 0.2 = 2 s < 5 s
+    assert not pacer.due(109.9) and pacer.due(110.0)
+    pacer.started(110.0)
+    pacer.finished(work=3.0)  # 30 s
+    assert not pacer.due(139.9) and pacer.due(140.0)
