@@ -91,15 +91,21 @@ class FeatureProfile:
             self.fine_edges = np.empty(0, dtype=np.float64)
 
     def __getstate__(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
+        # Checkpoints pickle every reference again: the fine edges go as their bytes (a numpy
+        # array's own pickling costs more than the rest of the profile), the fields by name.
+        state = {name: getattr(self, name) for name in _PROFILE_FIELDS}
+        state["fine_edges"] = self.fine_edges.tobytes()
+        return state
 
     def __setstate__(self, state) -> None:
         if isinstance(state, tuple):  # (None, slots): the default state of a slotted object
             state = state[1]
-        for f in fields(self):
-            if f.init:
-                object.__setattr__(self, f.name, state[f.name])
-        if isinstance(self.fine_edges, np.ndarray):
+        for name in _PROFILE_FIELDS:
+            object.__setattr__(self, name, state[name])
+        if isinstance(self.fine_edges, bytes):
+            self.fine_edges = np.frombuffer(self.fine_edges, dtype=np.float64).copy()  # owns its data
+            self._edges = np.asarray(self.edges, dtype=np.float64)
+        elif isinstance(self.fine_edges, np.ndarray):  # state of an earlier streamproc
             self._edges = np.asarray(self.edges, dtype=np.float64)
         else:  # state of an older streamproc (lists, and arrays since derived on demand)
             self.__post_init__()
@@ -271,6 +277,9 @@ def categorical_bin_counts(values: Sequence[Any], categories: Sequence[str]) -> 
         else:
             counts[index.get(text, unseen)] += n
     return counts
+
+
+_PROFILE_FIELDS = tuple(f.name for f in fields(FeatureProfile) if f.init)
 
 
 def _comparable(d: dict) -> dict:

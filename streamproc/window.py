@@ -72,10 +72,30 @@ class Pane:
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state.pop("_flat", None)
-        state.pop("_numeric", None)
-        state.pop("_numeric_size", None)
+        flat = state.pop("_flat", None)
+        numeric = state.pop("_numeric", ())
+        numeric_size = state.pop("_numeric_size", 0)
+        if flat is not None:
+            # Checkpoints pickle every pane: one array's bytes and the sketches' sizes cost far
+            # less than a numpy array per feature, and the restored pane keeps its one array
+            # (laid out as ``empty`` lays it out: the numeric features first).
+            state["counts"] = [(name, len(view)) for name, view in self.counts.items()]
+            state["_packed"] = (flat.tobytes(), numeric, numeric_size)
         return state
+
+    def __setstate__(self, state: dict) -> None:
+        packed = state.pop("_packed", None)
+        self.__dict__.update(state)
+        if packed is not None:
+            data, numeric, numeric_size = packed
+            flat = np.frombuffer(data, dtype=np.int64).copy()  # owns its data
+            sizes = dict(state["counts"])
+            views, start = {}, 0
+            for name in list(numeric) + [name for name in sizes if name not in set(numeric)]:
+                views[name] = flat[start:start + sizes[name]]
+                start += sizes[name]
+            self.counts = {name: views[name] for name in sizes}
+            self._flat, self._numeric, self._numeric_size = flat, numeric, numeric_size
 
     def add(self, profiles: dict[str, FeatureProfile], rows: "list[dict] | FeatureTable", ts: Sequence[float],
             scores: Optional[np.ndarray] = None, labels: Optional[list] = None) -> None:

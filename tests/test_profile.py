@@ -335,3 +335,18 @@ def test_a_reference_equals_its_features_profiled_one_by_one(n_rows, n_features,
     ref = build_reference("m", "v", rows, n_bins=n_bins)
     for name, profile in ref.features.items():
         assert profile == build_feature_profile(name, [r[name] for r in rows], n_bins=n_bins), name
+
+
+def test_profile_state_with_its_fine_edges_as_an_array_still_restores():
+    """The previous release pickled the fine edges as a numpy array; this one as their bytes."""
+    import pickle
+
+    p = build_feature_profile("x", [float(i % 31) for i in range(500)] + [None])
+    assert isinstance(p.__getstate__()["fine_edges"], bytes)
+    previous = dict(p.__getstate__(), fine_edges=p.fine_edges.copy())
+    q = FeatureProfile.__new__(FeatureProfile)
+    q.__setstate__(previous)
+    assert q == p and q.fine_edges.dtype == np.float64
+    r = pickle.loads(pickle.dumps(p))
+    assert r == p and r.fine_edges.flags.owndata and r.fine_edges.flags.writeable
+    assert r.sketch([3.5, None, 1e9]).tolist() == p.sketch([3.5, None, 1e9]).tolist()

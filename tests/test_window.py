@@ -174,7 +174,9 @@ def test_sketching_features_together_equals_one_at_a_time(data):
 @given(chunks, chunks)
 def test_a_restored_pane_goes_on_adding_as_the_original(first, then):
     """A pane's sketches share one array while it is open (numeric ones added in one call);
-    pickled and restored, it adds feature by feature, to the same result."""
+    pickled and restored, they share one array again, and it adds to the same result. A pane
+    without one (merged, or saved by an earlier streamproc) restores with one array per
+    feature and adds feature by feature."""
     import pickle
 
     def add(p, idx):
@@ -185,10 +187,19 @@ def test_a_restored_pane_goes_on_adding_as_the_original(first, then):
     original = Pane.empty(0, PROFILES)
     add(original, first)
     restored = pickle.loads(pickle.dumps(original))
-    for p in (original, restored):
+    assert restored._flat is not None and restored._flat.flags.owndata
+    assert all(np.shares_memory(view, restored._flat) for view in restored.counts.values())
+    separate = Pane.empty(0, PROFILES)
+    add(separate, first)
+    separate._flat = None  # as a merged pane, or one saved before panes were saved whole
+    separate = pickle.loads(pickle.dumps(separate))
+    assert separate._flat is None
+    for p in (original, restored, separate):
         add(p, then)
-    assert same(original, restored)
+    assert same(original, restored) and same(original, separate)
+    assert list(restored.counts) == list(original.counts)
     assert same(restored, pane_of([REF_EVENTS[i] for i in first + then]))
+    assert same(pickle.loads(pickle.dumps(restored)), restored)
 
 
 def test_a_pane_fed_its_profiles_in_another_order_still_adds_each_feature_to_its_own_sketch():
