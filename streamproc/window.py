@@ -48,8 +48,9 @@ class Pane:
     end: float = -math.inf
 
     # A new pane's sketches are views of one array, the features' numeric sketches first (in
-    # profile order), so a chunk's numeric sketches are added in one call. Not pickled: a
-    # restored pane (or a merged one) has separate arrays and adds feature by feature.
+    # profile order), so a chunk's numeric sketches are added in one call (pickled as that
+    # array, see __getstate__). A merged pane, or one saved by an earlier streamproc, has
+    # separate arrays and adds feature by feature.
     _flat = None
     _numeric = ()  # the numeric features laid out first in _flat, in order
     _numeric_size = 0  # and the length of their sketches
