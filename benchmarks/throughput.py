@@ -1,7 +1,8 @@
 """Throughput and alert latency of a real worker on a real broker, against a consumer ceiling.
 
     python benchmarks/throughput.py [--models 3,200] [--events 200000] [--partitions 4]
-                                    [--live-rate 20000] [--live-seconds 30] [--routes auto] [--bootstrap HOST:PORT]
+                                    [--live-rate 20000] [--live-seconds 30] [--routes auto] [--repeat 1]
+                                    [--bootstrap HOST:PORT]
 
 Starts the embedded broker (or uses ``--bootstrap`` / ``STREAMPROC_BOOTSTRAP``). For each
 ``--models`` scenario a topic of ``--partitions`` partitions is preloaded with ``--events``
@@ -93,6 +94,11 @@ Placement: on a machine with 2+ cores and ``taskset``, the worker and the ceilin
 run on the first allowed core, and this script, the embedded broker and the producer on the
 others. Figures are from a shared machine: other work on it makes them noisy.
 
+``--repeat N`` runs (a) and (b) N times per scenario, alternating, each time on a freshly
+preloaded topic, and (c) only in the last; the summary gives the median ceiling, the median
+worker rate and the median of the N paired ratios, with every run (this machine's noise moves
+single runs by +-20 %, more than most single optimisations).
+
 Window settings: the configured defaults (window 1000, warm-up 2000) when every model gets
 at least warm-up + 4 windows (6000 events); with fewer (200 models x 1000 events) the defaults would leave every
 model warming up and the benchmark would measure buffering, so window = events per model /
@@ -106,6 +112,7 @@ import asyncio
 import functools
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -552,14 +559,15 @@ def run_worker(pin, bootstrap: str, sc: Scenario, partitions: int, route: Option
                    alerts_b=sum(1 for _t, a in watch.alerts if not a["model_id"].startswith(SENTINEL)))
         if consumed != sc.events:
             res["warning"] = f"events consumed {consumed} != produced {sc.events}"
-        time.sleep(2.0)  # the horizon markers go idle and are dead-lettered; a checkpoint may follow
-        # (c) latency with live traffic
-        # At a rate the worker cannot sustain latency is only the growing backlog: stay below it.
-        live_rate = min(args.live_rate, max(100.0, round(0.5 * res["rate"], -2))) if res["rate"] < args.live_rate else args.live_rate
-        try:
-            res.update(live(w, watch, bootstrap, sc, topic, partitions, sentinels, args, live_rate))
-        except Exception as exc:
-            res["live_error"] = f"{type(exc).__name__}: {exc}"
+        if args.live_seconds:
+            time.sleep(2.0)  # the horizon markers go idle and are dead-lettered; a checkpoint may follow
+            # (c) latency with live traffic
+            # At a rate the worker cannot sustain latency is only the growing backlog: stay below it.
+            live_rate = min(args.live_rate, max(100.0, round(0.5 * res["rate"], -2))) if res["rate"] < args.live_rate else args.live_rate
+            try:
+                res.update(live(w, watch, bootstrap, sc, topic, partitions, sentinels, args, live_rate))
+            except Exception as exc:
+                res["live_error"] = f"{type(exc).__name__}: {exc}"
     finally:
         w.stop()
         watch.close()
@@ -667,6 +675,60 @@ def scale_out_reason(args) -> Optional[str]:
     return None
 
 
+def measure_ceilings(pin, bootstrap: str, topic: str, total: int) -> dict:
+    """(a): the ceiling with aiokafka's records, then (printed beside it) with the lean ones."""
+    ceil = ceiling(pin, bootstrap, topic, total)
+    print(f"(a) ceiling, aiokafka getmany + orjson.loads: {ceil['rate']:,.0f} msg/s "
+          f"({ceil['messages']:,} messages, {ceil['seconds']:.2f} s after a first batch of "
+          f"{ceil['first_batch']:,}; {ceil['rate_from_first_fetch']:,.0f} msg/s counting the first fetch)",
+          flush=True)
+    lean = ceiling(pin, bootstrap, topic, total, lean=True)
+    print(f"    the same with streamproc's lean records (streamproc.consumer_records, as the worker "
+          f"reads): {lean['rate']:,.0f} msg/s (x{lean['rate'] / ceil['rate']:.2f}); the ratio below is "
+          f"against aiokafka's own records", flush=True)
+    return ceil
+
+
+def run_and_report(pin, bootstrap, sc, partitions, route, logdir, args, topic, sentinels, refs_topic, ceil) -> Optional[dict]:
+    """(b), and (c) when ``args.live_seconds``: one worker on the preloaded topic; None if it failed."""
+    try:
+        r = run_worker(pin, bootstrap, sc, partitions, route, logdir, args, topic, sentinels, refs_topic)
+    except Exception as exc:  # report and go on with the next configuration
+        print(f"(b)/(c) route {route or 'direct'}: FAILED: {type(exc).__name__}: {exc}", flush=True)
+        return None
+    ratio = r["rate"] / ceil["rate"]
+    busy = r["batch_seconds"] / r["seconds"] if r["seconds"] else float("nan")
+    print(f"(b) worker, route {r['route']}: {r['rate']:,.0f} events/s = {ratio:.2f} x ceiling (target >= 0.5); "
+          f"{sc.events - r['c0']:,} events in {r['seconds']:.2f} s after the start mark (ready + first "
+          f"/metrics: {r['c0']:,} events already applied, {r['startup']:.1f} s after launch); "
+          f"{r['consumed']:,} applied in all{'; ' + r['warning'] if 'warning' in r else ''}", flush=True)
+    print(f"    {r['alerts_b']} alerts; {int(r['batches'])} batches (mean {r['batch_seconds'] / max(r['batches'], 1) * 1000:.0f} ms; "
+          f"batch time / wall time {busy:.2f}, the rest is fetch and waiting); {int(r['checkpoints'])} checkpoints",
+          flush=True)
+    if "live_error" in r:
+        print(f"(c) alert latency: FAILED: {r['live_error']}", flush=True)
+        return r
+    if not args.live_seconds:
+        return r
+    wl, sl = r["window_lat"], r["stream_lat"]
+    slower = (f"; not {args.live_rate:,.0f}/s: the worker sustained only {r['rate']:,.0f}/s in (b)"
+              if r["live_rate_achieved"] < 0.9 * args.live_rate else "")
+    print(f"(c) alert latency, {r['live_events']:,} live events at {r['live_rate_achieved']:,.0f}/s "
+          f"({r['live_rate_achieved'] / r['rate']:.0%} of the worker's rate in (b){slower}): "
+          f"window alerts p50 {ms(pct(wl, 50))}, p99 {ms(pct(wl, 99))}, max {ms(max(wl) if wl else float('nan'))} "
+          f"({len(wl)} alerts)", flush=True)
+    print(f"    window alerts split at the worker's detected_at: event available -> decided p50 "
+          f"{ms(pct(r['to_decision'], 50))}, p99 {ms(pct(r['to_decision'], 99))}; decided -> on the alerts topic "
+          f"(publish, acks=all, this script's fetch) p50 {ms(pct(r['to_topic'], 50))}, p99 {ms(pct(r['to_topic'], 99))}",
+          flush=True)
+    print(f"    stream-detector alerts p50 {ms(pct(sl, 50))}, p99 {ms(pct(sl, 99))} ({len(sl)}); "
+          f"drain after the last live event {r['drain']:.2f} s"
+          f"{'; ' + str(r['unmatched']) + ' alerts not matched to a live event' if r['unmatched'] else ''}"
+          f"{'; ' + str(r['lost_acks']) + ' events without delivery report' if r['lost_acks'] else ''}",
+          flush=True)
+    return r
+
+
 # -- main ------------------------------------------------------------------------------------
 def main() -> None:
     if len(sys.argv) == 6 and sys.argv[1] == "--_ceiling":
@@ -680,6 +742,9 @@ def main() -> None:
                     help="pad events to this size with an ignored context field (ModelStream's are about 410 bytes)")
     ap.add_argument("--live-rate", type=float, default=20_000, help="events/s produced in the latency phase")
     ap.add_argument("--live-seconds", type=float, default=30)
+    ap.add_argument("--repeat", type=int, default=1,
+                    help="paired (ceiling, worker) runs per scenario and route; the summary gives medians, the "
+                         "latency phase runs in the last")
     ap.add_argument("--routes", default="auto",
                     help="auto, or comma-separated worker.route values (needs a streamproc with worker.route)")
     ap.add_argument("--bootstrap", default=os.environ.get("STREAMPROC_BOOTSTRAP"), help="external Kafka (default: embedded)")
@@ -718,60 +783,35 @@ def main() -> None:
             print(f"\n== {sc.name} x 22 features: {sc.events:,} events of {size:.0f} bytes ({sc.per_model:,} per model, "
                   f"drift from event {sc.per_model // 2:,}); {args.partitions} partitions; {settings} "
                   f"[generated in {time.monotonic() - t:.1f} s]", flush=True)
-            ceil = None
-            for k, route in enumerate(routes):
-                t = time.monotonic()
-                topic = preload_topic(bootstrap, sc, args.partitions, sentinels)
-                print(f"preloaded {sc.events:,} events (+{len(sentinels)} sentinel events, +{args.partitions} horizon "
-                      f"markers) in {time.monotonic() - t:.1f} s", flush=True)
-                if ceil is None:
-                    ceil = ceiling(pin, bootstrap, topic, sc.events + len(sentinels) + args.partitions)
-                    print(f"(a) ceiling, aiokafka getmany + orjson.loads: {ceil['rate']:,.0f} msg/s "
-                          f"({ceil['messages']:,} messages, {ceil['seconds']:.2f} s after a first batch of "
-                          f"{ceil['first_batch']:,}; {ceil['rate_from_first_fetch']:,.0f} msg/s counting the first fetch)",
+            runs: dict[str, list] = {route or "direct": [] for route in routes}  # route -> [(ceiling, worker rate)]
+            for rep in range(args.repeat):
+                last = rep == args.repeat - 1
+                if args.repeat > 1:
+                    print(f"-- run {rep + 1} of {args.repeat}{' (with the latency phase)' if last and args.live_seconds else ''}",
                           flush=True)
-                    lean = ceiling(pin, bootstrap, topic, sc.events + len(sentinels) + args.partitions, lean=True)
-                    print(f"    the same with streamproc's lean records (streamproc.consumer_records, as the worker "
-                          f"reads): {lean['rate']:,.0f} msg/s (x{lean['rate'] / ceil['rate']:.2f}); the ratio below is "
-                          f"against aiokafka's own records", flush=True)
-                try:
-                    r = run_worker(pin, bootstrap, sc, args.partitions, route, logdir, args, topic, sentinels, refs_topic)
-                except Exception as exc:  # report and go on with the next configuration
-                    print(f"(b)/(c) route {route or 'direct'}: FAILED: {type(exc).__name__}: {exc}", flush=True)
-                    summary.append((sc.name, route or "direct", ceil["rate"], None, None, None))
-                    continue
-                ratio = r["rate"] / ceil["rate"]
-                busy = r["batch_seconds"] / r["seconds"] if r["seconds"] else float("nan")
-                print(f"(b) worker, route {r['route']}: {r['rate']:,.0f} events/s = {ratio:.2f} x ceiling (target >= 0.5); "
-                      f"{sc.events - r['c0']:,} events in {r['seconds']:.2f} s after the start mark (ready + first "
-                      f"/metrics: {r['c0']:,} events already applied, {r['startup']:.1f} s after launch); "
-                      f"{r['consumed']:,} applied in all{'; ' + r['warning'] if 'warning' in r else ''}", flush=True)
-                print(f"    {r['alerts_b']} alerts; {int(r['batches'])} batches (mean {r['batch_seconds'] / max(r['batches'], 1) * 1000:.0f} ms; "
-                      f"batch time / wall time {busy:.2f}, the rest is fetch and waiting); {int(r['checkpoints'])} checkpoints",
-                      flush=True)
-                if "live_error" in r:
-                    print(f"(c) alert latency: FAILED: {r['live_error']}", flush=True)
-                    summary.append((sc.name, r["route"].split()[0], ceil["rate"], r["rate"], float("nan"), float("nan"), 0))
-                    continue
-                wl, sl = r["window_lat"], r["stream_lat"]
-                slower = (f"; not {args.live_rate:,.0f}/s: the worker sustained only {r['rate']:,.0f}/s in (b)"
-                          if r["live_rate_achieved"] < 0.9 * args.live_rate else "")
-                print(f"(c) alert latency, {r['live_events']:,} live events at {r['live_rate_achieved']:,.0f}/s "
-                      f"({r['live_rate_achieved'] / r['rate']:.0%} of the worker's rate in (b){slower}): "
-                      f"window alerts p50 {ms(pct(wl, 50))}, p99 {ms(pct(wl, 99))}, max {ms(max(wl) if wl else float('nan'))} "
-                      f"({len(wl)} alerts)", flush=True)
-                print(f"    window alerts split at the worker's detected_at: event available -> decided p50 "
-                      f"{ms(pct(r['to_decision'], 50))}, p99 {ms(pct(r['to_decision'], 99))}; decided -> on the alerts topic "
-                      f"(publish, acks=all, this script's fetch) p50 {ms(pct(r['to_topic'], 50))}, p99 {ms(pct(r['to_topic'], 99))}",
-                      flush=True)
-                print(f"    stream-detector alerts p50 {ms(pct(sl, 50))}, p99 {ms(pct(sl, 99))} ({len(sl)}); "
-                      f"drain after the last live event {r['drain']:.2f} s"
-                      f"{'; ' + str(r['unmatched']) + ' alerts not matched to a live event' if r['unmatched'] else ''}"
-                      f"{'; ' + str(r['lost_acks']) + ' events without delivery report' if r['lost_acks'] else ''}",
-                      flush=True)
-                summary.append((sc.name, r["route"].split()[0], ceil["rate"], r["rate"], pct(wl, 50), pct(wl, 99), len(wl)))
-                if route == "repartition":
-                    one_worker[sc.name] = r["rate"]
+                run_args = args if last else argparse.Namespace(**{**vars(args), "live_seconds": 0})
+                ceil = None
+                for route in routes:
+                    t = time.monotonic()
+                    topic = preload_topic(bootstrap, sc, args.partitions, sentinels)
+                    print(f"preloaded {sc.events:,} events (+{len(sentinels)} sentinel events, +{args.partitions} horizon "
+                          f"markers) in {time.monotonic() - t:.1f} s", flush=True)
+                    if ceil is None:
+                        ceil = measure_ceilings(pin, bootstrap, topic, sc.events + len(sentinels) + args.partitions)
+                    r = run_and_report(pin, bootstrap, sc, args.partitions, route, logdir, run_args, topic, sentinels,
+                                       refs_topic, ceil)
+                    if r is not None:
+                        runs[route or "direct"].append((ceil["rate"], r["rate"]))
+                    if not last:
+                        continue
+                    if r is None or "live_error" in r:
+                        rates = runs[route or "direct"]
+                        summary.append((sc.name, route or "direct", rates, float("nan"), float("nan"), 0))
+                        continue
+                    wl = r.get("window_lat", [])
+                    summary.append((sc.name, r["route"].split()[0], runs[route or "direct"], pct(wl, 50), pct(wl, 99), len(wl)))
+                    if route == "repartition":
+                        one_worker[sc.name] = statistics.median(w for _c, w in runs["repartition"])
             reason = scale_out_reason(args)
             if reason is None and sc.name in one_worker:
                 topic = preload_topic(bootstrap, sc, args.partitions, sentinels)
@@ -786,7 +826,7 @@ def main() -> None:
                           f"per worker {' / '.join(f'{c:,}' for c in d['consumed'])}"
                           f"{' -- CPU shared with the broker and producer on a ' + str(len(ALLOWED_CORES)) + '-core machine: not a scaling figure' if shared else ''}",
                           flush=True)
-                    summary.append((sc.name, "2 workers", ceil["rate"], d["rate"], float("nan"), float("nan"), 0))
+                    summary.append((sc.name, "2 workers", [(ceil["rate"], d["rate"])], float("nan"), float("nan"), 0))
         reason = scale_out_reason(args)
         if reason:
             print(f"\n(d) two-worker scaling: not measured ({reason})")
@@ -794,15 +834,18 @@ def main() -> None:
         if broker:
             broker.stop()
 
-    print("\nscenario      route        ceiling ev/s  worker ev/s  ratio   alert latency p50 / p99 (window alerts)")
-    for row in summary:
-        name, route, c, wr = row[:4]
-        if wr is None:
-            print(f"{name:<13} {route:<12} {c:>12,.0f}  {'failed':>11}")
+    med = "medians of " + str(args.repeat) + " paired runs; " if args.repeat > 1 else ""
+    print(f"\nscenario      route        ceiling ev/s  worker ev/s  ratio   alert latency p50 / p99 (window alerts)"
+          f"{'   (' + med + 'ratio: median of the runs' + chr(39) + ' ratios)' if med else ''}")
+    for name, route, rates, p50, p99, n in summary:
+        if not rates:
+            print(f"{name:<13} {route:<12} {'':>12}  {'failed':>11}")
             continue
-        p50, p99, n = row[4:]
-        print(f"{name:<13} {route:<12} {c:>12,.0f}  {wr:>11,.0f}  {wr / c:>5.2f}   {ms(p50)} / {ms(p99)} ({n})")
-
+        c = statistics.median(x for x, _ in rates)
+        wr = statistics.median(w for _, w in rates)
+        ratio = statistics.median(w / x for x, w in rates)
+        each = f"   runs {' / '.join(f'{w:,.0f} ({w / x:.2f})' for x, w in rates)}" if len(rates) > 1 else ""
+        print(f"{name:<13} {route:<12} {c:>12,.0f}  {wr:>11,.0f}  {ratio:>5.2f}   {ms(p50)} / {ms(p99)} ({n}){each}")
 
 if __name__ == "__main__":
     main()
