@@ -121,8 +121,8 @@ class CheckpointPacer:
     often that exporting state takes more than ``max_share`` of the worker's time.
 
     Exporting is pickling every model that changed since the last checkpoint, in the loop's
-    thread: about 0.5 ms per model (10,000 changed models: 5 s, ``benchmarks/startup.py``). At a
-    fixed 5 s a worker whose 10,000 models all see events would spend half its time saving;
+    thread: about 0.4 ms per model (10,000 changed models: 4 s, ``benchmarks/memory.py``). At a
+    fixed 5 s a worker whose 10,000 models all see events would spend 4 of every 5 s saving;
     paced, a checkpoint whose export took ``d`` seconds is followed by the next no sooner than
     ``d / max_share`` seconds after it began. Nothing is lost meanwhile (offsets are committed
     with the state); a crash replays more input.
