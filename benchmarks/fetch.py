@@ -36,11 +36,16 @@ async def drain(bootstrap: str, topic: str, total: int, lean: bool) -> float:
         c.assign([TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic))])
         await c.seek_to_beginning()
         n, first, t0 = 0, 0, None
+        deadline = time.monotonic() + 300
         while n < total:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"read only {n:,} of {total:,} records in 300 s")
             batch = await c.getmany(timeout_ms=1000, max_records=ws.max_batch)
             n += sum(len(msgs) for msgs in batch.values())
             if t0 is None and n:
                 t0, first = time.perf_counter(), n
+        if n == first:
+            raise SystemExit("every record came in the first batch: use more --records")
         return (time.perf_counter() - t0) / (n - first)
     finally:
         await c.stop()

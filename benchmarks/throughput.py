@@ -751,6 +751,8 @@ def main() -> None:
     ap.add_argument("--two-workers", choices=("auto", "force", "off"), default="auto",
                     help="(d): two repartitioning workers on their own cores (auto: with 4 cores or more)")
     args = ap.parse_args()
+    if args.repeat < 1:
+        ap.error("--repeat must be at least 1")
 
     pin, where = placement()
     if args.routes == "auto":
@@ -768,6 +770,7 @@ def main() -> None:
           f"load average at start {os.getloadavg()[0]:.2f} (a shared machine: figures are noisy); logs in {logdir}",
           flush=True)
     summary = []
+    failed_last = False
     one_worker: dict[str, float] = {}  # scenario -> one repartitioning worker's rate
     try:
         sentinels = sentinel_ids(args.partitions)
@@ -783,7 +786,9 @@ def main() -> None:
             print(f"\n== {sc.name} x 22 features: {sc.events:,} events of {size:.0f} bytes ({sc.per_model:,} per model, "
                   f"drift from event {sc.per_model // 2:,}); {args.partitions} partitions; {settings} "
                   f"[generated in {time.monotonic() - t:.1f} s]", flush=True)
-            runs: dict[str, list] = {route or "direct": [] for route in routes}  # route -> [(ceiling, worker rate)]
+            # route -> [(ceiling, worker rate)]; within a repetition both routes share the ceiling
+            # measured on the first route's (identical) preloaded topic
+            runs: dict[str, list] = {route or "direct": [] for route in routes}
             for rep in range(args.repeat):
                 last = rep == args.repeat - 1
                 if args.repeat > 1:
@@ -806,7 +811,8 @@ def main() -> None:
                         continue
                     if r is None or "live_error" in r:
                         rates = runs[route or "direct"]
-                        summary.append((sc.name, route or "direct", rates, float("nan"), float("nan"), 0))
+                        summary.append((sc.name, (route or "direct") + " *", rates, float("nan"), float("nan"), 0))
+                        failed_last = True
                         continue
                     wl = r.get("window_lat", [])
                     summary.append((sc.name, r["route"].split()[0], runs[route or "direct"], pct(wl, 50), pct(wl, 99), len(wl)))
@@ -846,6 +852,8 @@ def main() -> None:
         ratio = statistics.median(w / x for x, w in rates)
         each = f"   runs {' / '.join(f'{w:,.0f} ({w / x:.2f})' for x, w in rates)}" if len(rates) > 1 else ""
         print(f"{name:<13} {route:<12} {c:>12,.0f}  {wr:>11,.0f}  {ratio:>5.2f}   {ms(p50)} / {ms(p99)} ({n}){each}")
+    if failed_last:
+        print("* the last run (or its latency phase) failed: the row gives the other runs, see above")
 
 if __name__ == "__main__":
     main()

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from typing import Callable, Optional
 
-from aiokafka.errors import KafkaError
+from aiokafka.errors import IllegalStateError, KafkaError
 
 from .ordering import MergeBuffer
 
@@ -62,6 +63,7 @@ async def prefetch() -> None:
 
 
 COMMIT_TIMEOUT = 15.0
+PAST_END_SECONDS = 10.0  # how long a position must stay past its partition's end to count as lost data
 
 
 async def commit(consumer, offsets: dict, timeout: float = COMMIT_TIMEOUT) -> None:
@@ -103,6 +105,10 @@ class BatchedInput:
         self.next: dict = {}  # next offset per unmerged partition, once its records are done
         self.last_arrival: dict = {}  # monotonic time records last arrived, per merged partition
         self._done: dict = {}  # positions() as of the last done()
+        self._expected: dict = {}  # per partition, the offset after the last record fetched
+        self._past_end: dict = {}  # per partition, since when (monotonic) its position is past its end
+        self._last_end_check = -math.inf
+        self.clock = time.monotonic  # for the past-the-end timing (tests set their own)
         self.generation = 0
 
     async def poll(self, timeout_ms: int, max_records: int) -> tuple[list, list, dict]:
@@ -111,7 +117,7 @@ class BatchedInput:
         records = await c.getmany(timeout_ms=timeout_ms, max_records=max_records)
         if records:
             await prefetch()
-        await self._restart_past_the_end(records)
+        await self._restarts(records)
         others = []
         arrival = time.monotonic()
         for tp, msgs in records.items():
@@ -138,31 +144,54 @@ class BatchedInput:
         hold_after = time.time() * 1000 - self.max_idle * 1000
         return self.merge.release(idle, merged_tps, hold_after, now - self.max_idle), others, records
 
-    async def _restart_past_the_end(self, records: dict) -> None:
-        """Read from the beginning the partitions positioned past their end.
+    async def _restarts(self, records: dict) -> None:
+        """Notice partitions whose offsets started again (their data was lost) and read them
+        from their beginning.
 
-        That happens when the broker lost data (a broker without persistent storage restarted,
-        a topic deleted and recreated): the committed offsets, and the positions of a consumer
-        that stayed up, are past the new end. Kafka answers a fetch there with
-        OFFSET_OUT_OF_RANGE, and the consumer goes back to the beginning (``auto_offset_reset``
-        earliest); Tansu answers with nothing, for ever. This does what Kafka makes it do. A
-        partition that just brought records is not past its end.
+        A broker that lost data (one without persistent storage restarted, a topic deleted and
+        recreated) leaves the committed offsets, and the positions of a consumer that stayed
+        up, past the partitions' new end. Kafka answers a fetch there with
+        OFFSET_OUT_OF_RANGE, and aiokafka goes back to the beginning by itself
+        (``auto_offset_reset`` earliest): seen here as records at offsets below those already
+        read. Tansu answers with nothing, for ever: seen here as a position past the high
+        watermark. That also happens for a moment on a healthy cluster (a new partition leader
+        may report a lower high watermark than the old one), so a partition is sought to its
+        beginning only once it has stayed past its end for ``PAST_END_SECONDS``. Either way
+        ``on_restart`` is told, so the models forget the offsets they applied from it.
         """
-        c = self.consumer
         restarted = set()
-        for tp in c.assignment():
-            if tp in records:
-                continue
-            hw = c.highwater(tp)
-            if hw is not None and await c.position(tp) > hw:
-                log.warning("%s[%d]: position %d is past the end of the partition (%d): the broker lost data; "
-                            "reading it from the beginning", tp.topic, tp.partition, await c.position(tp), hw)
-                await c.seek_to_beginning(tp)
+        for tp, msgs in records.items():
+            expected = self._expected.get(tp)
+            if msgs and expected is not None and msgs[0].offset < expected:
+                log.warning("%s[%d]: records at offset %d after %d were read: the partition started again "
+                            "(its data was lost)", tp.topic, tp.partition, msgs[0].offset, expected - 1)
                 restarted.add(tp)
+        now = self.clock()
+        if now - self._last_end_check >= 1.0:
+            self._last_end_check = now
+            c = self.consumer
+            for tp in c.assignment():
+                hw = c.highwater(tp)
+                try:
+                    past = tp not in records and hw is not None and await c.position(tp) > hw
+                except IllegalStateError:  # revoked meanwhile
+                    continue
+                if not past:
+                    self._past_end.pop(tp, None)
+                    continue
+                if now - self._past_end.setdefault(tp, now) >= PAST_END_SECONDS:
+                    log.warning("%s[%d]: position %d has been past the end of the partition (%d) for %.0f s: the "
+                                "broker lost data; reading it from the beginning", tp.topic, tp.partition,
+                                await c.position(tp), hw, now - self._past_end[tp])
+                    await c.seek_to_beginning(tp)
+                    restarted.add(tp)
         if restarted:
             self._forget(restarted)  # not a rebalance: the batch being polled stays valid
             if self.on_restart is not None:
                 self.on_restart(restarted)
+        for tp, msgs in records.items():
+            if msgs:
+                self._expected[tp] = msgs[-1].offset + 1
 
     def done(self, records: dict) -> None:
         """Everything the last ``poll`` handed out is handled (its output acknowledged)."""
@@ -186,3 +215,5 @@ class BatchedInput:
             self.next.pop(tp, None)
             self.last_arrival.pop(tp, None)
             self._done.pop(tp, None)
+            self._expected.pop(tp, None)
+            self._past_end.pop(tp, None)

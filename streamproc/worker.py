@@ -149,11 +149,13 @@ class CheckpointPacer:
         self.next_at = now + self.interval
 
     def finished(self, work: float) -> None:
-        """The checkpoint begun at the last ``started`` took ``work`` seconds of the loop's time."""
-        self.next_at = self._start + max(self.interval, work / self.max_share)
+        """The checkpoint begun at the last ``started`` took ``work`` seconds of the loop's time
+        (the wait is capped at ``MAX_PACED_SECONDS``, which bounds what a crash replays)."""
+        self.next_at = self._start + max(self.interval, min(work / self.max_share, MAX_PACED_SECONDS))
 
 
 CHECKPOINT_MAX_SHARE = 0.1
+MAX_PACED_SECONDS = 120.0
 
 
 class MonitorWorker:
@@ -524,7 +526,7 @@ class MonitorWorker:
         self.pacer.started(time.monotonic())
         offsets = self.input.positions()
         records = {}
-        work = 0.0  # the loop's time spent exporting, not the other tasks' between models
+        work = 0.0  # time spent pickling (not the other tasks' between models, nor the send's waits)
         began = time.perf_counter()
         try:
             for model_id, record in self.engine.dirty_records({f"{tp.topic}:{tp.partition}": off
@@ -534,12 +536,12 @@ class MonitorWorker:
                     work += time.perf_counter() - began
                     await asyncio.sleep(0)  # heartbeats and HTTP views run between models
                     began = time.perf_counter()
+            work += time.perf_counter() - began
             futures = await self.state.send(self.producer, records)
         except Exception:
             # Not saved: these models must go into the next checkpoint.
             self.engine.dirty_models.update(records)
             raise
-        work += time.perf_counter() - began
         self.pacer.finished(work)
         self.metrics.checkpoint_seconds.observe(work)
         self._saving = (futures, offsets, records)

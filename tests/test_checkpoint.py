@@ -156,3 +156,6 @@ def test_the_pacer_keeps_the_configured_interval_when_exports_are_quick():
     pacer.started(110.0)
     pacer.finished(work=3.0)  # 30 s
     assert not pacer.due(139.9) and pacer.due(140.0)
+    pacer.started(140.0)
+    pacer.finished(work=60.0)  # 600 s, capped: a crash must not replay without bound
+    assert not pacer.due(259.9) and pacer.due(260.0)
