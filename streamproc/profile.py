@@ -297,6 +297,48 @@ def _quantile_points(n_bins: int) -> tuple[int, np.ndarray]:
     return len(inner), points
 
 
+@lru_cache(maxsize=64)
+def _inner_among_fine(n_bins: int) -> Optional[np.ndarray]:
+    """Where the PSI edges' quantile points sit among the sketch's finer ones (every one of
+    them is one, exactly, for the usual bin counts), or None if some is not."""
+    n_inner, points = _quantile_points(n_bins)
+    inner, fine = points[:n_inner], points[n_inner:]
+    at = np.searchsorted(fine, inner)
+    if not n_inner or (at >= len(fine)).any() or (fine[np.minimum(at, len(fine) - 1)] != inner).any():
+        return None
+    return at
+
+
+def _usual_numeric_profiles(names: Sequence[str], matrix: np.ndarray, both: np.ndarray,
+                            stats: Sequence[tuple[float, float, float]], n_bins: int) -> dict[int, "FeatureProfile"]:
+    """The profiles of the features (rows of ``matrix``, every value finite, ``both`` their
+    quantiles at ``_quantile_points``) whose quantiles are all distinct, below their largest
+    value, and whose PSI edges are among their fine edges: the usual sample of a continuous
+    feature. Built together, they equal ``_numeric_profile``'s; the rest are left to it."""
+    at = _inner_among_fine(n_bins)
+    if at is None:
+        return {}
+    n_inner = len(at)
+    qs, fine = both[:, :n_inner], both[:, n_inner:]
+    tops = np.array([top for top, _mean, _std in stats])
+    usual = ((np.diff(qs, axis=1) > 0).all(axis=1) & (qs[:, -1] < tops) & (np.diff(fine, axis=1) > 0).all(axis=1)
+             & (fine[:, at] == qs).all(axis=1))
+    rows = np.flatnonzero(usual).tolist()
+    if not rows:
+        return {}
+    count = matrix.shape[1]
+    width = n_inner + 1
+    where = np.concatenate([np.searchsorted(qs[j], matrix[j], side="right") + i * width for i, j in enumerate(rows)])
+    proportions = (np.bincount(where, minlength=len(rows) * width).reshape(len(rows), width) / max(count, 1)).tolist()
+    edges, fine_edges = qs[rows].tolist(), fine[rows].tolist()
+    out = {}
+    for i, j in enumerate(rows):
+        _top, mean, std = stats[j]
+        out[j] = FeatureProfile(names[j], NUMERIC, count, edges=edges[i], proportions=proportions[i] + [0.0],
+                                missing_rate=0.0, mean=mean, std=std, fine_edges=fine_edges[i])
+    return out
+
+
 def build_feature_profile(
     name: str, values: Sequence[Any], kind: Optional[Kind] = None, n_bins: int = 10, max_categories: int = 50
 ) -> FeatureProfile:
@@ -422,16 +464,20 @@ def build_reference(
     # The usual sample (every value present and finite): all numeric features' quantiles in one call.
     quantiles: dict[int, np.ndarray] = {}
     stats: dict[int, tuple[float, float, float]] = {}
+    done: dict[int, FeatureProfile] = {}  # profiled all at once (see _usual_numeric_profiles)
     if len(numeric) > 1 and len(rows):
         matrix = np.stack([samples[j] for j in numeric])
         if np.isfinite(matrix).all():
             both = np.quantile(matrix, _quantile_points(n_bins)[1], axis=1)
             quantiles = {j: both[:, i] for i, j in enumerate(numeric)}
             # Row by row, as for one feature: the same pairwise sums, so the same floats.
-            columns_stats = zip(matrix.max(axis=1).tolist(), matrix.mean(axis=1).tolist(), matrix.std(axis=1).tolist())
+            columns_stats = list(zip(matrix.max(axis=1).tolist(), matrix.mean(axis=1).tolist(), matrix.std(axis=1).tolist()))
             stats = dict(zip(numeric, columns_stats))
+            usual = _usual_numeric_profiles([names[j] for j in numeric], matrix, both.T, columns_stats, n_bins)
+            done = {numeric[i]: profile for i, profile in usual.items()}
     features = {
-        name: (_numeric_profile(name, samples[j], n_bins, quantiles.get(j), stats.get(j)) if kinds[j] == NUMERIC
+        name: (done[j] if j in done else
+               _numeric_profile(name, samples[j], n_bins, quantiles.get(j), stats.get(j)) if kinds[j] == NUMERIC
                else _categorical_profile(name, columns[j], max_categories))
         for j, name in enumerate(names)
     }

@@ -350,3 +350,37 @@ def test_profile_state_with_its_fine_edges_as_an_array_still_restores():
     r = pickle.loads(pickle.dumps(p))
     assert r == p and r.fine_edges.flags.owndata and r.fine_edges.flags.writeable
     assert r.sketch([3.5, None, 1e9]).tolist() == p.sketch([3.5, None, 1e9]).tolist()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(20, 400), st.integers(2, 6), st.sampled_from([2, 4, 5, 8, 10, 20]), st.integers(0, 2**32 - 1),
+       st.booleans())
+def test_continuous_features_profiled_together_equal_each_profiled_alone(n_rows, n_features, n_bins, seed, ties):
+    """The usual continuous sample (every quantile distinct) takes build_reference's path that
+    profiles all such features in a few numpy calls; it must give what profiling each alone
+    gives, and features outside that case (ties: rounded values) must still come out right."""
+    import streamproc.profile as profile_module
+
+    rng = np.random.default_rng(seed)
+    matrix = rng.normal(size=(n_features, n_rows)) * rng.uniform(0.1, 100, size=(n_features, 1))
+    if ties:
+        matrix[0] = np.round(matrix[0] / 50)  # few distinct values: quantiles repeat
+    rows = [{f"f{j}": float(matrix[j, i]) for j in range(n_features)} for i in range(n_rows)]
+    used = []
+    original = profile_module._usual_numeric_profiles
+
+    def spy(*args):
+        out = original(*args)
+        used.append(len(out))
+        return out
+
+    profile_module._usual_numeric_profiles = spy
+    try:
+        ref = build_reference("m", "v", rows, n_bins=n_bins)
+    finally:
+        profile_module._usual_numeric_profiles = original
+    assert used and used[0] >= n_features - 1  # the continuous ones went together
+    for name, profile in ref.features.items():
+        alone = build_feature_profile(name, [r[name] for r in rows], n_bins=n_bins)
+        assert profile == alone, name
+        assert profile.fine_edges.tolist() == alone.fine_edges.tolist()
