@@ -223,7 +223,7 @@ class MonitorWorker:
             self.routed_partitions = len(self.ref_consumer.partitions_for_topic(routed) or ()) or t.partitions
             # A model lives in one partition. A routed partition read again from its beginning
             # brings source records whose offsets may have restarted too: all watermarks go.
-            self.input = BatchedInput(self.consumer, None, 0, s.max_idle_ms, lambda tps: self.engine.forget_positions())
+            self.input = BatchedInput(self.consumer, None, 0, s.max_idle_ms, lambda tps: self._input_restarted(tps, every=True))
             self.consumer.subscribe([routed], listener=_Rebalance(self))
             self.router_consumer = kafka.consumer(s.bootstrap, group_id=f"{s.group_id}-router", **consumer_opts)
             self.router = Router(self.router_consumer, self.producer, t.predictions, t.outcomes, routed,
@@ -231,7 +231,7 @@ class MonitorWorker:
                                  on_restart=self._source_restarted)
             self.router_consumer.subscribe([t.predictions, t.outcomes], listener=self.router.listener())
         else:
-            self.input = BatchedInput(self.consumer, t.predictions, MERGE_BUFFER, s.max_idle_ms, self._source_restarted)
+            self.input = BatchedInput(self.consumer, t.predictions, MERGE_BUFFER, s.max_idle_ms, self._input_restarted)
             self.consumer.subscribe([t.predictions, t.outcomes], listener=_Rebalance(self))
         # Started together: each waits for its group to form (several seconds on a fresh broker).
         await asyncio.gather(*(c.start() for c in (self.router_consumer, self.consumer) if c is not None))
@@ -295,6 +295,18 @@ class MonitorWorker:
         """Input partitions are read again from their beginning (see ``BatchedInput``): the
         offsets the models applied from them no longer mean anything."""
         self.engine.forget_positions({f"{tp.topic}:{tp.partition}" for tp in tps})
+
+    def _input_restarted(self, tps, every: bool = False) -> None:
+        """Partitions of the monitoring consumer restarted: as ``_source_restarted`` (every
+        watermark when ``every``), and a checkpoint on its way commits nothing for them (its
+        offsets are of the lost log)."""
+        if every:
+            self.engine.forget_positions()
+        else:
+            self._source_restarted(tps)
+        if self._saving is not None:
+            futures, offsets, records = self._saving
+            self._saving = (futures, {tp: off for tp, off in offsets.items() if tp not in tps}, records)
 
     def _forget_models(self) -> None:
         """Forget every model held (partitions moved, or back to the last checkpoint)."""

@@ -159,3 +159,21 @@ def test_the_pacer_keeps_the_configured_interval_when_exports_are_quick():
     pacer.started(140.0)
     pacer.finished(work=60.0)  # 600 s, capped: a crash must not replay without bound
     assert not pacer.due(259.9) and pacer.due(260.0)
+
+
+def test_a_checkpoint_on_its_way_commits_nothing_for_a_partition_that_restarted():
+    """Its offsets are of the log the broker lost: committed, they would put the group past the
+    new end again (see streamproc.consume)."""
+    async def main():
+        w = worker_with_changes(["a"])
+        other = TopicPartition("predictions", 1)
+        w.input.offsets = {TopicPartition("predictions", 0): 10, other: 7}
+        await w.checkpoint(force=False)
+        w._input_restarted({TopicPartition("predictions", 0)})
+        assert w.engine.dirty_monitors  # the models forget that partition's offsets, and are saved again
+        for fut in w.producer.futures:
+            fut.set_result(None)
+        await w.checkpoint(force=False)
+        assert w.consumer.commits == [{other: 7}]
+
+    asyncio.run(main())
