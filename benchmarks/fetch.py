@@ -13,42 +13,27 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
-import time
+import sys
 
-from aiokafka import TopicPartition
-
-from streamproc import consumer_records, kafka
+from streamproc import kafka
 from streamproc.broker import EmbeddedBroker
-from streamproc.config import WorkerSettings
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from throughput import _ceiling  # noqa: E402
 
 
-async def drain(bootstrap: str, topic: str, total: int, lean: bool) -> float:
-    """Seconds from the first non-empty batch to the last record, per record after it."""
-    ws = WorkerSettings()
-    c = kafka.consumer(bootstrap, group_id=None, max_partition_fetch_bytes=ws.max_partition_fetch_bytes,
-                       fetch_max_wait_ms=ws.fetch_max_wait_ms)
-    if not lean:  # kafka.consumer installed the lean records
-        consumer_records.uninstall()
-    await c.start()
-    try:
-        await c.topics()
-        c.assign([TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic))])
-        await c.seek_to_beginning()
-        n, first, t0 = 0, 0, None
-        deadline = time.monotonic() + 300
-        while n < total:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"read only {n:,} of {total:,} records in 300 s")
-            batch = await c.getmany(timeout_ms=1000, max_records=ws.max_batch)
-            n += sum(len(msgs) for msgs in batch.values())
-            if t0 is None and n:
-                t0, first = time.perf_counter(), n
-        if n == first:
-            raise SystemExit("every record came in the first batch: use more --records")
-        return (time.perf_counter() - t0) / (n - first)
-    finally:
-        await c.stop()
+def drain(bootstrap: str, topic: str, total: int, lean: bool) -> float:
+    """Seconds per record from the first non-empty batch to the last record (the ceiling
+    consumer of ``throughput.py``, without its JSON parsing)."""
+    r = asyncio.run(_ceiling(bootstrap, topic, total, lean, parse=False))
+    if r["messages"] < total:
+        raise SystemExit(f"read only {r['messages']:,} of {total:,} records in 600 s")
+    if r["messages"] == r["first_batch"]:
+        raise SystemExit("every record came in the first batch: use more --records")
+    return 1 / r["rate"]
 
 
 def main() -> None:
@@ -75,7 +60,7 @@ def main() -> None:
         runs: dict[str, list[float]] = {"aiokafka ConsumerRecord": [], "streamproc LeanRecord": []}
         for _ in range(args.repeat):
             for name in runs:
-                seconds = asyncio.run(drain(broker.bootstrap, topic, args.records, lean=name.startswith("streamproc")))
+                seconds = drain(broker.bootstrap, topic, args.records, lean=name.startswith("streamproc"))
                 runs[name].append(seconds * 1e6)
         print(f"fetch: {args.records:,} records of {args.bytes} bytes, 4 partitions, embedded broker; µs per record")
         for name, values in runs.items():

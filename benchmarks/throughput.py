@@ -366,7 +366,9 @@ class LiveEvents:
 
 
 # -- (a) the ceiling ---------------------------------------------------------------------------
-async def _ceiling(bootstrap: str, topic: str, total: int, lean: bool) -> dict:
+async def _ceiling(bootstrap: str, topic: str, total: int, lean: bool, parse: bool = True) -> dict:
+    """Read ``topic`` from its beginning until ``total`` messages (or 600 s), ``orjson.loads``
+    of each unless not ``parse`` (``benchmarks/fetch.py`` measures the fetch alone)."""
     from streamproc import consumer_records, kafka
 
     from streamproc.config import WorkerSettings
@@ -390,11 +392,12 @@ async def _ceiling(bootstrap: str, topic: str, total: int, lean: bool) -> dict:
         while n < total:
             records = await c.getmany(timeout_ms=200, max_records=ws.max_batch)
             for msgs in records.values():
-                for m in msgs:
-                    try:
-                        orjson.loads(m.value)
-                    except orjson.JSONDecodeError:
-                        bad += 1
+                if parse:
+                    for m in msgs:
+                        try:
+                            orjson.loads(m.value)
+                        except orjson.JSONDecodeError:
+                            bad += 1
                 n += len(msgs)
             if t_first is None and n:
                 t_first, n_first = time.perf_counter(), n

@@ -173,16 +173,16 @@ class BatchedInput:
             for tp in c.assignment():
                 hw = c.highwater(tp)
                 try:
-                    past = tp not in records and hw is not None and await c.position(tp) > hw
+                    position = None if tp in records or hw is None else await c.position(tp)
                 except IllegalStateError:  # revoked meanwhile
                     continue
-                if not past:
+                if position is None or position <= hw:
                     self._past_end.pop(tp, None)
                     continue
                 if now - self._past_end.setdefault(tp, now) >= PAST_END_SECONDS:
                     log.warning("%s[%d]: position %d has been past the end of the partition (%d) for %.0f s: the "
                                 "broker lost data; reading it from the beginning", tp.topic, tp.partition,
-                                await c.position(tp), hw, now - self._past_end[tp])
+                                position, hw, now - self._past_end[tp])
                     await c.seek_to_beginning(tp)
                     restarted.add(tp)
         if restarted:

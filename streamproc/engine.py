@@ -190,16 +190,15 @@ class MonitorEngine:
         def keep(tp: str) -> bool:
             return partitions is not None and tp not in partitions
 
-        for (model_id, version), mon in self.monitors.items():
-            applied = getattr(mon, "applied", None)
-            if applied and not all(keep(tp) for tp in applied):
-                mon.applied = {tp: off for tp, off in applied.items() if keep(tp)}
-                self.dirty_monitors.add((model_id, version))
-        for model_id, joiner in self.joiners.items():
-            applied = getattr(joiner, "applied", None)
-            if applied and not all(keep(tp) for tp in applied):
-                joiner.applied = {tp: off for tp, off in applied.items() if keep(tp)}
-                self.dirty_models.add(model_id)
+        def forgot(obj) -> bool:  # whether obj had a watermark to forget
+            applied = getattr(obj, "applied", None)
+            if not applied or all(keep(tp) for tp in applied):
+                return False
+            obj.applied = {tp: off for tp, off in applied.items() if keep(tp)}
+            return True
+
+        self.dirty_monitors.update(key for key, mon in self.monitors.items() if forgot(mon))
+        self.dirty_models.update(model_id for model_id, joiner in self.joiners.items() if forgot(joiner))
         self.replay_until = {tp: off for tp, off in self.replay_until.items() if keep(tp)}
 
     def end_replay(self, positions: dict[str, int]) -> None:

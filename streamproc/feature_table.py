@@ -38,6 +38,7 @@ import numpy as np
 from .columns import _as_float, to_float_array
 from .identity_cache import IdentityCache
 
+
 def _getter(names: Sequence[str]) -> Callable[[dict], tuple]:
     """``itemgetter(*names)``, always returning a tuple (KeyError when a name is absent)."""
     if not names:

@@ -57,46 +57,42 @@ class Pane:
 
     @classmethod
     def empty(cls, index: int, profiles: dict[str, FeatureProfile]) -> "Pane":
-        first = [name for name, p in profiles.items() if p.kind == NUMERIC and name not in (SCORE_KEY, LABEL_KEY)]
-        rest = [name for name in profiles if name not in set(first)]
-        sizes = [profiles[name].sketch_size for name in first + rest]
-        flat = np.zeros(sum(sizes), dtype=np.int64)
-        views, start = {}, 0
-        for name, size in zip(first + rest, sizes):
-            views[name] = flat[start:start + size]
-            start += size
-        pane = cls(index, {name: views[name] for name in profiles})
-        pane._flat = flat
-        pane._numeric = tuple(first)
-        pane._numeric_size = sum(sizes[:len(first)])
+        numeric = tuple(name for name, p in profiles.items() if p.kind == NUMERIC and name not in (SCORE_KEY, LABEL_KEY))
+        sizes = {name: p.sketch_size for name, p in profiles.items()}
+        pane = cls(index, {})
+        pane._lay_out(np.zeros(sum(sizes.values()), dtype=np.int64), sizes, numeric)
         return pane
+
+    def _lay_out(self, flat: np.ndarray, sizes: dict[str, int], numeric: tuple) -> None:
+        """Make ``counts`` (in the order of ``sizes``) views of ``flat``, the ``numeric``
+        features' sketches first, in that order, then the others'."""
+        views, start, first = {}, 0, set(numeric)
+        for name in numeric + tuple(name for name in sizes if name not in first):
+            views[name] = flat[start:start + sizes[name]]
+            start += sizes[name]
+        self.counts = {name: views[name] for name in sizes}
+        self._flat, self._numeric = flat, numeric
+        self._numeric_size = sum(sizes[name] for name in numeric)
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
         flat = state.pop("_flat", None)
         numeric = state.pop("_numeric", ())
-        numeric_size = state.pop("_numeric_size", 0)
+        state.pop("_numeric_size", None)
         if flat is not None:
             # Checkpoints pickle every pane: one array's bytes and the sketches' sizes cost far
             # less than a numpy array per feature, and the restored pane keeps its one array
             # (laid out as ``empty`` lays it out: the numeric features first).
             state["counts"] = [(name, len(view)) for name, view in self.counts.items()]
-            state["_packed"] = (flat.tobytes(), numeric, numeric_size)
+            state["_packed"] = (flat.tobytes(), numeric)
         return state
 
     def __setstate__(self, state: dict) -> None:
         packed = state.pop("_packed", None)
         self.__dict__.update(state)
         if packed is not None:
-            data, numeric, numeric_size = packed
-            flat = np.frombuffer(data, dtype=np.int64).copy()  # owns its data
-            sizes = dict(state["counts"])
-            views, start = {}, 0
-            for name in list(numeric) + [name for name in sizes if name not in set(numeric)]:
-                views[name] = flat[start:start + sizes[name]]
-                start += sizes[name]
-            self.counts = {name: views[name] for name in sizes}
-            self._flat, self._numeric, self._numeric_size = flat, numeric, numeric_size
+            data, numeric = packed[:2]
+            self._lay_out(np.frombuffer(data, dtype=np.int64).copy(), dict(state["counts"]), tuple(numeric))
 
     def add(self, profiles: dict[str, FeatureProfile], rows: "list[dict] | FeatureTable", ts: Sequence[float],
             scores: Optional[np.ndarray] = None, labels: Optional[list] = None) -> None:
