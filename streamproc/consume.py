@@ -107,6 +107,7 @@ class BatchedInput:
         self._done: dict = {}  # positions() as of the last done()
         self._expected: dict = {}  # per partition, the offset after the last record fetched
         self._past_end: dict = {}  # per partition, since when (monotonic) its position is past its end
+        self._ends_checked: set = set()  # partitions checked against their end since assigned (see _check_ends)
         self._last_end_check = -math.inf
         self.clock = time.monotonic  # for the past-the-end timing (tests set their own)
         self.generation = 0
@@ -114,10 +115,11 @@ class BatchedInput:
     async def poll(self, timeout_ms: int, max_records: int) -> tuple[list, list, dict]:
         """One fetch: (merged records released now, other records, the raw fetch)."""
         c = self.consumer
+        restarted = await self._check_ends()
         records = await c.getmany(timeout_ms=timeout_ms, max_records=max_records)
         if records:
             await prefetch()
-        await self._restarts(records)
+        await self._restarts(records, restarted)
         others = []
         arrival = time.monotonic()
         for tp, msgs in records.items():
@@ -144,9 +146,51 @@ class BatchedInput:
         hold_after = time.time() * 1000 - self.max_idle * 1000
         return self.merge.release(idle, merged_tps, hold_after, now - self.max_idle), others, records
 
-    async def _restarts(self, records: dict) -> None:
+    @property
+    def ends_checked(self) -> bool:
+        """Every assigned partition's position was checked against its end (see ``_check_ends``)."""
+        return self.consumer.assignment() <= self._ends_checked
+
+    def recheck_ends(self) -> None:
+        """Check every partition against its end again before the next fetch: the broker was
+        unreachable, and may have come back without its data."""
+        self._ends_checked.clear()
+
+    async def _check_ends(self) -> set:
+        """Seek to their beginning the partitions, newly assigned or unchecked since
+        ``recheck_ends``, whose position (the committed offset, or where the consumer stood
+        before an outage) is past their end (asked of the broker); return them.
+
+        Done at once, before the first fetch, because producers write to a broker as soon as
+        it is back: a partition that waited to be noticed (see ``_restarts``) could be filled
+        past the stale position meanwhile, and the records below it would be skipped. The end
+        offsets come from a list-offsets request, which a partition leader on Kafka 2.2 and
+        later does not answer before its high watermark is current (KIP-207).
+        """
+        c = self.consumer
+        new = [tp for tp in c.assignment() if tp not in self._ends_checked]
+        if not new:
+            return set()
+        ends = await c.end_offsets(new)
+        restarted = set()
+        for tp in new:
+            try:
+                position = await asyncio.wait_for(c.position(tp), COMMIT_TIMEOUT)
+            except IllegalStateError:  # revoked meanwhile
+                continue
+            except asyncio.TimeoutError:
+                raise KafkaError(f"the position of {tp.topic}[{tp.partition}] not known within {COMMIT_TIMEOUT:.0f} s") from None
+            if tp in ends and position > ends[tp]:
+                log.warning("%s[%d]: position %d is past the end of the partition (%d): the broker lost data; "
+                            "reading it from the beginning", tp.topic, tp.partition, position, ends[tp])
+                await c.seek_to_beginning(tp)
+                restarted.add(tp)
+            self._ends_checked.add(tp)
+        return restarted
+
+    async def _restarts(self, records: dict, restarted: set) -> None:
         """Notice partitions whose offsets started again (their data was lost) and read them
-        from their beginning.
+        from their beginning; ``restarted``: those ``_check_ends`` sought there already.
 
         A broker that lost data (one without persistent storage restarted, a topic deleted and
         recreated) leaves the committed offsets, and the positions of a consumer that stayed
@@ -159,10 +203,10 @@ class BatchedInput:
         beginning only once it has stayed past its end for ``PAST_END_SECONDS``. Either way
         ``on_restart`` is told, so the models forget the offsets they applied from it.
         """
-        restarted = set()
+        restarted = set(restarted)
         for tp, msgs in records.items():
             expected = self._expected.get(tp)
-            if msgs and expected is not None and msgs[0].offset < expected:
+            if msgs and tp not in restarted and expected is not None and msgs[0].offset < expected:
                 log.warning("%s[%d]: records at offset %d after %d were read: the partition started again "
                             "(its data was lost)", tp.topic, tp.partition, msgs[0].offset, expected - 1)
                 restarted.add(tp)
@@ -207,6 +251,7 @@ class BatchedInput:
     def drop(self, tps) -> None:
         """Forget partitions no longer owned (the new owner re-reads from the committed offset)."""
         self._forget(tps)
+        self._ends_checked.difference_update(tps)
         self.generation += 1
 
     def _forget(self, tps) -> None:

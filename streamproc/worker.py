@@ -450,6 +450,9 @@ class MonitorWorker:
             return
         if not self.broker_reachable:
             await self._ensure_topics()
+            for source in (self.input, self.router.input if self.router is not None else None):
+                if source is not None:
+                    source.recheck_ends()  # the broker may have come back without its data
             log.info("broker reachable again")
         self.broker_reachable = True
 
@@ -477,7 +480,9 @@ class MonitorWorker:
         async with self.lock:
             # Under the lock: the models of newly assigned partitions are loaded (see _assigned),
             # so "ready" never means "still restoring state".
-            self._set_ready(self.broker_reachable and bool(self.consumer.assignment()) and not self._must_rewind)
+            # Nor "reading from positions not yet checked against the partitions' ends".
+            self._set_ready(self.broker_reachable and bool(self.consumer.assignment()) and not self._must_rewind
+                            and self.input.ends_checked and (self.router is None or self.router.input.ends_checked))
             if self.input.generation != generation or self._must_rewind:
                 return 0  # polled before a rebalance (or its models are not loaded): read again later
             if not predictions and not outcomes:

@@ -33,15 +33,16 @@ def bootstrap(tmp_path_factory):
         yield broker.bootstrap
 
 
-def wait_until(predicate, timeout: float, what: str, interval: float = 0.1):
-    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout`` s."""
+def wait_until(predicate, timeout: float, what: str, interval: float = 0.1, detail=None):
+    """Poll ``predicate`` until it returns something truthy; fail the test after ``timeout`` s
+    (the message ends with ``detail()`` when given: what a failure in CI needs to be understood)."""
     deadline = time.monotonic() + timeout
     while True:
         result = predicate()
         if result:
             return result
         if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+            pytest.fail(f"timed out after {timeout} s waiting for {what}" + (f"\n{detail()}" if detail else ""))
         time.sleep(interval)
 
 
@@ -85,6 +86,11 @@ class WorkerProcess:
     def log_text(self) -> str:
         self.log.flush()
         return self.log_path.read_text(errors="replace")
+
+    def warnings(self, last: int = 20) -> str:
+        """The log's last warnings and errors (the INFO lines left out), for a failure message."""
+        lines = [line for line in self.log_text().splitlines() if "WARNING" in line or "ERROR" in line]
+        return "worker log, last warnings:\n" + "\n".join(lines[-last:])
 
     def stop(self, timeout: float = 30.0) -> int:
         if self.proc.poll() is None:

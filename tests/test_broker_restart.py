@@ -31,7 +31,7 @@ def test_worker_is_not_ready_while_the_broker_is_away_and_resumes_when_it_return
         worker.wait_ready()
         produce(broker.bootstrap, topics["predictions"],
                 [json.dumps(e).encode() for e in ModelStream("before", n_numeric=3, seed=81).events(600)])
-        wait_until(lambda: events_of(worker, "before") == 600, 60, "events before the outage")
+        wait_until(lambda: events_of(worker, "before") == 600, 60, "events before the outage", detail=worker.warnings)
 
         broker.stop()
         wait_until(lambda: http_json(worker.base + "/healthz")[0] == 503, 60, "/healthz to report not ready")
@@ -42,7 +42,8 @@ def test_worker_is_not_ready_while_the_broker_is_away_and_resumes_when_it_return
         worker.wait_ready(timeout=120)
         produce(broker.bootstrap, topics["predictions"],
                 [json.dumps(e).encode() for e in ModelStream("after", n_numeric=3, seed=82).events(1500)])
-        wait_until(lambda: events_of(worker, "after") == 1500, 120, "events after the broker returned")
+        wait_until(lambda: events_of(worker, "after") == 1500, 120, "events after the broker returned",
+                   detail=worker.warnings)
         assert worker.proc.poll() is None
         assert "Traceback" not in worker.log_text()
     finally:
@@ -85,14 +86,17 @@ def test_offsets_past_the_end_of_a_partition_restart_from_its_beginning(bootstra
     asyncio.run(kafka.ensure_topics(bootstrap, [topics["predictions"], topics["outcomes"], routed], 4))
     commits = {group: [topics["predictions"], topics["outcomes"]]} if route == "direct" else \
         {group: [routed], f"{group}-router": [topics["predictions"], topics["outcomes"]]}
-    asyncio.run(_commit_past_the_end(bootstrap, commits, 1000))
+    asyncio.run(_commit_past_the_end(bootstrap, commits, 100))
     worker = WorkerProcess(bootstrap, topics, tmp_path / "worker.log", ("--route", route, "--warmup-size", "1000"),
                            group_id=group)
     try:
         worker.wait_ready()
+        # Produced at once, as producers do when a broker comes back: about 375 records per
+        # partition, past the committed 100 before any slow check could notice them.
         produce(bootstrap, topics["predictions"],
-                [json.dumps(e).encode() for e in ModelStream("early", n_numeric=3, seed=83).events(600)])
-        wait_until(lambda: events_of(worker, "early") == 600, 60, "the events below the committed offsets")
+                [json.dumps(e).encode() for e in ModelStream("early", n_numeric=3, seed=83).events(1500)])
+        wait_until(lambda: events_of(worker, "early") == 1500, 60, "every event, those below the committed offsets too",
+                   detail=worker.warnings)
         assert "past the end" in worker.log_text()
     finally:
         worker.stop()

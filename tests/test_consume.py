@@ -20,6 +20,7 @@ class Consumer:
         self.pos = {TP: 0}
         self.hw = {TP: None}
         self.sought: list = []
+        self.end_queries: list = []
 
     async def getmany(self, timeout_ms, max_records):
         records = self.fetches.pop(0) if self.fetches else {}
@@ -34,6 +35,10 @@ class Consumer:
 
     def highwater(self, tp):
         return self.hw[tp]
+
+    async def end_offsets(self, tps):
+        self.end_queries.append(set(tps))
+        return {tp: self.hw[tp] or 0 for tp in tps}
 
     async def position(self, tp):
         return self.pos[tp]
@@ -51,10 +56,13 @@ def records(*offsets):
     return {TP: [SimpleNamespace(topic=TP.topic, partition=0, offset=o, timestamp=1000 + o) for o in offsets]}
 
 
-def run(steps):
-    """Run (clock, fetch or None, consumer changes) steps; return the consumer and the restarts."""
+def run(steps, first=None):
+    """Run (clock, fetch or None, consumer changes) steps; return the consumer and the restarts.
+    ``first`` changes the consumer before anything is polled (the partition as assigned)."""
     async def main():
         c = Consumer()
+        if first is not None:
+            first(c)
         restarts = []
         clock = [0.0]
         source = BatchedInput(c, None, 0, 1000, on_restart=restarts.append)
@@ -109,3 +117,41 @@ def test_records_below_those_already_read_mean_the_partition_started_again():
     assert source.positions() == {TP: 3}
     c, restarts, _ = run([(0.0, records(*range(10)), nothing), (1.0, records(10, 11), nothing)])
     assert restarts == []
+
+
+def committed_past_the_end(c):  # assigned with a committed offset of the lost log
+    c.pos[TP], c.hw[TP] = 100, 0
+
+
+def test_a_partition_assigned_past_its_end_is_read_from_the_beginning_before_the_first_fetch():
+    """Producers fill a restarted broker at once: waiting PAST_END_SECONDS would let them write
+    past the stale offset, and the records below it would be skipped."""
+    c, restarts, source = run([(0.0, records(0, 1, 2), nothing)], first=committed_past_the_end)
+    assert c.sought == [TP] and restarts == [{TP}]
+    assert source.positions() == {TP: 3}
+    c, restarts, source = run([(0.0, records(100, 101), nothing), (1.0, None, nothing)],
+                              first=lambda c: c.pos.update({TP: 100}) or c.hw.update({TP: 100}))
+    assert c.sought == [] and restarts == [] and source.positions() == {TP: 102}
+
+
+def test_ends_are_asked_once_per_assignment_and_again_after_an_outage():
+    async def main():
+        c = Consumer()
+        restarts = []
+        source = BatchedInput(c, None, 0, 1000, on_restart=restarts.append)
+        assert not source.ends_checked
+        c.fetches.append(records(*range(10)))
+        source.done((await source.poll(0, 100))[2])
+        await source.poll(0, 100)
+        assert source.ends_checked and c.end_queries == [{TP}] and restarts == []
+        broker_lost_data(c)  # the broker was away, and came back empty
+        source.recheck_ends()
+        assert not source.ends_checked
+        await source.poll(0, 100)
+        assert source.ends_checked and c.sought == [TP] and restarts == [{TP}]
+        source.drop({TP})  # revoked, then assigned again
+        assert not source.ends_checked
+        await source.poll(0, 100)
+        assert len(c.end_queries) == 3 and c.sought == [TP]  # at its beginning now: nothing to do
+
+    asyncio.run(main())
