@@ -63,6 +63,14 @@ async def prefetch() -> None:
 
 
 COMMIT_TIMEOUT = 15.0
+
+
+async def _within(awaitable, what: str, timeout: float = COMMIT_TIMEOUT):
+    """Await a request, failing with a ``KafkaError`` after ``timeout`` s."""
+    try:
+        return await asyncio.wait_for(awaitable, timeout)
+    except asyncio.TimeoutError:
+        raise KafkaError(f"{what} not known within {timeout:.0f} s") from None
 PAST_END_SECONDS = 10.0  # how long a position must stay past its partition's end to count as lost data
 
 
@@ -108,6 +116,8 @@ class BatchedInput:
         self._expected: dict = {}  # per partition, the offset after the last record fetched
         self._past_end: dict = {}  # per partition, since when (monotonic) its position is past its end
         self._ends_checked: set = set()  # partitions checked against their end since assigned (see _check_ends)
+        self._unconfirmed: dict = {}  # per partition past its listed end: (its offset then, when asked, in ms)
+        self._epoch = 0  # changes with the assignment, and when every end must be checked again
         self._last_end_check = -math.inf
         self.clock = time.monotonic  # for the past-the-end timing (tests set their own)
         self.generation = 0
@@ -115,11 +125,11 @@ class BatchedInput:
     async def poll(self, timeout_ms: int, max_records: int) -> tuple[list, list, dict]:
         """One fetch: (merged records released now, other records, the raw fetch)."""
         c = self.consumer
-        restarted = await self._check_ends()
+        await self._check_ends()
         records = await c.getmany(timeout_ms=timeout_ms, max_records=max_records)
         if records:
             await prefetch()
-        await self._restarts(records, restarted)
+        await self._restarts(records)
         others = []
         arrival = time.monotonic()
         for tp, msgs in records.items():
@@ -151,91 +161,151 @@ class BatchedInput:
         """Every assigned partition's position was checked against its end (see ``_check_ends``)."""
         return self.consumer.assignment() <= self._ends_checked
 
+    def assigned(self, tps) -> None:
+        """Partitions were assigned: check them against their ends before they count as checked
+        (while a group rejoins, the consumer's ``assignment()`` still returns the old one)."""
+        self._epoch += 1
+        self._ends_checked.difference_update(tps)
+        for tp in tps:
+            self._unconfirmed.pop(tp, None)
+
     def recheck_ends(self) -> None:
         """Check every partition against its end again before the next fetch: the broker was
         unreachable, and may have come back without its data."""
+        self._epoch += 1
         self._ends_checked.clear()
+        self._unconfirmed.clear()
 
-    async def _check_ends(self) -> set:
-        """Seek to their beginning the partitions, newly assigned or unchecked since
-        ``recheck_ends``, whose position (the committed offset, or where the consumer stood
-        before an outage) is past their end (asked of the broker); return them.
+    async def _check_ends(self) -> None:
+        """Check against their end the partitions newly assigned, or unchecked since
+        ``recheck_ends``: those whose offset (the position; the committed offset if larger and
+        nothing was read since the assignment) is not past the end the broker lists are checked; the others wait for a fetch
+        to confirm (see ``_restarts``). Records below that offset mean the client went back to
+        the beginning by itself.
 
-        Done at once, before the first fetch, because producers write to a broker as soon as
-        it is back: a partition that waited to be noticed (see ``_restarts``) could be filled
-        past the stale position meanwhile, and the records below it would be skipped. The end
-        offsets come from a list-offsets request, which a partition leader on Kafka 2.2 and
-        later does not answer before its high watermark is current (KIP-207).
+        Done at once, before the first fetch is handed out, because producers write to a broker
+        as soon as it is back: a partition that waited to be noticed could be filled past the
+        stale offset meanwhile, and the records below it would be skipped. Kafka's list-offsets
+        answer is exact (on Kafka 2.2 and later a leader does not answer before its high
+        watermark is current, KIP-207), so a partition within it is not confirmed again: a new
+        leader's fetch high watermark may be low for a moment. Tansu's answer may be too low
+        (the first offset of the last record batch, plus one), hence the confirmation.
         """
         c = self.consumer
-        new = [tp for tp in c.assignment() if tp not in self._ends_checked]
+        new = [tp for tp in c.assignment() if tp not in self._ends_checked and tp not in self._unconfirmed]
         if not new:
-            return set()
-        ends = await c.end_offsets(new)
-        restarted = set()
+            return
+        epoch = self._epoch
+        asked_ms = time.time() * 1000
+        ends = await _within(c.end_offsets(new), "the end offsets of the assigned partitions")
+        offsets = {}
         for tp in new:
             try:
-                position = await asyncio.wait_for(c.position(tp), COMMIT_TIMEOUT)
+                position = await _within(c.position(tp), f"the position of {tp.topic}[{tp.partition}]")
+                # Nothing read since assigned: the client may have left the committed offset already.
+                committed = (None if tp in self._expected else
+                             await _within(c.committed(tp), f"the committed offset of {tp.topic}[{tp.partition}]"))
             except IllegalStateError:  # revoked meanwhile
                 continue
-            except asyncio.TimeoutError:
-                raise KafkaError(f"the position of {tp.topic}[{tp.partition}] not known within {COMMIT_TIMEOUT:.0f} s") from None
-            if tp in ends and position > ends[tp]:
-                log.warning("%s[%d]: position %d is past the end of the partition (%d): the broker lost data; "
-                            "reading it from the beginning", tp.topic, tp.partition, position, ends[tp])
-                await c.seek_to_beginning(tp)
-                restarted.add(tp)
-            self._ends_checked.add(tp)
-        return restarted
+            offsets[tp] = max(position, committed or 0)
+        if self._epoch != epoch:
+            return  # assigned, revoked or to be checked again meanwhile: check the partitions as they are now
+        for tp, offset in offsets.items():
+            self._expected[tp] = offset
+            if tp in ends and offset > ends[tp]:
+                self._unconfirmed[tp] = (offset, asked_ms)
+            else:
+                self._ends_checked.add(tp)
 
-    async def _restarts(self, records: dict, restarted: set) -> None:
+    async def _restarts(self, records: dict) -> None:
         """Notice partitions whose offsets started again (their data was lost) and read them
-        from their beginning; ``restarted``: those ``_check_ends`` sought there already.
+        from their beginning.
 
         A broker that lost data (one without persistent storage restarted, a topic deleted and
         recreated) leaves the committed offsets, and the positions of a consumer that stayed
         up, past the partitions' new end. Kafka answers a fetch there with
         OFFSET_OUT_OF_RANGE, and aiokafka goes back to the beginning by itself
         (``auto_offset_reset`` earliest): seen here as records at offsets below those already
-        read. Tansu answers with nothing, for ever: seen here as a position past the high
-        watermark. That also happens for a moment on a healthy cluster (a new partition leader
-        may report a lower high watermark than the old one), so a partition is sought to its
-        beginning only once it has stayed past its end for ``PAST_END_SECONDS``. Either way
-        ``on_restart`` is told, so the models forget the offsets they applied from it.
+        read, or expected (see ``_check_ends``), or as a position that went back while none
+        came. Tansu answers with nothing, for ever: seen here as a position past the high
+        watermark of a fetch answered after the check. Past the first check, a position past
+        the high watermark also happens for a moment on a healthy cluster (a new partition
+        leader may report a lower high watermark than the old one), so such a partition is
+        sought to its beginning only once it has stayed past its end for ``PAST_END_SECONDS``.
+        Either way ``on_restart`` is told, so the models forget the offsets they applied from it.
         """
-        restarted = set(restarted)
-        for tp, msgs in records.items():
-            expected = self._expected.get(tp)
-            if msgs and tp not in restarted and expected is not None and msgs[0].offset < expected:
-                log.warning("%s[%d]: records at offset %d after %d were read: the partition started again "
-                            "(its data was lost)", tp.topic, tp.partition, msgs[0].offset, expected - 1)
-                restarted.add(tp)
-        now = self.clock()
-        if now - self._last_end_check >= 1.0:
-            self._last_end_check = now
-            c = self.consumer
-            for tp in c.assignment():
-                hw = c.highwater(tp)
-                try:
-                    position = None if tp in records or hw is None else await c.position(tp)
-                except IllegalStateError:  # revoked meanwhile
-                    continue
-                if position is None or position <= hw:
-                    self._past_end.pop(tp, None)
-                    continue
-                if now - self._past_end.setdefault(tp, now) >= PAST_END_SECONDS:
-                    log.warning("%s[%d]: position %d has been past the end of the partition (%d) for %.0f s: the "
-                                "broker lost data; reading it from the beginning", tp.topic, tp.partition,
-                                position, hw, now - self._past_end[tp])
-                    await c.seek_to_beginning(tp)
+        c = self.consumer
+        restarted = set()
+        try:
+            for tp, msgs in records.items():
+                expected = self._expected.get(tp)
+                if msgs and expected is not None and msgs[0].offset < expected:
+                    log.warning("%s[%d]: records at offset %d were read, where offset %d was expected: the "
+                                "partition started again (its data was lost)", tp.topic, tp.partition,
+                                msgs[0].offset, expected)
                     restarted.add(tp)
-        if restarted:
-            self._forget(restarted)  # not a rebalance: the batch being polled stays valid
-            if self.on_restart is not None:
-                self.on_restart(restarted)
+            for tp, (offset, asked_ms) in list(self._unconfirmed.items()):
+                if records.get(tp):  # read on from that offset (or, as above, from the beginning)
+                    self._confirmed(tp)
+                    continue
+                try:
+                    polled, hw = c.last_poll_timestamp(tp), c.highwater(tp)
+                    if polled is None or polled <= asked_ms or hw is None:
+                        continue  # no fetch answered since the check
+                    position = await c.position(tp)
+                except (AssertionError, IllegalStateError):  # revoked meanwhile
+                    continue
+                self._confirmed(tp)
+                if position < offset:
+                    log.warning("%s[%d]: the position went back from %d to %d: the partition started again "
+                                "(its data was lost)", tp.topic, tp.partition, offset, position)
+                    restarted.add(tp)
+                elif position > hw:
+                    log.warning("%s[%d]: position %d is past the end of the partition (%d): the broker lost data; "
+                                "reading it from the beginning", tp.topic, tp.partition, position, hw)
+                    if await self._seek_to_beginning(tp):
+                        restarted.add(tp)
+            now = self.clock()
+            if now - self._last_end_check >= 1.0:
+                self._last_end_check = now
+                for tp in c.assignment():
+                    hw = c.highwater(tp)
+                    if tp in records or tp in self._unconfirmed or hw is None:
+                        self._past_end.pop(tp, None)
+                        continue
+                    try:
+                        position = await c.position(tp)
+                    except IllegalStateError:  # revoked meanwhile
+                        continue
+                    if position <= hw:
+                        self._past_end.pop(tp, None)
+                        continue
+                    if now - self._past_end.setdefault(tp, now) >= PAST_END_SECONDS:
+                        log.warning("%s[%d]: position %d has been past the end of the partition (%d) for %.0f s: "
+                                    "the broker lost data; reading it from the beginning", tp.topic, tp.partition,
+                                    position, hw, now - self._past_end[tp])
+                        if await self._seek_to_beginning(tp):
+                            restarted.add(tp)
+        finally:  # a restart already acted on is never lost to a later error
+            if restarted:
+                self._forget(restarted)  # not a rebalance: the batch being polled stays valid
+                if self.on_restart is not None:
+                    self.on_restart(restarted)
         for tp, msgs in records.items():
             if msgs:
                 self._expected[tp] = msgs[-1].offset + 1
+
+    def _confirmed(self, tp) -> None:
+        del self._unconfirmed[tp]
+        self._ends_checked.add(tp)
+
+    async def _seek_to_beginning(self, tp) -> bool:
+        """Seek a partition to its beginning; False if it was revoked meanwhile."""
+        try:
+            await self.consumer.seek_to_beginning(tp)
+        except IllegalStateError:
+            return False
+        return True
 
     def done(self, records: dict) -> None:
         """Everything the last ``poll`` handed out is handled (its output acknowledged)."""
@@ -252,6 +322,7 @@ class BatchedInput:
         """Forget partitions no longer owned (the new owner re-reads from the committed offset)."""
         self._forget(tps)
         self._ends_checked.difference_update(tps)
+        self._epoch += 1
         self.generation += 1
 
     def _forget(self, tps) -> None:
@@ -262,3 +333,4 @@ class BatchedInput:
             self._done.pop(tp, None)
             self._expected.pop(tp, None)
             self._past_end.pop(tp, None)
+            self._unconfirmed.pop(tp, None)

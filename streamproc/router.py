@@ -133,7 +133,7 @@ class Router:
                     router.input.drop(revoked)
 
             async def on_partitions_assigned(self, assigned) -> None:
-                pass
+                router.input.assigned(assigned)
 
         return _Listener()
 

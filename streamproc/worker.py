@@ -191,6 +191,7 @@ class MonitorWorker:
         self._last_gauges = 0.0
         self._must_rewind = False  # the models of the assigned partitions still need loading
         self._saving = None  # a checkpoint on its way: (state delivery futures, offsets, records)
+        self._restarted: list = []  # input partitions read again from their beginning, to forget (see _apply_restarts)
         self._in_flight = False  # a batch is applied to the state but its output not yet acknowledged
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -249,6 +250,7 @@ class MonitorWorker:
         if not revoked:
             return
         async with self.lock:
+            self._apply_restarts()
             if not self.failed and not self._in_flight:  # else the state may be ahead of its output
                 try:
                     await asyncio.wait_for(self.checkpoint(), 2 * COMMIT_TIMEOUT)
@@ -259,6 +261,7 @@ class MonitorWorker:
             log.info("partitions revoked: %s", ", ".join(sorted(f"{tp.topic}[{tp.partition}]" for tp in revoked)))
 
     async def _assigned(self, assigned) -> None:
+        self.input.assigned(assigned)
         async with self.lock:
             if self.engine.monitors or self.engine.joiners:
                 return  # nothing was revoked: the models in memory are current
@@ -268,6 +271,7 @@ class MonitorWorker:
                 log.warning("could not load the models of the assigned partitions (%s); will retry", exc)
                 self._must_rewind = True
                 return
+            self._apply_restarts()
             log.info("partitions assigned: %s; restored the state of %d model(s)",
                      ", ".join(sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned)) or "none", restored)
 
@@ -293,20 +297,28 @@ class MonitorWorker:
 
     def _source_restarted(self, tps) -> None:
         """Input partitions are read again from their beginning (see ``BatchedInput``): the
-        offsets the models applied from them no longer mean anything."""
-        self.engine.forget_positions({f"{tp.topic}:{tp.partition}" for tp in tps})
+        offsets the models applied from them no longer mean anything (forgotten under the lock,
+        see ``_apply_restarts``)."""
+        self._restarted.append({f"{tp.topic}:{tp.partition}" for tp in tps})
 
     def _input_restarted(self, tps, every: bool = False) -> None:
         """Partitions of the monitoring consumer restarted: as ``_source_restarted`` (every
         watermark when ``every``), and a checkpoint on its way commits nothing for them (its
         offsets are of the lost log)."""
         if every:
-            self.engine.forget_positions()
+            self._restarted.append(None)
         else:
             self._source_restarted(tps)
         if self._saving is not None:
             futures, offsets, records = self._saving
             self._saving = (futures, {tp: off for tp, off in offsets.items() if tp not in tps}, records)
+
+    def _apply_restarts(self) -> None:
+        """Forget the offsets applied from restarted input partitions. Called under the lock
+        before models are used or saved: a poll runs outside it, and may notice a restart while
+        ``_assigned`` is loading models; forgotten then, the models loaded after would keep them."""
+        while self._restarted:
+            self.engine.forget_positions(self._restarted.pop(0))
 
     def _forget_models(self) -> None:
         """Forget every model held (partitions moved, or back to the last checkpoint)."""
@@ -328,6 +340,7 @@ class MonitorWorker:
             self._forget_models()
             await seek_committed(self.consumer, assigned)
             restored = await self._load_models(assigned)
+            self._apply_restarts()
             self._in_flight = False
             self._must_rewind = False
             log.warning("rewound to the last checkpoint: %d model(s) restored; replaying from the committed offsets",
@@ -385,6 +398,7 @@ class MonitorWorker:
         if finished and not self.failed and self.consumer is not None and self.state is not None:
             try:
                 async with self.lock:
+                    self._apply_restarts()
                     await asyncio.wait_for(self.checkpoint(), timeout)
             except Exception as exc:  # a dead broker: the next start replays from the last checkpoint
                 log.warning("final checkpoint failed (%s: %s)", type(exc).__name__, exc)
@@ -478,6 +492,7 @@ class MonitorWorker:
             predictions = [r for r in source if r.kind != OUTCOME]
             outcomes = [r for r in source if r.kind == OUTCOME]
         async with self.lock:
+            self._apply_restarts()
             # Under the lock: the models of newly assigned partitions are loaded (see _assigned),
             # so "ready" never means "still restoring state".
             # Nor "reading from positions not yet checked against the partitions' ends".

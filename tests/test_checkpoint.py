@@ -170,6 +170,7 @@ def test_a_checkpoint_on_its_way_commits_nothing_for_a_partition_that_restarted(
         w.input.offsets = {TopicPartition("predictions", 0): 10, other: 7}
         await w.checkpoint(force=False)
         w._input_restarted({TopicPartition("predictions", 0)})
+        w._apply_restarts()
         assert w.engine.dirty_monitors  # the models forget that partition's offsets, and are saved again
         for fut in w.producer.futures:
             fut.set_result(None)
@@ -177,3 +178,19 @@ def test_a_checkpoint_on_its_way_commits_nothing_for_a_partition_that_restarted(
         assert w.consumer.commits == [{other: 7}]
 
     asyncio.run(main())
+
+
+def test_a_restart_noticed_while_models_load_is_applied_to_the_models_loaded():
+    """A poll runs outside the worker's lock, so an input restart may be noticed while
+    ``_assigned`` is still restoring models: forgotten at once, the offsets would come back with
+    the models restored after it, and the new log's records below them would be skipped."""
+    w = worker_with_changes(["a", "b"])
+    records = w.engine.export_dirty({"predictions:0": 30, "predictions:1": 4})
+    w.engine.drop_all()
+    w.engine.import_record("a", records["a"])  # loading...
+    w._input_restarted({TopicPartition("predictions", 0)})
+    w.engine.import_record("b", records["b"])  # ...loaded after the restart was noticed
+    w._apply_restarts()
+    for obj in [*w.engine.monitors.values(), *w.engine.joiners.values()]:
+        assert obj.applied == {"predictions:1": 4}
+    assert w.engine.replay_until == {"predictions:1": 4} and not w._restarted

@@ -5,9 +5,12 @@ The real broker's case is tests/test_broker_restart.py."""
 from __future__ import annotations
 
 import asyncio
+import time
 from types import SimpleNamespace
 
 from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
+import pytest
 
 from streamproc.consume import PAST_END_SECONDS, BatchedInput
 
@@ -15,19 +18,34 @@ TP = TopicPartition("predictions", 0)
 
 
 class Consumer:
-    def __init__(self):
+    """The broker's side: ``end``, where each partition's next record goes, and ``listed``, a
+    lower end that list-offsets answers (Tansu's, when the last record batch held several
+    records). The consumer's: ``pos``, ``committed``, and what the last fetch answered
+    (``hw``, ``polled``: no answer while ``answering`` is False)."""
+
+    def __init__(self, tps=(TP,)):
         self.fetches: list[dict] = []
-        self.pos = {TP: 0}
-        self.hw = {TP: None}
+        self.pos = {tp: 0 for tp in tps}
+        self.committed_at = {tp: None for tp in tps}
+        self.end = {tp: 0 for tp in tps}
+        self.listed: dict = {}
+        self.hw = {tp: None for tp in tps}
+        self.polled = {tp: None for tp in tps}
+        self.answering = True
         self.sought: list = []
         self.end_queries: list = []
+        self.while_listing = None  # called during end_offsets (something happening meanwhile)
+        self.failing: set = set()  # partitions whose position cannot be had
 
     async def getmany(self, timeout_ms, max_records):
         records = self.fetches.pop(0) if self.fetches else {}
         for tp, msgs in records.items():
             if msgs:
                 self.pos[tp] = msgs[-1].offset + 1
-                self.hw[tp] = max(self.hw[tp] or 0, self.pos[tp])
+                self.end[tp] = max(self.end[tp], self.pos[tp])
+        if self.answering:
+            for tp in self.pos:
+                self.hw[tp], self.polled[tp] = self.end[tp], time.time() * 1000 + 0.001  # answered after the check
         return records
 
     def assignment(self):
@@ -36,12 +54,22 @@ class Consumer:
     def highwater(self, tp):
         return self.hw[tp]
 
+    def last_poll_timestamp(self, tp):
+        return self.polled[tp]
+
     async def end_offsets(self, tps):
         self.end_queries.append(set(tps))
-        return {tp: self.hw[tp] or 0 for tp in tps}
+        if self.while_listing is not None:
+            self.while_listing()
+        return {tp: self.listed.get(tp, self.end[tp]) for tp in tps}
 
     async def position(self, tp):
+        if tp in self.failing:
+            raise KafkaError("no answer")
         return self.pos[tp]
+
+    async def committed(self, tp):
+        return self.committed_at[tp]
 
     async def seek_to_beginning(self, *tps):
         self.sought += tps
@@ -52,15 +80,15 @@ class Consumer:
         return set()
 
 
-def records(*offsets):
-    return {TP: [SimpleNamespace(topic=TP.topic, partition=0, offset=o, timestamp=1000 + o) for o in offsets]}
+def records(*offsets, tp=TP):
+    return {tp: [SimpleNamespace(topic=tp.topic, partition=tp.partition, offset=o, timestamp=1000 + o) for o in offsets]}
 
 
-def run(steps, first=None):
-    """Run (clock, fetch or None, consumer changes) steps; return the consumer and the restarts.
-    ``first`` changes the consumer before anything is polled (the partition as assigned)."""
+def run(steps, first=None, tps=(TP,)):
+    """Run (clock, fetch or None, consumer changes) steps; return the consumer, the restarts and
+    the input. ``first`` changes the consumer before anything is polled (the partition as assigned)."""
     async def main():
-        c = Consumer()
+        c = Consumer(tps)
         if first is not None:
             first(c)
         restarts = []
@@ -83,17 +111,17 @@ def nothing(c):
     pass
 
 
-def broker_lost_data(c):  # the new, empty log: the high watermark 0, the position where it was
-    c.hw[TP] = 0
+def broker_lost_data(c):  # the new, empty log; the consumer's position where it was
+    c.end[TP] = 0
 
 
 def test_a_position_past_the_end_for_a_moment_is_left_alone():
     """A new partition leader may report a lower high watermark for a moment (healthy Kafka)."""
     def lower(c):
-        c.hw[TP] = 5
+        c.end[TP] = 5
 
     def caught_up(c):
-        c.hw[TP] = 10
+        c.end[TP] = 10
 
     c, restarts, _ = run([(0.0, records(*range(10)), nothing), (2.0, None, lower), (2.0 + PAST_END_SECONDS - 3, None, lower),
                           (2.0 + PAST_END_SECONDS - 1, None, caught_up), (2.0 + PAST_END_SECONDS + 5, None, lower)])
@@ -120,21 +148,50 @@ def test_records_below_those_already_read_mean_the_partition_started_again():
 
 
 def committed_past_the_end(c):  # assigned with a committed offset of the lost log
-    c.pos[TP], c.hw[TP] = 100, 0
+    c.pos[TP] = c.committed_at[TP] = 100
 
 
-def test_a_partition_assigned_past_its_end_is_read_from_the_beginning_before_the_first_fetch():
+def test_a_partition_assigned_past_its_end_is_read_from_the_beginning_after_one_fetch():
     """Producers fill a restarted broker at once: waiting PAST_END_SECONDS would let them write
     past the stale offset, and the records below it would be skipped."""
-    c, restarts, source = run([(0.0, records(0, 1, 2), nothing)], first=committed_past_the_end)
-    assert c.sought == [TP] and restarts == [{TP}]
-    assert source.positions() == {TP: 3}
+    c, restarts, source = run([(0.0, None, nothing)], first=committed_past_the_end)
+    assert c.sought == [TP] and restarts == [{TP}] and source.ends_checked
+    c, restarts, source = run([(0.0, None, nothing), (0.5, records(0, 1, 2), nothing)], first=committed_past_the_end)
+    assert c.sought == [TP] and restarts == [{TP}] and source.positions() == {TP: 3}
     c, restarts, source = run([(0.0, records(100, 101), nothing), (1.0, None, nothing)],
-                              first=lambda c: c.pos.update({TP: 100}) or c.hw.update({TP: 100}))
-    assert c.sought == [] and restarts == [] and source.positions() == {TP: 102}
+                              first=lambda c: committed_past_the_end(c) or c.end.update({TP: 100}))
+    assert c.sought == [] and restarts == [] and source.positions() == {TP: 102} and source.ends_checked
 
 
-def test_ends_are_asked_once_per_assignment_and_again_after_an_outage():
+def test_an_end_listed_too_low_is_confirmed_by_a_fetch_before_anything_is_read_again():
+    """Tansu lists the first offset of the last record batch, plus one: a healthy partition read
+    to its end looks past it until a fetch answers with its high watermark."""
+    def tansu(c):
+        committed_past_the_end(c)
+        c.end[TP], c.listed[TP] = 100, 91
+
+    c, restarts, source = run([(0.0, None, lambda c: setattr(c, "answering", False))], first=tansu)
+    assert not source.ends_checked and c.sought == []  # not ready: not known yet
+    c, restarts, source = run([(0.0, None, nothing), (1.0, records(100, 101), nothing)], first=tansu)
+    assert source.ends_checked and c.sought == [] and restarts == [] and source.positions() == {TP: 102}
+    c, restarts, source = run([(0.0, records(100, 101), nothing)], first=tansu)  # confirmed by records too
+    assert source.ends_checked and c.sought == [] and restarts == [] and source.positions() == {TP: 102}
+
+
+def test_a_client_that_went_back_to_the_beginning_before_the_check_is_noticed():
+    """On Kafka, aiokafka may have had OFFSET_OUT_OF_RANGE and gone back to the beginning by
+    itself before the first poll: the committed offset is what the models applied."""
+    def reset_by_the_client(c):
+        committed_past_the_end(c)
+        c.pos[TP] = 0
+
+    c, restarts, source = run([(0.0, records(0, 1, 2), nothing)], first=lambda c: reset_by_the_client(c) or c.end.update({TP: 3}))
+    assert restarts == [{TP}] and c.sought == [] and source.positions() == {TP: 3}
+    c, restarts, source = run([(0.0, None, nothing)], first=reset_by_the_client)  # the new log still empty
+    assert restarts == [{TP}] and c.sought == [] and source.ends_checked
+
+
+def test_ends_are_checked_once_per_assignment_and_again_after_an_outage():
     async def main():
         c = Consumer()
         restarts = []
@@ -147,11 +204,60 @@ def test_ends_are_asked_once_per_assignment_and_again_after_an_outage():
         broker_lost_data(c)  # the broker was away, and came back empty
         source.recheck_ends()
         assert not source.ends_checked
+        c.answering = False  # the high watermark the consumer knows is the old log's
+        await source.poll(0, 100)
+        assert not source.ends_checked and c.sought == [] and restarts == []
+        c.answering = True
         await source.poll(0, 100)
         assert source.ends_checked and c.sought == [TP] and restarts == [{TP}]
         source.drop({TP})  # revoked, then assigned again
         assert not source.ends_checked
         await source.poll(0, 100)
         assert len(c.end_queries) == 3 and c.sought == [TP]  # at its beginning now: nothing to do
+        source.assigned({TP})  # assigned again, nothing revoked (the consumer still lists it meanwhile)
+        assert not source.ends_checked
+        await source.poll(0, 100)
+        assert source.ends_checked and len(c.end_queries) == 4
 
     asyncio.run(main())
+
+
+def test_a_check_overtaken_by_a_new_assignment_marks_nothing():
+    async def main():
+        c = Consumer()
+        source = BatchedInput(c, None, 0, 1000)
+        c.while_listing = lambda: source.assigned({TP})
+        await source.poll(0, 100)
+        assert not source.ends_checked
+        c.while_listing = None
+        await source.poll(0, 100)
+        assert source.ends_checked and len(c.end_queries) == 2
+
+    asyncio.run(main())
+
+
+def test_a_restart_acted_on_is_reported_even_when_a_later_partition_fails():
+    other = TopicPartition("predictions", 1)
+    restarts = []
+
+    async def main():
+        c = Consumer((TP, other))
+        source = BatchedInput(c, None, 0, 1000, on_restart=restarts.append)
+        c.fetches.append({**records(*range(10)), **records(*range(5), tp=other)})
+        await source.poll(0, 100)
+        broker_lost_data(c)
+        source.recheck_ends()
+        c.failing = {other}
+        with pytest.raises(KafkaError):
+            await source.poll(0, 100)  # the check asks the position of both
+        c.failing = set()
+        c.answering = False
+        await source.poll(0, 100)
+        c.answering, c.failing = True, {other}
+        source.clock = lambda: time.monotonic() + 100  # the past-the-end scan is due, and fails on the other partition
+        with pytest.raises(KafkaError):
+            await source.poll(0, 100)
+        return c
+
+    c = asyncio.run(main())
+    assert c.sought == [TP] and restarts == [{TP}]
