@@ -118,6 +118,7 @@ class BatchedInput:
         self._ends_checked: set = set()  # partitions checked against their end since assigned (see _check_ends)
         self._unconfirmed: dict = {}  # per partition past its listed end: (its offset then, when asked, in ms)
         self._epoch = 0  # changes with the assignment, and when every end must be checked again
+        self._restarted_at: dict = {}  # per partition read again from its beginning, and empty since: where it starts
         self._last_end_check = -math.inf
         self.clock = time.monotonic  # for the past-the-end timing (tests set their own)
         self.generation = 0
@@ -125,7 +126,8 @@ class BatchedInput:
     async def poll(self, timeout_ms: int, max_records: int) -> tuple[list, list, dict]:
         """One fetch: (merged records released now, other records, the raw fetch)."""
         c = self.consumer
-        await self._check_ends()
+        while not await self._check_ends():
+            pass  # overtaken by a rebalance or an outage: check the partitions as they are now
         records = await c.getmany(timeout_ms=timeout_ms, max_records=max_records)
         if records:
             await prefetch()
@@ -141,7 +143,7 @@ class BatchedInput:
         if not merged_tps:
             return [], others, records
         for tp in merged_tps:
-            if self.merge.full(tp):
+            if self.merge.full(tp) and tp not in self._unconfirmed:  # (an unconfirmed end needs a fetch)
                 c.pause(tp)
             elif tp in c.paused():
                 c.resume(tp)
@@ -168,6 +170,7 @@ class BatchedInput:
         self._ends_checked.difference_update(tps)
         for tp in tps:
             self._unconfirmed.pop(tp, None)
+            self._expected.pop(tp, None)  # perhaps set from a check of the new assignment before this call
 
     def recheck_ends(self) -> None:
         """Check every partition against its end again before the next fetch: the broker was
@@ -176,10 +179,11 @@ class BatchedInput:
         self._ends_checked.clear()
         self._unconfirmed.clear()
 
-    async def _check_ends(self) -> None:
+    async def _check_ends(self) -> bool:
         """Check against their end the partitions newly assigned, or unchecked since
-        ``recheck_ends``: those whose offset (the position; the committed offset if larger and
-        nothing was read since the assignment) is not past the end the broker lists are checked; the others wait for a fetch
+        ``recheck_ends``; False if a rebalance or ``recheck_ends`` overtook the check. Those whose
+        offset (the largest of the position, the offset after the records read, and, if none
+        were read since the assignment, the committed offset) is not past the end the broker lists are checked; the others wait for a fetch
         to confirm (see ``_restarts``). Records below that offset mean the client went back to
         the beginning by itself.
 
@@ -194,7 +198,7 @@ class BatchedInput:
         c = self.consumer
         new = [tp for tp in c.assignment() if tp not in self._ends_checked and tp not in self._unconfirmed]
         if not new:
-            return
+            return True
         epoch = self._epoch
         asked_ms = time.time() * 1000
         ends = await _within(c.end_offsets(new), "the end offsets of the assigned partitions")
@@ -207,15 +211,16 @@ class BatchedInput:
                              await _within(c.committed(tp), f"the committed offset of {tp.topic}[{tp.partition}]"))
             except IllegalStateError:  # revoked meanwhile
                 continue
-            offsets[tp] = max(position, committed or 0)
+            offsets[tp] = max(position, committed or 0, self._expected.get(tp, 0))
         if self._epoch != epoch:
-            return  # assigned, revoked or to be checked again meanwhile: check the partitions as they are now
+            return False
         for tp, offset in offsets.items():
             self._expected[tp] = offset
             if tp in ends and offset > ends[tp]:
                 self._unconfirmed[tp] = (offset, asked_ms)
             else:
                 self._ends_checked.add(tp)
+        return True
 
     async def _restarts(self, records: dict) -> None:
         """Notice partitions whose offsets started again (their data was lost) and read them
@@ -235,7 +240,8 @@ class BatchedInput:
         Either way ``on_restart`` is told, so the models forget the offsets they applied from it.
         """
         c = self.consumer
-        restarted = set()
+        epoch = self._epoch
+        restarted, sought = set(), set()
         try:
             for tp, msgs in records.items():
                 expected = self._expected.get(tp)
@@ -244,7 +250,11 @@ class BatchedInput:
                                 "partition started again (its data was lost)", tp.topic, tp.partition,
                                 msgs[0].offset, expected)
                     restarted.add(tp)
+            # Each partition as it is after the awaits before it: a rebalance (or recheck_ends)
+            # meanwhile ends the pass, and the next poll checks the partitions as they are then.
             for tp, (offset, asked_ms) in list(self._unconfirmed.items()):
+                if self._epoch != epoch:
+                    break
                 if records.get(tp):  # read on from that offset (or, as above, from the beginning)
                     self._confirmed(tp)
                     continue
@@ -252,9 +262,11 @@ class BatchedInput:
                     polled, hw = c.last_poll_timestamp(tp), c.highwater(tp)
                     if polled is None or polled <= asked_ms or hw is None:
                         continue  # no fetch answered since the check
-                    position = await c.position(tp)
+                    position = await self._position(tp)
                 except (AssertionError, IllegalStateError):  # revoked meanwhile
                     continue
+                if self._epoch != epoch:
+                    break
                 self._confirmed(tp)
                 if position < offset:
                     log.warning("%s[%d]: the position went back from %d to %d: the partition started again "
@@ -263,20 +275,21 @@ class BatchedInput:
                 elif position > hw:
                     log.warning("%s[%d]: position %d is past the end of the partition (%d): the broker lost data; "
                                 "reading it from the beginning", tp.topic, tp.partition, position, hw)
-                    if await self._seek_to_beginning(tp):
-                        restarted.add(tp)
+                    sought.add(tp)
             now = self.clock()
-            if now - self._last_end_check >= 1.0:
+            if self._epoch == epoch and now - self._last_end_check >= 1.0:
                 self._last_end_check = now
                 for tp in c.assignment():
                     hw = c.highwater(tp)
-                    if tp in records or tp in self._unconfirmed or hw is None:
+                    if tp in records or tp in self._unconfirmed or tp in sought or hw is None:
                         self._past_end.pop(tp, None)
                         continue
                     try:
-                        position = await c.position(tp)
+                        position = await self._position(tp)
                     except IllegalStateError:  # revoked meanwhile
                         continue
+                    if self._epoch != epoch:
+                        break
                     if position <= hw:
                         self._past_end.pop(tp, None)
                         continue
@@ -284,28 +297,39 @@ class BatchedInput:
                         log.warning("%s[%d]: position %d has been past the end of the partition (%d) for %.0f s: "
                                     "the broker lost data; reading it from the beginning", tp.topic, tp.partition,
                                     position, hw, now - self._past_end[tp])
-                        if await self._seek_to_beginning(tp):
-                            restarted.add(tp)
-        finally:  # a restart already acted on is never lost to a later error
-            if restarted:
+                        sought.add(tp)
+        finally:
+            # Acted on, or to act on, even after an error above; not after a rebalance meanwhile
+            # (the partitions' owner checks them again).
+            if sought and self._epoch == epoch:
+                sought &= c.assignment()
+                try:
+                    if sought:
+                        await c.seek_to_beginning(*sought)
+                except IllegalStateError:  # revoked meanwhile
+                    sought = set()
+                restarted |= sought
+            if restarted and self._epoch == epoch:
                 self._forget(restarted)  # not a rebalance: the batch being polled stays valid
                 if self.on_restart is not None:
                     self.on_restart(restarted)
         for tp, msgs in records.items():
             if msgs:
                 self._expected[tp] = msgs[-1].offset + 1
+        # Where a restarted partition starts, committed while it stays empty: the committed
+        # offset of the lost log would have it noticed again at every check.
+        for tp in restarted - set(records):
+            try:
+                self._restarted_at[tp] = await self._position(tp)
+            except IllegalStateError:  # revoked meanwhile
+                pass
 
     def _confirmed(self, tp) -> None:
-        del self._unconfirmed[tp]
-        self._ends_checked.add(tp)
+        if self._unconfirmed.pop(tp, None) is not None:
+            self._ends_checked.add(tp)
 
-    async def _seek_to_beginning(self, tp) -> bool:
-        """Seek a partition to its beginning; False if it was revoked meanwhile."""
-        try:
-            await self.consumer.seek_to_beginning(tp)
-        except IllegalStateError:
-            return False
-        return True
+    async def _position(self, tp) -> int:
+        return await _within(self.consumer.position(tp), f"the position of {tp.topic}[{tp.partition}]")
 
     def done(self, records: dict) -> None:
         """Everything the last ``poll`` handed out is handled (its output acknowledged)."""
@@ -316,7 +340,7 @@ class BatchedInput:
 
     def positions(self) -> dict:
         assigned = self.consumer.assignment()
-        return {tp: off for tp, off in self._done.items() if tp in assigned}
+        return {tp: off for tp, off in {**self._restarted_at, **self._done}.items() if tp in assigned}
 
     def drop(self, tps) -> None:
         """Forget partitions no longer owned (the new owner re-reads from the committed offset)."""
@@ -334,3 +358,4 @@ class BatchedInput:
             self._expected.pop(tp, None)
             self._past_end.pop(tp, None)
             self._unconfirmed.pop(tp, None)
+            self._restarted_at.pop(tp, None)

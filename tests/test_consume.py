@@ -35,9 +35,12 @@ class Consumer:
         self.sought: list = []
         self.end_queries: list = []
         self.while_listing = None  # called during end_offsets (something happening meanwhile)
+        self.while_positioning = None  # called during position, with the partition
+        self.fetched_after: list = []  # per getmany, how many times the ends had been asked
         self.failing: set = set()  # partitions whose position cannot be had
 
     async def getmany(self, timeout_ms, max_records):
+        self.fetched_after.append(len(self.end_queries))
         records = self.fetches.pop(0) if self.fetches else {}
         for tp, msgs in records.items():
             if msgs:
@@ -66,6 +69,8 @@ class Consumer:
     async def position(self, tp):
         if tp in self.failing:
             raise KafkaError("no answer")
+        if self.while_positioning is not None:
+            self.while_positioning(tp)
         return self.pos[tp]
 
     async def committed(self, tp):
@@ -156,6 +161,7 @@ def test_a_partition_assigned_past_its_end_is_read_from_the_beginning_after_one_
     past the stale offset, and the records below it would be skipped."""
     c, restarts, source = run([(0.0, None, nothing)], first=committed_past_the_end)
     assert c.sought == [TP] and restarts == [{TP}] and source.ends_checked
+    assert source.positions() == {TP: 0}  # committed while it stays empty: not noticed again at every check
     c, restarts, source = run([(0.0, None, nothing), (0.5, records(0, 1, 2), nothing)], first=committed_past_the_end)
     assert c.sought == [TP] and restarts == [{TP}] and source.positions() == {TP: 3}
     c, restarts, source = run([(0.0, records(100, 101), nothing), (1.0, None, nothing)],
@@ -188,7 +194,29 @@ def test_a_client_that_went_back_to_the_beginning_before_the_check_is_noticed():
     c, restarts, source = run([(0.0, records(0, 1, 2), nothing)], first=lambda c: reset_by_the_client(c) or c.end.update({TP: 3}))
     assert restarts == [{TP}] and c.sought == [] and source.positions() == {TP: 3}
     c, restarts, source = run([(0.0, None, nothing)], first=reset_by_the_client)  # the new log still empty
-    assert restarts == [{TP}] and c.sought == [] and source.ends_checked
+    assert restarts == [{TP}] and c.sought == [] and source.ends_checked and source.positions() == {TP: 0}
+
+
+def test_a_client_that_went_back_to_the_beginning_during_an_outage_is_noticed():
+    def back_to_the_beginning(c):  # the broker came back empty, and the client found out first
+        c.pos[TP] = c.end[TP] = 0
+
+    for fetch in (None, records(0, 1, 2)):
+        async def main():
+            c = Consumer()
+            restarts = []
+            source = BatchedInput(c, None, 0, 1000, on_restart=restarts.append)
+            c.fetches.append(records(*range(10)))
+            source.done((await source.poll(0, 100))[2])
+            back_to_the_beginning(c)
+            source.recheck_ends()
+            if fetch is not None:
+                c.fetches.append(fetch)
+            source.done((await source.poll(0, 100))[2])
+            return c, restarts, source
+
+        c, restarts, source = asyncio.run(main())
+        assert restarts == [{TP}] and c.sought == [] and source.positions() == {TP: 3 if fetch else 0}
 
 
 def test_ends_are_checked_once_per_assignment_and_again_after_an_outage():
@@ -222,16 +250,49 @@ def test_ends_are_checked_once_per_assignment_and_again_after_an_outage():
     asyncio.run(main())
 
 
-def test_a_check_overtaken_by_a_new_assignment_marks_nothing():
+def test_a_check_overtaken_by_a_rebalance_is_done_again_before_anything_is_fetched():
     async def main():
         c = Consumer()
         source = BatchedInput(c, None, 0, 1000)
-        c.while_listing = lambda: source.assigned({TP})
+
+        def reassigned():
+            c.while_listing = None
+            source.assigned({TP})
+
+        c.while_listing = reassigned
         await source.poll(0, 100)
-        assert not source.ends_checked
-        c.while_listing = None
+        assert source.ends_checked and len(c.end_queries) == 2 and c.fetched_after == [2]
+
+    asyncio.run(main())
+
+
+def test_a_partition_revoked_while_others_are_confirmed_ends_the_pass():
+    other = TopicPartition("predictions", 1)
+
+    async def main():
+        c = Consumer((TP, other))
+        restarts = []
+        source = BatchedInput(c, None, 0, 1000, on_restart=restarts.append)
+        c.fetches.append({**records(*range(10)), **records(*range(5), tp=other)})
         await source.poll(0, 100)
-        assert source.ends_checked and len(c.end_queries) == 2
+        c.end[TP] = c.end[other] = 0  # the broker came back empty
+        source.recheck_ends()
+        c.answering = False
+        await source.poll(0, 100)
+        c.answering = True
+
+        def revoke(tp):
+            if tp == TP:
+                c.while_positioning = None
+                source.drop({other})
+                del c.pos[other]
+
+        c.while_positioning = revoke
+        await source.poll(0, 100)  # the pass ends: nothing acted on from a stale assignment
+        assert c.sought == [] and restarts == []
+        await source.poll(0, 100)
+        assert c.sought == [TP] and restarts == [{TP}] and source.ends_checked
+        return c
 
     asyncio.run(main())
 
@@ -261,3 +322,21 @@ def test_a_restart_acted_on_is_reported_even_when_a_later_partition_fails():
 
     c = asyncio.run(main())
     assert c.sought == [TP] and restarts == [{TP}]
+
+
+def test_a_partition_assigned_again_lower_than_read_is_not_a_restart():
+    """Assigned again after a revocation whose commit failed: the group's offset is below what
+    this consumer had read, and the records from it are re-read, not new."""
+    async def main():
+        c = Consumer()
+        restarts = []
+        source = BatchedInput(c, None, 0, 1000, on_restart=restarts.append)
+        c.fetches.append(records(*range(10)))
+        source.done((await source.poll(0, 100))[2])
+        c.pos[TP] = c.committed_at[TP] = 5
+        source.assigned({TP})
+        c.fetches.append(records(5, 6, 7))
+        source.done((await source.poll(0, 100))[2])
+        assert restarts == [] and c.sought == [] and source.positions() == {TP: 8}
+
+    asyncio.run(main())
