@@ -112,6 +112,16 @@ def run(steps, first=None, tps=(TP,)):
     return asyncio.run(main())
 
 
+async def read_ten():
+    """A consumer, the restarts it reports, and an input that has read offsets 0 to 9."""
+    c = Consumer()
+    restarts = []
+    source = BatchedInput(c, None, 0, 1000, on_restart=restarts.append)
+    c.fetches.append(records(*range(10)))
+    source.done((await source.poll(0, 100))[2])
+    return c, restarts, source
+
+
 def nothing(c):
     pass
 
@@ -203,11 +213,7 @@ def test_a_client_that_went_back_to_the_beginning_during_an_outage_is_noticed():
 
     for fetch in (None, records(0, 1, 2)):
         async def main():
-            c = Consumer()
-            restarts = []
-            source = BatchedInput(c, None, 0, 1000, on_restart=restarts.append)
-            c.fetches.append(records(*range(10)))
-            source.done((await source.poll(0, 100))[2])
+            c, restarts, source = await read_ten()
             back_to_the_beginning(c)
             source.recheck_ends()
             if fetch is not None:
@@ -328,11 +334,7 @@ def test_a_partition_assigned_again_lower_than_read_is_not_a_restart():
     """Assigned again after a revocation whose commit failed: the group's offset is below what
     this consumer had read, and the records from it are re-read, not new."""
     async def main():
-        c = Consumer()
-        restarts = []
-        source = BatchedInput(c, None, 0, 1000, on_restart=restarts.append)
-        c.fetches.append(records(*range(10)))
-        source.done((await source.poll(0, 100))[2])
+        c, restarts, source = await read_ten()
         c.pos[TP] = c.committed_at[TP] = 5
         source.assigned({TP})
         c.fetches.append(records(5, 6, 7))
