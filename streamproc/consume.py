@@ -63,24 +63,22 @@ async def prefetch() -> None:
 
 
 COMMIT_TIMEOUT = 15.0
-
-
-async def _within(awaitable, what: str, timeout: float = COMMIT_TIMEOUT):
-    """Await a request, failing with a ``KafkaError`` after ``timeout`` s."""
-    try:
-        return await asyncio.wait_for(awaitable, timeout)
-    except asyncio.TimeoutError:
-        raise KafkaError(f"{what} not known within {timeout:.0f} s") from None
 PAST_END_SECONDS = 10.0  # how long a position must stay past its partition's end to count as lost data
 
 
-async def commit(consumer, offsets: dict, timeout: float = COMMIT_TIMEOUT) -> None:
-    """Commit offsets, failing with a ``KafkaError`` after ``timeout`` s (aiokafka retries
-    some errors, such as a topic that vanished with its broker, for ever)."""
+async def _within(awaitable, failure: str, timeout: float = COMMIT_TIMEOUT):
+    """Await a request, failing with a ``KafkaError`` ("``failure`` within ``timeout`` s")
+    after ``timeout`` s: aiokafka retries some errors, such as a topic that vanished with its
+    broker, for ever."""
     try:
-        await asyncio.wait_for(consumer.commit(offsets), timeout)
+        return await asyncio.wait_for(awaitable, timeout)
     except asyncio.TimeoutError:
-        raise KafkaError(f"offset commit not acknowledged within {timeout:.0f} s") from None
+        raise KafkaError(f"{failure} within {timeout:.0f} s") from None
+
+
+async def commit(consumer, offsets: dict, timeout: float = COMMIT_TIMEOUT) -> None:
+    """Commit offsets, failing with a ``KafkaError`` after ``timeout`` s (see ``_within``)."""
+    await _within(consumer.commit(offsets), "offset commit not acknowledged", timeout)
 
 
 async def seek_committed(consumer, tps) -> None:
@@ -183,9 +181,9 @@ class BatchedInput:
         """Check against their end the partitions newly assigned, or unchecked since
         ``recheck_ends``; False if a rebalance or ``recheck_ends`` overtook the check. Those whose
         offset (the largest of the position, the offset after the records read, and, if none
-        were read since the assignment, the committed offset) is not past the end the broker lists are checked; the others wait for a fetch
-        to confirm (see ``_restarts``). Records below that offset mean the client went back to
-        the beginning by itself.
+        were read since the assignment, the committed offset) is not past the end the broker
+        lists are checked; the others wait for a fetch to confirm (see ``_restarts``). Records
+        below that offset mean the client went back to the beginning by itself.
 
         Done at once, before the first fetch is handed out, because producers write to a broker
         as soon as it is back: a partition that waited to be noticed could be filled past the
@@ -201,14 +199,14 @@ class BatchedInput:
             return True
         epoch = self._epoch
         asked_ms = time.time() * 1000
-        ends = await _within(c.end_offsets(new), "the end offsets of the assigned partitions")
+        ends = await _within(c.end_offsets(new), "the end offsets of the assigned partitions not known")
         offsets = {}
         for tp in new:
             try:
-                position = await _within(c.position(tp), f"the position of {tp.topic}[{tp.partition}]")
+                position = await self._position(tp)
                 # Nothing read since assigned: the client may have left the committed offset already.
                 committed = (None if tp in self._expected else
-                             await _within(c.committed(tp), f"the committed offset of {tp.topic}[{tp.partition}]"))
+                             await _within(c.committed(tp), f"the committed offset of {tp.topic}[{tp.partition}] not known"))
             except IllegalStateError:  # revoked meanwhile
                 continue
             offsets[tp] = max(position, committed or 0, self._expected.get(tp, 0))
@@ -329,7 +327,7 @@ class BatchedInput:
             self._ends_checked.add(tp)
 
     async def _position(self, tp) -> int:
-        return await _within(self.consumer.position(tp), f"the position of {tp.topic}[{tp.partition}]")
+        return await _within(self.consumer.position(tp), f"the position of {tp.topic}[{tp.partition}] not known")
 
     def done(self, records: dict) -> None:
         """Everything the last ``poll`` handed out is handled (its output acknowledged)."""
