@@ -90,6 +90,21 @@ class FeatureProfile:
         else:
             self.fine_edges = np.empty(0, dtype=np.float64)
 
+    @classmethod
+    def numeric(cls, name: str, count: int, edges: list[float], proportions: list[float], mean: float, std: float,
+                fine_edges: np.ndarray) -> "FeatureProfile":
+        """A numeric profile without missing values whose ``fine_edges`` (float64, strictly
+        increasing, owning its data) already hold all its ``edges``: what the constructor
+        makes of them, without its union of the two (a third of the time of building the
+        profiles of a reference's continuous features)."""
+        profile = cls.__new__(cls)
+        profile.name, profile.kind, profile.count = name, NUMERIC, count
+        profile.edges, profile.categories, profile.proportions = edges, [], proportions
+        profile.missing_rate, profile.mean, profile.std, profile.distinct = 0.0, mean, std, 0
+        profile.fine_edges = fine_edges
+        profile._edges = np.asarray(edges, dtype=np.float64)
+        return profile
+
     def __getstate__(self) -> dict:
         # Checkpoints pickle every reference again: the fine edges go as their bytes (a numpy
         # array's own pickling costs more than the rest of the profile), the fields by name.
@@ -297,6 +312,44 @@ def _quantile_points(n_bins: int) -> tuple[int, np.ndarray]:
     return len(inner), points
 
 
+@lru_cache(maxsize=256)
+def _interpolation(count: int, n_bins: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """For ``count`` sorted values, where numpy's default ("linear") quantile at each of
+    ``_quantile_points(n_bins)`` falls: the index below and the index above it, its weight
+    between them, and whether that weight is at least a half (numpy then interpolates from
+    above); cached (read-only), as every reference built from a warm-up has the same count."""
+    virtual = (count - 1) * _quantile_points(n_bins)[1]
+    below = np.floor(virtual)
+    weight = virtual - below
+    below = below.astype(np.intp)
+    above = below + 1
+    top = virtual >= count - 1
+    below[top] = above[top] = count - 1
+    plan = (below, above, weight, weight >= 0.5)
+    for a in plan:
+        a.flags.writeable = False
+    return plan
+
+
+def sorted_quantiles(ordered: np.ndarray, n_bins: int) -> np.ndarray:
+    """``np.quantile(x, _quantile_points(n_bins))`` along the last axis of ``ordered`` (each
+    row sorted ascending, at least one value, no NaN), bit for bit, from the sorted values.
+
+    ``np.quantile`` partitions around each of its 46 points in turn: for 20 features of 400
+    values that took 20 times as long as sorting them (a fifth of building a reference).
+
+    >>> x = np.array([[3.0, 1.0, 2.0, 10.0]])
+    >>> bool((sorted_quantiles(np.sort(x), 10) == np.quantile(x, _quantile_points(10)[1], axis=1).T).all())
+    True
+    """
+    below, above, weight, upper = _interpolation(ordered.shape[-1], n_bins)
+    a, b = ordered[..., below], ordered[..., above]
+    diff = b - a
+    out = a + diff * weight
+    np.subtract(b, diff * (1 - weight), out=out, where=upper)  # numpy's _lerp, exactly
+    return out
+
+
 @lru_cache(maxsize=64)
 def _inner_among_fine(n_bins: int) -> Optional[np.ndarray]:
     """Where the PSI edges' quantile points sit among the sketch's finer ones (every one of
@@ -309,12 +362,14 @@ def _inner_among_fine(n_bins: int) -> Optional[np.ndarray]:
     return at
 
 
-def _usual_numeric_profiles(names: Sequence[str], matrix: np.ndarray, both: np.ndarray,
+def _usual_numeric_profiles(names: Sequence[str], ordered: np.ndarray, both: np.ndarray,
                             stats: Sequence[tuple[float, float, float]], n_bins: int) -> dict[int, "FeatureProfile"]:
-    """The profiles of the features (rows of ``matrix``, every value finite, ``both`` their
-    quantiles at ``_quantile_points``) whose quantiles are all distinct, below their largest
-    value, and whose PSI edges are among their fine edges: the usual sample of a continuous
-    feature. Built together, they equal ``_numeric_profile``'s; the rest are left to it."""
+    """The profiles of the features (rows of ``ordered``, each sorted, every value finite,
+    ``both`` their quantiles at ``_quantile_points``) whose quantiles are all distinct, below
+    their largest value, and whose PSI edges are among their fine edges: the usual sample of a
+    continuous feature. Built together, they equal ``_numeric_profile``'s; the rest are left to
+    it. Bin i holds the values with exactly i edges at or below them, so with distinct edges
+    its count is (values >= edge i-1) - (values >= edge i), found by searching the sorted rows."""
     at = _inner_among_fine(n_bins)
     if at is None:
         return {}
@@ -326,16 +381,19 @@ def _usual_numeric_profiles(names: Sequence[str], matrix: np.ndarray, both: np.n
     rows = np.flatnonzero(usual).tolist()
     if not rows:
         return {}
-    count = matrix.shape[1]
-    width = n_inner + 1
-    where = np.concatenate([np.searchsorted(qs[j], matrix[j], side="right") + i * width for i, j in enumerate(rows)])
-    proportions = (np.bincount(where, minlength=len(rows) * width).reshape(len(rows), width) / max(count, 1)).tolist()
-    edges, fine_edges = qs[rows].tolist(), fine[rows].tolist()
+    count = ordered.shape[1]
+    at_least = count - np.array([np.searchsorted(ordered[j], qs[j], side="left") for j in rows])  # (rows, edges)
+    counts = np.empty((len(rows), n_inner + 2), dtype=np.int64)  # the missing bin last, empty
+    counts[:, 0] = count - at_least[:, 0]
+    counts[:, 1:-2] = at_least[:, :-1] - at_least[:, 1:]
+    counts[:, -2] = at_least[:, -1]
+    counts[:, -1] = 0
+    proportions = (counts / max(count, 1)).tolist()
+    edges, fine_edges = qs[rows].tolist(), np.array(fine[rows])
     out = {}
     for i, j in enumerate(rows):
         _top, mean, std = stats[j]
-        out[j] = FeatureProfile(names[j], NUMERIC, count, edges=edges[i], proportions=proportions[i] + [0.0],
-                                missing_rate=0.0, mean=mean, std=std, fine_edges=fine_edges[i])
+        out[j] = FeatureProfile.numeric(names[j], count, edges[i], proportions[i], mean, std, fine_edges[i].copy())
     return out
 
 
@@ -358,7 +416,7 @@ def _numeric_profile(name: str, x: np.ndarray, n_bins: int, quantiles: Optional[
     finite = x if quantiles is not None else x[np.isfinite(x)]
     if finite.size:
         n_inner, points = _quantile_points(n_bins)
-        both = np.quantile(finite, points) if quantiles is None else quantiles
+        both = sorted_quantiles(np.sort(finite), n_bins) if quantiles is None else quantiles
         qs, fine_qs = both[:n_inner], both[n_inner:]
         edges = np.unique(qs)
         top, mean, std = stats if stats is not None else (finite.max(), float(finite.mean()), float(finite.std()))
@@ -468,12 +526,13 @@ def build_reference(
     if len(numeric) > 1 and len(rows):
         matrix = np.stack([samples[j] for j in numeric])
         if np.isfinite(matrix).all():
-            both = np.quantile(matrix, _quantile_points(n_bins)[1], axis=1)
-            quantiles = {j: both[:, i] for i, j in enumerate(numeric)}
-            # Row by row, as for one feature: the same pairwise sums, so the same floats.
-            columns_stats = list(zip(matrix.max(axis=1).tolist(), matrix.mean(axis=1).tolist(), matrix.std(axis=1).tolist()))
+            ordered = np.sort(matrix, axis=1)
+            both = sorted_quantiles(ordered, n_bins)
+            quantiles = {j: both[i] for i, j in enumerate(numeric)}
+            # Row by row, as for one feature: the same pairwise sums (in the sample's order), so the same floats.
+            columns_stats = list(zip(ordered[:, -1].tolist(), matrix.mean(axis=1).tolist(), matrix.std(axis=1).tolist()))
             stats = dict(zip(numeric, columns_stats))
-            usual = _usual_numeric_profiles([names[j] for j in numeric], matrix, both.T, columns_stats, n_bins)
+            usual = _usual_numeric_profiles([names[j] for j in numeric], ordered, both, columns_stats, n_bins)
             done = {numeric[i]: profile for i, profile in usual.items()}
     features = {
         name: (done[j] if j in done else
