@@ -29,6 +29,9 @@ features):
 * pickled: the state records of ``engine.export_dirty`` (zlib level 1, what a checkpoint
   writes to the state topic), compressed and uncompressed;
 
+and what models hold while they warm up (``--warming-models`` versions one event short of
+their reference, all warming up at once, traced; extrapolated to ``--models``);
+
 and the RSS with all models loaded, the peak RSS, the time ``export_dirty`` takes for every
 model (what a checkpoint costs when every model changed within ``checkpoint_seconds``), the
 time ``import_state`` takes to restore every model's record into a fresh engine (a proxy for
@@ -98,6 +101,36 @@ def build(engine: MonitorEngine, models: int, data: list[PredictionBatch], start
         engine.feature_layout((model_id, "default"))  # what decoding its next batch caches (the last 4,096)
 
 
+def warming(config, models: int, features: int, distinct: int, chunk: int = 100) -> tuple[float, int]:
+    """(traced bytes per model version, events each holds) for ``models`` versions one event
+    short of a reference: what a worker holds while every model warms up at once. Each chunk
+    of each model is decoded afresh (a worker's batches interleave models like this), so the
+    warm-up holds only what it kept itself."""
+    held = config.for_model("any").warmup_size - 1
+    raw = []
+    for seed in range(distinct):
+        evs = list(ModelStream("m", n_numeric=features, n_categorical=1, seed=seed).events(held))
+        for e in evs:
+            del e["features"]["c0"]
+        raw.append([orjson.dumps(e) for e in evs])
+    gc.collect()
+    tracemalloc.start()
+    base = tracemalloc.get_traced_memory()[0]
+    engine = MonitorEngine(config)
+    for start in range(0, held, chunk):
+        for i in range(models):
+            batches, _ = decode_predictions(raw[i % distinct][start:start + chunk])
+            (b,) = batches.values()
+            model_id = f"model-{i:05d}"
+            engine.process({(model_id, "default"): PredictionBatch(model_id, "default", b.event_ids, b.ts, b.features,
+                                                                  b.scores, b.labels)})
+    gc.collect()
+    traced = tracemalloc.get_traced_memory()[0] - base
+    tracemalloc.stop()
+    assert len(engine.monitors) == models and all(m.warming_up for m in engine.monitors.values())
+    return traced / models, held
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", type=int, default=10_000)
@@ -107,6 +140,7 @@ def main() -> None:
     ap.add_argument("--trace-models", type=int, default=200, help="models built again under tracemalloc")
     ap.add_argument("--distinct", type=int, default=8, help="distinct synthetic streams, cycled over the models")
     ap.add_argument("--top", type=int, default=10, help="allocation sites to list")
+    ap.add_argument("--warming-models", type=int, default=50, help="models traced while all warm up at once")
     args = ap.parse_args()
 
     env = {}
@@ -164,6 +198,8 @@ def main() -> None:
     tracemalloc.stop()
     del sample
 
+    warm_bytes, warm_events = warming(config, args.warming_models, f, args.distinct)
+
     per_cell_rss = (loaded - before) / cells
     per_cell_traced = traced / (args.trace_models * f)
     target_rss = "target < 1 GB for 10,000 x 20"
@@ -182,6 +218,11 @@ def main() -> None:
         (f"export_dirty of {n:,} models", f"{export_s:,.2f} s", ""),
         (f"import_state of {n:,} records into a fresh engine", f"{import_s:,.2f} s",
          "target: ready < 30 s with 10,000 models' state (reading the state topic not included)"),
+    ]
+    rows += [
+        (f"warming up: bytes per model holding {warm_events:,} events, tracemalloc ({args.warming_models} models)",
+         f"{warm_bytes:,.0f} B", f"{warm_bytes / warm_events:,.0f} B per event, {warm_bytes / f:,.0f} B per (model, feature)"),
+        (f"warming up: {n:,} models at once (extrapolated)", mb(before + warm_bytes * n), "before any has a reference"),
     ]
     width = max(len(r[0]) for r in rows)
     for label, value, target in rows:

@@ -27,6 +27,7 @@ from .quality import rate_jump
 from .psi import effective_threshold
 from .window import LABEL_KEY, SCORE_KEY, Pane, merge_all
 from .window_stats import layout_for
+from .warmup import Warmup
 
 MAX_REPORTED_UNKNOWN = 100
 
@@ -96,15 +97,21 @@ class ModelMonitor:
         # unseen; -1 for numeric), and its size: ``window_statistics`` derives rates from them.
         self.latest_quality_hits: Optional[np.ndarray] = None
         self.latest_window_count = 0
-        self._warm = PredictionBatch(model_id, model_version)
+        self._warm: Optional[Warmup] = None  # the events the reference will be built from
         if reference is not None:
             self.set_reference(reference)
+
+    def __setstate__(self, state: dict) -> None:
+        warm = state.get("_warm")
+        if warm is not None and not isinstance(warm, Warmup):  # an earlier streamproc's: the events as decoded
+            state["_warm"] = Warmup.of(warm) if len(warm) else None
+        self.__dict__.update(state)
 
     # -- reference -------------------------------------------------------------------------
     def set_reference(self, reference: ReferenceProfile) -> None:
         """Adopt a reference and start a fresh window against it."""
         self.reference = reference
-        self._warm = PredictionBatch(self.model_id, self.model_version)
+        self._warm = None
         index = self.pane.index + 1 if self.pane else 0
         self.open_panes = {}
         self.closed.clear()
@@ -171,7 +178,7 @@ class ModelMonitor:
         pos = 0
         while pos < n:
             if self.reference is None:
-                take = min(n - pos, self.cfg.warmup_size - len(self._warm))
+                take = min(n - pos, self.cfg.warmup_size - (len(self._warm) if self._warm is not None else 0))
                 self._extend_warmup(batch.slice(pos, pos + take))
             elif self.cfg.window.kind == "count":
                 take = min(n - pos, self.pane_size - self.pane.count)
@@ -185,10 +192,9 @@ class ModelMonitor:
 
     def _extend_warmup(self, chunk: PredictionBatch) -> None:
         w = self._warm
-        for name in ("event_ids", "ts", "scores", "labels"):
-            getattr(w, name).extend(getattr(chunk, name))
-        features = chunk.features
-        w.features.extend(features.rows() if isinstance(features, FeatureTable) else features)
+        if w is None:
+            w = self._warm = Warmup()
+        w.extend(chunk)
         if len(w) >= self.cfg.warmup_size:
             ref = build_reference(
                 self.model_id, self.model_version, w.features, w.scores, w.labels,

@@ -505,20 +505,32 @@ def build_reference(
     source: str = "warmup",
     max_features: int = 500,
 ) -> ReferenceProfile:
-    """A reference from feature rows (dicts) and the matching prediction scores and labels."""
-    present = set().union(*rows).difference(ignore)
+    """A reference from feature rows (dicts, or a ``warmup.WarmupSample`` of them) and the
+    matching prediction scores and labels."""
+    from .warmup import WarmupSample
+
+    sample = rows if isinstance(rows, WarmupSample) else None
+    seen = sample.present() if sample is not None else None
+    present = (set(seen) if sample is not None else set().union(*rows)).difference(ignore)
     if len(present) <= max_features:
         names, dropped = sorted(present), []
     else:
         # Keep the max_features most frequent features (ties by name): memory stays bounded
         # whatever producers send.
-        seen = Counter(chain.from_iterable(rows))
+        seen = seen if seen is not None else Counter(chain.from_iterable(rows))
         ranked = sorted(present, key=lambda k: (-seen[k], k))
         names, dropped = sorted(ranked[:max_features]), sorted(ranked[max_features:])
-    columns = raw_columns(list(rows), names)
-    kinds = [infer_kind(column) for column in columns]
-    numeric = [j for j, kind in enumerate(kinds) if kind == NUMERIC]
-    samples = {j: to_float_array(columns[j]) for j in numeric}
+    if sample is not None:
+        kinds = [sample.kind(name) for name in names]
+        numeric = [j for j, kind in enumerate(kinds) if kind == NUMERIC]
+        samples = {j: sample.floats(names[j]) for j in numeric}
+        column = lambda j: sample.values(names[j])  # noqa: E731
+    else:
+        columns = raw_columns(list(rows), names)
+        kinds = [infer_kind(column) for column in columns]
+        numeric = [j for j, kind in enumerate(kinds) if kind == NUMERIC]
+        samples = {j: to_float_array(columns[j]) for j in numeric}
+        column = columns.__getitem__
     # The usual sample (every value present and finite): all numeric features' quantiles in one call.
     quantiles: dict[int, np.ndarray] = {}
     stats: dict[int, tuple[float, float, float]] = {}
@@ -537,7 +549,7 @@ def build_reference(
     features = {
         name: (done[j] if j in done else
                _numeric_profile(name, samples[j], n_bins, quantiles.get(j), stats.get(j)) if kinds[j] == NUMERIC
-               else _categorical_profile(name, columns[j], max_categories))
+               else _categorical_profile(name, column(j), max_categories))
         for j, name in enumerate(names)
     }
     score = label = None

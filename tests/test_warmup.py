@@ -1,0 +1,160 @@
+"""``streamproc.warmup``: a warm-up kept by column builds the reference its rows would build."""
+
+from __future__ import annotations
+
+import math
+import pickle
+
+import numpy as np
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import streamproc.warmup as warmup_module
+from streamproc.config import MonitorConfig
+from streamproc.decode import PredictionBatch, decode_predictions
+from streamproc.monitor import ModelMonitor
+from streamproc.profile import build_reference
+from streamproc.synth import ModelStream
+from streamproc.warmup import Warmup, WarmupSample
+
+# What a decoded feature value can be: JSON numbers (ints small and past 2**53), booleans,
+# strings (numeric ones too), null. A feature's values are drawn from one of a few mixes.
+_VALUES = {
+    "float": st.floats(-1e6, 1e6, allow_nan=False),
+    "int": st.integers(-1000, 1000),
+    "number": st.one_of(st.floats(-50, 50, allow_nan=False), st.integers(-50, 50)),
+    "big": st.one_of(st.integers(-2**70, 2**70), st.floats(-1e20, 1e20, allow_nan=False)),
+    "text": st.sampled_from(["a", "b", "c", "3", "3.0"]),
+    "mixed": st.one_of(st.integers(0, 3), st.floats(0, 3, allow_nan=False), st.booleans(), st.sampled_from(["1", "x"])),
+}
+
+
+@st.composite
+def chunked_rows(draw):
+    """Rows of a few features (each of one mix, sometimes null or absent, one appearing late),
+    cut into chunks."""
+    n_features = draw(st.integers(1, 5))
+    mixes = [draw(st.sampled_from(sorted(_VALUES))) for _ in range(n_features)]
+    n_rows = draw(st.integers(1, 60))
+    late = draw(st.integers(0, n_rows))  # row from which feature "late" comes
+    rows = []
+    for i in range(n_rows):
+        row = {}
+        for j, mix in enumerate(mixes):
+            kind = draw(st.sampled_from(["value"] * 6 + ["null", "absent"]))
+            if kind == "value":
+                row[f"f{j}"] = draw(_VALUES[mix])
+            elif kind == "null":
+                row[f"f{j}"] = None
+        if i >= late:
+            row["late"] = draw(st.one_of(st.floats(0, 1), st.sampled_from(["p", "q"])))
+        rows.append(row)
+    cuts = sorted(set(draw(st.lists(st.integers(1, max(n_rows - 1, 1)), max_size=6))))
+    bounds = [0] + [c for c in cuts if c < n_rows] + [n_rows]
+    return rows, [rows[a:b] for a, b in zip(bounds, bounds[1:]) if b > a]
+
+
+def assert_same_reference(a, b):
+    assert (a.count, a.dropped_features, list(a.features)) == (b.count, b.dropped_features, list(b.features))
+    for name in a.features:
+        assert a.features[name] == b.features[name], name  # compares every field, NaN equal to NaN
+        assert a.features[name].fine_edges.tolist() == b.features[name].fine_edges.tolist(), name
+    assert a.score == b.score and a.label == b.label
+
+
+@settings(max_examples=300, deadline=None)
+@given(chunked_rows(), st.sampled_from([1, 3, 1024]), st.sampled_from([1, 5, 32]), st.sampled_from([2, 500]))
+def test_a_sample_builds_the_reference_its_rows_build(data, dense, chunk, max_features):
+    rows, chunks = data
+    sample = WarmupSample()
+    original = warmup_module.DENSE_FEATURES, warmup_module.CHUNK
+    # Features past DENSE_FEATURES are kept sparse; fewer rows than CHUNK wait as dicts.
+    warmup_module.DENSE_FEATURES, warmup_module.CHUNK = dense, chunk
+    try:
+        for part in chunks:
+            sample.extend(part)
+            assert len(sample) <= len(rows)
+    finally:
+        warmup_module.DENSE_FEATURES, warmup_module.CHUNK = original
+    assert len(sample) == len(rows)
+    names = set().union(*rows)
+    assert sample.present() == {name: sum(name in row for row in rows) for name in names}
+    for name in names:
+        values = [row.get(name) for row in rows]
+        got = sample.values(name)
+        assert got == values and [type(v) for v in got] == [type(v) for v in values], name
+    scores = [float(i % 7) for i in range(len(rows))]
+    expected = build_reference("m", "v", rows, scores, max_features=max_features)
+    assert_same_reference(build_reference("m", "v", sample, scores, max_features=max_features), expected)
+
+
+def test_strings_are_kept_once_and_numbers_as_doubles():
+    rows = [{"x": float(i), "n": i, "c": "abc"[i % 3] * 40} for i in range(1000)]
+    sample = WarmupSample()
+    for start in range(0, 1000, 100):  # chunks of at least CHUNK rows go into columns at once
+        sample.extend([dict(r) for r in rows[start:start + 100]])
+    assert len({id(v) for v in sample.columns["c"].objects}) == 3  # one object per distinct string
+    assert sample.columns["x"].objects is None and len(sample.columns["x"].numbers) == 1000
+    assert sample.columns["x"].ints is None  # no int seen: no flags kept
+    assert sample.values("n") == list(range(1000))  # ints come back as ints
+
+
+def test_small_chunks_wait_as_dicts_until_there_are_enough():
+    sample = WarmupSample()
+    for i in range(warmup_module.CHUNK - 1):
+        sample.extend([{"x": float(i)}])
+    assert not sample.columns and len(sample) == warmup_module.CHUNK - 1
+    sample.extend([{"x": -1.0}])
+    assert len(sample.columns["x"].numbers) == warmup_module.CHUNK and not sample._pending
+    sample.extend([{"x": 7}])
+    assert sample.values("x")[-2:] == [-1.0, 7] and not sample._pending  # reading takes the waiting rows in
+
+
+def to_batch(events: list[dict]) -> PredictionBatch:
+    batches, rejected = decode_predictions([orjson.dumps(e) for e in events])
+    assert rejected == []
+    return next(iter(batches.values()))
+
+
+def test_a_warmup_saved_by_an_earlier_streamproc_is_carried_on():
+    """State pickled before warm-ups were kept by column holds the events as decoded (a
+    ``PredictionBatch``); restored, the warm-up goes on and builds the same reference."""
+    cfg = MonitorConfig(warmup_size=300, window_size=100)
+    batch = to_batch(ModelStream("m", n_numeric=4, n_categorical=2, seed=3).events(300))
+    fresh = ModelMonitor("m", "default", cfg)
+    fresh.update(batch)
+
+    old = ModelMonitor("m", "default", cfg)
+    old.update(batch.slice(0, 120))
+    assert old._warm is not None and len(old._warm) == 120
+    old._warm = batch.slice(0, 120)  # as an earlier streamproc kept it
+    restored = pickle.loads(pickle.dumps(old))
+    assert isinstance(restored._warm, Warmup) and len(restored._warm) == 120
+    restored.update(batch.slice(120, 300))
+    assert restored.reference is not None and restored._warm is None
+    assert_same_reference(restored.reference, fresh.reference)
+
+
+def test_a_warmup_survives_pickling_and_is_dropped_with_the_reference():
+    cfg = MonitorConfig(warmup_size=200, window_size=100)
+    batch = to_batch(ModelStream("m", n_numeric=3, n_categorical=1, seed=5).events(200))
+    mon = ModelMonitor("m", "default", cfg)
+    mon.update(batch.slice(0, 150))
+    mon = pickle.loads(pickle.dumps(mon))
+    mon.update(batch.slice(150, 200))
+    assert mon._warm is None
+    whole = ModelMonitor("m", "default", cfg)
+    whole.update(batch)
+    assert_same_reference(mon.reference, whole.reference)
+    assert not math.isnan(mon.reference.score.mean)
+
+
+@pytest.mark.parametrize("values", [[1, 2.5, None], [2**60 + 1, 1.0, 3], [True, 1, 1.0, "1"]])
+def test_values_come_back_as_decoded(values):
+    sample = WarmupSample()
+    for v in values:
+        sample.extend([{"f": v}])
+    assert sample.values("f") == values and [type(v) for v in sample.values("f")] == [type(v) for v in values]
+    assert np.array_equal(sample.floats("f"), np.array([np.nan if v is None else float(v) for v in values]), equal_nan=True)
