@@ -11,7 +11,9 @@ more; fewer wait as dicts): a feature's numbers as C doubles, its other values a
 Nothing a reference depends on is lost (``build_reference`` gives the same reference from a
 sample as from its rows; a test holds them equal): which features each event carried, and
 every value as decoded, a number's type included (3 and 3.0 are the same number but different
-categories, should the feature turn out categorical).
+categories, should the feature turn out categorical); only a NaN reads back as null (JSON has
+no NaN, and both are missing values). A feature most events lack, or one of a producer
+sending ever-new names, is kept as {row: value}, as the dicts kept it.
 
 >>> sample = WarmupSample()
 >>> sample.extend([{"x": 1.5, "c": "a"}, {"x": 2, "c": "b"}])
@@ -45,22 +47,23 @@ _NAN = array("d", [math.nan])
 
 
 class _Column:
-    """One feature's values, a row per event of the sample (absent: NaN, or None once the
-    column holds objects). Rows of events before the feature first came, or since it last
-    came, are filled in when it comes again (``fill``), so a feature seen once costs little."""
+    """One feature's values from the sample's row ``start`` on (absent: NaN, or None once the
+    column holds objects); rows before ``start`` and after those held are absent, and a gap is
+    filled in only when the feature comes again."""
 
-    __slots__ = ("numbers", "ints", "objects", "rows", "present")
+    __slots__ = ("start", "numbers", "ints", "objects", "rows", "present")
 
-    def __init__(self) -> None:
+    def __init__(self, start: int) -> None:
+        self.start = start  # the sample row of the first value held
         self.numbers: Optional[array] = array("d")  # while every value is a JSON number or null
         self.ints: Optional[bytearray] = None  # 1 where a number was an int (None: no int yet)
         self.objects: Optional[list] = None  # the values as decoded, once some is not a plain number
-        self.rows = 0  # rows held (the sample's rows, once filled in)
+        self.rows = 0  # rows held
         self.present = 0  # events that carried the feature
 
-    def fill(self, rows: int) -> None:
-        """Absent values up to ``rows`` rows."""
-        gap = rows - self.rows
+    def extend(self, at: int, values: Sequence[Any], strings: dict) -> None:
+        """Add the values of sample rows ``at`` on (absent values first up to ``at``)."""
+        gap = at - self.start - self.rows
         if gap > 0:
             if self.objects is None:
                 self.numbers.extend(_NAN * gap)
@@ -68,20 +71,21 @@ class _Column:
                     self.ints.extend(bytes(gap))
             else:
                 self.objects.extend(repeat(None, gap))
-            self.rows = rows
-
-    def extend(self, values: Sequence[Any], strings: dict) -> None:
+            self.rows += gap
         n = len(values)
         types = set(map(type, values))
         if self.objects is None and types <= _NUMBER_TYPES:
-            x = np.array(values, dtype=np.float64)  # null: NaN
-            if int not in types:
+            try:
+                x = np.array(values, dtype=np.float64)  # null: NaN
+            except OverflowError:  # an integer beyond any double: kept as an object
+                x = None
+            if x is not None and int not in types:
                 if self.ints is not None:
                     self.ints.extend(bytes(n))
                 self.numbers.frombytes(x.tobytes())
                 self.rows += n
                 return
-            if not (np.abs(x) >= _EXACT).any():  # (rounded: 2**53 + 1 reads 2**53)
+            if x is not None and not (np.abs(x) >= _EXACT).any():  # (rounded: 2**53 + 1 reads 2**53)
                 if self.ints is None:
                     self.ints = bytearray(len(self.numbers))
                 self.ints.extend(map(isinstance, values, repeat(int)))
@@ -89,14 +93,13 @@ class _Column:
                 self.rows += n
                 return
         if self.objects is None:
-            self.objects, self.numbers, self.ints = self.values(), None, None
+            self.objects, self.numbers, self.ints = self._held(), None, None
         if types <= _TEXT_TYPES:  # one object per distinct string
             values = map(strings.setdefault, values, values)
         self.objects.extend(values)
         self.rows += n
 
-    def values(self) -> list:
-        """The values as decoded (None where absent)."""
+    def _held(self) -> list:
         if self.objects is not None:
             return list(self.objects)
         out = [None if v != v else v for v in np.frombuffer(self.numbers, dtype=np.float64).tolist()] if self.numbers else []
@@ -104,11 +107,19 @@ class _Column:
             out = [int(v) if is_int else v for v, is_int in zip(out, self.ints)]
         return out
 
-    def floats(self) -> np.ndarray:
-        """The values as float64, by the rules of ``columns.to_float_array``."""
-        if self.objects is not None:
-            return to_float_array(self.objects)
-        return np.frombuffer(self.numbers, dtype=np.float64).copy() if self.numbers else np.empty(0)
+    def values(self, rows: int) -> list:
+        """The values of the sample's ``rows`` rows as decoded (None where absent)."""
+        after = rows - self.start - self.rows
+        return [None] * self.start + self._held() + [None] * after
+
+    def floats(self, rows: int) -> np.ndarray:
+        """The values of the sample's ``rows`` rows as float64 (``columns.to_float_array``'s
+        rules; NaN where absent)."""
+        out = np.full(rows, np.nan)
+        if self.rows:
+            held = to_float_array(self.objects) if self.objects is not None else np.frombuffer(self.numbers, dtype=np.float64)
+            out[self.start:self.start + self.rows] = held
+        return out
 
     def kind(self) -> Kind:
         return NUMERIC if self.objects is None else infer_kind(self.objects)
@@ -126,8 +137,9 @@ class WarmupSample:
         # the small chunks of a busy worker's many models wait for CHUNK rows.
         self._pending: list[dict] = []
         self.columns: dict[str, _Column] = {}
-        # Features past DENSE_FEATURES: feature -> {row: value}. Only a producer sending ever
-        # new feature names gets here; kept as the dicts kept everything before.
+        # Features kept as {row: value}: those a chunk that had them mostly lacked when they
+        # first came (optional ones; a producer sending ever-new names), and any past
+        # DENSE_FEATURES. They cost what the dicts cost.
         self.sparse: dict[str, dict[int, Any]] = {}
         self._strings: dict[str, str] = {}  # one object per distinct string (features' and labels')
 
@@ -147,33 +159,50 @@ class WarmupSample:
             rows, self._pending = self._pending, []
             self._add(rows)
 
+    def _dense(self, name: str, share: int, n: int) -> bool:
+        """Whether ``name`` is (or becomes) a column: present in ``share`` of ``n`` rows."""
+        if name in self.columns:
+            return True
+        return name not in self.sparse and 2 * share >= n and len(self.columns) < DENSE_FEATURES
+
     def _add(self, rows: Sequence[dict]) -> None:
         n = len(rows)
-        names: Optional[list] = list(rows[0])
+        start = self.count
+        names: Optional[list] = list(rows[0]) if n else []
         table = None
-        if len(set(map(len, rows))) == 1:  # the usual chunk: every row has the first row's features
+        if len(set(map(len, rows))) <= 1:  # the usual chunk: every row has the first row's features
             try:
                 table = list(zip(*map(_getter(names), rows))) if names else []
             except KeyError:
                 pass
-        seen = None
-        if table is None:
+        if table is not None:
+            for name, values in zip(names, table):
+                if self._dense(name, n, n):
+                    col = self._column(name, start)
+                    col.extend(start, values, self._strings)
+                    col.present += n
+                else:
+                    self.sparse.setdefault(name, {}).update(zip(range(start, start + n), values))
+        else:
             seen = Counter(chain.from_iterable(rows))
-            names = list(seen)
-            table = list(zip(*[tuple(map(row.get, names)) for row in rows]))
-        start = self.count
-        for name, values in zip(names, table):
-            col = self.columns.get(name)
-            if col is None and name not in self.sparse and len(self.columns) < DENSE_FEATURES:
-                col = self.columns[name] = _Column()
-            if col is None:
-                target = self.sparse.setdefault(name, {})
-                target.update((start + i, v) for i, v in enumerate(values) if seen is None or name in rows[i])
-                continue
-            col.fill(start)
-            col.extend(values, self._strings)
-            col.present += n if seen is None else seen[name]
+            for name in [name for name, share in seen.items() if self._dense(name, share, n)]:
+                col = self._column(name, start)
+                col.extend(start, [row.get(name) for row in rows], self._strings)
+                col.present += seen[name]
+            rare = {name: self.sparse.setdefault(name, {}) for name in seen if name not in self.columns}
+            if rare:
+                for i, row in enumerate(rows, start):
+                    for name, value in row.items():
+                        target = rare.get(name)
+                        if target is not None:
+                            target[i] = value
         self.count += n
+
+    def _column(self, name: str, start: int) -> _Column:
+        col = self.columns.get(name)
+        if col is None:
+            col = self.columns[name] = _Column(start)
+        return col
 
     def present(self) -> dict[str, int]:
         """How many events carried each feature (in the order features first came)."""
@@ -182,33 +211,27 @@ class WarmupSample:
         out.update((name, len(rows)) for name, rows in self.sparse.items())
         return out
 
-    def _column(self, name: str) -> _Column:
-        self._flush()
-        col = self.columns[name]
-        col.fill(self.count)
-        return col
-
     def values(self, name: str) -> list:
         """The feature's values, an item per event (None where absent)."""
         self._flush()
         if name in self.sparse:
             rows = self.sparse[name]
             return [rows.get(i) for i in range(self.count)]
-        return self._column(name).values()
+        return self.columns[name].values(self.count)
 
     def floats(self, name: str) -> np.ndarray:
         """The feature's values as float64 (``columns.to_float_array``'s rules; NaN where absent)."""
         self._flush()
         if name in self.sparse:
             return to_float_array(self.values(name))
-        return self._column(name).floats()
+        return self.columns[name].floats(self.count)
 
     def kind(self, name: str) -> Kind:
         """``profile.infer_kind`` of the feature's values."""
         self._flush()
         if name in self.sparse:
             return infer_kind(self.values(name))
-        return self._column(name).kind()
+        return self.columns[name].kind()
 
 
 def _getter(names: Sequence[str]):

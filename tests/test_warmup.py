@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import streamproc.warmup as warmup_module
+from streamproc.columns import to_float_array
 from streamproc.config import MonitorConfig
 from streamproc.decode import PredictionBatch, decode_predictions
 from streamproc.monitor import ModelMonitor
@@ -25,7 +26,8 @@ _VALUES = {
     "float": st.floats(-1e6, 1e6, allow_nan=False),
     "int": st.integers(-1000, 1000),
     "number": st.one_of(st.floats(-50, 50, allow_nan=False), st.integers(-50, 50)),
-    "big": st.one_of(st.integers(-2**70, 2**70), st.floats(-1e20, 1e20, allow_nan=False)),
+    "big": st.one_of(st.integers(-2**70, 2**70), st.floats(-1e20, 1e20, allow_nan=False),
+                     st.sampled_from([10**400, -10**400])),  # beyond any double
     "text": st.sampled_from(["a", "b", "c", "3", "3.0"]),
     "mixed": st.one_of(st.integers(0, 3), st.floats(0, 3, allow_nan=False), st.booleans(), st.sampled_from(["1", "x"])),
 }
@@ -151,10 +153,38 @@ def test_a_warmup_survives_pickling_and_is_dropped_with_the_reference():
     assert not math.isnan(mon.reference.score.mean)
 
 
-@pytest.mark.parametrize("values", [[1, 2.5, None], [2**60 + 1, 1.0, 3], [True, 1, 1.0, "1"]])
+def test_optional_and_ever_new_features_cost_what_dicts_cost():
+    """A feature most events lack, and a producer sending a new feature name per event, must
+    not get a column of the sample's every row each (2,000 names x 2,000 rows of doubles)."""
+    sample = WarmupSample()
+    for i in range(2000):
+        row = {f"x{j}": float(j) for j in range(20)}
+        row[f"new{i}"] = 1.0  # ever new
+        if i % 10 == 0:
+            row["coupon"] = "c"  # optional: one event in ten
+        sample.extend([row])
+    big = WarmupSample()
+    big.extend([{f"x{j}": 0.0 for j in range(20)} | {f"new{i}": 1.0} for i in range(2000)])  # one chunk
+    for s in (sample, big):
+        assert sorted(s.columns) == sorted(f"x{j}" for j in range(20))
+        assert sum(col.rows for col in s.columns.values()) <= 20 * 2000
+    assert sample.values("new1500") == [None] * 1500 + [1.0] + [None] * 499
+    assert sample.present()["coupon"] == 200 and sample.values("coupon")[:11] == ["c"] + [None] * 9 + ["c"]
+
+
+def test_a_feature_that_comes_back_after_a_gap_reads_absent_in_between():
+    sample = WarmupSample()
+    sample.extend([{"a": 1.0, "b": 1}] * 40)
+    sample.extend([{"a": 2.0}] * 40)
+    sample.extend([{"a": 3.0, "b": "x"}] * 40)
+    assert sample.values("b") == [1] * 40 + [None] * 40 + ["x"] * 40
+    assert sample.present() == {"a": 120, "b": 80}
+
+
+@pytest.mark.parametrize("values", [[1, 2.5, None], [2**60 + 1, 1.0, 3], [10**400, 2.0], [True, 1, 1.0, "1"]])
 def test_values_come_back_as_decoded(values):
     sample = WarmupSample()
     for v in values:
         sample.extend([{"f": v}])
     assert sample.values("f") == values and [type(v) for v in sample.values("f")] == [type(v) for v in values]
-    assert np.array_equal(sample.floats("f"), np.array([np.nan if v is None else float(v) for v in values]), equal_nan=True)
+    assert np.array_equal(sample.floats("f"), to_float_array(values), equal_nan=True)
