@@ -168,7 +168,7 @@ class WarmupSample:
     def _add(self, rows: Sequence[dict]) -> None:
         n = len(rows)
         start = self.count
-        names: Optional[list] = list(rows[0]) if n else []
+        names = list(rows[0]) if n else []
         table = None
         if len(set(map(len, rows))) <= 1:  # the usual chunk: every row has the first row's features
             try:
