@@ -39,7 +39,7 @@ from .columns import _as_float, to_float_array
 from .identity_cache import IdentityCache
 
 
-def _getter(names: Sequence[str]) -> Callable[[dict], tuple]:
+def row_getter(names: Sequence[str]) -> Callable[[dict], tuple]:
     """``itemgetter(*names)``, always returning a tuple (KeyError when a name is absent)."""
     if not names:
         return lambda row: ()
@@ -62,8 +62,8 @@ class FeatureLayout:
         self.known = frozenset(self.numeric + self.other)
         self.skipped = frozenset(skipped) - self.known
         self.width = len(self.known)
-        self.get_numeric = _getter(self.numeric)
-        self.get_other = _getter(self.other)
+        self.get_numeric = row_getter(self.numeric)
+        self.get_other = row_getter(self.other)
         # Numbers to C doubles in one call (struct.error for anything else): about half the
         # time of array.extend, which converts value by value.
         self.pack_numeric = struct.Struct(f"{len(self.numeric)}d").pack

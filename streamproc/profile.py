@@ -531,15 +531,15 @@ def build_reference(
         names, dropped = sorted(ranked[:max_features]), sorted(ranked[max_features:])
     if sample is not None:
         kinds = [sample.kind(name) for name in names]
-        numeric = [j for j, kind in enumerate(kinds) if kind == NUMERIC]
-        samples = {j: sample.floats(names[j]) for j in numeric}
+        floats = lambda j: sample.floats(names[j])  # noqa: E731
         column = lambda j: sample.values(names[j])  # noqa: E731
     else:
         columns = raw_columns(list(rows), names)
         kinds = [infer_kind(column) for column in columns]
-        numeric = [j for j, kind in enumerate(kinds) if kind == NUMERIC]
-        samples = {j: to_float_array(columns[j]) for j in numeric}
+        floats = lambda j: to_float_array(columns[j])  # noqa: E731
         column = columns.__getitem__
+    numeric = [j for j, kind in enumerate(kinds) if kind == NUMERIC]
+    samples = {j: floats(j) for j in numeric}
     # The usual sample (every value present and finite): all numeric features' quantiles in one call.
     quantiles: dict[int, np.ndarray] = {}
     stats: dict[int, tuple[float, float, float]] = {}

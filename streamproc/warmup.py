@@ -30,12 +30,12 @@ import math
 from array import array
 from collections import Counter
 from itertools import chain, repeat
-from operator import itemgetter
 from typing import Any, Optional, Sequence
 
 import numpy as np
 
 from .columns import to_float_array
+from .feature_table import row_getter
 from .profile import NUMERIC, Kind, infer_kind
 
 _NUMBER_TYPES = frozenset({float, int, type(None)})  # what JSON numbers and null decode to
@@ -79,16 +79,14 @@ class _Column:
                 x = np.array(values, dtype=np.float64)  # null: NaN
             except OverflowError:  # an integer beyond any double: kept as an object
                 x = None
-            if x is not None and int not in types:
-                if self.ints is not None:
+            # Integers are kept as doubles only while exact (rounded, 2**53 + 1 reads 2**53).
+            if x is not None and (int not in types or not (np.abs(x) >= _EXACT).any()):
+                if int in types:
+                    if self.ints is None:
+                        self.ints = bytearray(len(self.numbers))
+                    self.ints.extend(map(isinstance, values, repeat(int)))
+                elif self.ints is not None:
                     self.ints.extend(bytes(n))
-                self.numbers.frombytes(x.tobytes())
-                self.rows += n
-                return
-            if x is not None and not (np.abs(x) >= _EXACT).any():  # (rounded: 2**53 + 1 reads 2**53)
-                if self.ints is None:
-                    self.ints = bytearray(len(self.numbers))
-                self.ints.extend(map(isinstance, values, repeat(int)))
                 self.numbers.frombytes(x.tobytes())
                 self.rows += n
                 return
@@ -172,7 +170,7 @@ class WarmupSample:
         table = None
         if len(set(map(len, rows))) <= 1:  # the usual chunk: every row has the first row's features
             try:
-                table = list(zip(*map(_getter(names), rows))) if names else []
+                table = list(zip(*map(row_getter(names), rows)))
             except KeyError:
                 pass
         if table is not None:
@@ -232,14 +230,6 @@ class WarmupSample:
         if name in self.sparse:
             return infer_kind(self.values(name))
         return self.columns[name].kind()
-
-
-def _getter(names: Sequence[str]):
-    """A row's values of ``names`` as a tuple (KeyError if one is absent)."""
-    if len(names) == 1:
-        name = names[0]
-        return lambda row: (row[name],)
-    return itemgetter(*names)
 
 
 class Warmup:
