@@ -19,6 +19,7 @@ from .outcomes import OutcomeJoiner
 from .profile import ReferenceProfile
 
 STATE_FORMAT = 1
+MIN_KEPT = 100  # thinning never leaves a warm-up fewer events than about this many
 
 
 @dataclass
@@ -32,6 +33,8 @@ class EngineOutput:
     # the caller dead-letters them.
     refused: list[PredictionBatch] = field(default_factory=list)
     refused_outcomes: list[Outcome] = field(default_factory=list)
+    # Warm-ups thinned to stay within ``warmup_budget``: the stride each now keeps.
+    thinned: dict[ModelKey, int] = field(default_factory=dict)
 
 
 class MonitorEngine:
@@ -54,6 +57,10 @@ class MonitorEngine:
         # A bound on memory against floods of model ids: model versions (and outcome joiners)
         # beyond this many are refused, not created.
         self.max_models: Optional[int] = None
+        # A bound on the memory of warm-ups (bytes, estimated; None: none): see ``_thin_warmups``.
+        self.warmup_budget: Optional[int] = None
+        self.warmup_bytes = 0  # held by all warm-ups, as last estimated
+        self._warm_bytes: dict[ModelKey, int] = {}  # per warming model version
 
     def config_for(self, model_id: str) -> MonitorConfig:
         cfg = self._configs.get(model_id)
@@ -75,6 +82,7 @@ class MonitorEngine:
         if key in self.monitors:
             self.monitors[key].set_reference(reference)
             self.dirty_monitors.add(key)
+            self._track_warmup(key, None)
 
     def feature_layout(self, key: ModelKey) -> Optional[FeatureLayout]:
         """How to decode the features of a model version (for ``decode_predictions``): its
@@ -111,7 +119,55 @@ class MonitorEngine:
             out.events[key] = len(batch)
             if result.windows_closed:
                 out.windows_closed[key] = result.windows_closed
+            if self.warmup_budget is not None:
+                self._track_warmup(key, mon)
+        if self.warmup_budget is not None and self.warmup_bytes > self.warmup_budget:
+            out.thinned = self._thin_warmups()
         return out
+
+    # -- warm-up memory --------------------------------------------------------------------
+    def _track_warmup(self, key: ModelKey, mon: Optional[ModelMonitor]) -> None:
+        warm = mon.warmup if mon is not None else None
+        size = warm.nbytes() if warm is not None else 0
+        before = self._warm_bytes.pop(key, 0)
+        if size:
+            self._warm_bytes[key] = size
+        self.warmup_bytes += size - before
+
+    def _thin_warmups(self) -> dict[ModelKey, int]:
+        """Bring the warm-ups back within ``warmup_budget``: each warming model version may hold
+        an equal share of it, and one over its share keeps every other event (of those kept so
+        far and from now on), then every 4th, ... until it is within it, or until it would keep
+        fewer than ``MIN_KEPT`` of its ``warmup_size`` events.
+
+        Whenever it happens, a warm-up thinned to every n-th event holds its events 0, n, 2n, ...:
+        which events a reference is built from depends only on the final stride.
+
+        A first deployment starts every model at once: 10,000 models each keeping 2,000 events
+        of 20 features would hold 3.7 GB. Thinned, each reference is built from fewer events
+        spread over the same warm-up; PSI thresholds account for the reference's size, so this
+        costs sensitivity, not false alarms. Returns the versions thinned and their strides.
+        """
+        share = self.warmup_budget // max(len(self._warm_bytes), 1)
+        thinned = {}
+        for key, size in list(self._warm_bytes.items()):
+            if size <= share:
+                continue
+            mon = self.monitors.get(key)
+            warm = mon.warmup if mon is not None else None
+            if warm is None:
+                self._track_warmup(key, None)
+                continue
+            warm.features.flush()  # rows waiting as dicts are the costliest per event
+            max_stride = max(1, mon.cfg.warmup_size // MIN_KEPT)
+            stride = warm.stride
+            while warm.stride * 2 <= max_stride and warm.nbytes() > share:
+                warm.thin(warm.stride * 2)
+            if warm.stride != stride:
+                thinned[key] = warm.stride
+            self._track_warmup(key, mon)
+        self.dirty_monitors.update(thinned)
+        return thinned
 
     def process_outcomes(self, outcomes: list[Outcome]) -> EngineOutput:
         """Join outcomes to waiting predictions and watch each version's error for concept drift.
@@ -265,6 +321,8 @@ class MonitorEngine:
         for version, mon in state["monitors"].items():
             self.monitors[(model_id, version)] = mon
             keys.append((model_id, version))
+            if self.warmup_budget is not None:
+                self._track_warmup((model_id, version), mon)
         if state["joiner"] is not None:
             self.joiners[model_id] = state["joiner"]
             objs.append(state["joiner"])
@@ -277,6 +335,7 @@ class MonitorEngine:
         """Drop a model's outcome joiner and the given versions' monitors."""
         for key in versions:
             self.monitors.pop(key, None)
+            self._track_warmup(key, None)
         self.joiners.pop(model_id, None)
 
     def drop_all(self) -> None:
@@ -286,6 +345,8 @@ class MonitorEngine:
         self.dirty_monitors.clear()
         self.dirty_models.clear()
         self.replay_until = {}
+        self._warm_bytes.clear()
+        self.warmup_bytes = 0
 
     def snapshot(self) -> bytes:
         """The whole monitoring state (references, windows, detectors, policy) as bytes."""
@@ -299,4 +360,9 @@ class MonitorEngine:
         self.monitors = state["monitors"]
         self.references = state["references"]
         self.joiners = state["joiners"]
+        self._warm_bytes.clear()
+        self.warmup_bytes = 0
+        if self.warmup_budget is not None:
+            for key, mon in self.monitors.items():
+                self._track_warmup(key, mon)
 

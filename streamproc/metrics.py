@@ -171,6 +171,12 @@ class Metrics:
         self.state_bytes = Gauge(
             "streamproc_checkpoint_bytes", "Bytes of state written by the latest checkpoint (changed models only).", registry=r)
         self.models = Gauge("streamproc_models", "Model versions monitored by this worker.", registry=r)
+        self.warmup_bytes = Gauge(
+            "streamproc_warmup_memory_bytes", "Memory held by the warm-ups of model versions without a reference "
+            "(estimated; bounded by worker.warmup_memory_mb).", registry=r)
+        self.warmups_thinned = Counter(
+            "streamproc_warmups_thinned_total", "Times a model version's warm-up was thinned to stay within "
+            "worker.warmup_memory_mb (it then keeps half as many of its events).", registry=r)
         self.features = Gauge("streamproc_features", "Features monitored by this worker, summed over its model versions.",
                               registry=r)
         self.state_bytes_total = Gauge(

@@ -171,6 +171,11 @@ class ModelMonitor:
     def warming_up(self) -> bool:
         return self.reference is None
 
+    @property
+    def warmup(self) -> Optional[Warmup]:
+        """The warm-up in progress: the events kept to build the reference (None when none)."""
+        return self._warm
+
     # -- updates ---------------------------------------------------------------------------
     def update(self, batch: PredictionBatch) -> StepResult:
         result = StepResult()

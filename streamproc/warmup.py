@@ -27,6 +27,7 @@ sending ever-new names, is kept as {row: value}, as the dicts kept it.
 from __future__ import annotations
 
 import math
+import sys
 from array import array
 from collections import Counter
 from itertools import chain, repeat
@@ -97,6 +98,29 @@ class _Column:
         self.objects.extend(values)
         self.rows += n
 
+    def thin(self, k: int) -> None:
+        """Keep the values of the sample rows that are multiples of ``k``, renumbered (row r
+        becomes r // k)."""
+        first = (-self.start) % k
+        kept = len(range(first, self.rows, k))
+        if self.numbers is not None:
+            self.numbers = self.numbers[first::k]
+        if self.ints is not None:
+            self.ints = self.ints[first::k]
+        if self.objects is not None:
+            self.objects = self.objects[first::k]
+        # Absent and null read alike once in a column: the rows that carried the feature are
+        # estimated in proportion (exact when every row did, the usual case).
+        self.present = (self.present * kept + self.rows // 2) // self.rows if self.rows else 0
+        self.start = (self.start + first) // k
+        self.rows = kept
+
+    def nbytes(self) -> int:
+        """Bytes the column holds, estimated: its buffers, or a pointer and a share of a boxed value per object."""
+        if self.objects is not None:
+            return 16 * len(self.objects)
+        return 8 * len(self.numbers) + (len(self.ints) if self.ints is not None else 0)
+
     def _held(self) -> list:
         if self.objects is not None:
             return list(self.objects)
@@ -150,9 +174,10 @@ class WarmupSample:
             return
         self._pending.extend(rows)
         if len(self._pending) >= CHUNK:
-            self._flush()
+            self.flush()
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Convert the rows waiting as dicts to columns."""
         if self._pending:
             rows, self._pending = self._pending, []
             self._add(rows)
@@ -202,16 +227,36 @@ class WarmupSample:
             col = self.columns[name] = _Column(start)
         return col
 
+    def thin(self, k: int) -> None:
+        """Keep every ``k``-th row (rows 0, k, 2k, ...), renumbered: the sample of a warm-up
+        that must take less memory (see ``Warmup.thin``)."""
+        self.flush()
+        if k <= 1:
+            return
+        for col in self.columns.values():
+            col.thin(k)
+        self.columns = {name: col for name, col in self.columns.items() if col.rows}
+        sparse = {name: {r // k: v for r, v in rows.items() if r % k == 0} for name, rows in self.sparse.items()}
+        self.sparse = {name: rows for name, rows in sparse.items() if rows}
+        self.count = len(range(0, self.count, k))
+
+    def nbytes(self) -> int:
+        """Bytes held, estimated: columns, sparse entries (about 100 bytes each) and the rows
+        waiting as dicts (the dict and a boxed value per entry)."""
+        pending = sum(map(sys.getsizeof, self._pending)) + 32 * sum(map(len, self._pending))
+        return (pending + sum(col.nbytes() for col in self.columns.values())
+                + 100 * sum(map(len, self.sparse.values())) + 64 * len(self._strings))
+
     def present(self) -> dict[str, int]:
         """How many events carried each feature (in the order features first came)."""
-        self._flush()
+        self.flush()
         out = {name: col.present for name, col in self.columns.items()}
         out.update((name, len(rows)) for name, rows in self.sparse.items())
         return out
 
     def values(self, name: str) -> list:
         """The feature's values, an item per event (None where absent)."""
-        self._flush()
+        self.flush()
         if name in self.sparse:
             rows = self.sparse[name]
             return [rows.get(i) for i in range(self.count)]
@@ -219,14 +264,14 @@ class WarmupSample:
 
     def floats(self, name: str) -> np.ndarray:
         """The feature's values as float64 (``columns.to_float_array``'s rules; NaN where absent)."""
-        self._flush()
+        self.flush()
         if name in self.sparse:
             return to_float_array(self.values(name))
         return self.columns[name].floats(self.count)
 
     def kind(self, name: str) -> Kind:
         """``profile.infer_kind`` of the feature's values."""
-        self._flush()
+        self.flush()
         if name in self.sparse:
             return infer_kind(self.values(name))
         return self.columns[name].kind()
@@ -234,16 +279,34 @@ class WarmupSample:
 
 class Warmup:
     """What a model version without a reference keeps: its events' features (a
-    ``WarmupSample``), prediction scores and labels; the events' ids and times are not needed."""
+    ``WarmupSample``), prediction scores and labels; the events' ids and times are not needed.
 
-    __slots__ = ("features", "scores", "labels")
+    ``len`` is the events the warm-up has taken. Normally it keeps them all; under memory
+    pressure (``thin``) it keeps every ``stride``-th (events 0, stride, 2*stride, ...), spread
+    evenly over the warm-up, and the reference is built from those.
+    """
+
+    __slots__ = ("features", "scores", "labels", "seen", "stride")
 
     def __init__(self) -> None:
         self.features = WarmupSample()
         self.scores = array("d")
         self.labels: list[Optional[str]] = []
+        self.seen = 0  # events taken
+        self.stride = 1  # every stride-th event is kept
+
+    def __setstate__(self, state) -> None:
+        _, slots = state if isinstance(state, tuple) else (None, state)
+        self.seen, self.stride = len(slots["scores"]), 1  # a warm-up saved before thinning existed
+        for name, value in slots.items():
+            setattr(self, name, value)
 
     def __len__(self) -> int:
+        return self.seen
+
+    @property
+    def kept(self) -> int:
+        """Events kept (``len`` unless thinned)."""
         return len(self.scores)
 
     @classmethod
@@ -254,8 +317,31 @@ class Warmup:
 
     def extend(self, chunk) -> None:
         """Add a ``decode.PredictionBatch`` (its features dicts, or a ``FeatureTable``)."""
+        n = len(chunk)
+        first = (-self.seen) % self.stride
+        self.seen += n
+        if self.stride > 1:
+            if first >= n:
+                return
+            chunk = chunk.take(list(range(first, n, self.stride)))
         features = chunk.features
         self.features.extend(features if isinstance(features, list) else features.rows())
         self.scores.extend(chunk.scores)
         strings = self.features._strings
         self.labels.extend(map(strings.setdefault, chunk.labels, chunk.labels))
+
+    def thin(self, stride: int) -> None:
+        """Keep only every ``stride``-th event from now on, and of those kept so far (``stride``
+        a multiple of the current one)."""
+        if stride % self.stride:
+            raise ValueError(f"stride {stride} is not a multiple of {self.stride}")
+        k = stride // self.stride
+        if k > 1:
+            self.features.thin(k)
+            self.scores = self.scores[::k]
+            self.labels = self.labels[::k]
+            self.stride = stride
+
+    def nbytes(self) -> int:
+        """Bytes held, estimated (``WarmupSample.nbytes``, and the scores and labels)."""
+        return self.features.nbytes() + 16 * len(self.scores)

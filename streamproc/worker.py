@@ -172,6 +172,7 @@ class MonitorWorker:
         self.repartition = config.worker.route == "repartition"
         self.engine.dedupe = self.repartition  # routed input may repeat records (see streamproc.router)
         self.engine.max_models = config.worker.max_models
+        self.engine.warmup_budget = config.worker.warmup_memory_mb * 2**20 or None
         self.input: Optional[BatchedInput] = None
         self.router: Optional[Router] = None
         self.router_consumer = None
@@ -649,6 +650,13 @@ class MonitorWorker:
             if mon is not None and mon.detectors is not None:
                 self.metrics.set_statistics(key[0], key[1], SCORE_KEY, mon.stream_statistics(SCORE_KEY))
         m.models.set(len(self.engine.monitors))
+        m.warmup_bytes.set(self.engine.warmup_bytes)
+        if out.thinned:
+            m.warmups_thinned.inc(len(out.thinned))
+            strides = sorted(set(out.thinned.values()))
+            log.warning("warm-ups over worker.warmup_memory_mb (%d MB): %d model versions thinned, now keeping every "
+                        "%s-th event (e.g. %s/%s)", self.settings.warmup_memory_mb, len(out.thinned),
+                        "/".join(map(str, strides)), *next(iter(out.thinned)))
         return futures + self._publish(out)
 
     def _process_outcomes(self, msgs) -> list:
@@ -717,6 +725,8 @@ class MonitorWorker:
                 "model_version": version,
                 "events": mon.events,
                 "warming_up": mon.warming_up,
+                "warmup": ({"events": len(mon.warmup), "kept": mon.warmup.kept, "stride": mon.warmup.stride}
+                           if mon.warmup is not None else None),
                 "reference": mon.reference.source if mon.reference else None,
                 "window": ({"kind": mon.cfg.window.kind, "index": mon.pane.index, "fill": mon.pane.count,
                             "size": mon.pane_size if mon.cfg.window.kind == "count" else None}

@@ -188,3 +188,125 @@ def test_values_come_back_as_decoded(values):
         sample.extend([{"f": v}])
     assert sample.values("f") == values and [type(v) for v in sample.values("f")] == [type(v) for v in values]
     assert np.array_equal(sample.floats("f"), to_float_array(values), equal_nan=True)
+
+
+# -- thinning (a bound on warm-up memory) ----------------------------------------------------
+
+@settings(max_examples=300, deadline=None)
+@given(chunked_rows(), st.lists(st.tuples(st.integers(0, 60), st.integers(0, 2)), max_size=4), st.sampled_from([1, 5, 32]))
+def test_a_thinned_warmup_keeps_every_stride_th_event(data, thins, chunk):
+    """However chunked, and whenever it is thinned, a warm-up ends up holding exactly its
+    events 0, stride, 2*stride, ...: their values, and (when every event carries the same
+    features) the reference those events build."""
+    rows, chunks = data
+    scores = [float(i % 7) for i in range(len(rows))]
+    labels = ["ab"[i % 2] for i in range(len(rows))]
+    thin_at = {}
+    for at, doublings in thins:  # before the first chunk starting at or after row `at`
+        thin_at[at] = thin_at.get(at, 0) + doublings
+    warm = Warmup()
+    original = warmup_module.CHUNK
+    warmup_module.CHUNK = chunk
+    try:
+        pos = 0
+        for part in chunks:
+            for at in [a for a in sorted(thin_at) if a <= pos]:
+                warm.thin(warm.stride * 2 ** thin_at.pop(at))
+            n = len(part)  # as decode_predictions gives them (big ints would not go through orjson)
+            warm.extend(PredictionBatch("m", "v", [f"e{i}" for i in range(pos, pos + n)], [1.0] * n, list(part),
+                                        scores[pos:pos + n], labels[pos:pos + n]))
+            pos += n
+        for doublings in thin_at.values():
+            warm.thin(warm.stride * 2 ** doublings)
+    finally:
+        warmup_module.CHUNK = original
+    stride = warm.stride
+    kept = rows[::stride]
+    assert len(warm) == len(rows) and warm.kept == len(kept) == len(warm.features)
+    assert warm.scores.tolist() == scores[::stride] and warm.labels == labels[::stride]
+    assert set(warm.features.sparse) <= set().union(*kept)  # no feature left without a value
+    for name in set().union(*kept):
+        values = [row.get(name) for row in kept]
+        got = warm.features.values(name)
+        assert got == values and [type(v) for v in got] == [type(v) for v in values], name
+    if len({tuple(row) for row in rows}) == 1:  # presence exact (see _Column.thin)
+        assert warm.features.present() == {name: len(kept) for name in rows[0]}
+        assert_same_reference(build_reference("m", "v", warm.features, warm.scores, warm.labels),
+                              build_reference("m", "v", kept, scores[::stride], labels[::stride]))
+
+
+def test_thinning_frees_the_memory_and_survives_pickling():
+    batch = to_batch(ModelStream("m", n_numeric=20, n_categorical=2, seed=2).events(1000))
+    warm = Warmup.of(batch.slice(0, 600))
+    full = warm.nbytes()
+    warm.thin(4)
+    assert warm.kept == 150 and len(warm) == 600 and warm.nbytes() < full / 3.5
+    with pytest.raises(ValueError, match="multiple"):
+        warm.thin(6)
+    warm = pickle.loads(pickle.dumps(warm))
+    assert (warm.stride, len(warm), warm.kept) == (4, 600, 150)
+    warm.extend(batch.slice(600, 1000))  # event 600 is kept, then every 4th
+    assert warm.kept == 250 and warm.scores.tolist() == batch.scores[::4]
+
+
+def test_a_warmup_pickled_before_thinning_existed_reads_as_unthinned():
+    warm = Warmup.of(to_batch(ModelStream("m", n_numeric=3, seed=1).events(50)))
+    old = Warmup.__new__(Warmup)
+    old.__setstate__((None, {"features": warm.features, "scores": warm.scores, "labels": warm.labels}))
+    assert (len(old), old.kept, old.stride) == (50, 50, 1)
+
+
+def _engine_with_budget(budget: int, warmup_size: int = 2000):
+    from streamproc.config import load_config
+    from streamproc.engine import MonitorEngine
+
+    engine = MonitorEngine(load_config(None, overrides={"window_size": 500, "warmup_size": warmup_size}, environ={}))
+    engine.warmup_budget = budget
+    return engine
+
+
+def _tracked(engine) -> int:
+    return sum(mon.warmup.nbytes() for mon in engine.monitors.values() if mon.warmup is not None)
+
+
+def test_the_engine_keeps_warmups_within_their_memory_budget():
+    """20 models warming up at once would hold about 8 MB; with 2 MB each keeps a fair share
+    (every 4th of its events), and its reference is the one those events build."""
+    n_models, warmup_size, budget = 20, 2000, 2 * 2**20
+    streams = {f"m{k}": [orjson.dumps(e) for e in ModelStream(f"m{k}", n_numeric=20, n_categorical=2, seed=k).events(warmup_size)]
+               for k in range(n_models)}
+    assert Warmup.of(to_batch([orjson.loads(raw) for raw in streams["m0"]])).nbytes() * n_models > 3 * budget
+    engine = _engine_with_budget(budget)
+    thinned = {}
+    for start in range(0, warmup_size, 100):
+        batches, rejected = decode_predictions([raw for events in streams.values() for raw in events[start:start + 100]])
+        assert rejected == []
+        out = engine.process(batches)
+        thinned.update(out.thinned)
+        assert set(out.thinned) <= engine.dirty_monitors
+        assert engine.warmup_bytes == _tracked(engine) <= budget
+    assert len(thinned) == n_models and engine.warmup_bytes == 0
+    for key, mon in engine.monitors.items():
+        stride = thinned[key]
+        assert stride == 4 and mon.reference is not None and mon.reference.count == warmup_size // stride
+        kept = to_batch([orjson.loads(raw) for raw in streams[key[0]][::stride]])
+        assert_same_reference(mon.reference, build_reference(key[0], key[1], kept.features, kept.scores, kept.labels))
+
+
+def test_thinning_stops_at_about_a_hundred_events_and_restored_warmups_count():
+    engine = _engine_with_budget(1, warmup_size=1000)  # no budget can be met: 1000 // 100 allows every 8th event
+    events = [orjson.dumps(e) for e in ModelStream("m", n_numeric=5, seed=4).events(1000)]
+    batches, _ = decode_predictions(events[:600])
+    assert engine.process(batches).thinned == {("m", "default"): 8}
+    warm = engine.monitors[("m", "default")].warmup
+    assert (len(warm), warm.kept, warm.stride) == (600, 75, 8) and engine.warmup_bytes == warm.nbytes() > 1
+    records = engine.export_dirty({})
+    restored = _engine_with_budget(1, warmup_size=1000)
+    restored.import_state(records)
+    assert restored.warmup_bytes == engine.warmup_bytes  # restored warm-ups are within the budget's reckoning
+    batches, _ = decode_predictions(events[600:])
+    restored.process(batches)
+    mon = restored.monitors[("m", "default")]
+    assert mon.reference.count == 125 and restored.warmup_bytes == 0
+    restored.forget("m", [("m", "default")])
+    assert restored.warmup_bytes == 0
