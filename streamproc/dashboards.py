@@ -380,6 +380,18 @@ def service() -> dict:
                                "(every checkpoint_seconds while models change)."),
         timeseries("Checkpoint bytes", [target(f"streamproc_checkpoint_bytes{{{INSTANCE}}}", "{{instance}}")],
                    unit="bytes", description="Bytes of state the latest checkpoint wrote (changed models only)."),
+        timeseries("Warm-up memory",
+                   [target(f"streamproc_warmup_memory_bytes{{{INSTANCE}}}", "{{instance}}")],
+                   unit="bytes",
+                   description="Memory held by the warm-ups of model versions without a reference (estimated), "
+                               "bounded by worker.warmup_memory_mb; over it warm-ups are thinned (next panel)."),
+        timeseries("Warm-ups thinned per minute",
+                   [target(f"sum by (instance) (rate(streamproc_warmups_thinned_total{{{INSTANCE}}}[$__rate_interval])) * 60",
+                           "{{instance}}")],
+                   unit="short",
+                   description="Model versions whose warm-up was thinned to stay within worker.warmup_memory_mb: "
+                               "their references are built from fewer events, so they are less sensitive. "
+                               "Give them references, or a larger budget, if this is not a one-off."),
         timeseries("Late events per second",
                    [target(f"sum by (model_id, model_version) (rate(streamproc_late_events_total{{{INSTANCE}}}[$__rate_interval]))",
                            "{{model_id}}/{{model_version}}")],
@@ -394,7 +406,7 @@ def service() -> dict:
                                "predictions dropped unanswered after the TTL or the pending cap."),
     ]
     return dashboard("streamproc-service", "streamproc / service health",
-                     "The workers: throughput, dead letters, batches, readiness, checkpoints, late events and joins.",
+                     "The workers: throughput, dead letters, batches, readiness, checkpoints, warm-ups, late events and joins.",
                      panels, variables, time_from="now-3h")
 
 
