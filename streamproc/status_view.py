@@ -58,6 +58,14 @@ def _top_psi(latest: dict, n: int = 3) -> str:
 COLUMNS = ("MODEL", "VERSION", "EVENTS", "REFERENCE", "WARMING UP", "WINDOW", "TOP PSI", "DRIFT")
 
 
+def _warming(model: dict) -> str:
+    """yes / no; "yes, 1 in N" when the warm-up keeps every N-th event (thinned for memory)."""
+    if not model.get("warming_up"):
+        return "no"
+    stride = (model.get("warmup") or {}).get("stride", 1)
+    return f"yes, 1 in {stride}" if stride > 1 else "yes"
+
+
 def render(status: dict) -> str:
     """A header line and a table, one row per model version."""
     published = status.get("published") or {}
@@ -75,7 +83,7 @@ def render(status: dict) -> str:
     for m in models:
         rows.append((
             str(m.get("model_id", "?")), str(m.get("model_version", "?")), str(m.get("events", 0)),
-            str(m.get("reference") or "-"), "yes" if m.get("warming_up") else "no", _window(m.get("window")),
+            str(m.get("reference") or "-"), _warming(m), _window(m.get("window")),
             _top_psi(m.get("latest_psi") or {}), str(len(m.get("active_drift") or [])),
         ))
     widths = [max(len(r[i]) for r in rows) for i in range(len(COLUMNS))]

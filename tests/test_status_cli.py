@@ -37,6 +37,9 @@ STATUS = {
         {"model_id": "pricing", "model_version": "default", "events": 300, "warming_up": False,
          "reference": "topic", "window": {"kind": "time", "index": 4, "fill": 120, "size": None},
          "late_events": 3, "quantiles": {}, "latest_psi": {"x0": 0.01}, "active_drift": []},
+        {"model_id": "spam", "model_version": "default", "events": 1200, "warming_up": True, "reference": None,
+         "warmup": {"events": 1200, "kept": 150, "stride": 8}, "window": None, "late_events": 0, "quantiles": {},
+         "latest_psi": {}, "active_drift": []},
     ],
 }
 
@@ -45,7 +48,7 @@ def test_table_from_a_status():
     text = render(STATUS)
     lines = text.splitlines()
     assert lines[0] == "ready: yes   partitions: 2   published: 7 alerts, 1 retrain requests, 2 dead letters"
-    header, churn, fraud, pricing = lines[2:]
+    header, churn, fraud, pricing, spam = lines[2:]
     assert header.split() == ["MODEL", "VERSION", "EVENTS", "REFERENCE", "WARMING", "UP", "WINDOW", "TOP", "PSI", "DRIFT"]
     # columns line up: every row starts each column where the header does
     for col in ("VERSION", "REFERENCE", "WARMING UP", "WINDOW", "TOP PSI"):
@@ -58,6 +61,7 @@ def test_table_from_a_status():
     assert "c0 2.38, x0 0.88, prediction.score 0.31" in fraud  # the top 3 by latest PSI, largest first
     assert "x1" not in fraud and fraud.endswith("3")  # three active drifts
     assert "#4 120 (time)" in pricing and "x0 0.01" in pricing
+    assert spam.split()[:7] == ["spam", "default", "1200", "-", "yes,", "1", "in"] and " 1 in 8 " in spam  # thinned
 
 
 def test_a_worker_without_models():
