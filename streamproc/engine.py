@@ -58,9 +58,11 @@ class MonitorEngine:
         # beyond this many are refused, not created.
         self.max_models: Optional[int] = None
         # A bound on the memory of warm-ups (bytes, estimated; None: none): see ``_thin_warmups``.
+        # Their memory is tracked either way (``warmup_bytes``).
         self.warmup_budget: Optional[int] = None
         self.warmup_bytes = 0  # held by all warm-ups, as last estimated
         self._warm_bytes: dict[ModelKey, int] = {}  # per warming model version
+        self._sweep_above = 0  # after a sweep that could not meet the budget: when to try again
 
     def config_for(self, model_id: str) -> MonitorConfig:
         cfg = self._configs.get(model_id)
@@ -119,9 +121,8 @@ class MonitorEngine:
             out.events[key] = len(batch)
             if result.windows_closed:
                 out.windows_closed[key] = result.windows_closed
-            if self.warmup_budget is not None:
-                self._track_warmup(key, mon)
-        if self.warmup_budget is not None and self.warmup_bytes > self.warmup_budget:
+            self._track_warmup(key, mon)
+        if self.warmup_budget is not None and self.warmup_bytes > max(self.warmup_budget, self._sweep_above):
             out.thinned = self._thin_warmups()
         return out
 
@@ -158,8 +159,10 @@ class MonitorEngine:
             if warm is None:
                 self._track_warmup(key, None)
                 continue
-            warm.features.flush()  # rows waiting as dicts are the costliest per event
             max_stride = max(1, mon.cfg.warmup_size // MIN_KEPT)
+            if warm.stride * 2 > max_stride:
+                continue  # as thin as it gets
+            warm.features.flush()  # rows waiting as dicts are the costliest per event
             stride = warm.stride
             while warm.stride * 2 <= max_stride and warm.nbytes() > share:
                 warm.thin(warm.stride * 2)
@@ -167,6 +170,9 @@ class MonitorEngine:
                 thinned[key] = warm.stride
             self._track_warmup(key, mon)
         self.dirty_monitors.update(thinned)
+        # Over the budget still (every warm-up as thin as it gets): the next sweep waits until
+        # warm-ups have grown by an eighth of it, not every batch.
+        self._sweep_above = self.warmup_bytes + self.warmup_budget // 8 if self.warmup_bytes > self.warmup_budget else 0
         return thinned
 
     def process_outcomes(self, outcomes: list[Outcome]) -> EngineOutput:
@@ -321,8 +327,7 @@ class MonitorEngine:
         for version, mon in state["monitors"].items():
             self.monitors[(model_id, version)] = mon
             keys.append((model_id, version))
-            if self.warmup_budget is not None:
-                self._track_warmup((model_id, version), mon)
+            self._track_warmup((model_id, version), mon)
         if state["joiner"] is not None:
             self.joiners[model_id] = state["joiner"]
             objs.append(state["joiner"])
@@ -362,7 +367,6 @@ class MonitorEngine:
         self.joiners = state["joiners"]
         self._warm_bytes.clear()
         self.warmup_bytes = 0
-        if self.warmup_budget is not None:
-            for key, mon in self.monitors.items():
-                self._track_warmup(key, mon)
+        for key, mon in self.monitors.items():
+            self._track_warmup(key, mon)
 

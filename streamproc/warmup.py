@@ -31,7 +31,7 @@ import sys
 from array import array
 from collections import Counter
 from itertools import chain, repeat
-from typing import Any, Optional, Sequence
+from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
 
@@ -52,18 +52,22 @@ class _Column:
     column holds objects); rows before ``start`` and after those held are absent, and a gap is
     filled in only when the feature comes again."""
 
-    __slots__ = ("start", "numbers", "ints", "objects", "rows", "present")
+    __slots__ = ("start", "numbers", "ints", "objects", "absent", "rows", "present")
 
     def __init__(self, start: int) -> None:
         self.start = start  # the sample row of the first value held
         self.numbers: Optional[array] = array("d")  # while every value is a JSON number or null
         self.ints: Optional[bytearray] = None  # 1 where a number was an int (None: no int yet)
         self.objects: Optional[list] = None  # the values as decoded, once some is not a plain number
+        # 1 where the row lacked the feature (None: every row held carried it); a NaN or None
+        # alone cannot tell an absent value from a null one.
+        self.absent: Optional[bytearray] = None
         self.rows = 0  # rows held
         self.present = 0  # events that carried the feature
 
-    def extend(self, at: int, values: Sequence[Any], strings: dict) -> None:
-        """Add the values of sample rows ``at`` on (absent values first up to ``at``)."""
+    def extend(self, at: int, values: Sequence[Any], strings: dict, absent: Optional[list[bool]] = None) -> None:
+        """Add the values of sample rows ``at`` on (absent values first up to ``at``);
+        ``absent``: which of them the rows lacked (None: none)."""
         gap = at - self.start - self.rows
         if gap > 0:
             if self.objects is None:
@@ -72,8 +76,13 @@ class _Column:
                     self.ints.extend(bytes(gap))
             else:
                 self.objects.extend(repeat(None, gap))
+            self._flag_absent(b"\x01" * gap)
             self.rows += gap
         n = len(values)
+        if absent is not None and any(absent):
+            self._flag_absent(absent)
+        elif self.absent is not None:
+            self.absent.extend(bytes(n))
         types = set(map(type, values))
         if self.objects is None and types <= _NUMBER_TYPES:
             try:
@@ -98,6 +107,20 @@ class _Column:
         self.objects.extend(values)
         self.rows += n
 
+    def __getstate__(self):
+        # Without ``absent`` while None: as earlier versions saved a column, so they can read it.
+        return None, {name: getattr(self, name) for name in self.__slots__ if name != "absent" or self.absent is not None}
+
+    def __setstate__(self, state) -> None:
+        self.absent = None  # absent from a column saved by an earlier version
+        for name, value in state[1].items():
+            setattr(self, name, value)
+
+    def _flag_absent(self, flags) -> None:
+        if self.absent is None:
+            self.absent = bytearray(self.rows)
+        self.absent.extend(flags)
+
     def thin(self, k: int) -> None:
         """Keep the values of the sample rows that are multiples of ``k``, renumbered (row r
         becomes r // k)."""
@@ -109,17 +132,19 @@ class _Column:
             self.ints = self.ints[first::k]
         if self.objects is not None:
             self.objects = self.objects[first::k]
-        # Absent and null read alike once in a column: the rows that carried the feature are
-        # estimated in proportion (exact when every row did, the usual case).
-        self.present = (self.present * kept + self.rows // 2) // self.rows if self.rows else 0
+        self.present = kept
+        if self.absent is not None:
+            self.absent = self.absent[first::k]
+            self.present -= self.absent.count(1)
         self.start = (self.start + first) // k
         self.rows = kept
 
     def nbytes(self) -> int:
         """Bytes the column holds, estimated: its buffers, or a pointer and a share of a boxed value per object."""
+        flags = (len(self.ints) if self.ints is not None else 0) + (len(self.absent) if self.absent is not None else 0)
         if self.objects is not None:
-            return 16 * len(self.objects)
-        return 8 * len(self.numbers) + (len(self.ints) if self.ints is not None else 0)
+            return 24 * len(self.objects) + flags
+        return 8 * len(self.numbers) + flags
 
     def _held(self) -> list:
         if self.objects is not None:
@@ -210,7 +235,7 @@ class WarmupSample:
             seen = Counter(chain.from_iterable(rows))
             for name in [name for name, share in seen.items() if self._dense(name, share, n)]:
                 col = self._column(name, start)
-                col.extend(start, [row.get(name) for row in rows], self._strings)
+                col.extend(start, [row.get(name) for row in rows], self._strings, [name not in row for row in rows])
                 col.present += seen[name]
             rare = {name: self.sparse.setdefault(name, {}) for name in seen if name not in self.columns}
             if rare:
@@ -227,18 +252,22 @@ class WarmupSample:
             col = self.columns[name] = _Column(start)
         return col
 
-    def thin(self, k: int) -> None:
+    def thin(self, k: int, strings_used: Iterable = ()) -> None:
         """Keep every ``k``-th row (rows 0, k, 2k, ...), renumbered: the sample of a warm-up
-        that must take less memory (see ``Warmup.thin``)."""
+        that must take less memory (see ``Warmup.thin``). Strings no longer held are let go,
+        but for those in ``strings_used`` (held elsewhere, as the warm-up's labels)."""
         self.flush()
         if k <= 1:
             return
         for col in self.columns.values():
             col.thin(k)
-        self.columns = {name: col for name, col in self.columns.items() if col.rows}
+        self.columns = {name: col for name, col in self.columns.items() if col.present}
         sparse = {name: {r // k: v for r, v in rows.items() if r % k == 0} for name, rows in self.sparse.items()}
         self.sparse = {name: rows for name, rows in sparse.items() if rows}
         self.count = len(range(0, self.count, k))
+        held = chain(strings_used, *(col.objects for col in self.columns.values() if col.objects is not None),
+                     *(rows.values() for rows in self.sparse.values()))
+        self._strings = {v: v for v in held if type(v) is str}
 
     def nbytes(self) -> int:
         """Bytes held, estimated: columns, sparse entries (about 100 bytes each) and the rows
@@ -295,9 +324,16 @@ class Warmup:
         self.seen = 0  # events taken
         self.stride = 1  # every stride-th event is kept
 
+    def __getstate__(self):
+        # Unthinned (seen == kept), without the two fields earlier versions lack: they can read it.
+        slots = {name: getattr(self, name) for name in self.__slots__}
+        if self.stride == 1:
+            del slots["seen"], slots["stride"]
+        return None, slots
+
     def __setstate__(self, state) -> None:
         _, slots = state if isinstance(state, tuple) else (None, state)
-        self.seen, self.stride = len(slots["scores"]), 1  # a warm-up saved before thinning existed
+        self.seen, self.stride = len(slots["scores"]), 1  # unthinned, or saved before thinning existed
         for name, value in slots.items():
             setattr(self, name, value)
 
@@ -337,9 +373,9 @@ class Warmup:
             raise ValueError(f"stride {stride} is not a multiple of {self.stride}")
         k = stride // self.stride
         if k > 1:
-            self.features.thin(k)
             self.scores = self.scores[::k]
             self.labels = self.labels[::k]
+            self.features.thin(k, self.labels)
             self.stride = stride
 
     def nbytes(self) -> int:

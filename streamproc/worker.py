@@ -540,6 +540,7 @@ class MonitorWorker:
                 for tp, lag in (await lags(consumer)).items():
                     m.lag.labels(tp.topic, tp.partition).set(lag)
         m.features.set(sum(len(mon.reference.features) for mon in self.engine.monitors.values() if mon.reference))
+        m.warmup_bytes.set(self.engine.warmup_bytes)
 
     async def checkpoint(self, force: bool = True) -> None:
         """Save the changed models' state, then commit the input offsets it reflects.
@@ -650,7 +651,6 @@ class MonitorWorker:
             if mon is not None and mon.detectors is not None:
                 self.metrics.set_statistics(key[0], key[1], SCORE_KEY, mon.stream_statistics(SCORE_KEY))
         m.models.set(len(self.engine.monitors))
-        m.warmup_bytes.set(self.engine.warmup_bytes)
         if out.thinned:
             m.warmups_thinned.inc(len(out.thinned))
             strides = sorted(set(out.thinned.values()))

@@ -196,8 +196,8 @@ def test_values_come_back_as_decoded(values):
 @given(chunked_rows(), st.lists(st.tuples(st.integers(0, 60), st.integers(0, 2)), max_size=4), st.sampled_from([1, 5, 32]))
 def test_a_thinned_warmup_keeps_every_stride_th_event(data, thins, chunk):
     """However chunked, and whenever it is thinned, a warm-up ends up holding exactly its
-    events 0, stride, 2*stride, ...: their values, and (when every event carries the same
-    features) the reference those events build."""
+    events 0, stride, 2*stride, ...: which features they carried, their values, and the
+    reference those events build."""
     rows, chunks = data
     scores = [float(i % 7) for i in range(len(rows))]
     labels = ["ab"[i % 2] for i in range(len(rows))]
@@ -224,15 +224,14 @@ def test_a_thinned_warmup_keeps_every_stride_th_event(data, thins, chunk):
     kept = rows[::stride]
     assert len(warm) == len(rows) and warm.kept == len(kept) == len(warm.features)
     assert warm.scores.tolist() == scores[::stride] and warm.labels == labels[::stride]
-    assert set(warm.features.sparse) <= set().union(*kept)  # no feature left without a value
-    for name in set().union(*kept):
+    names = set().union(*kept)
+    assert warm.features.present() == {name: sum(name in row for row in kept) for name in names}
+    for name in names:
         values = [row.get(name) for row in kept]
         got = warm.features.values(name)
         assert got == values and [type(v) for v in got] == [type(v) for v in values], name
-    if len({tuple(row) for row in rows}) == 1:  # presence exact (see _Column.thin)
-        assert warm.features.present() == {name: len(kept) for name in rows[0]}
-        assert_same_reference(build_reference("m", "v", warm.features, warm.scores, warm.labels),
-                              build_reference("m", "v", kept, scores[::stride], labels[::stride]))
+    assert_same_reference(build_reference("m", "v", warm.features, warm.scores, warm.labels),
+                          build_reference("m", "v", kept, scores[::stride], labels[::stride]))
 
 
 def test_thinning_frees_the_memory_and_survives_pickling():
@@ -254,6 +253,22 @@ def test_a_warmup_pickled_before_thinning_existed_reads_as_unthinned():
     old = Warmup.__new__(Warmup)
     old.__setstate__((None, {"features": warm.features, "scores": warm.scores, "labels": warm.labels}))
     assert (len(old), old.kept, old.stride) == (50, 50, 1)
+    # ... and an unthinned one is saved as earlier versions saved it, so they can read it back.
+    assert set(warm.__getstate__()[1]) == {"features", "scores", "labels"}
+    warm.thin(2)
+    assert set(warm.__getstate__()[1]) == {"features", "scores", "labels", "seen", "stride"}
+
+
+def test_thinning_lets_go_of_the_strings_of_the_events_it_drops():
+    rows = [{"x": float(i), "request": f"req-{i:06d}"} for i in range(2000)]
+    warm = Warmup.of(PredictionBatch("m", "v", [f"e{i}" for i in range(2000)], [0.0] * 2000, rows, [0.5] * 2000,
+                                     ["yes" if i % 3 else "no" for i in range(2000)]))
+    full = warm.nbytes()
+    warm.thin(16)
+    assert len(warm.features._strings) == 125 + 2  # the kept events' ids, and the two labels
+    assert warm.features.values("request") == [f"req-{i:06d}" for i in range(0, 2000, 16)]
+    assert warm.labels == ["yes" if i % 3 else "no" for i in range(0, 2000, 16)]
+    assert warm.nbytes() < full / 12
 
 
 def _engine_with_budget(budget: int, warmup_size: int = 2000):
@@ -270,9 +285,9 @@ def _tracked(engine) -> int:
 
 
 def test_the_engine_keeps_warmups_within_their_memory_budget():
-    """20 models warming up at once would hold about 8 MB; with 2 MB each keeps a fair share
+    """20 models warming up at once would hold about 8 MB; with 2.5 MB each keeps a fair share
     (every 4th of its events), and its reference is the one those events build."""
-    n_models, warmup_size, budget = 20, 2000, 2 * 2**20
+    n_models, warmup_size, budget = 20, 2000, 5 * 2**19
     streams = {f"m{k}": [orjson.dumps(e) for e in ModelStream(f"m{k}", n_numeric=20, n_categorical=2, seed=k).events(warmup_size)]
                for k in range(n_models)}
     assert Warmup.of(to_batch([orjson.loads(raw) for raw in streams["m0"]])).nbytes() * n_models > 3 * budget
@@ -310,3 +325,69 @@ def test_thinning_stops_at_about_a_hundred_events_and_restored_warmups_count():
     assert mon.reference.count == 125 and restored.warmup_bytes == 0
     restored.forget("m", [("m", "default")])
     assert restored.warmup_bytes == 0
+
+
+def test_the_engine_reckons_warmup_memory_however_a_warmup_ends():
+    """Tracked with or without a budget: as models warm up, get a reference from the topic,
+    are forgotten, restored, or dropped."""
+    from streamproc.engine import MonitorEngine
+    from streamproc.profile import build_reference as build
+
+    engine = _engine_with_budget(None)  # no budget: tracked all the same (the gauge reads it)
+    streams = {f"m{k}": [orjson.dumps(e) for e in ModelStream(f"m{k}", n_numeric=5, seed=k).events(300)] for k in range(3)}
+    batches, _ = decode_predictions([raw for events in streams.values() for raw in events])
+    engine.process(batches)
+    assert engine.warmup_bytes == _tracked(engine) > 0
+    rows = [orjson.loads(raw)["features"] for raw in streams["m0"]]
+    engine.set_reference(build("m0", "default", rows))  # from the references topic
+    assert engine.monitors[("m0", "default")].warmup is None and engine.warmup_bytes == _tracked(engine) > 0
+    engine.forget("m1", [("m1", "default")])
+    assert engine.warmup_bytes == _tracked(engine) > 0
+    restored = MonitorEngine(engine.config)
+    restored.restore(engine.snapshot())
+    assert restored.warmup_bytes == engine.warmup_bytes
+    engine.drop_all()
+    assert engine.warmup_bytes == 0
+
+
+def test_a_budget_that_cannot_be_met_is_not_swept_for_every_batch():
+    """Every warm-up as thin as it gets and still over the budget: sweeping again is useless
+    until warm-ups have grown by an eighth of the budget."""
+    engine = _engine_with_budget(2**16, warmup_size=1000)  # 10 models x 20 features at every 8th event: about 100 KB
+    streams = [[orjson.dumps(e) for e in ModelStream(f"m{k}", n_numeric=20, seed=k).events(900)] for k in range(10)]
+    batches, _ = decode_predictions([raw for events in streams for raw in events[:500]])
+    assert set(engine.process(batches).thinned.values()) == {8}
+    sweeps = []
+    sweep = engine._thin_warmups
+    engine._thin_warmups = lambda: sweeps.append(1) or sweep()
+    for start in range(500, 900, 5):  # 80 small batches
+        batches, _ = decode_predictions([raw for events in streams for raw in events[start:start + 5]])
+        engine.process(batches)
+        assert engine.warmup_bytes <= max(engine.warmup_budget, engine._sweep_above)
+    assert engine.warmup_bytes > engine.warmup_budget and 0 < len(sweeps) <= 40  # at most every other batch
+    assert all(mon.warmup.stride == 8 and len(mon.warmup) == 900 for mon in engine.monitors.values())
+
+
+def test_warmups_thinned_by_another_models_batch_are_saved_at_the_next_checkpoint():
+    engine = _engine_with_budget(400_000)
+    streams = {f"m{k}": [orjson.dumps(e) for e in ModelStream(f"m{k}", n_numeric=20, seed=k).events(800)] for k in range(3)}
+    batches, _ = decode_predictions(streams["m0"] + streams["m1"])
+    assert engine.process(batches).thinned == {}
+    engine.export_dirty({})  # a checkpoint: nothing left to save
+    batches, _ = decode_predictions(streams["m2"])
+    out = engine.process(batches)
+    assert {("m0", "default"), ("m1", "default")} <= set(out.thinned) and set(out.thinned) <= engine.dirty_monitors
+
+
+def test_a_column_saved_without_absent_flags_reads_back_and_goes_on():
+    """Columns are saved without ``absent`` while every row carried the feature, as earlier
+    versions saved them (so they can read them); such a column reads back and takes gaps."""
+    sample = WarmupSample()
+    sample.extend([{"x": float(i), "c": "ab"[i % 2]} for i in range(40)])
+    assert all("absent" not in col.__getstate__()[1] for col in sample.columns.values())
+    sample = pickle.loads(pickle.dumps(sample))
+    sample.extend([{"c": "a"}] * 40)  # x absent from row 40 on
+    sample.extend([{"x": 1, "c": "b"}] * 40)
+    sample.thin(2)
+    assert sample.present() == {"x": 40, "c": 60}
+    assert sample.values("x") == [float(i) for i in range(0, 40, 2)] + [None] * 20 + [1] * 20
