@@ -160,8 +160,8 @@ class MonitorEngine:
                 self._track_warmup(key, None)
                 continue
             max_stride = max(1, mon.cfg.warmup_size // MIN_KEPT)
-            if warm.stride * 2 > max_stride:
-                continue  # as thin as it gets
+            if warm.stride * 2 > max_stride and not warm.features.waiting:
+                continue  # as small as it gets
             warm.features.flush()  # rows waiting as dicts are the costliest per event
             stride = warm.stride
             while warm.stride * 2 <= max_stride and warm.nbytes() > share:

@@ -193,12 +193,19 @@ class WarmupSample:
     def __len__(self) -> int:
         return self.count + len(self._pending)
 
-    def extend(self, rows: Sequence[dict]) -> None:
-        if len(rows) >= CHUNK and not self._pending:
+    @property
+    def waiting(self) -> int:
+        """Rows waiting as dicts."""
+        return len(self._pending)
+
+    def extend(self, rows: Sequence[dict], chunk: int = 0) -> None:
+        """Add rows; fewer than ``chunk`` (default ``CHUNK``) wait as dicts for more."""
+        chunk = chunk or CHUNK
+        if len(rows) >= chunk and not self._pending:
             self._add(rows)
             return
         self._pending.extend(rows)
-        if len(self._pending) >= CHUNK:
+        if len(self._pending) >= chunk:
             self.flush()
 
     def flush(self) -> None:
@@ -361,7 +368,9 @@ class Warmup:
                 return
             chunk = chunk.take(list(range(first, n, self.stride)))
         features = chunk.features
-        self.features.extend(features if isinstance(features, list) else features.rows())
+        # Thinned, rows come stride times slower: they wait for as many events, not rows (a
+        # row waiting as a dict costs ten times one in columns).
+        self.features.extend(features if isinstance(features, list) else features.rows(), max(1, CHUNK // self.stride))
         self.scores.extend(chunk.scores)
         strings = self.features._strings
         self.labels.extend(map(strings.setdefault, chunk.labels, chunk.labels))

@@ -353,19 +353,19 @@ def test_the_engine_reckons_warmup_memory_however_a_warmup_ends():
 def test_a_budget_that_cannot_be_met_is_not_swept_for_every_batch():
     """Every warm-up as thin as it gets and still over the budget: sweeping again is useless
     until warm-ups have grown by an eighth of the budget."""
-    engine = _engine_with_budget(2**16, warmup_size=1000)  # 10 models x 20 features at every 8th event: about 100 KB
-    streams = [[orjson.dumps(e) for e in ModelStream(f"m{k}", n_numeric=20, seed=k).events(900)] for k in range(10)]
+    engine = _engine_with_budget(2**18, warmup_size=1000)  # 40 models x 20 features at every 8th event: about 420 KB
+    streams = [[orjson.dumps(e) for e in ModelStream(f"m{k}", n_numeric=20, seed=k).events(600)] for k in range(40)]
     batches, _ = decode_predictions([raw for events in streams for raw in events[:500]])
     assert set(engine.process(batches).thinned.values()) == {8}
     sweeps = []
     sweep = engine._thin_warmups
     engine._thin_warmups = lambda: sweeps.append(1) or sweep()
-    for start in range(500, 900, 5):  # 80 small batches
-        batches, _ = decode_predictions([raw for events in streams for raw in events[start:start + 5]])
+    for start in range(500, 600):  # 100 batches of an event per model
+        batches, _ = decode_predictions([events[start] for events in streams])
         engine.process(batches)
         assert engine.warmup_bytes <= max(engine.warmup_budget, engine._sweep_above)
-    assert engine.warmup_bytes > engine.warmup_budget and 0 < len(sweeps) <= 40  # at most every other batch
-    assert all(mon.warmup.stride == 8 and len(mon.warmup) == 900 for mon in engine.monitors.values())
+    assert engine.warmup_bytes > engine.warmup_budget and 0 < len(sweeps) <= 50  # at most every other batch
+    assert all(mon.warmup.stride == 8 and len(mon.warmup) == 600 for mon in engine.monitors.values())
 
 
 def test_warmups_thinned_by_another_models_batch_are_saved_at_the_next_checkpoint():
@@ -391,3 +391,22 @@ def test_a_column_saved_without_absent_flags_reads_back_and_goes_on():
     sample.thin(2)
     assert sample.present() == {"x": 40, "c": 60}
     assert sample.values("x") == [float(i) for i in range(0, 40, 2)] + [None] * 20 + [1] * 20
+
+
+def test_references_from_thinned_warmups_raise_no_false_alarm_and_still_see_a_large_drift():
+    """Eight models, thinned to every 16th event (125 of 2,000): five stationary windows each
+    raise no data drift alert; a shift of x0 by one standard deviation is still seen."""
+    from streamproc.synth import Drift
+
+    engine = _engine_with_budget(70_000)
+    drifting = {"m0", "m1"}
+    streams = {f"m{k}": [orjson.dumps(e) for e in ModelStream(
+        f"m{k}", n_numeric=5, seed=90 + k, drift=Drift(4500, ("x0",), 1.0) if f"m{k}" in drifting else None).events(7000)]
+        for k in range(8)}
+    alerts = []
+    for start in range(0, 7000, 500):
+        batches, _ = decode_predictions([raw for events in streams.values() for raw in events[start:start + 500]])
+        alerts += engine.process(batches).alerts
+    assert {mon.reference.count for mon in engine.monitors.values()} == {125}
+    drift = [a for a in alerts if a["type"] == "data_drift"]
+    assert drift and {a["model_id"] for a in drift} == drifting and {a["feature"] for a in drift} == {"x0"}
