@@ -134,6 +134,8 @@ class MonitorEngine:
         if size:
             self._warm_bytes[key] = size
         self.warmup_bytes += size - before
+        if size < before and self._sweep_above:  # what was freed (a warm-up ended, say) lowers the mark
+            self._sweep_above = max(self._sweep_above - (before - size), 0)
 
     def _thin_warmups(self) -> dict[ModelKey, int]:
         """Bring the warm-ups back within ``warmup_budget``: each warming model version may hold
@@ -351,7 +353,7 @@ class MonitorEngine:
         self.dirty_models.clear()
         self.replay_until = {}
         self._warm_bytes.clear()
-        self.warmup_bytes = 0
+        self.warmup_bytes = self._sweep_above = 0
 
     def snapshot(self) -> bytes:
         """The whole monitoring state (references, windows, detectors, policy) as bytes."""
@@ -366,7 +368,7 @@ class MonitorEngine:
         self.references = state["references"]
         self.joiners = state["joiners"]
         self._warm_bytes.clear()
-        self.warmup_bytes = 0
+        self.warmup_bytes = self._sweep_above = 0
         for key, mon in self.monitors.items():
             self._track_warmup(key, mon)
 

@@ -30,7 +30,7 @@ import math
 import sys
 from array import array
 from collections import Counter
-from itertools import chain, repeat
+from itertools import chain, islice, repeat
 from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
@@ -45,6 +45,19 @@ _EXACT = 2.0 ** 53  # integers below this size are exact as doubles
 DENSE_FEATURES = 1024  # features kept as columns; any further ones (ever-new names) sparsely
 CHUNK = 32  # rows converted to columns at a time (fewer wait as dicts)
 _NAN = array("d", [math.nan])
+_SPARSE_ENTRY = 100  # bytes a {row: value} entry costs, about (the int, the slot, the dict's growth)
+
+
+def _string_bytes(strings: Iterable[str]) -> int:
+    """Bytes of distinct strings held once each in a dict, about."""
+    return sum(map(sys.getsizeof, strings)) + 40 * len(strings) if isinstance(strings, dict) else \
+        sum(sys.getsizeof(v) + 40 for v in strings)
+
+
+def _sparse_bytes(item: tuple[str, dict]) -> int:
+    """Bytes of a sparse feature: its name, its dict, its entries (about)."""
+    name, rows = item
+    return sys.getsizeof(name) + 300 + _SPARSE_ENTRY * len(rows)
 
 
 class _Column:
@@ -104,6 +117,8 @@ class _Column:
             self.objects, self.numbers, self.ints = self._held(), None, None
         if types <= _TEXT_TYPES:  # one object per distinct string
             values = map(strings.setdefault, values, values)
+        elif str in types:
+            values = [strings.setdefault(v, v) if type(v) is str else v for v in values]
         self.objects.extend(values)
         self.rows += n
 
@@ -112,9 +127,15 @@ class _Column:
         return None, {name: getattr(self, name) for name in self.__slots__ if name != "absent" or self.absent is not None}
 
     def __setstate__(self, state) -> None:
-        self.absent = None  # absent from a column saved by an earlier version
+        self.absent = None
         for name, value in state[1].items():
             setattr(self, name, value)
+        if "absent" not in state[1] and self.present < self.rows:
+            # Saved by an earlier version, which counted absences but did not flag them: they
+            # are among the nulls (exact when no value was null; else nulls count as absent).
+            held = self.objects if self.objects is not None else np.isnan(np.frombuffer(self.numbers, dtype=np.float64))
+            self.absent = bytearray(v is None for v in held) if self.objects is not None else bytearray(held.view(np.uint8))
+            self.present = self.rows - self.absent.count(1)
 
     def _flag_absent(self, flags) -> None:
         if self.absent is None:
@@ -176,7 +197,7 @@ class WarmupSample:
     """Feature rows kept by column (see the module's docstring); ``extend`` with chunks of
     rows (dicts, as decoded), then read back per feature."""
 
-    __slots__ = ("count", "columns", "sparse", "_strings", "_pending")
+    __slots__ = ("count", "columns", "sparse", "_strings", "_pending", "_extra")
 
     def __init__(self) -> None:
         self.count = 0  # rows in the columns
@@ -188,7 +209,32 @@ class WarmupSample:
         # first came (optional ones; a producer sending ever-new names), and any past
         # DENSE_FEATURES. They cost what the dicts cost.
         self.sparse: dict[str, dict[int, Any]] = {}
-        self._strings: dict[str, str] = {}  # one object per distinct string (features' and labels')
+        self._strings: dict[str, str] = {}  # one object per distinct string (features', labels')
+        self._extra = 0  # bytes of the strings and the sparse features, estimated (see ``nbytes``)
+
+    def __getstate__(self):
+        # Without the estimate (derived), as earlier versions saved a sample, so they can read it.
+        return None, {name: getattr(self, name) for name in self.__slots__ if name != "_extra"}
+
+    def __setstate__(self, state) -> None:
+        for name, value in state[1].items():
+            setattr(self, name, value)
+        self._recount()
+
+    def _recount(self) -> None:
+        self._extra = _string_bytes(self._strings) + sum(map(_sparse_bytes, self.sparse.items()))
+
+    def intern(self, values: Iterable) -> list:
+        """The values, each string as the sample's one object for it (counted if new)."""
+        before = len(self._strings)
+        out = [self._strings.setdefault(v, v) if type(v) is str else v for v in values]
+        self._count_strings(before)
+        return out
+
+    def _count_strings(self, before: int) -> None:
+        added = len(self._strings) - before
+        if added:
+            self._extra += _string_bytes(islice(reversed(self._strings), added))
 
     def __len__(self) -> int:
         return self.count + len(self._pending)
@@ -223,6 +269,7 @@ class WarmupSample:
     def _add(self, rows: Sequence[dict]) -> None:
         n = len(rows)
         start = self.count
+        strings_before = len(self._strings)
         names = list(rows[0]) if n else []
         table = None
         if len(set(map(len, rows))) <= 1:  # the usual chunk: every row has the first row's features
@@ -237,21 +284,36 @@ class WarmupSample:
                     col.extend(start, values, self._strings)
                     col.present += n
                 else:
-                    self.sparse.setdefault(name, {}).update(zip(range(start, start + n), values))
+                    self._sparse(name).update(zip(range(start, start + n), self._canonical(values)))
+                    self._extra += _SPARSE_ENTRY * n
         else:
             seen = Counter(chain.from_iterable(rows))
             for name in [name for name, share in seen.items() if self._dense(name, share, n)]:
                 col = self._column(name, start)
                 col.extend(start, [row.get(name) for row in rows], self._strings, [name not in row for row in rows])
                 col.present += seen[name]
-            rare = {name: self.sparse.setdefault(name, {}) for name in seen if name not in self.columns}
+            rare = {name: self._sparse(name) for name in seen if name not in self.columns}
             if rare:
                 for i, row in enumerate(rows, start):
                     for name, value in row.items():
                         target = rare.get(name)
                         if target is not None:
-                            target[i] = value
+                            target[i] = self._strings.setdefault(value, value) if type(value) is str else value
+                self._extra += _SPARSE_ENTRY * sum(seen[name] for name in rare)
+        self._count_strings(strings_before)
         self.count += n
+
+    def _sparse(self, name: str) -> dict:
+        rows = self.sparse.get(name)
+        if rows is None:
+            rows = self.sparse[name] = {}
+            self._extra += _sparse_bytes((name, rows))
+        return rows
+
+    def _canonical(self, values: Sequence) -> Iterable:
+        if any(type(v) is str for v in values):
+            return [self._strings.setdefault(v, v) if type(v) is str else v for v in values]
+        return values
 
     def _column(self, name: str, start: int) -> _Column:
         col = self.columns.get(name)
@@ -275,13 +337,14 @@ class WarmupSample:
         held = chain(strings_used, *(col.objects for col in self.columns.values() if col.objects is not None),
                      *(rows.values() for rows in self.sparse.values()))
         self._strings = {v: v for v in held if type(v) is str}
+        self._recount()
 
     def nbytes(self) -> int:
-        """Bytes held, estimated: columns, sparse entries (about 100 bytes each) and the rows
-        waiting as dicts (the dict and a boxed value per entry)."""
+        """Bytes held, estimated: columns, strings (each distinct one once, by its size), sparse
+        features (their names, dicts and entries) and the rows waiting as dicts (the dict and a
+        boxed value per entry; their strings are not looked at)."""
         pending = sum(map(sys.getsizeof, self._pending)) + 32 * sum(map(len, self._pending))
-        return (pending + sum(col.nbytes() for col in self.columns.values())
-                + 100 * sum(map(len, self.sparse.values())) + 64 * len(self._strings))
+        return pending + sum(col.nbytes() for col in self.columns.values()) + self._extra
 
     def present(self) -> dict[str, int]:
         """How many events carried each feature (in the order features first came)."""
@@ -372,8 +435,7 @@ class Warmup:
         # row waiting as a dict costs ten times one in columns).
         self.features.extend(features if isinstance(features, list) else features.rows(), max(1, CHUNK // self.stride))
         self.scores.extend(chunk.scores)
-        strings = self.features._strings
-        self.labels.extend(map(strings.setdefault, chunk.labels, chunk.labels))
+        self.labels.extend(self.features.intern(chunk.labels))
 
     def thin(self, stride: int) -> None:
         """Keep only every ``stride``-th event from now on, and of those kept so far (``stride``

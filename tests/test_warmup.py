@@ -410,3 +410,52 @@ def test_references_from_thinned_warmups_raise_no_false_alarm_and_still_see_a_la
     assert {mon.reference.count for mon in engine.monitors.values()} == {125}
     drift = [a for a in alerts if a["type"] == "data_drift"]
     assert drift and {a["model_id"] for a in drift} == drifting and {a["feature"] for a in drift} == {"x0"}
+
+
+def test_a_budget_met_again_once_a_stuck_cohort_has_finished_warming_up():
+    """40 models as thin as they get and over the budget raise the mark for the next sweep;
+    once they have references, what they freed lowers it: 12 new models are held to the
+    budget as on a fresh worker (peak within 10 %)."""
+    budget = 2**18
+    engine = _engine_with_budget(budget, warmup_size=1000)
+    first = [[orjson.dumps(e) for e in ModelStream(f"m{k}", n_numeric=20, seed=k).events(1000)] for k in range(40)]
+    for start in range(0, 1000, 100):
+        batches, _ = decode_predictions([raw for events in first for raw in events[start:start + 100]])
+        engine.process(batches)
+    assert engine.warmup_bytes == 0 and engine._sweep_above < budget
+    second = [[orjson.dumps(e) for e in ModelStream(f"n{k}", n_numeric=20, seed=100 + k).events(900)] for k in range(12)]
+    peak = 0
+    for start in range(0, 900, 50):
+        batches, _ = decode_predictions([raw for events in second for raw in events[start:start + 50]])
+        engine.process(batches)
+        peak = max(peak, engine.warmup_bytes)
+    assert budget < peak <= 1.1 * budget
+    engine._sweep_above = 10 * budget
+    engine.drop_all()
+    assert engine._sweep_above == 0
+
+
+def test_strings_count_by_their_size_in_the_memory_estimate():
+    """A producer sending a distinct 20 kB string per event holds 20 kB an event: the estimate
+    says so (else the budget would never see it), and thinning lets most of it go."""
+    rows = [{"x": 1.0, "blob": f"{i:05d}" + "z" * 20_000} for i in range(200)]
+    warm = Warmup.of(PredictionBatch("m", "v", [f"e{i}" for i in range(200)], [0.0] * 200, rows, [0.5] * 200, [None] * 200))
+    assert warm.nbytes() > 200 * 20_000
+    warm.thin(4)
+    assert 50 * 20_000 < warm.nbytes() < 60 * 20_000
+
+
+def test_a_column_saved_with_gaps_by_an_earlier_version_thins_exactly():
+    """Earlier versions counted a feature's absences but did not flag them: reading such a
+    column flags them from its nulls, so thinning still drops a feature no kept event had."""
+    sample = WarmupSample()
+    sample.extend([{"x": 1.0, "y": float(i)} for i in range(40)])
+    sample.extend([{"y": float(i)} for i in range(40)])  # x absent from row 40 on
+    sample.extend([{"x": 2, "y": 0.5}] * 40)
+    col = sample.columns["x"]
+    flags = bytes(col.absent)
+    state = col.__getstate__()
+    del state[1]["absent"]  # as an earlier version saved it
+    old = warmup_module._Column.__new__(warmup_module._Column)
+    old.__setstate__(state)
+    assert bytes(old.absent) == flags and old.present == col.present == 80
