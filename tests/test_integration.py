@@ -418,30 +418,48 @@ def test_a_new_model_version_gets_its_own_state_and_reference(bootstrap, start_w
     assert [a for a in alerts if a and a["type"] == "data_drift"] == []
 
 
-def test_warmups_over_their_memory_budget_are_thinned_and_say_so(bootstrap, start_worker):
+def test_warmups_over_their_memory_budget_are_thinned_and_say_so(bootstrap, tmp_path):
     """Eight models warming up at once would hold about 1.5 MB; with a 1 MB budget the worker
-    thins them, counts it, logs it and shows each warm-up's stride, and the references are
-    built from the events kept."""
+    thins them, counts it, logs it and shows each warm-up's stride; a successor restores the
+    thinned warm-ups, and the references are built from the events kept."""
+    from .conftest import WorkerProcess
+
     topics = unique_topics()
-    worker = start_worker(topics, "--window-size", "500", "--warmup-size", "2000", env={"STREAMPROC_WARMUP_MEMORY_MB": "1"})
-    events = [e for k in range(8) for e in ModelStream(f"w{k}", n_numeric=20, seed=70 + k).events(1000)]
-    random.Random(7).shuffle(events)
-    produce(bootstrap, topics["predictions"], [json.dumps(e).encode() for e in events])
-    status = wait_until(lambda: (s := worker.status()) and sum(m["events"] for m in s["models"]) == 8000 and s,
-                        60, "the events applied")
-    warmups = [m["warmup"] for m in status["models"]]
-    assert all(m["warming_up"] for m in status["models"])
-    assert all(w["events"] == 1000 and w["stride"] >= 2 and w["kept"] == -(-1000 // w["stride"]) for w in warmups), warmups
-    text = worker.metrics()
-    assert metric_value(text, "streamproc_warmups_thinned_total") >= 8
-    held = wait_until(lambda: metric_value(worker.metrics(), "streamproc_warmup_memory_bytes"), 10,
-                      "the warm-up memory gauge (updated once a second)")
-    assert held <= 2**20
-    assert "warm-ups over worker.warmup_memory_mb (1 MB)" in worker.log_text()
-    more = [e for k in range(8) for e in ModelStream(f"w{k}", n_numeric=20, seed=70 + k).events(1000, start=1000)]
-    produce(bootstrap, topics["predictions"], [json.dumps(e).encode() for e in more])
-    status = wait_until(lambda: (s := worker.status()) and not any(m["warming_up"] for m in s["models"]) and s,
-                        60, "the references built")
-    assert all(m["warmup"] is None and m["reference"] == "warmup" for m in status["models"])
-    wait_until(lambda: metric_value(worker.metrics(), "streamproc_warmup_memory_bytes") == 0, 10,
-               "the warm-up memory gauge back at 0")
+    group = f"thin-{topics['alerts'][-8:]}"
+    args = ("--window-size", "500", "--warmup-size", "2000")
+    env = {"STREAMPROC_WARMUP_MEMORY_MB": "1"}
+    first = WorkerProcess(bootstrap, topics, tmp_path / "first.log", args, env=env, group_id=group)
+    second = None
+    try:
+        first.wait_ready()
+        events = [e for k in range(8) for e in ModelStream(f"w{k}", n_numeric=20, seed=70 + k).events(1000)]
+        random.Random(7).shuffle(events)
+        produce(bootstrap, topics["predictions"], [json.dumps(e).encode() for e in events])
+        status = wait_until(lambda: (s := first.status()) and sum(m["events"] for m in s["models"]) == 8000 and s,
+                            60, "the events applied")
+        warmups = {m["model_id"]: m["warmup"] for m in status["models"]}
+        assert all(m["warming_up"] for m in status["models"])
+        assert all(w["events"] == 1000 and w["stride"] >= 2 and w["kept"] == -(-1000 // w["stride"])
+                   for w in warmups.values()), warmups
+        assert metric_value(first.metrics(), "streamproc_warmups_thinned_total") >= 8
+        held = wait_until(lambda: metric_value(first.metrics(), "streamproc_warmup_memory_bytes"), 10,
+                          "the warm-up memory gauge (updated once a second)")
+        assert held <= 2**20
+        assert "warm-ups over worker.warmup_memory_mb (1 MB)" in first.log_text()
+        assert first.stop() == 0  # a clean stop saves the state
+
+        second = WorkerProcess(bootstrap, topics, tmp_path / "second.log", args, env=env, group_id=group)
+        second.wait_ready()
+        restored = {m["model_id"]: m["warmup"] for m in second.status()["models"]}
+        assert restored == warmups  # the thinned warm-ups, not replayed
+        more = [e for k in range(8) for e in ModelStream(f"w{k}", n_numeric=20, seed=70 + k).events(1000, start=1000)]
+        produce(bootstrap, topics["predictions"], [json.dumps(e).encode() for e in more])
+        status = wait_until(lambda: (s := second.status()) and not any(m["warming_up"] for m in s["models"]) and s,
+                            60, "the references built")
+        assert all(m["warmup"] is None and m["reference"] == "warmup" and m["events"] == 2000 for m in status["models"])
+        wait_until(lambda: metric_value(second.metrics(), "streamproc_warmup_memory_bytes") == 0, 10,
+                   "the warm-up memory gauge back at 0")
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
