@@ -15,6 +15,9 @@ categories, should the feature turn out categorical); only a NaN reads back as n
 no NaN, and both are missing values). A feature most events lack, or one of a producer
 sending ever-new names, is kept as {row: value}, as the dicts kept it.
 
+A worker bounds the memory of all its warm-ups (``worker.warmup_memory_mb``): over it, the
+engine thins them (``Warmup.thin``), and a thinned warm-up keeps every n-th event.
+
 >>> sample = WarmupSample()
 >>> sample.extend([{"x": 1.5, "c": "a"}, {"x": 2, "c": "b"}])
 >>> sample.extend([{"x": None, "c": "a", "new": True}])
@@ -49,9 +52,8 @@ _SPARSE_ENTRY = 100  # bytes a {row: value} entry costs, about (the int, the slo
 
 
 def _string_bytes(strings: Iterable[str]) -> int:
-    """Bytes of distinct strings held once each in a dict, about."""
-    return sum(map(sys.getsizeof, strings)) + 40 * len(strings) if isinstance(strings, dict) else \
-        sum(sys.getsizeof(v) + 40 for v in strings)
+    """Bytes of distinct strings held once each in a dict (the string, and its entry), about."""
+    return sum(sys.getsizeof(v) + 40 for v in strings)
 
 
 def _sparse_bytes(item: tuple[str, dict]) -> int:
