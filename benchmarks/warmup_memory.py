@@ -44,6 +44,8 @@ def main() -> None:
     ap.add_argument("--chunk", type=int, default=100, help="events per model and turn")
     ap.add_argument("--distinct", type=int, default=8, help="distinct synthetic streams, cycled over the models")
     args = ap.parse_args()
+    if args.budget_mb is not None and args.budget_mb < 0:
+        ap.error("--budget-mb: 0 (no budget) or more")
     overrides = {"warmup_size": args.warmup_size} if args.warmup_size else {}
     config = load_config(None, overrides=overrides, environ={})
     budget_mb = config.worker.warmup_memory_mb if args.budget_mb is None else args.budget_mb

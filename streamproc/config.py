@@ -249,7 +249,8 @@ class WorkerSettings(_Strict):
     warmup_memory_mb: int = Field(256, ge=0, description="Memory the warm-ups of models without a reference may hold "
                                   "(estimated; 0: no bound). Over it, each warming model version keeps a fair share: every "
                                   "other event, then every fourth, ... (never fewer than about 100 of them, so a warmup_size "
-                                  "under 200 is never thinned), and its reference is built from those.")
+                                  "under 200 is never thinned, nor so few that a categorical feature's rare categories "
+                                  "would be lost), and its reference is built from those.")
     poll_timeout_ms: int = Field(200, ge=1)
     max_partition_fetch_bytes: int = Field(4 * 1_048_576, ge=1_048_576, description="Bytes one fetch may bring per "
                                            "partition (at least the largest message, 1 MiB): enough for a full batch "

@@ -141,7 +141,9 @@ class MonitorEngine:
         """Bring the warm-ups back within ``warmup_budget``: each warming model version may hold
         an equal share of it, and one over its share keeps every other event (of those kept so
         far and from now on), then every 4th, ... until it is within it, or until it would keep
-        fewer than ``MIN_KEPT`` of its ``warmup_size`` events.
+        fewer than ``MIN_KEPT`` of its ``warmup_size`` events, or until a categorical feature
+        would miss its rare categories (``Warmup.thinnable``: a reference without them would
+        see them as unseen in every window).
 
         Whenever it happens, a warm-up thinned to every n-th event holds its events 0, n, 2n, ...:
         which events a reference is built from depends only on the final stride.
@@ -166,7 +168,7 @@ class MonitorEngine:
                 continue  # as small as it gets
             warm.features.flush()  # rows waiting as dicts are the costliest per event
             stride = warm.stride
-            while warm.stride * 2 <= max_stride and warm.nbytes() > share:
+            while warm.stride * 2 <= max_stride and warm.nbytes() > share and warm.thinnable():
                 warm.thin(warm.stride * 2)
             if warm.stride != stride:
                 thinned[key] = warm.stride

@@ -175,8 +175,8 @@ class Metrics:
             "streamproc_warmup_memory_bytes", "Memory held by the warm-ups of model versions without a reference "
             "(estimated; bounded by worker.warmup_memory_mb).", registry=r)
         self.warmups_thinned = Counter(
-            "streamproc_warmups_thinned_total", "Times a model version's warm-up was thinned to stay within "
-            "worker.warmup_memory_mb (it then keeps half as many of its events).", registry=r)
+            "streamproc_warmups_thinned_total", "Warm-ups thinned to stay within worker.warmup_memory_mb, once per "
+            "model version each time (it then keeps every 2nd, 4th, ... of its events).", registry=r)
         self.features = Gauge("streamproc_features", "Features monitored by this worker, summed over its model versions.",
                               registry=r)
         self.state_bytes_total = Gauge(

@@ -40,7 +40,7 @@ import numpy as np
 
 from .columns import to_float_array
 from .feature_table import row_getter
-from .profile import NUMERIC, Kind, infer_kind
+from .profile import CATEGORICAL, NUMERIC, Kind, infer_kind
 
 _NUMBER_TYPES = frozenset({float, int, type(None)})  # what JSON numbers and null decode to
 _TEXT_TYPES = frozenset({str, type(None)})
@@ -48,6 +48,10 @@ _EXACT = 2.0 ** 53  # integers below this size are exact as doubles
 DENSE_FEATURES = 1024  # features kept as columns; any further ones (ever-new names) sparsely
 CHUNK = 32  # rows converted to columns at a time (fewer wait as dicts)
 _NAN = array("d", [math.nan])
+# Thinning stops before more than this share of a categorical feature's kept values would be of
+# categories kept fewer than RARE times (see ``Warmup.thinnable``).
+MAX_RARE_SHARE = 0.05
+RARE = 5
 _SPARSE_ENTRY = 100  # bytes a {row: value} entry costs, about (the int, the slot, the dict's growth)
 
 
@@ -341,6 +345,11 @@ class WarmupSample:
         self._strings = {v: v for v in held if type(v) is str}
         self._recount()
 
+    def categorical_columns(self) -> list[list]:
+        """The values of each categorical feature kept as a column (as held: None where absent)."""
+        self.flush()
+        return [col.objects for col in self.columns.values() if col.objects is not None and col.kind() == CATEGORICAL]
+
     def nbytes(self) -> int:
         """Bytes held, estimated: columns, strings (each distinct one once, by its size), sparse
         features (their names, dicts and entries) and the rows waiting as dicts (the dict and a
@@ -438,6 +447,30 @@ class Warmup:
         self.features.extend(features if isinstance(features, list) else features.rows(), max(1, CHUNK // self.stride))
         self.scores.extend(chunk.scores)
         self.labels.extend(self.features.intern(chunk.labels))
+
+    def thinnable(self, k: int = 2) -> bool:
+        """Whether keeping every ``k``-th kept event would still count every category of each
+        categorical feature, and of the predicted label, often enough.
+
+        A reference holds a bin per category: one its sample lacks is counted as unseen in
+        every window, and one it holds a couple of times gets a proportion that is mostly
+        noise, which PSI's chi-square correction does not cover (it needs a few events in
+        each bin). A feature with a long tail of rare categories then raises false alarms. So
+        among the values that would be kept, those of categories kept fewer than ``RARE``
+        times may be at most ``MAX_RARE_SHARE`` (the share of categories kept once is
+        Good-Turing's estimate of the probability of one not kept at all).
+
+        >>> warm = Warmup()
+        >>> warm.labels = ["a", "b"] * 50
+        >>> warm.thinnable(2), (setattr(warm, "labels", [f"l{i % 40}" for i in range(100)]) or warm.thinnable(2))
+        (True, False)
+        """
+        for values in [*self.features.categorical_columns(), self.labels]:
+            kept = [v for v in values[::k] if v is not None]
+            rare = sum(c for c in Counter(kept).values() if c < RARE)
+            if rare > MAX_RARE_SHARE * len(kept):
+                return False
+        return True
 
     def thin(self, stride: int) -> None:
         """Keep only every ``stride``-th event from now on, and of those kept so far (``stride``

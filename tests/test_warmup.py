@@ -280,6 +280,11 @@ def _engine_with_budget(budget: int, warmup_size: int = 2000):
     return engine
 
 
+def _numeric_only(event: dict) -> dict:
+    event["features"].pop("c0", None)
+    return event
+
+
 def _tracked(engine) -> int:
     return sum(mon.warmup.nbytes() for mon in engine.monitors.values() if mon.warmup is not None)
 
@@ -354,7 +359,8 @@ def test_a_budget_that_cannot_be_met_is_not_swept_for_every_batch():
     """Every warm-up as thin as it gets and still over the budget: sweeping again is useless
     until warm-ups have grown by an eighth of the budget."""
     engine = _engine_with_budget(2**18, warmup_size=1000)  # 40 models x 20 features at every 8th event: about 420 KB
-    streams = [[orjson.dumps(e) for e in ModelStream(f"m{k}", n_numeric=20, seed=k).events(600)] for k in range(40)]
+    streams = [[orjson.dumps(_numeric_only(e)) for e in ModelStream(f"m{k}", n_numeric=20, seed=k).events(600)]
+               for k in range(40)]  # (a categorical feature's rare categories may stop thinning early)
     batches, _ = decode_predictions([raw for events in streams for raw in events[:500]])
     assert set(engine.process(batches).thinned.values()) == {8}
     sweeps = []
@@ -459,3 +465,26 @@ def test_a_column_saved_with_gaps_by_an_earlier_version_thins_exactly():
     old = warmup_module._Column.__new__(warmup_module._Column)
     old.__setstate__(state)
     assert bytes(old.absent) == flags and old.present == col.present == 80
+
+
+def test_a_long_tail_of_rare_categories_stops_thinning_so_no_false_alarm():
+    """A feature of 100 categories with Zipf weights: a reference from every 16th event would
+    lack many of them (and count each of the others a few times), and raise PSI and unseen-
+    category alerts on a stream that never changes. Thinning stops while rare categories
+    would hold over 5 % of the kept values; a numeric model next to it is thinned all the way."""
+    rng = np.random.default_rng(5)
+    n = 12_000
+    weights = 1.0 / np.arange(1, 101) ** 1.1
+    cats = rng.choice(100, size=n, p=weights / weights.sum())
+    x = rng.standard_normal((2, n))
+    events = [orjson.dumps({"event_id": f"{m}-{i}", "model_id": m, "ts": 1.7e9 + i, "prediction": {"score": float(x[0, i])},
+                            "features": {"x": float(x[1, i])} | ({"c": f"k{cats[i]}"} if m == "tail" else {})})
+              for i in range(n) for m in ("tail", "plain")]
+    engine = _engine_with_budget(1)  # no budget can be met: only thinnable() and the floor stop thinning
+    alerts = []
+    for start in range(0, len(events), 200):
+        batches, _ = decode_predictions(events[start:start + 200])
+        alerts += engine.process(batches).alerts
+    tail, plain = engine.monitors[("tail", "default")], engine.monitors[("plain", "default")]
+    assert plain.reference.count == 125 and tail.reference.count >= 1000
+    assert [a for a in alerts if a["type"] in ("data_drift", "data_quality") and a["detector"] != "category_cap"] == []
