@@ -329,9 +329,16 @@ class MonitorEngine:
         objs = list(state["monitors"].values())
         keys = []
         for version, mon in state["monitors"].items():
-            self.monitors[(model_id, version)] = mon
-            keys.append((model_id, version))
-            self._track_warmup((model_id, version), mon)
+            key = (model_id, version)
+            self.monitors[key] = mon
+            keys.append(key)
+            if mon.reference is None and key in self.references:
+                # Warming up when saved, but a reference is known now (from the references topic
+                # while another worker held the model, or a reference_file added since): it wins,
+                # as it would have had the model been here.
+                mon.set_reference(self.references[key])
+                self.dirty_monitors.add(key)
+            self._track_warmup(key, mon)
         if state["joiner"] is not None:
             self.joiners[model_id] = state["joiner"]
             objs.append(state["joiner"])

@@ -488,3 +488,23 @@ def test_a_long_tail_of_rare_categories_stops_thinning_so_no_false_alarm():
     tail, plain = engine.monitors[("tail", "default")], engine.monitors[("plain", "default")]
     assert plain.reference.count == 125 and tail.reference.count >= 1000
     assert [a for a in alerts if a["type"] in ("data_drift", "data_quality") and a["detector"] != "category_cap"] == []
+
+
+def test_a_restored_warmup_adopts_a_reference_published_meanwhile():
+    """A model warming up on one worker; its reference is published (and read by a second
+    worker) before the second worker restores the model's state: the reference wins, as it
+    would have had the model been there, instead of one built later from the warm-up."""
+    from streamproc.engine import MonitorEngine
+    from streamproc.profile import build_reference as build
+
+    events = [orjson.dumps(e) for e in ModelStream("m", n_numeric=3, seed=8).events(600)]
+    first = _engine_with_budget(None)
+    batches, _ = decode_predictions(events[:300])
+    first.process(batches)
+    records = first.export_dirty({})
+    published = build("m", "default", [orjson.loads(raw)["features"] for raw in events], source="topic")
+    second = MonitorEngine(first.config, {("m", "default"): published})
+    second.import_state(records)
+    mon = second.monitors[("m", "default")]
+    assert mon.reference is published and mon.warmup is None and second.warmup_bytes == 0
+    assert ("m", "default") in second.dirty_monitors
