@@ -79,14 +79,23 @@ def mb(n: float) -> str:
     return f"{n / 2**20:,.1f} MB"
 
 
-def inputs(features: int, events: int, distinct: int) -> list[PredictionBatch]:
-    """``distinct`` decoded batches of ``events`` events with ``features`` numeric features."""
+def raw_inputs(features: int, events: int, distinct: int) -> list[list[bytes]]:
+    """``distinct`` streams (model id "m") of ``events`` messages with ``features`` numeric
+    features (``ModelStream``'s, its categorical ``c0`` dropped)."""
     out = []
     for seed in range(distinct):
         evs = list(ModelStream("m", n_numeric=features, n_categorical=1, seed=seed).events(events))
         for e in evs:
             del e["features"]["c0"]
-        batches, rejected = decode_predictions([orjson.dumps(e) for e in evs])
+        out.append([orjson.dumps(e) for e in evs])
+    return out
+
+
+def inputs(features: int, events: int, distinct: int) -> list[PredictionBatch]:
+    """``raw_inputs``, each stream decoded into one batch."""
+    out = []
+    for raw in raw_inputs(features, events, distinct):
+        batches, rejected = decode_predictions(raw)
         assert not rejected and len(batches) == 1
         out.append(next(iter(batches.values())))
     return out
@@ -107,12 +116,7 @@ def warming(config, models: int, features: int, distinct: int, chunk: int = 100)
     of each model is decoded afresh (a worker's batches interleave models like this), so the
     warm-up holds only what it kept itself."""
     held = config.for_model("any").warmup_size - 1
-    raw = []
-    for seed in range(distinct):
-        evs = list(ModelStream("m", n_numeric=features, n_categorical=1, seed=seed).events(held))
-        for e in evs:
-            del e["features"]["c0"]
-        raw.append([orjson.dumps(e) for e in evs])
+    raw = raw_inputs(features, held, distinct)
     gc.collect()
     tracemalloc.start()
     base = tracemalloc.get_traced_memory()[0]

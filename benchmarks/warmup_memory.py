@@ -25,14 +25,11 @@ import gc
 import time
 from collections import Counter
 
-import orjson
-
 from streamproc.config import load_config
 from streamproc.decode import decode_predictions
 from streamproc.engine import MonitorEngine
-from streamproc.synth import ModelStream
 
-from memory import mb, rss, vm  # noqa: E402  (benchmarks/ is the script's directory)
+from memory import mb, raw_inputs, rss, vm  # noqa: E402  (benchmarks/ is the script's directory)
 
 
 def main() -> None:
@@ -50,12 +47,7 @@ def main() -> None:
     config = load_config(None, overrides=overrides, environ={})
     budget_mb = config.worker.warmup_memory_mb if args.budget_mb is None else args.budget_mb
     held = config.for_model("any").warmup_size - 1
-    raw = []
-    for seed in range(args.distinct):
-        evs = list(ModelStream("m", n_numeric=args.features, n_categorical=1, seed=seed).events(held))
-        for e in evs:
-            del e["features"]["c0"]
-        raw.append([orjson.dumps(e) for e in evs])
+    raw = raw_inputs(args.features, held, args.distinct)
     engine = MonitorEngine(config)
     engine.warmup_budget = budget_mb * 2**20 or None
     before = rss()

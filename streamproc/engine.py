@@ -137,6 +137,13 @@ class MonitorEngine:
         if size < before and self._sweep_above:  # what was freed (a warm-up ended, say) lowers the mark
             self._sweep_above = max(self._sweep_above - (before - size), 0)
 
+    def _retrack_warmups(self) -> None:
+        """Reckon warm-up memory afresh, from the monitors held (after they were replaced)."""
+        self._warm_bytes.clear()
+        self.warmup_bytes = self._sweep_above = 0
+        for key, mon in self.monitors.items():
+            self._track_warmup(key, mon)
+
     def _thin_warmups(self) -> dict[ModelKey, int]:
         """Bring the warm-ups back within ``warmup_budget``: each warming model version may hold
         an equal share of it, and one over its share keeps every other event (of those kept so
@@ -361,8 +368,7 @@ class MonitorEngine:
         self.dirty_monitors.clear()
         self.dirty_models.clear()
         self.replay_until = {}
-        self._warm_bytes.clear()
-        self.warmup_bytes = self._sweep_above = 0
+        self._retrack_warmups()
 
     def snapshot(self) -> bytes:
         """The whole monitoring state (references, windows, detectors, policy) as bytes."""
@@ -376,8 +382,5 @@ class MonitorEngine:
         self.monitors = state["monitors"]
         self.references = state["references"]
         self.joiners = state["joiners"]
-        self._warm_bytes.clear()
-        self.warmup_bytes = self._sweep_above = 0
-        for key, mon in self.monitors.items():
-            self._track_warmup(key, mon)
+        self._retrack_warmups()
 

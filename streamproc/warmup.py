@@ -60,6 +60,13 @@ def _string_bytes(strings: Iterable[str]) -> int:
     return sum(sys.getsizeof(v) + 40 for v in strings)
 
 
+def _canonical(values: Sequence, strings: dict) -> Sequence:
+    """The values, each string as ``strings``' one object for it (added if new)."""
+    if any(type(v) is str for v in values):
+        return [strings.setdefault(v, v) if type(v) is str else v for v in values]
+    return values
+
+
 def _sparse_bytes(item: tuple[str, dict]) -> int:
     """Bytes of a sparse feature: its name, its dict, its entries (about)."""
     name, rows = item
@@ -124,7 +131,7 @@ class _Column:
         if types <= _TEXT_TYPES:  # one object per distinct string
             values = map(strings.setdefault, values, values)
         elif str in types:
-            values = [strings.setdefault(v, v) if type(v) is str else v for v in values]
+            values = _canonical(values, strings)
         self.objects.extend(values)
         self.rows += n
 
@@ -230,10 +237,10 @@ class WarmupSample:
     def _recount(self) -> None:
         self._extra = _string_bytes(self._strings) + sum(map(_sparse_bytes, self.sparse.items()))
 
-    def intern(self, values: Iterable) -> list:
+    def intern(self, values: Sequence) -> Sequence:
         """The values, each string as the sample's one object for it (counted if new)."""
         before = len(self._strings)
-        out = [self._strings.setdefault(v, v) if type(v) is str else v for v in values]
+        out = _canonical(values, self._strings)
         self._count_strings(before)
         return out
 
@@ -290,7 +297,7 @@ class WarmupSample:
                     col.extend(start, values, self._strings)
                     col.present += n
                 else:
-                    self._sparse(name).update(zip(range(start, start + n), self._canonical(values)))
+                    self._sparse(name).update(zip(range(start, start + n), _canonical(values, self._strings)))
                     self._extra += _SPARSE_ENTRY * n
         else:
             seen = Counter(chain.from_iterable(rows))
@@ -315,11 +322,6 @@ class WarmupSample:
             rows = self.sparse[name] = {}
             self._extra += _sparse_bytes((name, rows))
         return rows
-
-    def _canonical(self, values: Sequence) -> Iterable:
-        if any(type(v) is str for v in values):
-            return [self._strings.setdefault(v, v) if type(v) is str else v for v in values]
-        return values
 
     def _column(self, name: str, start: int) -> _Column:
         col = self.columns.get(name)
