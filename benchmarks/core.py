@@ -29,6 +29,7 @@ def main() -> None:
     ap.add_argument("--models", type=int, default=3)
     ap.add_argument("--batch", type=int, default=WorkerSettings().max_batch, help="events per batch (default: max_batch)")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--untyped", action="store_true", help="decode without the typed decoder of known models")
     args = ap.parse_args()
     per_model = args.events // args.models
     streams = [ModelStream(f"m{i}", n_numeric=20, n_categorical=2, seed=i, drift=Drift(per_model // 2, ("x0",), 0.5))
@@ -47,7 +48,8 @@ def main() -> None:
         t = time.process_time()
         alerts = 0
         for i in range(0, len(msgs), args.batch):
-            batches, _ = decode_predictions(msgs[i:i + args.batch], layouts=engine.feature_layout)
+            batches, _ = decode_predictions(msgs[i:i + args.batch], layouts=engine.feature_layout,
+                                            known=None if args.untyped else engine.decoder)
             alerts += len(engine.process(batches).alerts)
         rates.append(len(msgs) / (time.process_time() - t))
     print(f"core (decode + engine): {len(msgs)} events of {size:.0f} bytes, {args.models} models x 22 features, "

@@ -11,13 +11,17 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Annotated, Callable, Iterable, Optional, Union
+from typing import TYPE_CHECKING, Annotated, Callable, Iterable, Optional, Union
 
 import msgspec
 import numpy as np
+from msgspec.structs import astuple
 
 from .events import DEFAULT_MODEL_VERSION, ID_PATTERN, parse_rfc3339
 from .feature_table import FeatureLayout, FeatureTable
+
+if TYPE_CHECKING:
+    from .model_decoder import ModelDecoder
 
 # Ids' ``ID_PATTERN`` (no control characters) is checked after decoding (``_id_problem``):
 # msgspec's regex check of three ids was a third of the time of decoding a 750-byte prediction.
@@ -32,6 +36,7 @@ def _id_problem(value: Optional[str], path: str) -> Optional[str]:
         return None
     return f"invalid event: Expected `str` matching regex {ID_PATTERN!r} - at `$.{path}`"
 _Label = Union[str, int, bool, None]
+_WireValue = Union[bool, int, float, str, None]  # a feature's value
 
 
 # ``gc=False``: decoded events hold only strings, numbers and dicts of them (no cycles), so the
@@ -46,7 +51,7 @@ class _WirePredictionEvent(msgspec.Struct, gc=False):
     event_id: _FastId
     model_id: _FastId
     ts: Union[str, float]
-    features: dict[str, Union[bool, int, float, str, None]]
+    features: dict[str, _WireValue]
     prediction: Union[float, str, _WirePrediction]
     model_version: Optional[_FastId] = None
 
@@ -195,18 +200,23 @@ _DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, ValueError, Type
 def decode_predictions(payloads: Iterable[Optional[bytes]], positions: Optional[list[tuple[str, int]]] = None,
                        max_bytes: int = MAX_EVENT_BYTES,
                        layouts: Optional[Callable[[ModelKey], Optional[FeatureLayout]]] = None,
+                       known: Optional["ModelDecoder"] = None,
                        ) -> tuple[dict[ModelKey, PredictionBatch], list[Rejected]]:
     """Decode raw prediction messages, grouped by (model_id, model_version) in input order.
 
     The loop is the one per-event Python step of the hot path, so it does the least it can:
     common shapes (float ``ts``, a score/label prediction) skip the general helpers. With
     ``layouts`` (a model version's feature layout, None while it has no reference), features
-    go straight into a ``FeatureTable`` instead of staying dicts.
+    go straight into a ``FeatureTable`` instead of staying dicts. With ``known`` (a
+    ``model_decoder.ModelDecoder``, which learns from each batch), events of the models it
+    knows are decoded straight into their layout's fields; the result is the same.
     """
     batches: dict[ModelKey, PredictionBatch] = {}
     appends: dict[ModelKey, tuple] = {}
     rejected: list[Rejected] = []
     decode = _PREDICTION_DECODER.decode
+    first = (known.decode if known is not None else None) or decode
+    wire = known.wire if known is not None else None
     nan = math.nan
     for i, raw in enumerate(payloads):
         if raw is None:
@@ -216,7 +226,12 @@ def decode_predictions(payloads: Iterable[Optional[bytes]], positions: Optional[
             rejected.append(Rejected(i, f"too large: {len(raw)} bytes (limit {max_bytes})"))
             continue
         try:
-            ev = decode(raw)
+            try:
+                ev = first(raw)
+            except _DECODE_ERRORS:
+                if first is decode:
+                    raise
+                ev = decode(raw)  # the general decoder decides, and says why
             ts = ev.ts
             if type(ts) is not float or ts - ts != 0.0:  # a string, NaN or an infinity
                 ts = _event_time(ts)
@@ -250,17 +265,27 @@ def decode_predictions(payloads: Iterable[Optional[bytes]], positions: Optional[
                 batch.features = FeatureTable(layout)
             appends[key] = (batch.event_ids.append, batch.ts.append,
                             batch.features.add if layout is not None else batch.features.append, batch.scores.append,
-                            batch.labels.append, batch.positions.append)
-        add_id, add_ts, add_features, add_score, add_label, add_position = appends[key]
+                            batch.labels.append, batch.positions.append,
+                            wire(layout) if layout is not None and wire is not None else None,
+                            batch.features.add_values if layout is not None else None)
+        add_id, add_ts, add_features, add_score, add_label, add_position, typed, add_typed = appends[key]
+        features = ev.features
+        if type(features) is not dict:  # decoded by a model's layout
+            if type(features) is typed:
+                add_typed(astuple(features))
+            else:  # another version's layout: as the general decoder gives it (the features' order)
+                add_features(decode(raw).features)
+        else:
+            add_features(features)
         add_id(event_id)
         add_ts(ts)
-        add_features(ev.features)
         add_score(score)
         add_label(label)
         if positions is not None:
             add_position(positions[i])
+    if known is not None:
+        known.learn(batches)
     return batches, rejected
-
 
 
 def decode_outcomes(payloads: Iterable[Optional[bytes]], positions: Optional[list[tuple[str, int]]] = None,

@@ -14,6 +14,7 @@ from typing import Iterable, Iterator, Optional
 from .config import MonitorConfig, StreamprocConfig
 from .decode import ModelKey, Outcome, PredictionBatch
 from .feature_table import FeatureLayout, layout_for
+from .model_decoder import ModelDecoder
 from .monitor import ModelMonitor, StepResult
 from .outcomes import OutcomeJoiner
 from .profile import ReferenceProfile
@@ -63,6 +64,9 @@ class MonitorEngine:
         self.warmup_bytes = 0  # held by all warm-ups, as last estimated
         self._warm_bytes: dict[ModelKey, int] = {}  # per warming model version
         self._sweep_above = 0  # after a sweep that could not meet the budget: when to try again
+        # Decodes the events of the models seen recently by their layouts (``decode_predictions``'s
+        # ``known``, with ``feature_layout``): faster, the same result.
+        self.decoder = ModelDecoder()
 
     def config_for(self, model_id: str) -> MonitorConfig:
         cfg = self._configs.get(model_id)

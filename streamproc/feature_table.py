@@ -107,6 +107,19 @@ class FeatureTable:
         self._numbers.frombytes(packed)
         self.others.append(other)
 
+    def add_values(self, values: tuple) -> None:
+        """Append a regular row given as its values in the layout's order (numeric, other,
+        then any skipped ones), as ``model_decoder`` decodes it: what ``add`` stores for it."""
+        lay = self.layout
+        k = len(lay.numeric)
+        nums = values[:k]
+        try:
+            packed = lay.pack_numeric(*nums)
+        except struct.error:
+            packed = lay.pack_numeric(*map(_as_float, nums))
+        self._numbers.frombytes(packed)
+        self.others.append(values[k:lay.width])
+
     def _add_irregular(self, row: dict) -> None:
         self._numbers.frombytes(to_float_array(tuple(map(row.get, self.layout.numeric))).tobytes())
         self.irregular[len(self.others)] = row

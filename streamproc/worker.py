@@ -624,7 +624,8 @@ class MonitorWorker:
         if not msgs:
             return []
         batches, rejected = decode_predictions([m.value for m in msgs], [(f"{m.topic}:{m.partition}", m.offset) for m in msgs],
-                                               layouts=self.engine.feature_layout)
+                                               layouts=self.engine.feature_layout,
+                                               known=self.engine.decoder)
         futures = self._dead_letters(msgs, rejected)
         out = self.engine.process(batches)
         if out.refused:

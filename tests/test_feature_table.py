@@ -158,7 +158,7 @@ def test_decoding_into_tables_changes_no_alert_and_no_state(kind):
         e["features"]["request_id"] = f"r{n}"  # configured to be ignored: rows stay regular
     raw = [orjson.dumps(e) for e in events]
 
-    def run(with_layouts: bool):
+    def run(with_layouts: bool, typed: bool = False):
         cfg = load_config(None, environ=env)
         cfg.defaults.ignore_features = ["request_id"]
         if kind == "time":  # 2 s of event time: 200 events per model
@@ -166,7 +166,8 @@ def test_decoding_into_tables_changes_no_alert_and_no_state(kind):
         engine = MonitorEngine(cfg)
         alerts, tables, irregular = [], 0, 0
         for i in range(0, len(raw), 700):
-            batches, rejected = decode_predictions(raw[i:i + 700], layouts=engine.feature_layout if with_layouts else None)
+            batches, rejected = decode_predictions(raw[i:i + 700], layouts=engine.feature_layout if with_layouts else None,
+                                                   known=engine.decoder if typed else None)
             assert rejected == []
             tables += sum(isinstance(b.features, FeatureTable) for b in batches.values())
             irregular += sum(len(b.features.irregular) for b in batches.values() if isinstance(b.features, FeatureTable))
@@ -175,14 +176,17 @@ def test_decoding_into_tables_changes_no_alert_and_no_state(kind):
 
     alerts_t, tables, engine_t, irregular = run(True)
     alerts_d, none, engine_d, _ = run(False)
+    alerts_k, _, engine_k, irregular_k = run(True, typed=True)  # and the typed decoder of known models
     assert tables > 0 and none == 0
     assert 0 < irregular < 40  # only the rows lacking c1 and the one with a surprise
+    assert irregular_k == irregular and len(engine_k.decoder) == 3
+    assert type(engine_k.decoder.decode(raw[-1]).features) is not dict  # the typed path was taken
     def stable(alerts):
         return [{k: v for k, v in a.items() if k != "detected_at"} for a in alerts]
 
-    assert stable(alerts_t) == stable(alerts_d) and len(alerts_t) > 3
+    assert stable(alerts_t) == stable(alerts_d) == stable(alerts_k) and len(alerts_t) > 3
     assert any(a["detector"] == "schema" for a in alerts_t)
-    for key, mon in engine_d.monitors.items():
+    for key, mon in [(k, m) for k, m in engine_d.monitors.items()] + [(k, m) for k, m in engine_k.monitors.items()]:
         other = engine_t.monitors[key]
         assert mon.latest == other.latest and mon.quantiles == other.quantiles
         assert mon.events == other.events and mon.unknown_features == other.unknown_features
