@@ -58,6 +58,7 @@ import orjson
 from streamproc.config import load_config
 from streamproc.decode import PredictionBatch, decode_predictions
 from streamproc.engine import MonitorEngine
+from streamproc.feature_table import FeatureTable
 from streamproc.synth import ModelStream
 
 
@@ -107,7 +108,10 @@ def build(engine: MonitorEngine, models: int, data: list[PredictionBatch], start
         model_id = f"model-{i:05d}"
         engine.process({(model_id, "default"): PredictionBatch(model_id, "default", b.event_ids, b.ts, b.features,
                                                               b.scores, b.labels)})
-        engine.feature_layout((model_id, "default"))  # what decoding its next batch caches (the last 4,096)
+        layout = engine.feature_layout((model_id, "default"))  # what decoding its next batch caches (the last 4,096)
+        # ... and what the typed decoder learns from it (a member for each of the 1,000 busiest)
+        engine.decoder.learn({(model_id, "default"): PredictionBatch(model_id, "default", ["next"],
+                                                                     features=FeatureTable(layout))})
 
 
 def warming(config, models: int, features: int, distinct: int, chunk: int = 100) -> tuple[float, int]:

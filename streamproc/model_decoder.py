@@ -24,7 +24,8 @@ The typed decoder only ever speeds up what the general one would decode to the s
 Which struct a model id gets is learned from the batches decoded (``learn``): the layout of
 its version with the most events in the batch, or plain dict features while that version is
 warming up. The union is rebuilt when enough has changed, not on every change (a rebuild
-costs about 1 µs per member), and forgets models not seen for a while, so it stays bounded.
+costs about 1 µs per member), holds the ``max_members`` busiest model ids, and forgets
+models not seen for a while.
 
 >>> from streamproc.decode import decode_predictions
 >>> from streamproc.feature_table import FeatureLayout
@@ -38,6 +39,7 @@ costs about 1 µs per member), and forgets models not seen for a while, so it st
 
 from __future__ import annotations
 
+import heapq
 from typing import Optional, Union
 
 import msgspec
@@ -74,22 +76,32 @@ def _member(model_id: str, features: Optional[type]) -> type:
 
 
 class ModelDecoder:
-    """The typed decoder of the model ids seen recently (``decode``), and what it learns from."""
+    """The typed decoder of the busiest model ids seen recently (``decode``), and what it
+    learns from.
 
-    def __init__(self, rebuild_every: int = 16, forget_after: int = 4096, max_models: int = 20_000):
+    A member costs about 4 KB (two struct types) and 40 µs to create, so the union holds at
+    most ``max_members`` model ids: those with the most events lately (counts halve every
+    ``forget_after`` batches; a member keeps its place against an equal count). The others
+    decode as before, which for a model with a few events per batch costs little more.
+    """
+
+    def __init__(self, rebuild_every: int = 16, forget_after: int = 4096, max_members: int = 1000):
         self.rebuild_every = rebuild_every  # batches a pending change may wait for a rebuild
-        self.forget_after = forget_after  # batches without a model's events before it is dropped
-        self.max_models = max_models
-        self.decode = None  # None until a model is known: then the union's decode
+        self.forget_after = forget_after  # batches without a model's events before it is forgotten
+        self.max_members = max_members
+        self.decode = None  # None while no model is known: then the union's decode
         self._wires: dict[tuple, type] = {}  # layout names -> features struct
-        self._members: dict[str, list] = {}  # model id -> [features struct or None, event struct, last batch]
+        # model id -> [features struct or None, event struct while a member, last batch, events]
+        self._seen: dict[str, list] = {}
+        self._members = 0
         self._batches = 0
         self._pending = 0
         self._built_at = 0
         self._swept = 0
 
     def __len__(self) -> int:
-        return len(self._members)
+        """How many model ids the union decodes."""
+        return self._members
 
     def wire(self, layout: FeatureLayout) -> type:
         """The features struct of a layout (shared by layouts with the same feature names)."""
@@ -105,41 +117,65 @@ class ModelDecoder:
         """Take note of a decoded batch's model versions (the caller's layouts decided which
         have a ``FeatureTable``); rebuild the union if enough has changed."""
         self._batches += 1
-        best: dict[str, tuple[int, Optional[FeatureLayout]]] = {}
+        best: dict[str, list] = {}  # model id -> [events, events of its busiest version, its layout]
         for (model_id, _version), batch in batches.items():
             n = len(batch)
-            if n > best.get(model_id, (0, None))[0]:
-                best[model_id] = (n, batch.features.layout if isinstance(batch.features, FeatureTable) else None)
-        for model_id, (_n, layout) in best.items():
+            b = best.get(model_id)
+            if b is None:
+                b = best[model_id] = [0, 0, None]
+            b[0] += n
+            if n > b[1]:
+                b[1], b[2] = n, batch.features.layout if isinstance(batch.features, FeatureTable) else None
+        seen = self._seen
+        for model_id, (n, _, layout) in best.items():
             wire = self.wire(layout) if layout is not None else None
-            member = self._members.get(model_id)
-            if member is None or member[0] is not wire:
-                self._members[model_id] = [wire, None, self._batches]
+            s = seen.get(model_id)
+            if s is None:
+                s = seen[model_id] = [wire, None, 0, 0]
                 self._pending += 1
-            else:
-                member[2] = self._batches
-        if self._batches - self._swept >= self.forget_after:  # now and then: any model idle for long?
+            elif s[0] is not wire:
+                s[0] = wire
+                self._pending += s[1] is not None
+                s[1] = None
+            s[2] = self._batches
+            s[3] += n
+        if self._batches - self._swept >= self.forget_after:  # now and then: counts decay, idle models go
             self._swept = self._batches
             horizon = self._batches - self.forget_after
-            self._pending += any(m[2] < horizon for m in self._members.values())
-        if self._pending and (self._pending * 8 >= len(self._members)
-                              or self._batches - self._built_at >= self.rebuild_every):
+            for model_id in [m for m, s in seen.items() if s[2] < horizon]:
+                self._pending += seen.pop(model_id)[1] is not None
+            for s in seen.values():
+                s[3] //= 2
+        due = self._batches - self._built_at >= self.rebuild_every
+        if self._pending and (self._pending * 8 >= self._members or due) or due and len(seen) > self._members:
             self._rebuild()
 
     def _rebuild(self) -> None:
-        horizon = self._batches - self.forget_after
-        members = self._members
-        if len(members) > self.max_models or any(m[2] < horizon for m in members.values()):
-            recent = sorted(members.items(), key=lambda item: item[1][2], reverse=True)[:self.max_models]
-            members = self._members = {k: m for k, m in recent if m[2] >= horizon}
-        for model_id, member in members.items():
-            if member[1] is None:
-                member[1] = _member(model_id, member[0])
-        types = [m[1] for m in members.values()]
+        seen = self._seen
+        if len(seen) > self.max_members:
+            chosen = heapq.nlargest(self.max_members, seen.items(), key=lambda item: (item[1][3], item[1][1] is not None))
+            keep = {model_id for model_id, _ in chosen}
+            if not self._pending and all(s[1] is not None for _, s in chosen):
+                self._built_at = self._batches  # the same members: nothing to rebuild
+                return
+            for model_id, s in seen.items():
+                if s[1] is not None and model_id not in keep:
+                    s[1] = None  # no longer a member: its struct goes
+        else:
+            chosen = seen.items()
+        types = []
+        for model_id, s in chosen:
+            if s[1] is None:
+                s[1] = _member(model_id, s[0])
+            types.append(s[1])
+        self._members = len(types)
         if types:
-            types.append(_member(_PLACEHOLDER, None))
+            types.append(_PLACEHOLDER_MEMBER)
             self.decode = msgspec.json.Decoder(Union[tuple(types)]).decode
         else:
             self.decode = None
         self._pending = 0
         self._built_at = self._batches
+
+
+_PLACEHOLDER_MEMBER = _member(_PLACEHOLDER, None)

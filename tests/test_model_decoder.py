@@ -156,3 +156,22 @@ def test_an_event_of_another_version_is_decoded_as_the_general_decoder_does():
     same(typed[0], general[0])
     assert not typed[0][("m0", "v2")].features.irregular
     assert list(typed[0][("m0", "v3")].features[0]) == ["c0", "x1", "x0"]
+
+
+def test_the_union_holds_the_busiest_models():
+    known = ModelDecoder(rebuild_every=1, max_members=2)
+    decode_predictions([regular("a")] * 3 + [regular("b")] * 2, layouts=lambda key: None, known=known)
+    assert len(known) == 2
+    decode_predictions([regular("c")] * 2, layouts=lambda key: None, known=known)  # b and c tie: b stays
+    members = {m for m in "abc" if _decodes(known, m)}
+    assert members == {"a", "b"}
+    decode_predictions([regular("c")] * 5, layouts=lambda key: None, known=known)
+    assert {m for m in "abc" if _decodes(known, m)} == {"a", "c"}
+
+
+def _decodes(known, model) -> bool:
+    try:
+        known.decode(regular(model))
+    except msgspec.ValidationError:
+        return False
+    return True
