@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Annotated, Callable, Iterable, Optional, Union
+from typing import TYPE_CHECKING, Annotated, Callable, Iterable, Optional, Sequence, Union
 
 import msgspec
 import numpy as np
@@ -197,7 +197,7 @@ def _reason(exc: Exception) -> str:
 _DECODE_ERRORS = (msgspec.DecodeError, msgspec.ValidationError, ValueError, TypeError, RecursionError, OverflowError)
 
 
-def decode_predictions(payloads: Iterable[Optional[bytes]], positions: Optional[list[tuple[str, int]]] = None,
+def decode_predictions(payloads: Iterable[Optional[bytes]], positions: Optional[Sequence] = None,
                        max_bytes: int = MAX_EVENT_BYTES,
                        layouts: Optional[Callable[[ModelKey], Optional[FeatureLayout]]] = None,
                        known: Optional["ModelDecoder"] = None,

@@ -623,13 +623,19 @@ class MonitorWorker:
     def _process_predictions(self, msgs) -> list:
         if not msgs:
             return []
-        batches, rejected = decode_predictions([m.value for m in msgs], [(f"{m.topic}:{m.partition}", m.offset) for m in msgs],
-                                               layouts=self.engine.feature_layout,
-                                               known=self.engine.decoder)
+        # Each event's position is its index in msgs; ("topic:partition", offset) only where the
+        # engine checks them (replaying after a restore, or deduplicating repartitioned input).
+        batches, rejected = decode_predictions([m.value for m in msgs], range(len(msgs)),
+                                               layouts=self.engine.feature_layout, known=self.engine.decoder)
+        at = msgs
+        if self.engine.replay_until or self.engine.dedupe:
+            tags = [(f"{m.topic}:{m.partition}", m.offset) for m in msgs]
+            for batch in batches.values():
+                batch.positions = [tags[i] for i in batch.positions]
+            at = dict(zip(tags, msgs))
         futures = self._dead_letters(msgs, rejected)
         out = self.engine.process(batches)
         if out.refused:
-            at = {(f"{x.topic}:{x.partition}", x.offset): x for x in msgs}
             for batch in out.refused:
                 reason = (f"too many models: {batch.model_id}/{batch.model_version} would exceed "
                           f"max_models ({self.settings.max_models})")

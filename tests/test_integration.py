@@ -242,6 +242,31 @@ def test_malformed_messages_are_dead_lettered_and_good_ones_counted(bootstrap, s
     assert metric_value(text, "streamproc_events_consumed_total", model_id="delta", model_version="default") == len(good)
 
 
+@pytest.mark.parametrize("route", ["direct", "repartition"])
+def test_events_beyond_max_models_are_dead_lettered_with_their_offsets(bootstrap, start_worker, route):
+    topics = unique_topics()
+    worker = start_worker(topics, "--window-size", "50", "--warmup-size", "50", "--route", route,
+                          env={"STREAMPROC_MAX_MODELS": "1"})
+    first = [json.dumps(e).encode() for e in ModelStream("one", n_numeric=2, seed=1).events(120)]
+    second = [json.dumps(e).encode() for e in ModelStream("two", n_numeric=2, seed=2).events(5)]
+    payloads = first[:100] + second + first[100:]  # one partition: offsets known
+    produce(bootstrap, topics["predictions"], payloads[:100], keys=[b"k"] * 100)
+    # "one" is the model this worker monitors (which model of a batch comes first is not
+    # defined: the worker may route them through different partitions).
+    wait_until(lambda: (s := worker.status()) and s["models"], 30, "the first model")
+    produce(bootstrap, topics["predictions"], payloads[100:], keys=[b"k"] * (len(payloads) - 100))
+    reader = TopicReader(bootstrap, topics["dead_letter"])
+    letters = wait_until(lambda: len(reader.poll()) >= len(second) and reader.values(), 60, "dead letters")
+    reader.close()
+    assert sorted(x["source_offset"] for x in letters) == list(range(100, 105))
+    for letter in letters:
+        assert "too many models: two/default would exceed max_models (1)" in letter["error"]
+        assert base64.b64decode(letter["payload"]) == payloads[letter["source_offset"]]
+    status = wait_until(lambda: (s := worker.status()) and s["models"] and s["models"][0]["events"] == len(first) and s,
+                        30, "the first model's events to be applied")
+    assert [m["model_id"] for m in status["models"]] == ["one"]
+
+
 def test_outcomes_are_validated_and_counted(bootstrap, start_worker):
     topics = unique_topics()
     worker = start_worker(topics)
