@@ -208,8 +208,8 @@ def decode_predictions(payloads: Iterable[Optional[bytes]], positions: Optional[
     common shapes (float ``ts``, a score/label prediction) skip the general helpers. With
     ``layouts`` (a model version's feature layout, None while it has no reference), features
     go straight into a ``FeatureTable`` instead of staying dicts. With ``known`` (a
-    ``model_decoder.ModelDecoder``, which learns from each batch), events of the models it
-    knows are decoded straight into their layout's fields; the result is the same.
+    ``model_decoder.ModelDecoder``, which the engine teaches), events of the models it knows
+    are decoded straight into their layout's fields; the result is the same.
     """
     batches: dict[ModelKey, PredictionBatch] = {}
     appends: dict[ModelKey, tuple] = {}
@@ -283,8 +283,6 @@ def decode_predictions(payloads: Iterable[Optional[bytes]], positions: Optional[
         add_label(label)
         if positions is not None:
             add_position(positions[i])
-    if known is not None:
-        known.learn(batches)
     return batches, rejected
 
 

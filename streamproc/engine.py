@@ -64,8 +64,9 @@ class MonitorEngine:
         self.warmup_bytes = 0  # held by all warm-ups, as last estimated
         self._warm_bytes: dict[ModelKey, int] = {}  # per warming model version
         self._sweep_above = 0  # after a sweep that could not meet the budget: when to try again
-        # Decodes the events of the models seen recently by their layouts (``decode_predictions``'s
-        # ``known``, with ``feature_layout``): faster, the same result.
+        # Decodes the events of the busiest models by their layouts (``decode_predictions``'s
+        # ``known``, with ``feature_layout``): faster, the same result. Learns from what
+        # ``process`` accepts.
         self.decoder = ModelDecoder()
 
     def config_for(self, model_id: str) -> MonitorConfig:
@@ -128,6 +129,8 @@ class MonitorEngine:
             self._track_warmup(key, mon)
         if self.warmup_budget is not None and self.warmup_bytes > max(self.warmup_budget, self._sweep_above):
             out.thinned = self._thin_warmups()
+        refused = {(b.model_id, b.model_version) for b in out.refused}
+        self.decoder.learn({key: b for key, b in batches.items() if key not in refused} if refused else batches)
         return out
 
     # -- warm-up memory --------------------------------------------------------------------

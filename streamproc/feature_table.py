@@ -52,11 +52,14 @@ def row_getter(names: Sequence[str]) -> Callable[[dict], tuple]:
 class FeatureLayout:
     """Which features a model version's events are expected to carry, numeric ones first, and
     which they may carry besides without being irregular (``skipped``: features the monitor is
-    told to ignore, or that its reference dropped)."""
+    told to ignore, or that its reference dropped). ``order``: all of the expected ones in the
+    order events are likely to carry them (the reference's), for ``model_decoder``."""
 
-    __slots__ = ("numeric", "other", "width", "known", "skipped", "get_numeric", "get_other", "pack_numeric")
+    __slots__ = ("numeric", "other", "width", "known", "skipped", "get_numeric", "get_other", "pack_numeric",
+                 "order", "in_order", "pick_numeric", "pick_other")
 
-    def __init__(self, numeric: Sequence[str], other: Sequence[str], skipped: Sequence[str] = ()):
+    def __init__(self, numeric: Sequence[str], other: Sequence[str], skipped: Sequence[str] = (),
+                 order: Sequence[str] = ()):
         self.numeric = tuple(numeric)
         self.other = tuple(other)
         self.known = frozenset(self.numeric + self.other)
@@ -64,6 +67,14 @@ class FeatureLayout:
         self.width = len(self.known)
         self.get_numeric = row_getter(self.numeric)
         self.get_other = row_getter(self.other)
+        self.order = tuple(order) or self.numeric + self.other
+        if sorted(self.order) != sorted(self.known):
+            raise ValueError("order must hold each expected feature once")
+        # Values in ``order`` to (numeric, other): slices when that is numeric then other.
+        self.in_order = self.order == self.numeric + self.other
+        where = {name: i for i, name in enumerate(self.order)}
+        self.pick_numeric = row_getter([where[n] for n in self.numeric])
+        self.pick_other = row_getter([where[n] for n in self.other])
         # Numbers to C doubles in one call (struct.error for anything else): about half the
         # time of array.extend, which converts value by value.
         self.pack_numeric = struct.Struct(f"{len(self.numeric)}d").pack
@@ -108,17 +119,20 @@ class FeatureTable:
         self.others.append(other)
 
     def add_values(self, values: tuple) -> None:
-        """Append a regular row given as its values in the layout's order (numeric, other,
-        then any skipped ones), as ``model_decoder`` decodes it: what ``add`` stores for it."""
+        """Append a regular row given as its values in the layout's ``order`` (then any skipped
+        ones), as ``model_decoder`` decodes it: what ``add`` stores for it."""
         lay = self.layout
-        k = len(lay.numeric)
-        nums = values[:k]
+        if lay.in_order:
+            k = len(lay.numeric)
+            nums, other = values[:k], values[k:lay.width]
+        else:
+            nums, other = lay.pick_numeric(values), lay.pick_other(values)
         try:
             packed = lay.pack_numeric(*nums)
         except struct.error:
             packed = lay.pack_numeric(*map(_as_float, nums))
         self._numbers.frombytes(packed)
-        self.others.append(values[k:lay.width])
+        self.others.append(other)
 
     def _add_irregular(self, row: dict) -> None:
         self._numbers.frombytes(to_float_array(tuple(map(row.get, self.layout.numeric))).tobytes())
@@ -229,6 +243,6 @@ def layout_for(reference, ignored: Sequence[str] = ()) -> FeatureLayout:
         features = reference.features
         return FeatureLayout([n for n, p in features.items() if p.kind == NUMERIC],
                              [n for n, p in features.items() if p.kind != NUMERIC],
-                             ignored + tuple(reference.dropped_features))
+                             ignored + tuple(reference.dropped_features), order=tuple(features))
 
     return _LAYOUTS.get((reference,), build, ignored)

@@ -21,11 +21,13 @@ The typed decoder only ever speeds up what the general one would decode to the s
 - an event of one version decoded with the struct of another version's layout is decoded
   again too.
 
-Which struct a model id gets is learned from the batches decoded (``learn``): the layout of
-its version with the most events in the batch, or plain dict features while that version is
-warming up. The union is rebuilt when enough has changed, not on every change (a rebuild
-costs about 1 µs per member), holds the ``max_members`` busiest model ids, and forgets
-models not seen for a while.
+Which struct a model id gets is learned from the batches the engine accepted
+(``MonitorEngine.process`` calls ``learn``): the layout of its version with the most events in
+the batch, or plain dict features while that version is warming up. The union is rebuilt
+when enough has changed, not on every change (a rebuild costs about 1 µs per member), holds
+the ``max_members`` busiest model ids, and forgets models not seen for a while. A struct's
+fields follow the reference's feature order, the order events most likely carry them in
+(msgspec matches each key fastest when it is the field after the previous one).
 
 >>> from streamproc.decode import decode_predictions
 >>> from streamproc.feature_table import FeatureLayout
@@ -33,6 +35,7 @@ models not seen for a while.
 >>> known = ModelDecoder(rebuild_every=1)
 >>> raw = [b'{"event_id": "e1", "model_id": "m", "ts": 1.0, "features": {"x": 1.5, "c": "a"}, "prediction": 0.5}']
 >>> batches, _ = decode_predictions(raw, layouts=lambda key: layout, known=known)
+>>> known.learn(batches)
 >>> len(known), type(known.decode(raw[0]).features).__name__
 (1, 'Features')
 """
@@ -50,13 +53,12 @@ from .feature_table import FeatureLayout, FeatureTable
 # A model id no event can use (ids may not hold control characters, so an event naming it is
 # rejected all the same): a union needs two members for msgspec to require the tag.
 _PLACEHOLDER = "\x00"
-_MAX_WIRES = 4096  # features structs kept for layouts (distinct sets of feature names)
 
 
 def _features_struct(layout: FeatureLayout) -> type:
-    """A struct with one field per feature of ``layout`` (numeric, then the others, then the
-    skipped ones, which may be absent), refusing any other feature."""
-    names = layout.numeric + layout.other
+    """A struct with one field per feature of ``layout`` (in its ``order``, then the skipped
+    ones, which may be absent), refusing any other feature."""
+    names = layout.order
     skipped = tuple(sorted(layout.skipped))
     fields = [(f"f{i}", _WireValue) for i in range(len(names))]
     fields += [(f"f{len(names) + i}", Union[_WireValue, msgspec.UnsetType], msgspec.UNSET) for i in range(len(skipped))]
@@ -75,6 +77,23 @@ def _member(model_id: str, features: Optional[type]) -> type:
     )
 
 
+def _key(layout: Optional[FeatureLayout]) -> Optional[tuple]:
+    """What makes two layouts decode alike (None: dict features)."""
+    return None if layout is None else (layout.order, layout.skipped)
+
+
+class _Seen:
+    """A model id seen lately: the layout of its busiest version, its member struct while it
+    is one, when it was last seen and how many events it had (halved now and then)."""
+
+    __slots__ = ("key", "layout", "wire", "member", "last", "events")
+
+    def __init__(self, layout: Optional[FeatureLayout]):
+        self.key, self.layout = _key(layout), layout
+        self.wire = self.member = None
+        self.last = self.events = 0
+
+
 class ModelDecoder:
     """The typed decoder of the busiest model ids seen recently (``decode``), and what it
     learns from.
@@ -90,12 +109,11 @@ class ModelDecoder:
         self.forget_after = forget_after  # batches without a model's events before it is forgotten
         self.max_members = max_members
         self.decode = None  # None while no model is known: then the union's decode
-        self._wires: dict[tuple, type] = {}  # layout names -> features struct
-        # model id -> [features struct or None, event struct while a member, last batch, events]
-        self._seen: dict[str, list] = {}
+        self._wires: dict[tuple, type] = {}  # layout key -> features struct, of the members' layouts
+        self._seen: dict[str, _Seen] = {}
         self._members = 0
         self._batches = 0
-        self._pending = 0
+        self._pending = 0  # changes the union does not reflect yet
         self._built_at = 0
         self._swept = 0
 
@@ -103,19 +121,13 @@ class ModelDecoder:
         """How many model ids the union decodes."""
         return self._members
 
-    def wire(self, layout: FeatureLayout) -> type:
-        """The features struct of a layout (shared by layouts with the same feature names)."""
-        key = (layout.numeric, layout.other, layout.skipped)
-        wire = self._wires.get(key)
-        if wire is None:
-            if len(self._wires) >= _MAX_WIRES:
-                self._wires.clear()  # structs in use stay referenced by their members
-            wire = self._wires[key] = _features_struct(layout)
-        return wire
+    def wire(self, layout: FeatureLayout) -> Optional[type]:
+        """The features struct the union decodes ``layout``'s features into (None: none does)."""
+        return self._wires.get((layout.order, layout.skipped))
 
     def learn(self, batches: dict[ModelKey, PredictionBatch]) -> None:
-        """Take note of a decoded batch's model versions (the caller's layouts decided which
-        have a ``FeatureTable``); rebuild the union if enough has changed."""
+        """Take note of the model versions of a batch (the caller's layouts decided which have
+        a ``FeatureTable``); rebuild the union if enough has changed."""
         self._batches += 1
         best: dict[str, list] = {}  # model id -> [events, events of its busiest version, its layout]
         for (model_id, _version), batch in batches.items():
@@ -128,54 +140,59 @@ class ModelDecoder:
                 b[1], b[2] = n, batch.features.layout if isinstance(batch.features, FeatureTable) else None
         seen = self._seen
         for model_id, (n, _, layout) in best.items():
-            wire = self.wire(layout) if layout is not None else None
             s = seen.get(model_id)
             if s is None:
-                s = seen[model_id] = [wire, None, 0, 0]
-                self._pending += 1
-            elif s[0] is not wire:
-                s[0] = wire
-                self._pending += s[1] is not None
-                s[1] = None
-            s[2] = self._batches
-            s[3] += n
+                s = seen[model_id] = _Seen(layout)
+                self._pending += self._members < self.max_members  # else: at the next choice
+            elif s.layout is not layout and s.key != _key(layout):
+                s.key, s.layout = _key(layout), layout
+                if s.member is not None:
+                    self._pending += 1
+                    s.wire = s.member = None
+            s.last = self._batches
+            s.events += n
         if self._batches - self._swept >= self.forget_after:  # now and then: counts decay, idle models go
             self._swept = self._batches
             horizon = self._batches - self.forget_after
-            for model_id in [m for m, s in seen.items() if s[2] < horizon]:
-                self._pending += seen.pop(model_id)[1] is not None
+            for model_id in [m for m, s in seen.items() if s.last < horizon]:
+                self._pending += seen.pop(model_id).member is not None
             for s in seen.values():
-                s[3] //= 2
+                s.events //= 2
         due = self._batches - self._built_at >= self.rebuild_every
         if self._pending and (self._pending * 8 >= self._members or due) or due and len(seen) > self._members:
             self._rebuild()
 
     def _rebuild(self) -> None:
         seen = self._seen
+        self._built_at = self._batches
         if len(seen) > self.max_members:
-            chosen = heapq.nlargest(self.max_members, seen.items(), key=lambda item: (item[1][3], item[1][1] is not None))
+            chosen = heapq.nlargest(self.max_members, seen.items(), key=lambda item: (item[1].events, item[1].member is not None))
+            if not self._pending and all(s.member is not None for _, s in chosen):
+                return  # the same members
             keep = {model_id for model_id, _ in chosen}
-            if not self._pending and all(s[1] is not None for _, s in chosen):
-                self._built_at = self._batches  # the same members: nothing to rebuild
-                return
             for model_id, s in seen.items():
-                if s[1] is not None and model_id not in keep:
-                    s[1] = None  # no longer a member: its struct goes
+                if s.member is not None and model_id not in keep:
+                    s.wire = s.member = None  # no longer a member: its structs go
         else:
-            chosen = seen.items()
+            chosen = list(seen.items())
+        wires: dict[tuple, type] = {}
         types = []
         for model_id, s in chosen:
-            if s[1] is None:
-                s[1] = _member(model_id, s[0])
-            types.append(s[1])
+            if s.member is None:
+                try:
+                    if s.key is not None:
+                        s.wire = wires.get(s.key) or self._wires.get(s.key) or _features_struct(s.layout)
+                    s.member = _member(model_id, s.wire)
+                except Exception:  # a name msgspec refuses (e.g. a lone surrogate in ignore_features)
+                    s.wire = s.member = None
+                    continue
+            if s.wire is not None:
+                wires[s.key] = s.wire
+            types.append(s.member)
+        self._wires = wires
         self._members = len(types)
-        if types:
-            types.append(_PLACEHOLDER_MEMBER)
-            self.decode = msgspec.json.Decoder(Union[tuple(types)]).decode
-        else:
-            self.decode = None
+        self.decode = msgspec.json.Decoder(Union[tuple(types + [_PLACEHOLDER_MEMBER])]).decode if types else None
         self._pending = 0
-        self._built_at = self._batches
 
 
 _PLACEHOLDER_MEMBER = _member(_PLACEHOLDER, None)

@@ -18,7 +18,7 @@ from streamproc.model_decoder import ModelDecoder
 LAYOUTS = {
     "m0": FeatureLayout(["x0", "x1"], ["c0"], ["skip"]),
     ("m0", "v2"): FeatureLayout(["x0"], ["x1", "c0"]),  # the same names, other kinds
-    "m1": FeatureLayout(["x0"], ["c\u00e9 0"]),
+    "m1": FeatureLayout(["x0"], ["c\u00e9 0"], order=["c\u00e9 0", "x0"]),  # as its events carry them
     "m2": FeatureLayout([], ["c0"]),
 }
 NAMES = ["x0", "x1", "c0", "skip", "c\u00e9 0", "other"]
@@ -98,8 +98,14 @@ def test_typed_decoding_gives_what_the_general_decoder_gives(batches):
         positions = [("p:0", i) for i in range(len(raw))]
         general = decode_predictions(raw, positions, layouts=layouts)
         typed = decode_predictions(raw, positions, layouts=layouts, known=known)
+        known.learn(typed[0])
         same(typed[0], general[0])
         assert typed[1] == general[1]
+
+
+def teach(known: ModelDecoder, raw: list, layouts) -> None:
+    """Decode as the worker does, and let the decoder learn as its engine would."""
+    known.learn(decode_predictions(raw, layouts=layouts, known=known)[0])
 
 
 def regular(model: str, version: str = "v1", **features) -> bytes:
@@ -111,7 +117,7 @@ def regular(model: str, version: str = "v1", **features) -> bytes:
 def test_a_known_model_is_decoded_by_its_layout_and_others_are_not():
     known = ModelDecoder(rebuild_every=1)
     raw = [regular("m0"), regular("m3", x0=1.0)]
-    decode_predictions(raw, layouts=layouts, known=known)
+    teach(known, raw, layouts)
     assert len(known) == 2
     assert type(known.decode(raw[0]).features).__name__ == "Features"
     assert type(known.decode(raw[1]).features) is dict  # m3 is warming up: its features stay a dict
@@ -127,16 +133,16 @@ def test_a_known_model_is_decoded_by_its_layout_and_others_are_not():
 
 def test_the_union_is_rebuilt_in_steps_and_forgets_idle_models():
     known = ModelDecoder(rebuild_every=4, forget_after=10)
-    decode_predictions([regular(f"m{i}") for i in range(16)], layouts=lambda key: None, known=known)
+    teach(known, [regular(f"m{i}") for i in range(16)], lambda key: None)
     assert known.decode is not None and len(known) == 16
     before = known.decode
-    decode_predictions([regular("n1")], layouts=lambda key: None, known=known)  # 1 change in 17: waits
+    teach(known, [regular("n1")], lambda key: None)  # 1 change in 17: waits
     assert known.decode is before
     for _ in range(3):
-        decode_predictions([regular("n1")], layouts=lambda key: None, known=known)
+        teach(known, [regular("n1")], lambda key: None)
     assert known.decode is not before  # rebuilt after rebuild_every batches
     for _ in range(24):
-        decode_predictions([regular("n2")], layouts=lambda key: None, known=known)
+        teach(known, [regular("n2")], lambda key: None)
     assert len(known) == 1  # the others were not seen in the last 10 batches
     assert type(known.decode(regular("n2")).features) is dict
 
@@ -148,7 +154,7 @@ def test_an_event_of_another_version_is_decoded_as_the_general_decoder_does():
         return {"v1": LAYOUTS["m0"], "v2": LAYOUTS[("m0", "v2")]}.get(key[1])
 
     known = ModelDecoder(rebuild_every=1)
-    decode_predictions([regular("m0", "v1", x0=1.0, x1=2.0, c0="a")] * 3, layouts=versioned, known=known)
+    teach(known, [regular("m0", "v1", x0=1.0, x1=2.0, c0="a")] * 3, versioned)
     raw = [regular("m0", "v1", c0="b", x1=3.0, x0=4.0), regular("m0", "v2", c0="a", x0=1.0, x1=2.0),
            regular("m0", "v3", c0="a", x1=2.0, x0=1.0)]
     assert type(known.decode(raw[1]).features) is type(known.decode(raw[0]).features)  # v1's struct
@@ -160,12 +166,12 @@ def test_an_event_of_another_version_is_decoded_as_the_general_decoder_does():
 
 def test_the_union_holds_the_busiest_models():
     known = ModelDecoder(rebuild_every=1, max_members=2)
-    decode_predictions([regular("a")] * 3 + [regular("b")] * 2, layouts=lambda key: None, known=known)
+    teach(known, [regular("a")] * 3 + [regular("b")] * 2, lambda key: None)
     assert len(known) == 2
-    decode_predictions([regular("c")] * 2, layouts=lambda key: None, known=known)  # b and c tie: b stays
+    teach(known, [regular("c")] * 2, lambda key: None)  # b and c tie: b stays
     members = {m for m in "abc" if _decodes(known, m)}
     assert members == {"a", "b"}
-    decode_predictions([regular("c")] * 5, layouts=lambda key: None, known=known)
+    teach(known, [regular("c")] * 5, lambda key: None)
     assert {m for m in "abc" if _decodes(known, m)} == {"a", "c"}
 
 
@@ -175,3 +181,52 @@ def _decodes(known, model) -> bool:
     except msgspec.ValidationError:
         return False
     return True
+
+
+def test_models_the_engine_refuses_are_not_learned():
+    from streamproc.config import load_config
+    from streamproc.engine import MonitorEngine
+
+    engine = MonitorEngine(load_config(None, environ={}))
+    engine.max_models = 1
+    for _ in range(3):
+        out = engine.process(decode_predictions([regular("a"), regular("b"), regular("c")], known=engine.decoder)[0])
+        assert [b.model_id for b in out.refused] == ["b", "c"]
+    assert len(engine.decoder) == 1 and list(engine.decoder._seen) == ["a"]
+
+
+def test_steady_traffic_over_many_layouts_rebuilds_nothing():
+    """5,000 models of their own layouts, 1,000 per batch, a union of 100: once chosen, the
+    union stays as it is (no struct is made again)."""
+    layouts = {f"m{i}": FeatureLayout([f"x{i}"], []) for i in range(5000)}
+    known = ModelDecoder(max_members=100)
+    raw = {m: regular(m, **{f"x{m[1:]}": 1.0}) for m in layouts}
+    names = list(layouts)
+    for round_ in range(40):
+        part = names[(round_ % 5) * 1000:(round_ % 5 + 1) * 1000]
+        teach(known, [raw[m] for m in part], lambda key: layouts[key[0]])
+        if round_ == 20:
+            decoder = known.decode
+    assert len(known) == 100 and known.decode is decoder
+
+
+def test_a_layout_msgspec_refuses_leaves_its_model_to_the_general_decoder():
+    layout = FeatureLayout(["x"], ["c"], ["\ud800"])  # a lone surrogate, from a YAML ignore_features
+    known = ModelDecoder(rebuild_every=1)
+    raw = [regular("m", x=1.0, c="a")] * 2
+    teach(known, raw, lambda key: layout)
+    typed, general = decode_predictions(raw, layouts=lambda key: layout, known=known), \
+        decode_predictions(raw, layouts=lambda key: layout)
+    same(typed[0], general[0])
+    assert len(known) == 0
+
+
+def test_the_features_struct_follows_the_references_order():
+    layout = FeatureLayout(["x", "y"], ["c"], order=["y", "c", "x"])
+    known = ModelDecoder(rebuild_every=1)
+    raw = [regular("m", y=2.0, c="a", x=1.0)]
+    teach(known, raw, lambda key: layout)
+    features = known.decode(raw[0]).features
+    assert msgspec.structs.astuple(features) == (2.0, "a", 1.0)
+    (batch,) = decode_predictions(raw, layouts=lambda key: layout, known=known)[0].values()
+    assert batch.features.numbers.tolist() == [[1.0, 2.0]] and batch.features.others == [("a",)]
