@@ -123,7 +123,7 @@ class ModelDecoder:
 
     def wire(self, layout: FeatureLayout) -> Optional[type]:
         """The features struct the union decodes ``layout``'s features into (None: none does)."""
-        return self._wires.get((layout.order, layout.skipped))
+        return self._wires.get(_key(layout))
 
     def learn(self, batches: dict[ModelKey, PredictionBatch]) -> None:
         """Take note of the model versions of a batch (the caller's layouts decided which have
@@ -144,8 +144,8 @@ class ModelDecoder:
             if s is None:
                 s = seen[model_id] = _Seen(layout)
                 self._pending += self._members < self.max_members  # else: at the next choice
-            elif s.layout is not layout and s.key != _key(layout):
-                s.key, s.layout = _key(layout), layout
+            elif s.layout is not layout and (key := _key(layout)) != s.key:
+                s.key, s.layout = key, layout
                 if s.member is not None:
                     self._pending += 1
                     s.wire = s.member = None
