@@ -23,7 +23,8 @@ partition carries every model; from the middle of each model's stream x0 shifts 
 (b) **Worker**: ``python -m streamproc worker`` (a subprocess, like ``tests/conftest.py``'s
     ``WorkerProcess``: fresh group id and topics, ``STREAMPROC_TOPIC_*`` variables) reads the
     preloaded topic from the beginning: decode, validate, order, sketches, PSI, detectors,
-    alerts published and acknowledged, state checkpoints and offset commits.
+    alerts published and acknowledged, state checkpoints and offset commits. Its CPU time over
+    the measured span (``/proc``) is printed too, per event.
 
     *Start mark.* Readiness is not tied to consumption: ``/healthz`` turns 200 once a
     ``poll`` of an assigned consumer has returned, with or without records. On a preloaded
@@ -84,7 +85,11 @@ partition carries every model; from the middle of each model's stream x0 shifts 
     in one worker, so with few models the split, and the speed-up, depend on which routed
     partitions their ids hash to). Runs by default with 4 cores or more (two workers plus the
     broker and the producer); ``--two-workers force`` runs it on fewer cores, where it shows
-    CPU sharing, not scaling, and says so; ``--two-workers off`` skips it.
+    CPU sharing, not scaling, and says so; ``--two-workers off`` skips it. With each run, the
+    same span in CPU time (``/proc``): each worker's CPU seconds and events applied, and the
+    speed-up two CPU-bound workers on cores of their own would reach (the busier one's CPU
+    time against one repartitioning worker's CPU cost for all the events, from (b)). On too
+    few cores this is the figure that can be had; it cannot show waits on the broker.
 
 With ``--routes auto`` and a streamproc that has ``worker.route``, (b) and (c) run once per
 route (``direct``: one worker reads the input topic; ``repartition``: input forwarded to a
@@ -160,6 +165,16 @@ def metric_lines(text: str, name: str) -> list[tuple[str, float]]:
 def events_consumed(text: str) -> int:
     return int(sum(v for labels, v in metric_lines(text, "streamproc_events_consumed_total")
                    if f'model_id="{SENTINEL}' not in labels))
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far, from ``/proc`` (NaN where there is none)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
 
 
 def http_text(url: str, timeout: float = 30.0) -> str:
@@ -552,12 +567,14 @@ def run_worker(pin, bootstrap: str, sc: Scenario, partitions: int, route: Option
         text = w.metrics()
         t0 = time.monotonic()
         c0 = events_consumed(text)
+        cpu0 = cpu_seconds(w.proc.pid)
         t_end = wait_sentinels(w, watch, "preload", len(sentinels), timeout=max(300.0, sc.events / 500))
+        cpu = cpu_seconds(w.proc.pid) - cpu0
         text = w.metrics()
         consumed = events_consumed(text)
         batch_s, batches = histogram(text, "streamproc_batch_duration_seconds")
         res.update(startup=t0 - t_launch, c0=c0, seconds=t_end - t0, consumed=consumed,
-                   rate=(sc.events - c0) / (t_end - t0), batches=batches, batch_seconds=batch_s,
+                   rate=(sc.events - c0) / (t_end - t0), batches=batches, batch_seconds=batch_s, cpu=cpu,
                    checkpoints=sum(v for _l, v in metric_lines(text, "streamproc_checkpoints_total")),
                    alerts_b=sum(1 for _t, a in watch.alerts if not a["model_id"].startswith(SENTINEL)))
         if consumed != sc.events:
@@ -652,15 +669,39 @@ def run_two_workers(bootstrap: str, sc: Scenario, partitions: int, logdir: str, 
         for w in workers:
             w.wait_ready()
         t0 = time.monotonic()
-        c0 = sum(events_consumed(w.metrics()) for w in workers)
+        before = [events_consumed(w.metrics()) for w in workers]
+        cpu0 = [cpu_seconds(w.proc.pid) for w in workers]
         t_end = wait_sentinels(workers[0], watch, "preload", len(sentinels), timeout=max(300.0, sc.events / 500))
+        cpu = [cpu_seconds(w.proc.pid) - c for w, c in zip(workers, cpu0)]
         consumed = [events_consumed(w.metrics()) for w in workers]
+        c0 = sum(before)
         return {"rate": (sc.events - c0) / (t_end - t0), "c0": c0, "seconds": t_end - t0, "consumed": consumed,
-                "cores": cores}
+                "applied": [c - b for c, b in zip(consumed, before)], "cpu": cpu, "cores": cores}
     finally:
         for w in workers:
             w.stop()
         watch.close()
+
+
+def cpu_projection(d: dict, one_cpu_per_event: float) -> str:
+    """(d) in CPU time: what two workers on cores of their own would reach if CPU-bound.
+
+    Each worker's CPU time over the measured span is what it would take on a core of its own
+    (nothing else running there); the pair is done when the busier one is. Against one
+    worker doing all the events alone at its CPU cost per event, that gives the speed-up the
+    split and the duplicated work allow (2.0: an even split, no extra work per event). On a
+    machine with too few cores it is the figure that can be had: it cannot show waiting on
+    the broker or the network, which a CPU-bound worker does not do. A worker that applied no
+    events (every model hashed to the other's routed partitions) still routes its share.
+    """
+    applied, cpu = d["applied"], d["cpu"]
+    per_event = [f"{1e6 * c / a:.1f}" if a else "-" for c, a in zip(cpu, applied)]
+    alone = sum(applied) * one_cpu_per_event
+    return (f"in CPU time: the workers used {' / '.join(f'{c:.2f}' for c in cpu)} s for "
+            f"{' / '.join(f'{a:,}' for a in applied)} events ({' / '.join(per_event)} us "
+            f"per event; one repartitioning worker: {1e6 * one_cpu_per_event:.1f}); on cores of their own, the "
+            f"busier one's {max(cpu):.2f} s against one worker's {alone:.2f} s for all of them: x{alone / max(cpu):.2f} "
+            f"if CPU-bound (target 2.0)")
 
 
 def scale_out_reason(args) -> Optional[str]:
@@ -705,6 +746,8 @@ def run_and_report(pin, bootstrap, sc, partitions, route, logdir, args, topic, s
           f"{sc.events - r['c0']:,} events in {r['seconds']:.2f} s after the start mark (ready + first "
           f"/metrics: {r['c0']:,} events already applied, {r['startup']:.1f} s after launch); "
           f"{r['consumed']:,} applied in all{'; ' + r['warning'] if 'warning' in r else ''}", flush=True)
+    print(f"    worker CPU time {r['cpu']:.2f} s in those {r['seconds']:.2f} s: "
+          f"{1e6 * r['cpu'] / max(sc.events - r['c0'], 1):.1f} us per event", flush=True)
     print(f"    {r['alerts_b']} alerts; {int(r['batches'])} batches (mean {r['batch_seconds'] / max(r['batches'], 1) * 1000:.0f} ms; "
           f"batch time / wall time {busy:.2f}, the rest is fetch and waiting); {int(r['checkpoints'])} checkpoints",
           flush=True)
@@ -775,6 +818,7 @@ def main() -> None:
     summary = []
     failed_last = False
     one_worker: dict[str, float] = {}  # scenario -> one repartitioning worker's rate
+    one_worker_cpu: dict[str, list[float]] = {}  # scenario -> its CPU seconds per event, per run
     try:
         sentinels = sentinel_ids(args.partitions)
         refs_topic = f"tp-references-{uuid.uuid4().hex[:8]}"
@@ -810,6 +854,8 @@ def main() -> None:
                                        refs_topic, ceil)
                     if r is not None:
                         runs[route or "direct"].append((ceil["rate"], r["rate"]))
+                        if route == "repartition":
+                            one_worker_cpu.setdefault(sc.name, []).append(r["cpu"] / max(sc.events - r["c0"], 1))
                     if not last:
                         continue
                     if r is None or "live_error" in r:
@@ -836,6 +882,7 @@ def main() -> None:
                           f"{' -- CPU shared with the broker and producer on a ' + str(len(ALLOWED_CORES)) + '-core machine: not a scaling figure' if shared else ''}",
                           flush=True)
                     summary.append((sc.name, "2 workers", [(ceil["rate"], d["rate"])], float("nan"), float("nan"), 0))
+                    print(f"    {cpu_projection(d, statistics.median(one_worker_cpu[sc.name]))}", flush=True)
         reason = scale_out_reason(args)
         if reason:
             print(f"\n(d) two-worker scaling: not measured ({reason})")
