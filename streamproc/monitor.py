@@ -23,8 +23,7 @@ from .feature_table import FeatureTable
 from .outcomes import Match
 from .policy import AlertPolicy, Finding, WindowInfo
 from .profile import CATEGORICAL, NUMERIC, ReferenceProfile, build_reference, sketch_quantiles
-from .quality import rate_jump
-from .psi import effective_threshold
+from .quality import rate_jumps
 from .window import LABEL_KEY, SCORE_KEY, Pane, merge_all
 from .window_stats import layout_for
 from .warmup import Warmup
@@ -297,11 +296,8 @@ class ModelMonitor:
         hits = self.latest_quality_hits
         if hits is None or self.reference is None or len(hits) != len(self.reference.features):
             return out
-        count, cfg = self.latest_window_count, self.cfg.quality
-        for (name, profile), (missing, unseen) in zip(self.reference.features.items(), hits.tolist()):
-            for check, ref_rate, n in self._quality_checks(profile, missing, unseen):
-                rate, needed, _severity = rate_jump(ref_rate, profile.count, n, count, cfg)
-                out.append((name, check, float(rate), float(needed)))
+        out += [(name, check, rate, needed)
+                for name, check, rate, needed, _severity in self._quality_rates(hits.tolist(), self.latest_window_count)]
         return out
 
     def stream_statistics(self, signal: str = SCORE_KEY) -> list[tuple[str, str, float, float]]:
@@ -357,13 +353,20 @@ class ModelMonitor:
             checks.append(("unseen_categories", profile.proportions[-2], unseen))
         return checks
 
-    def _quality(self, profile, counts: np.ndarray, count: int, info: WindowInfo) -> list[Finding]:
-        """Missing-rate and (categorical) unseen-category-rate findings of one feature."""
-        out = []
-        for detector, ref_rate, hits in self._quality_checks(profile, int(counts[-1]), int(counts[-2])):
-            rate, needed, severity = rate_jump(ref_rate, profile.count, hits, count, self.cfg.quality)
-            out.append(Finding("data_quality", detector, "feature", profile.name, rate, needed, severity, info))
-        return out
+    def _quality_rates(self, hits: list[tuple[int, int]], count: int) -> list[tuple[str, str, float, float, Optional[str]]]:
+        """(feature, check, window rate, rate needed, severity or None) of every data-quality
+        check of a window, in the reference's feature order: ``hits`` is (missing, unseen) per
+        reference feature; all rates are tested at once (``quality.rate_jumps``)."""
+        checks, ref_rates, ref_counts, n = [], [], [], []
+        for (name, profile), (missing, unseen) in zip(self.reference.features.items(), hits):
+            for check, ref_rate, k in self._quality_checks(profile, missing, unseen):
+                checks.append((name, check))
+                ref_rates.append(ref_rate)
+                ref_counts.append(profile.count)
+                n.append(k)
+        rates, needed, severities = rate_jumps(ref_rates, ref_counts, n, count, self.cfg.quality)
+        return [(name, check, rate, need, severity)
+                for (name, check), rate, need, severity in zip(checks, rates, needed, severities)]
 
     def _close_pane(self, pane: Pane, result: StepResult) -> None:
         """A pane is complete: evaluate the window it completes (if full), keep it for sliding."""
@@ -388,10 +391,20 @@ class ModelMonitor:
             qs = sketch_quantiles([profiles[n].fine_edges for n in spread], [win.counts[n] for n in spread], QUANTILES,
                                   [win.lo[n] for n in spread], [win.hi[n] for n in spread])
             self.quantiles.update(zip(spread, qs))
-        hits = []  # quality checks' hits, per reference feature (in order)
-        for (name, profile), value, counts in zip(profiles.items(), values, bins):
-            warn = effective_threshold(psi_cfg.warning, profile.n_bins, profile.count, win.count, psi_cfg.alpha)
-            crit = effective_threshold(psi_cfg.critical, profile.n_bins, profile.count, win.count, psi_cfg.alpha)
+        # Thresholds raised for the window's size (psi.effective_threshold), every signal at once.
+        noise = layout.noise(win.count, psi_cfg.alpha)
+        warns = np.maximum(psi_cfg.warning, noise).tolist()
+        crits = np.maximum(psi_cfg.critical, noise).tolist()
+        quality: dict[str, list[Finding]] = {}
+        hits = None  # quality checks' hits, (missing, unseen or -1) per reference feature (in order)
+        if self.cfg.quality.enabled and self.reference.features:
+            hits = [(int(counts[-1]), int(counts[-2]) if categorical else -1)
+                    for counts, categorical in zip(bins, layout.categorical)]  # the features come first
+            del hits[len(self.reference.features):]
+            for name, check, rate, needed, severity in self._quality_rates(hits, win.count):
+                quality.setdefault(name, []).append(Finding("data_quality", check, "feature", name, rate, needed,
+                                                            severity, info))
+        for name, value, warn, crit in zip(layout.names, values, warns, crits):
             severity = "critical" if value >= crit else "warning" if value >= warn else None
             if name == SCORE_KEY:
                 kind, signal, feature = "prediction_drift", "prediction_score", None
@@ -401,9 +414,8 @@ class ModelMonitor:
                 kind, signal, feature = "data_drift", "feature", name
             self.latest[(signal, name)] = (value, warn)
             findings.append(Finding(kind, "psi", signal, feature, value, crit if severity == "critical" else warn, severity, info))
-            if feature is not None and self.cfg.quality.enabled:
-                findings += self._quality(profile, counts, win.count, info)
-                hits.append((int(counts[-1]), int(counts[-2]) if profile.kind == CATEGORICAL else -1))
+            if feature is not None and hits is not None:
+                findings += quality[name]
         self.latest_quality_hits = np.array(hits, dtype=np.int64) if hits else None
         self.latest_window_count = int(win.count)
         result.alerts.extend(self.policy.decide(findings))

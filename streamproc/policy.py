@@ -42,9 +42,13 @@ class WindowInfo:
         return {"index": self.index, "start": self.start, "end": self.end, "count": self.count}
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Finding:
-    """One detector result. ``severity`` None means no drift (still needed to end a drift)."""
+    """One detector result. ``severity`` None means no drift (still needed to end a drift).
+
+    Not frozen: a closed window builds one per signal and check, and a frozen dataclass takes
+    five times as long to build; nothing changes a finding after it is made.
+    """
 
     type: str
     detector: str
@@ -95,28 +99,29 @@ class AlertPolicy:
 
     def _admit(self, f: Finding) -> bool:
         st = self.state
+        key = f.key
         if f.position is not None:
-            last = st.last_stream_alert.get(f.key)
+            last = st.last_stream_alert.get(key)
             if last is not None and f.position - last < self.cooldown_events:
                 st.suppressed += 1
                 return False
-            st.last_stream_alert[f.key] = f.position
+            st.last_stream_alert[key] = f.position
             return True
-        active = st.active.get(f.key)
+        active = st.active.get(key)
         if f.severity is None:
             if active is not None:
-                calm = st.calm.get(f.key, 0) + 1 if f.statistic < f.threshold * self.cfg.psi.hysteresis else 0
+                calm = st.calm.get(key, 0) + 1 if f.statistic < f.threshold * self.cfg.psi.hysteresis else 0
                 if calm >= self.cfg.psi.clear_windows:
-                    del st.active[f.key]
-                    st.calm.pop(f.key, None)
+                    del st.active[key]
+                    st.calm.pop(key, None)
                 else:
-                    st.calm[f.key] = calm
+                    st.calm[key] = calm
             return False
-        st.calm.pop(f.key, None)
+        st.calm.pop(key, None)
         if SEVERITY_RANK[f.severity] <= SEVERITY_RANK[active]:
             st.suppressed += 1
             return False
-        st.active[f.key] = f.severity
+        st.active[key] = f.severity
         return True
 
     def decide(self, findings: list[Finding]) -> list[dict]:

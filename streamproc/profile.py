@@ -236,10 +236,9 @@ def sketch_quantiles(fine_edges: Sequence[np.ndarray], sketches: Sequence[np.nda
     k, nq = len(sketches), len(qs)
     if not k:
         return []
-    counts = [s[:-1].astype(np.float64) for s in sketches]
-    sizes = np.array([len(c) for c in counts], dtype=np.int64)
+    sizes = np.array([len(s) - 1 for s in sketches], dtype=np.int64)  # without the missing count
     start = np.cumsum(sizes) - sizes
-    flat = np.concatenate(counts)
+    flat = np.delete(np.concatenate(sketches), start + sizes + np.arange(k)).astype(np.float64)
     seg = np.repeat(np.arange(k), sizes)
     totals = np.add.reduceat(flat, start)
     cum = np.cumsum(flat)
@@ -258,8 +257,13 @@ def sketch_quantiles(fine_edges: Sequence[np.ndarray], sketches: Sequence[np.nda
     lo_a, hi_a = np.asarray(lo, dtype=np.float64), np.asarray(hi, dtype=np.float64)
     # Bounds of sketch j: lo, its fine edges, hi, clipped to [lo, hi] (fine edges are sorted,
     # so the clipped bounds are too); bin i spans bounds i..i+1.
-    bounds = np.concatenate([np.concatenate(([a], e, [b])) for a, e, b in zip(lo_a.tolist(), fine_edges, hi_a.tolist())])
     bstart = start + np.arange(k)  # each sketch has one more bound than value bins
+    bounds = np.empty(len(flat) + k, dtype=np.float64)
+    outer = np.concatenate((bstart, bstart + sizes))
+    bounds[outer] = np.concatenate((lo_a, hi_a))
+    inner = np.ones(len(bounds), dtype=bool)
+    inner[outer] = False
+    bounds[inner] = np.concatenate(fine_edges)
     bounds = np.clip(bounds, np.repeat(lo_a, sizes + 1), np.repeat(hi_a, sizes + 1))
     b = i + bstart[:, None]
     out = bounds[b] + frac * (bounds[b + 1] - bounds[b])

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from typing import Optional
+from typing import Optional, Sequence
 
+import numpy as np
 from scipy.stats import norm
 
 from .config import QualityConfig
@@ -38,3 +39,25 @@ def rate_jump(ref_rate: float, ref_count: int, hits: int, count: int, cfg: Quali
     if rate < needed:
         return rate, needed, None
     return rate, needed, "critical" if rate - ref_rate >= cfg.critical_increase else "warning"
+
+
+def rate_jumps(ref_rates: Sequence[float], ref_counts: Sequence[int], hits: Sequence[int], count: int,
+               cfg: QualityConfig) -> tuple[list[float], list[float], list[Optional[str]]]:
+    """``rate_jump`` of several rates of one window at once (a closed window checks two per
+    feature): the window rates, the rates needed and the severities, as lists. The same
+    arithmetic in numpy, so the same floats.
+
+    >>> rate_jumps([0.01, 0.01], [2000, 2000], [300, 12], 1000, QualityConfig())[2]
+    ['critical', None]
+    """
+    ref_rates = np.asarray(ref_rates, dtype=np.float64)
+    ref_counts = np.asarray(ref_counts, dtype=np.int64)
+    hits = np.asarray(hits, dtype=np.int64)
+    rates = hits / count if count else np.zeros(len(hits))
+    total = np.maximum(ref_counts + count, 1)
+    pooled = np.maximum((ref_rates * ref_counts + hits) / total, 0.5 / total)
+    se = np.sqrt(pooled * (1 - pooled) * (1 / max(count, 1) + 1 / np.maximum(ref_counts, 1)))
+    needed = ref_rates + np.maximum(cfg.min_increase, _z(cfg.alpha) * se)
+    severities = [None if rate < need else "critical" if rate - ref >= cfg.critical_increase else "warning"
+                  for rate, need, ref in zip(rates.tolist(), needed.tolist(), ref_rates.tolist())]
+    return rates.tolist(), needed.tolist(), severities

@@ -29,8 +29,8 @@ from typing import Sequence
 import numpy as np
 
 from .identity_cache import IdentityCache
-from .profile import NUMERIC, FeatureProfile
-from .psi import psi_segments
+from .profile import CATEGORICAL, NUMERIC, FeatureProfile
+from .psi import _chi2_quantile, psi_segments
 
 
 class SignalLayout:
@@ -46,6 +46,11 @@ class SignalLayout:
         self.ref_counts = np.concatenate([np.asarray(p.proportions, dtype=np.float64) * p.count for p in plist]) \
             if plist else np.empty(0)
         self.numeric = [j for j, p in enumerate(plist) if p.kind == NUMERIC]
+        self.n_bins = n_bins
+        self.inverse_count = 1.0 / np.maximum(np.array([p.count for p in plist], dtype=np.int64), 1)
+        self._chi2: dict[float, np.ndarray] = {}
+        self.bin_end = (self.bin_start + n_bins).tolist()
+        self.categorical = [p.kind == CATEGORICAL for p in plist]
 
     def evaluate(self, sketches: Sequence[np.ndarray], smoothing: float) -> tuple[list[float], list[np.ndarray]]:
         """(PSI per signal, PSI bin counts per signal, missing last) of one window's sketches."""
@@ -53,7 +58,24 @@ class SignalLayout:
             return [], []
         counts = np.bincount(self.to_bin, weights=np.concatenate(sketches), minlength=len(self.ref_counts)).astype(np.int64)
         values = psi_segments(self.ref_counts, counts.astype(np.float64), self.bin_start, smoothing)
-        return values, np.split(counts, self.bin_start[1:].tolist())
+        return values, [counts[a:b] for a, b in zip(self.bin_start.tolist(), self.bin_end)]
+
+    def noise(self, window_count: int, alpha: float) -> np.ndarray:
+        """Per signal, the PSI a same-distribution window of ``window_count`` events exceeds with
+        probability ``alpha``: ``np.maximum(base, noise)`` is ``psi.effective_threshold`` of
+        every signal at once (the same arithmetic, so the same floats).
+
+        >>> from streamproc.profile import build_feature_profile
+        >>> from streamproc.psi import effective_threshold
+        >>> p = build_feature_profile("x", [float(i) for i in range(100)])
+        >>> float(np.maximum(0.1, SignalLayout({"x": p}).noise(50, 1e-6))[0]) == effective_threshold(0.1, p.n_bins, p.count, 50, 1e-6)
+        True
+        """
+        quantiles = self._chi2.get(alpha)
+        if quantiles is None:
+            quantiles = self._chi2[alpha] = np.array([_chi2_quantile(max(n - 1, 1), alpha) for n in self.n_bins.tolist()],
+                                                     dtype=np.float64)
+        return quantiles * (1.0 / max(window_count, 1) + self.inverse_count)
 
 
 _LAYOUTS = IdentityCache(512)  # the layouts of the model versions whose windows closed most recently

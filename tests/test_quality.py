@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamproc.config import MonitorConfig, QualityConfig
 from streamproc.monitor import ModelMonitor
-from streamproc.quality import rate_jump
+from streamproc.quality import rate_jump, rate_jumps
 from streamproc.synth import ModelStream
 
 from .test_monitor import to_batch
@@ -89,3 +91,14 @@ def test_feature_and_category_caps_bound_the_state_and_alert_once():
     # Dropped features are not then reported one by one, and the window state stays bounded.
     assert not [a for a in alerts if a["detector"] == "schema"]
     assert all(len(c) <= 45 for c in mon.pane.counts.values())  # 40 quantile bins + 2 outer + missing, or 20 categories + 2
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.floats(0.0, 1.0), st.integers(0, 10**7), st.integers(0, 10**6)), max_size=30),
+       st.integers(0, 10**6), st.sampled_from([1e-9, 1e-6, 0.01]), st.sampled_from([0.0, 0.05]),
+       st.sampled_from([0.0, 0.2]))
+def test_rate_jumps_equal_rate_jump_of_each_rate_to_the_bit(checks, count, alpha, min_increase, critical_increase):
+    cfg = QualityConfig(alpha=alpha, min_increase=min_increase, critical_increase=critical_increase)
+    checks = [(ref_rate, ref_count, min(hits, count)) for ref_rate, ref_count, hits in checks]
+    rates, needed, severities = rate_jumps(*map(list, zip(*checks)) if checks else ([], [], []), count, cfg)
+    assert list(zip(rates, needed, severities)) == [rate_jump(r, c, h, count, cfg) for r, c, h in checks]

@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamproc.profile import build_feature_profile, sketch_quantiles
+from streamproc.psi import effective_threshold
 from streamproc.window_stats import SignalLayout, layout_for
 
 QS = (0.0, 0.05, 0.25, 0.5, 0.75, 0.95, 1.0)
@@ -126,3 +127,12 @@ def test_the_identity_cache_is_bounded_and_knows_a_new_object_from_a_dead_one():
     del dead
     assert cache.get((new,), lambda: "new") == "new"
     assert built[2] == id(owners[2])
+
+
+@settings(max_examples=200, deadline=None)
+@given(signals(), st.integers(0, 10**7), st.sampled_from([1e-9, 1e-6, 1e-3, 0.05]),
+       st.sampled_from([0.0, 0.1, 0.25, 2.0]))
+def test_noise_gives_every_signals_effective_threshold_to_the_bit(data, window_count, alpha, base):
+    profiles, _windows = data
+    got = np.maximum(base, SignalLayout(profiles).noise(window_count, alpha)).tolist()
+    assert got == [effective_threshold(base, p.n_bins, p.count, window_count, alpha) for p in profiles.values()]
