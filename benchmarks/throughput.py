@@ -695,6 +695,8 @@ def cpu_projection(d: dict, one_cpu_per_event: float) -> str:
     events (every model hashed to the other's routed partitions) still routes its share.
     """
     applied, cpu = d["applied"], d["cpu"]
+    if not all(c > 0 for c in cpu) or not one_cpu_per_event > 0:  # NaN: no /proc (not Linux)
+        return "in CPU time: not measured (no CPU time for a worker)"
     per_event = [f"{1e6 * c / a:.1f}" if a else "-" for c, a in zip(cpu, applied)]
     alone = sum(applied) * one_cpu_per_event
     return (f"in CPU time: the workers used {' / '.join(f'{c:.2f}' for c in cpu)} s for "

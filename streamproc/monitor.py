@@ -22,7 +22,7 @@ from .detectors import Change, StreamDetectors
 from .feature_table import FeatureTable
 from .outcomes import Match
 from .policy import AlertPolicy, Finding, WindowInfo
-from .profile import CATEGORICAL, NUMERIC, ReferenceProfile, build_reference, sketch_quantiles
+from .profile import CATEGORICAL, NUMERIC, FeatureProfile, ReferenceProfile, build_reference, sketch_quantiles
 from .quality import rate_jumps
 from .window import LABEL_KEY, SCORE_KEY, Pane, merge_all
 from .window_stats import layout_for
@@ -296,8 +296,8 @@ class ModelMonitor:
         hits = self.latest_quality_hits
         if hits is None or self.reference is None or len(hits) != len(self.reference.features):
             return out
-        out += [(name, check, rate, needed)
-                for name, check, rate, needed, _severity in self._quality_rates(hits.tolist(), self.latest_window_count)]
+        out += [(name, check, rate, needed) for name, _profile, check, rate, needed, _severity
+                in self._quality_rates(list(self.reference.features.items()), hits.tolist(), self.latest_window_count)]
         return out
 
     def stream_statistics(self, signal: str = SCORE_KEY) -> list[tuple[str, str, float, float]]:
@@ -353,20 +353,21 @@ class ModelMonitor:
             checks.append(("unseen_categories", profile.proportions[-2], unseen))
         return checks
 
-    def _quality_rates(self, hits: list[tuple[int, int]], count: int) -> list[tuple[str, str, float, float, Optional[str]]]:
-        """(feature, check, window rate, rate needed, severity or None) of every data-quality
-        check of a window, in the reference's feature order: ``hits`` is (missing, unseen) per
-        reference feature; all rates are tested at once (``quality.rate_jumps``)."""
+    def _quality_rates(self, features: list[tuple[str, FeatureProfile]], hits: list[tuple[int, int]],
+                       count: int) -> list[tuple[str, FeatureProfile, str, float, float, Optional[str]]]:
+        """(feature, its profile, check, window rate, rate needed, severity or None) of every
+        data-quality check of a window, in the order of ``features``: ``hits`` is (missing,
+        unseen) per feature; all rates are tested at once (``quality.rate_jumps``)."""
         checks, ref_rates, ref_counts, n = [], [], [], []
-        for (name, profile), (missing, unseen) in zip(self.reference.features.items(), hits):
+        for (name, profile), (missing, unseen) in zip(features, hits):
             for check, ref_rate, k in self._quality_checks(profile, missing, unseen):
-                checks.append((name, check))
+                checks.append((name, profile, check))
                 ref_rates.append(ref_rate)
                 ref_counts.append(profile.count)
                 n.append(k)
         rates, needed, severities = rate_jumps(ref_rates, ref_counts, n, count, self.cfg.quality)
-        return [(name, check, rate, need, severity)
-                for (name, check), rate, need, severity in zip(checks, rates, needed, severities)]
+        return [(name, profile, check, rate, need, severity)
+                for (name, profile, check), rate, need, severity in zip(checks, rates, needed, severities)]
 
     def _close_pane(self, pane: Pane, result: StepResult) -> None:
         """A pane is complete: evaluate the window it completes (if full), keep it for sliding."""
@@ -395,15 +396,15 @@ class ModelMonitor:
         noise = layout.noise(win.count, psi_cfg.alpha)
         warns = np.maximum(psi_cfg.warning, noise).tolist()
         crits = np.maximum(psi_cfg.critical, noise).tolist()
+        # Data-quality checks of every feature signal (not the prediction's), all at once.
+        checked = ([(j, name, profile) for j, (name, profile) in enumerate(profiles.items())
+                    if name != SCORE_KEY and name != LABEL_KEY] if self.cfg.quality.enabled else [])
+        hits = [(int(bins[j][-1]), int(bins[j][-2]) if profile.kind == CATEGORICAL else -1) for j, _n, profile in checked]
         quality: dict[str, list[Finding]] = {}
-        hits = None  # quality checks' hits, (missing, unseen or -1) per reference feature (in order)
-        if self.cfg.quality.enabled and self.reference.features:
-            hits = [(int(counts[-1]), int(counts[-2]) if categorical else -1)
-                    for counts, categorical in zip(bins, layout.categorical)]  # the features come first
-            del hits[len(self.reference.features):]
-            for name, check, rate, needed, severity in self._quality_rates(hits, win.count):
-                quality.setdefault(name, []).append(Finding("data_quality", check, "feature", name, rate, needed,
-                                                            severity, info))
+        for name, profile, check, rate, needed, severity in self._quality_rates(
+                [(name, profile) for _j, name, profile in checked], hits, win.count):
+            quality.setdefault(name, []).append(Finding("data_quality", check, "feature", profile.name, rate, needed,
+                                                        severity, info))
         for name, value, warn, crit in zip(layout.names, values, warns, crits):
             severity = "critical" if value >= crit else "warning" if value >= warn else None
             if name == SCORE_KEY:
@@ -414,8 +415,8 @@ class ModelMonitor:
                 kind, signal, feature = "data_drift", "feature", name
             self.latest[(signal, name)] = (value, warn)
             findings.append(Finding(kind, "psi", signal, feature, value, crit if severity == "critical" else warn, severity, info))
-            if feature is not None and hits is not None:
-                findings += quality[name]
+            if feature is not None:
+                findings += quality.get(name, ())
         self.latest_quality_hits = np.array(hits, dtype=np.int64) if hits else None
         self.latest_window_count = int(win.count)
         result.alerts.extend(self.policy.decide(findings))

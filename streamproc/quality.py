@@ -51,7 +51,7 @@ def rate_jumps(ref_rates: Sequence[float], ref_counts: Sequence[int], hits: Sequ
     ['critical', None]
     """
     ref_rates = np.asarray(ref_rates, dtype=np.float64)
-    ref_counts = np.asarray(ref_counts, dtype=np.int64)
+    ref_counts = np.asarray(ref_counts)  # ints as int64; a reference file's float count stays a float
     hits = np.asarray(hits, dtype=np.int64)
     rates = hits / count if count else np.zeros(len(hits))
     total = np.maximum(ref_counts + count, 1)

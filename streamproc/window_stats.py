@@ -47,7 +47,7 @@ class SignalLayout:
             if plist else np.empty(0)
         self.numeric = [j for j, p in enumerate(plist) if p.kind == NUMERIC]
         self.n_bins = n_bins
-        self.inverse_count = 1.0 / np.maximum(np.array([p.count for p in plist], dtype=np.int64), 1)
+        self.inverse_count = 1.0 / np.maximum(np.array([p.count for p in plist]), 1)
         self._chi2: dict[float, np.ndarray] = {}
         self.bin_end = (self.bin_start + n_bins).tolist()
         self.categorical = [p.kind == CATEGORICAL for p in plist]

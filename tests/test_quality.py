@@ -8,7 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streamproc.config import MonitorConfig, QualityConfig
-from streamproc.monitor import ModelMonitor
+from streamproc.monitor import LABEL_KEY, SCORE_KEY, ModelMonitor
+from streamproc.profile import ReferenceProfile, build_reference
 from streamproc.quality import rate_jump, rate_jumps
 from streamproc.synth import ModelStream
 
@@ -102,3 +103,36 @@ def test_rate_jumps_equal_rate_jump_of_each_rate_to_the_bit(checks, count, alpha
     checks = [(ref_rate, ref_count, min(hits, count)) for ref_rate, ref_count, hits in checks]
     rates, needed, severities = rate_jumps(*map(list, zip(*checks)) if checks else ([], [], []), count, cfg)
     assert list(zip(rates, needed, severities)) == [rate_jump(r, c, h, count, cfg) for r, c, h in checks]
+
+
+def _closed_window(reference, rows: list[dict]) -> tuple[ModelMonitor, list[dict]]:
+    """A monitor of ``reference`` after one window of ``rows`` (score 0.3, no label)."""
+    mon = ModelMonitor("q", "default", MonitorConfig(window_size=len(rows), warmup_size=100), reference)
+    batch = to_batch([{"event_id": f"e{i}", "model_id": "q", "ts": float(i), "features": row, "prediction": 0.3}
+                           for i, row in enumerate(rows)])
+    return mon, mon.update(batch).alerts
+
+
+def test_quality_alerts_name_the_profile_and_statistics_the_reference_key():
+    # A reference file may give a feature's profile a name other than its key: quality alerts
+    # carry the profile's name (so their ids stay those of earlier versions), PSI alerts and
+    # statistics the key.
+    ref = build_reference("q", "default", [{"age": float(i % 9), "col": "ab"[i % 2]} for i in range(300)], [0.3] * 300)
+    d = ref.to_dict()
+    d["features"]["age"]["name"], d["features"]["col"]["name"] = "Age", "Colour"
+    mon, alerts = _closed_window(ReferenceProfile.from_dict(d), [{"age": None, "col": "zz"}] * 100)
+    got = {(a["detector"], a["feature"]) for a in alerts}
+    assert {("missing_rate", "Age"), ("unseen_categories", "Colour"), ("psi", "age"), ("psi", "col")} <= got
+    rows = {(f, d): v for f, d, v, _t in mon.window_statistics()}
+    assert rows[("age", "missing_rate")] == 1.0 and rows[("col", "unseen_categories")] == 1.0
+
+
+@pytest.mark.parametrize("signal", [SCORE_KEY, LABEL_KEY])
+def test_a_feature_named_like_a_prediction_signal_gets_no_quality_check_or_bogus_statistic(signal):
+    rows = [{"x": float(i % 7), signal: "ab"[i % 2]} for i in range(300)]
+    ref = build_reference("q", "default", rows, [0.3] * 300, ["yes"] * 300)
+    mon, alerts = _closed_window(ref, [{"x": None, signal: "zz"}] * 100)
+    assert ("missing_rate", "x") in {(a["detector"], a["feature"]) for a in alerts}
+    assert not [a for a in alerts if a["type"] == "data_quality" and a["feature"] == signal]
+    assert mon.latest_quality_hits.tolist() == [[100, -1]]  # x only
+    assert all(value >= 0 for _f, _d, value, _t in mon.window_statistics())
