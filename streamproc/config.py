@@ -257,6 +257,9 @@ class WorkerSettings(_Strict):
                                            "from a few partitions, so batches are not cut short by the fetch.")
     fetch_max_wait_ms: int = Field(100, ge=1, le=30_000, description="Longest the broker may hold a fetch waiting for data "
                                    "(Kafka answers as soon as data arrives; some brokers, Tansu among them, wait this long).")
+    routed_fetch_max_wait_ms: int = Field(10, ge=1, le=30_000, description="The same for reading the routed topic "
+                                          "(route: repartition), which the workers' own routers write while there is input: "
+                                          "a worker that has caught up with them asks again this soon.")
     max_idle_ms: int = Field(1000, ge=0, description="A caught-up prediction partition silent this long stops holding back the others' events (see streamproc.ordering).")
     dlq_payload_limit: int = Field(16384, ge=0, description="Bytes of a bad message kept in its dead letter.")
     checkpoint_seconds: float = Field(5.0, gt=0, description="How often monitoring state is saved and input offsets committed "

@@ -4,12 +4,15 @@ from the state topic and finish the stream with exact counts and the expected al
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 
 import pytest
 
+from streamproc.config import load_config
 from streamproc.synth import Drift, ModelStream
+from streamproc.worker import MonitorWorker
 
 from .conftest import WorkerProcess, unique_topics, wait_until
 from .test_integration import TopicReader, produce
@@ -81,3 +84,25 @@ def test_two_workers_split_the_models_and_the_survivor_takes_over(bootstrap, tmp
     finally:
         for w in (a, b):
             w.stop()
+
+
+def test_the_routed_topic_is_fetched_with_its_own_wait(bootstrap):
+    # The routers keep writing the routed topic while there is input: its reader waits
+    # routed_fetch_max_wait_ms for data, the routers' reader of the input fetch_max_wait_ms.
+    topics = {**unique_topics(), "references": f"refs-{uuid.uuid4().hex[:8]}", "state": f"state-{uuid.uuid4().hex[:8]}"}
+    env = {"STREAMPROC_BOOTSTRAP": bootstrap, "STREAMPROC_GROUP_ID": f"wait-{uuid.uuid4().hex[:8]}",
+           "STREAMPROC_FETCH_MAX_WAIT_MS": "150", "STREAMPROC_ROUTED_FETCH_MAX_WAIT_MS": "7",
+           **{f"STREAMPROC_TOPIC_{k.upper()}": v for k, v in topics.items()}}
+    worker = MonitorWorker(load_config(None, environ=env))
+
+    async def main():
+        await worker.start()
+        try:
+            return (worker.consumer.subscription(), worker.consumer._fetcher._fetch_max_wait_ms,
+                    worker.router_consumer._fetcher._fetch_max_wait_ms)
+        finally:
+            await worker.stop()
+
+    subscribed, routed_wait, input_wait = asyncio.run(main())
+    assert subscribed == {worker.settings.topics.routed_topic(worker.settings.group_id)}
+    assert (routed_wait, input_wait) == (7, 150)
