@@ -29,7 +29,7 @@ from typing import Sequence
 import numpy as np
 
 from .identity_cache import IdentityCache
-from .profile import CATEGORICAL, NUMERIC, FeatureProfile
+from .profile import NUMERIC, FeatureProfile
 from .psi import _chi2_quantile, psi_segments
 
 
@@ -50,7 +50,6 @@ class SignalLayout:
         self.inverse_count = 1.0 / np.maximum(np.array([p.count for p in plist]), 1)
         self._chi2: dict[float, np.ndarray] = {}
         self.bin_end = (self.bin_start + n_bins).tolist()
-        self.categorical = [p.kind == CATEGORICAL for p in plist]
 
     def evaluate(self, sketches: Sequence[np.ndarray], smoothing: float) -> tuple[list[float], list[np.ndarray]]:
         """(PSI per signal, PSI bin counts per signal, missing last) of one window's sketches."""

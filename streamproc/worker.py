@@ -226,9 +226,6 @@ class MonitorWorker:
             # with their next envelopes already there (about a fifth of the time in throughput.py).
             self.consumer = kafka.consumer(s.bootstrap, group_id=s.group_id,
                                            **{**consumer_opts, "fetch_max_wait_ms": s.routed_fetch_max_wait_ms})
-        else:
-            self.consumer = kafka.consumer(s.bootstrap, group_id=s.group_id, **consumer_opts)
-        if self.repartition:
             self.routed_partitions = len(self.ref_consumer.partitions_for_topic(routed) or ()) or t.partitions
             # A model lives in one partition. A routed partition read again from its beginning
             # brings source records whose offsets may have restarted too: all watermarks go.
@@ -240,6 +237,7 @@ class MonitorWorker:
                                  on_restart=self._source_restarted)
             self.router_consumer.subscribe([t.predictions, t.outcomes], listener=self.router.listener())
         else:
+            self.consumer = kafka.consumer(s.bootstrap, group_id=s.group_id, **consumer_opts)
             self.input = BatchedInput(self.consumer, t.predictions, MERGE_BUFFER, s.max_idle_ms, self._input_restarted)
             self.consumer.subscribe([t.predictions, t.outcomes], listener=_Rebalance(self))
         # Started together: each waits for its group to form (several seconds on a fresh broker).
