@@ -575,6 +575,7 @@ def run_worker(pin, bootstrap: str, sc: Scenario, partitions: int, route: Option
         batch_s, batches = histogram(text, "streamproc_batch_duration_seconds")
         res.update(startup=t0 - t_launch, c0=c0, seconds=t_end - t0, consumed=consumed,
                    rate=(sc.events - c0) / (t_end - t0), batches=batches, batch_seconds=batch_s, cpu=cpu,
+                   cpu_per_event=cpu / max(sc.events - c0, 1),
                    checkpoints=sum(v for _l, v in metric_lines(text, "streamproc_checkpoints_total")),
                    alerts_b=sum(1 for _t, a in watch.alerts if not a["model_id"].startswith(SENTINEL)))
         if consumed != sc.events:
@@ -749,7 +750,7 @@ def run_and_report(pin, bootstrap, sc, partitions, route, logdir, args, topic, s
           f"/metrics: {r['c0']:,} events already applied, {r['startup']:.1f} s after launch); "
           f"{r['consumed']:,} applied in all{'; ' + r['warning'] if 'warning' in r else ''}", flush=True)
     print(f"    worker CPU time {r['cpu']:.2f} s in those {r['seconds']:.2f} s: "
-          f"{1e6 * r['cpu'] / max(sc.events - r['c0'], 1):.1f} us per event", flush=True)
+          f"{1e6 * r['cpu_per_event']:.1f} us per event", flush=True)
     print(f"    {r['alerts_b']} alerts; {int(r['batches'])} batches (mean {r['batch_seconds'] / max(r['batches'], 1) * 1000:.0f} ms; "
           f"batch time / wall time {busy:.2f}, the rest is fetch and waiting); {int(r['checkpoints'])} checkpoints",
           flush=True)
@@ -857,7 +858,7 @@ def main() -> None:
                     if r is not None:
                         runs[route or "direct"].append((ceil["rate"], r["rate"]))
                         if route == "repartition":
-                            one_worker_cpu.setdefault(sc.name, []).append(r["cpu"] / max(sc.events - r["c0"], 1))
+                            one_worker_cpu.setdefault(sc.name, []).append(r["cpu_per_event"])
                     if not last:
                         continue
                     if r is None or "live_error" in r:

@@ -57,12 +57,12 @@ def psi_segments(reference_counts: np.ndarray, window_counts: np.ndarray, starts
 
 
 @lru_cache(maxsize=4096)
-def _chi2_quantile(dof: int, alpha: float) -> float:
+def chi2_quantile(dof: int, alpha: float) -> float:
     return float(chi2.isf(alpha, dof))
 
 
 def effective_threshold(base: float, n_bins: int, reference_count: int, window_count: int, alpha: float) -> float:
     """``base``, raised to the level a same-distribution sample of these sizes exceeds with probability ``alpha``."""
     dof = max(n_bins - 1, 1)
-    noise = _chi2_quantile(dof, alpha) * (1.0 / max(window_count, 1) + 1.0 / max(reference_count, 1))
+    noise = chi2_quantile(dof, alpha) * (1.0 / max(window_count, 1) + 1.0 / max(reference_count, 1))
     return max(base, noise)

@@ -13,7 +13,6 @@ True
 
 from __future__ import annotations
 
-import math
 from functools import lru_cache
 from typing import Optional, Sequence
 
@@ -29,23 +28,16 @@ def _z(alpha: float) -> float:
 
 
 def rate_jump(ref_rate: float, ref_count: int, hits: int, count: int, cfg: QualityConfig) -> tuple[float, float, Optional[str]]:
-    """(window rate, rate needed to alert, severity or None) for one rate of one window."""
-    rate = hits / count if count else 0.0
-    pooled = (ref_rate * ref_count + hits) / max(ref_count + count, 1)
-    # Half a count of slack keeps a reference rate of exactly 0 from making any hit significant.
-    pooled = max(pooled, 0.5 / max(ref_count + count, 1))
-    se = math.sqrt(pooled * (1 - pooled) * (1 / max(count, 1) + 1 / max(ref_count, 1)))
-    needed = ref_rate + max(cfg.min_increase, _z(cfg.alpha) * se)
-    if rate < needed:
-        return rate, needed, None
-    return rate, needed, "critical" if rate - ref_rate >= cfg.critical_increase else "warning"
+    """(window rate, rate needed to alert, severity or None) for one rate of one window
+    (``rate_jumps`` of that one rate)."""
+    rates, needed, severities = rate_jumps([ref_rate], [ref_count], [hits], count, cfg)
+    return rates[0], needed[0], severities[0]
 
 
 def rate_jumps(ref_rates: Sequence[float], ref_counts: Sequence[int], hits: Sequence[int], count: int,
                cfg: QualityConfig) -> tuple[list[float], list[float], list[Optional[str]]]:
-    """``rate_jump`` of several rates of one window at once (a closed window checks two per
-    feature): the window rates, the rates needed and the severities, as lists. The same
-    arithmetic in numpy, so the same floats.
+    """(window rate, rate needed to alert, severity or None) of several rates of one window at
+    once (a closed window checks two per feature), as three lists.
 
     >>> rate_jumps([0.01, 0.01], [2000, 2000], [300, 12], 1000, QualityConfig())[2]
     ['critical', None]
@@ -55,6 +47,7 @@ def rate_jumps(ref_rates: Sequence[float], ref_counts: Sequence[int], hits: Sequ
     hits = np.asarray(hits, dtype=np.int64)
     rates = hits / count if count else np.zeros(len(hits))
     total = np.maximum(ref_counts + count, 1)
+    # Half a count of slack keeps a reference rate of exactly 0 from making any hit significant.
     pooled = np.maximum((ref_rates * ref_counts + hits) / total, 0.5 / total)
     se = np.sqrt(pooled * (1 - pooled) * (1 / max(count, 1) + 1 / np.maximum(ref_counts, 1)))
     needed = ref_rates + np.maximum(cfg.min_increase, _z(cfg.alpha) * se)

@@ -30,7 +30,7 @@ import numpy as np
 
 from .identity_cache import IdentityCache
 from .profile import NUMERIC, FeatureProfile
-from .psi import _chi2_quantile, psi_segments
+from .psi import chi2_quantile, psi_segments
 
 
 class SignalLayout:
@@ -72,7 +72,7 @@ class SignalLayout:
         """
         quantiles = self._chi2.get(alpha)
         if quantiles is None:
-            quantiles = self._chi2[alpha] = np.array([_chi2_quantile(max(n - 1, 1), alpha) for n in self.n_bins.tolist()],
+            quantiles = self._chi2[alpha] = np.array([chi2_quantile(max(n - 1, 1), alpha) for n in self.n_bins.tolist()],
                                                      dtype=np.float64)
         return quantiles * (1.0 / max(window_count, 1) + self.inverse_count)
 
