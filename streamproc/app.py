@@ -16,6 +16,7 @@ import time
 
 import faust
 import mode
+import mode.utils.logging
 import orjson
 
 from . import kafka
@@ -106,6 +107,40 @@ class ThrottleRepeats(logging.Filter):
         return True
 
 
+class LogFormatter(mode.utils.logging.ExtensionFormatter):
+    """mode's log formatter (the worker's log lines, colored on a terminal), cheaper where it
+    writes no colors: colorlog copies all of its 635 escape codes into each record it formats,
+    blank ones included, about 38 µs a line against 5 µs for the same text without them (alert
+    storms and dead-letter floods log a line each). The text is the same."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        # colorlog decides from the stream and the environment when it formats; they do not
+        # change while a worker runs. The blank codes a format names are all it needs.
+        self._blanks = None if self._colorize() else {
+            name: "" for name in self._escape_code_map("INFO") if f"%({name})s" in self._fmt or f"{{{name}}}" in self._fmt}
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        if self._blanks is None:
+            return super().formatMessage(record)
+        return logging.Formatter.formatMessage(self, _BlankCodes(record, self._blanks))
+
+
+class _BlankCodes:
+    """A record with its format's color codes blank (colorlog's ColoredRecord, minus the rest)."""
+
+    def __init__(self, record: logging.LogRecord, blanks: dict) -> None:
+        self.__dict__.update(record.__dict__)
+        self.__dict__.update(blanks)
+
+
+def logging_config() -> dict:
+    """For ``faust.Worker``: mode's logging setup, with ``LogFormatter`` for its colored formatter."""
+    colored = dict(mode.utils.logging.DEFAULT_FORMATTERS["colored"])
+    colored["()"] = f"{__name__}.LogFormatter"
+    return {"merge": True, "formatters": {"colored": colored}}
+
+
 def throttle_library_logs(prefix: str = "aiokafka", seconds: float = 30.0) -> None:
     throttle = ThrottleRepeats(seconds)
     for name in list(logging.root.manager.loggerDict):
@@ -118,7 +153,7 @@ def run(config: StreamprocConfig) -> int:
     throttle_library_logs()
     with tempfile.TemporaryDirectory(prefix="streamproc-faust-") as datadir:
         app, worker = build_app(config, datadir)
-        fw = faust.Worker(app, loglevel=config.worker.log_level.upper(), quiet=True)
+        fw = faust.Worker(app, loglevel=config.worker.log_level.upper(), quiet=True, logging_config=logging_config())
         worker.on_failure = lambda: os.kill(os.getpid(), signal.SIGTERM)  # faust's own clean shutdown
         try:
             fw.execute_from_commandline()

@@ -1,0 +1,79 @@
+"""The worker's log lines: ``app.LogFormatter`` writes what mode's formatter writes, cheaper."""
+
+from __future__ import annotations
+
+import io
+import logging
+import sys
+
+import mode.utils.logging as mode_logging
+import pytest
+
+from streamproc.app import LogFormatter, logging_config
+
+
+@pytest.fixture
+def root_logging():
+    """mode's setup replaces the root logger's handlers: put them back afterwards."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def _records() -> list[logging.LogRecord]:
+    def record(level, msg, args, exc_info=None, data=None):
+        r = logging.LogRecord("streamproc.worker", level, __file__, 1, msg, args, exc_info)
+        r.created, r.msecs, r.process = 1_700_000_000.25, 250.0, 4242
+        if data is not None:
+            r.data = data
+        return r
+
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        exc = sys.exc_info()
+    return [
+        record(logging.WARNING, "alert %s %s/%s %s %s %s=%.4f", ("a1", "m", "v1", "data_drift", "psi", "x0", 0.25)),
+        record(logging.INFO, "dead-lettered %s[%d]@%d (%s)", ("predictions", 0, 17, "invalid event")),
+        record(logging.ERROR, "failed: %s", ("x",), exc_info=exc),
+        record(logging.WARNING, "with extra data", (), data={"model": "m"}),
+    ]
+
+
+def _formatted(config, stream) -> tuple[logging.Formatter, list[str]]:
+    mode_logging.setup_logging(loglevel="INFO", logfile=stream, logging_config=config)
+    formatter = logging.getLogger().handlers[0].formatter
+    return formatter, [formatter.format(r) for r in _records()]
+
+
+def test_without_colors_the_lines_are_mode_s_own(root_logging, monkeypatch):
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    monkeypatch.setattr(sys, "stdout", io.StringIO())  # not a terminal
+    theirs, expected = _formatted(None, io.StringIO())
+    ours, lines = _formatted(logging_config(), io.StringIO())
+    assert type(theirs) is mode_logging.ExtensionFormatter and type(ours) is LogFormatter
+    assert ours._blanks is not None  # the cheap path ran
+    assert lines == expected
+    assert lines[0].endswith(",250] [4242] [WARNING] alert a1 m/v1 data_drift psi x0=0.2500 ")
+    assert "Traceback" in lines[2] and "ValueError: boom" in lines[2]
+    assert "model='m'" in lines[3]
+    assert not any("\x1b" in line for line in lines)
+
+
+def test_with_colors_it_is_mode_s_formatter(root_logging, monkeypatch):
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    _theirs, expected = _formatted(None, io.StringIO())
+    ours, lines = _formatted(logging_config(), io.StringIO())
+    assert ours._blanks is None
+    assert lines == expected
+    assert any("\x1b[" in line for line in lines)  # colored, as mode colors them
+
+
+def test_a_worker_line_reaches_the_log(root_logging, monkeypatch, capsys):
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+    mode_logging.setup_logging(loglevel="INFO", logfile=io.StringIO(), logging_config=logging_config())
+    logging.getLogger("streamproc.worker").warning("alert %s=%.4f", "x0", 0.5)
+    assert capsys.readouterr().err.endswith("[WARNING] alert x0=0.5000 \n")  # mode's handler writes to stderr
