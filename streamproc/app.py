@@ -148,12 +148,17 @@ def throttle_library_logs(prefix: str = "aiokafka", seconds: float = 30.0) -> No
             logging.getLogger(name).addFilter(throttle)
 
 
+def faust_worker(app: faust.App, config: StreamprocConfig) -> faust.Worker:
+    """faust's worker for ``app``: lifecycle, signals, logging (with ``LogFormatter``)."""
+    return faust.Worker(app, loglevel=config.worker.log_level.upper(), quiet=True, logging_config=logging_config())
+
+
 def run(config: StreamprocConfig) -> int:
     """Run the worker in the foreground until SIGINT/SIGTERM."""
     throttle_library_logs()
     with tempfile.TemporaryDirectory(prefix="streamproc-faust-") as datadir:
         app, worker = build_app(config, datadir)
-        fw = faust.Worker(app, loglevel=config.worker.log_level.upper(), quiet=True, logging_config=logging_config())
+        fw = faust_worker(app, config)
         worker.on_failure = lambda: os.kill(os.getpid(), signal.SIGTERM)  # faust's own clean shutdown
         try:
             fw.execute_from_commandline()

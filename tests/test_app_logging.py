@@ -6,10 +6,12 @@ import io
 import logging
 import sys
 
+import faust
 import mode.utils.logging as mode_logging
 import pytest
 
-from streamproc.app import LogFormatter, logging_config
+from streamproc.app import LogFormatter, faust_worker, logging_config
+from streamproc.config import load_config
 
 
 @pytest.fixture
@@ -77,3 +79,13 @@ def test_a_worker_line_reaches_the_log(root_logging, monkeypatch, capsys):
     mode_logging.setup_logging(loglevel="INFO", logfile=io.StringIO(), logging_config=logging_config())
     logging.getLogger("streamproc.worker").warning("alert %s=%.4f", "x0", 0.5)
     assert capsys.readouterr().err.endswith("[WARNING] alert x0=0.5000 \n")  # mode's handler writes to stderr
+
+
+def test_the_worker_logs_through_it(root_logging, monkeypatch):
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    monkeypatch.setattr(sys, "stdout", sys.stdout)  # the worker redirects them to the log: put them back after
+    monkeypatch.setattr(sys, "stderr", sys.stderr)
+    app = faust.App("streamproc-test-logging", broker="kafka://127.0.0.1:1")
+    worker = faust_worker(app, load_config(None, environ={}))
+    worker._setup_logging()  # what the worker does first when it starts
+    assert type(logging.getLogger().handlers[0].formatter) is LogFormatter
