@@ -83,9 +83,10 @@ def test_a_worker_line_reaches_the_log(root_logging, monkeypatch, capsys):
 
 def test_the_worker_logs_through_it(root_logging, monkeypatch):
     monkeypatch.delenv("FORCE_COLOR", raising=False)
-    monkeypatch.setattr(sys, "stdout", sys.stdout)  # the worker redirects them to the log: put them back after
-    monkeypatch.setattr(sys, "stderr", sys.stderr)
     app = faust.App("streamproc-test-logging", broker="kafka://127.0.0.1:1")
     worker = faust_worker(app, load_config(None, environ={}))
+    # Its redirection of stdout and stderr to the log would be undone whenever the worker is
+    # collected, replacing later tests' captured streams: not here.
+    worker.redirect_stdouts = False
     worker._setup_logging()  # what the worker does first when it starts
     assert type(logging.getLogger().handlers[0].formatter) is LogFormatter
