@@ -24,7 +24,10 @@ partition carries every model; from the middle of each model's stream x0 shifts 
     ``WorkerProcess``: fresh group id and topics, ``STREAMPROC_TOPIC_*`` variables) reads the
     preloaded topic from the beginning: decode, validate, order, sketches, PSI, detectors,
     alerts published and acknowledged, state checkpoints and offset commits. Its CPU time over
-    the measured span (``/proc``) is printed too, per event.
+    the measured span (``/proc``) is printed too, per event and as a share of the span (a
+    worker near 100 % is CPU-bound: its rate follows its CPU per event); so is the share of
+    the span its batches took (decode to commit, from its metrics), which leaves out the
+    fetch's own work (reading and unpacking records) as well as the waiting.
 
     *Start mark.* Readiness is not tied to consumption: ``/healthz`` turns 200 once a
     ``poll`` of an assigned consumer has returned, with or without records. On a preloaded
@@ -749,11 +752,11 @@ def run_and_report(pin, bootstrap, sc, partitions, route, logdir, args, topic, s
           f"{sc.events - r['c0']:,} events in {r['seconds']:.2f} s after the start mark (ready + first "
           f"/metrics: {r['c0']:,} events already applied, {r['startup']:.1f} s after launch); "
           f"{r['consumed']:,} applied in all{'; ' + r['warning'] if 'warning' in r else ''}", flush=True)
-    print(f"    worker CPU time {r['cpu']:.2f} s in those {r['seconds']:.2f} s: "
-          f"{1e6 * r['cpu_per_event']:.1f} us per event", flush=True)
+    print(f"    worker CPU time {r['cpu']:.2f} s in those {r['seconds']:.2f} s ({r['cpu'] / r['seconds']:.0%} of the "
+          f"span; the rest is waiting): {1e6 * r['cpu_per_event']:.1f} us per event", flush=True)
     print(f"    {r['alerts_b']} alerts; {int(r['batches'])} batches (mean {r['batch_seconds'] / max(r['batches'], 1) * 1000:.0f} ms; "
-          f"batch time / wall time {busy:.2f}, the rest is fetch and waiting); {int(r['checkpoints'])} checkpoints",
-          flush=True)
+          f"batch time / wall time {busy:.2f}, the rest is fetching, unpacking records and waiting); "
+          f"{int(r['checkpoints'])} checkpoints", flush=True)
     if "live_error" in r:
         print(f"(c) alert latency: FAILED: {r['live_error']}", flush=True)
         return r
