@@ -394,7 +394,10 @@ class ModelMonitor:
             self.quantiles.update(zip(spread, qs))
         # Thresholds raised for the window's size (psi.effective_threshold), every signal at once.
         noise = layout.noise(win.count, psi_cfg.alpha)
-        warns = np.maximum(psi_cfg.warning, noise).tolist()
+        # The configured threshold's own float where it wins (most signals): ``latest`` keeps
+        # one per signal until the next window, for thousands of models.
+        base = psi_cfg.warning
+        warns = [base if w == base else w for w in np.maximum(base, noise).tolist()]
         crits = np.maximum(psi_cfg.critical, noise).tolist()
         # Data-quality checks of every feature signal (not the prediction's), all at once.
         checked = ([(j, name, profile) for j, (name, profile) in enumerate(profiles.items())

@@ -34,7 +34,13 @@ from .psi import chi2_quantile, psi_segments
 
 
 class SignalLayout:
-    """Every signal's sketch and PSI bins laid end to end, for one set of profiles (in order)."""
+    """Every signal's sketch and PSI bins laid end to end, for one set of profiles (in order).
+
+    Held for each model version whose windows closed lately (``layout_for``), so kept small:
+    slots, and sketch positions as 32-bit integers (there are hundreds per feature).
+    """
+
+    __slots__ = ("names", "bin_start", "bin_end", "to_bin", "ref_counts", "numeric", "inverse_count", "_chi2")
 
     def __init__(self, profiles: dict[str, FeatureProfile]):
         self.names = list(profiles)
@@ -42,13 +48,12 @@ class SignalLayout:
         n_bins = np.array([p.n_bins for p in plist], dtype=np.int64)
         self.bin_start = np.cumsum(n_bins) - n_bins
         self.to_bin = (np.concatenate([p.sketch_to_bin() + start for p, start in zip(plist, self.bin_start.tolist())])
-                       if plist else np.empty(0, dtype=np.int64))
+                       if plist else np.empty(0, dtype=np.int64)).astype(np.int32)
         self.ref_counts = np.concatenate([np.asarray(p.proportions, dtype=np.float64) * p.count for p in plist]) \
             if plist else np.empty(0)
         self.numeric = [j for j, p in enumerate(plist) if p.kind == NUMERIC]
-        self.n_bins = n_bins
         self.inverse_count = 1.0 / np.maximum(np.array([p.count for p in plist]), 1)
-        self._chi2: dict[float, np.ndarray] = {}
+        self._chi2: tuple = (None, None)  # (alpha, each signal's chi-square quantile at it)
         self.bin_end = (self.bin_start + n_bins).tolist()
 
     def evaluate(self, sketches: Sequence[np.ndarray], smoothing: float) -> tuple[list[float], list[np.ndarray]]:
@@ -70,10 +75,11 @@ class SignalLayout:
         >>> float(np.maximum(0.1, SignalLayout({"x": p}).noise(50, 1e-6))[0]) == effective_threshold(0.1, p.n_bins, p.count, 50, 1e-6)
         True
         """
-        quantiles = self._chi2.get(alpha)
-        if quantiles is None:
-            quantiles = self._chi2[alpha] = np.array([chi2_quantile(max(n - 1, 1), alpha) for n in self.n_bins.tolist()],
-                                                     dtype=np.float64)
+        cached, quantiles = self._chi2
+        if cached != alpha or quantiles is None:  # (a model version's alpha rarely changes)
+            n_bins = (np.asarray(self.bin_end, dtype=np.int64) - self.bin_start).tolist()
+            quantiles = np.array([chi2_quantile(max(n - 1, 1), alpha) for n in n_bins], dtype=np.float64)
+            self._chi2 = (alpha, quantiles)
         return quantiles * (1.0 / max(window_count, 1) + self.inverse_count)
 
 

@@ -136,3 +136,14 @@ def test_noise_gives_every_signals_effective_threshold_to_the_bit(data, window_c
     profiles, _windows = data
     got = np.maximum(base, SignalLayout(profiles).noise(window_count, alpha)).tolist()
     assert got == [effective_threshold(base, p.n_bins, p.count, window_count, alpha) for p in profiles.values()]
+
+
+@settings(max_examples=50, deadline=None)
+@given(signals(), st.lists(st.sampled_from([1e-9, 1e-6, 1e-3, 0.05]), min_size=2, max_size=6))
+def test_one_layout_gives_each_alpha_its_own_noise_in_turn(data, alphas):
+    """A layout keeps the quantiles of the alpha it saw last: another alpha is not served them."""
+    profiles, _windows = data
+    layout = SignalLayout(profiles)
+    for alpha in alphas:
+        got = np.maximum(0.1, layout.noise(1000, alpha)).tolist()
+        assert got == [effective_threshold(0.1, p.n_bins, p.count, 1000, alpha) for p in profiles.values()]
