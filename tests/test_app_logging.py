@@ -90,3 +90,13 @@ def test_the_worker_logs_through_it(root_logging, monkeypatch):
     worker.redirect_stdouts = False
     worker._setup_logging()  # what the worker does first when it starts
     assert type(logging.getLogger().handlers[0].formatter) is LogFormatter
+
+
+@pytest.mark.parametrize("fmt", ["%(log_color)-8s%(levelname)s %(message)s", "{log_color}{levelname:>8} {message}"])
+def test_a_format_naming_colors_with_a_width_or_another_style(fmt, monkeypatch):
+    monkeypatch.delenv("FORCE_COLOR", raising=False)
+    style = "{" if fmt.startswith("{") else "%"
+    ours = LogFormatter(stream=io.StringIO(), fmt=fmt, style=style)
+    theirs = mode_logging.ExtensionFormatter(stream=io.StringIO(), fmt=fmt, style=style)
+    record = _records()[0]
+    assert ours.format(record) == theirs.format(_records()[0])
