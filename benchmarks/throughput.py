@@ -752,8 +752,9 @@ def run_and_report(pin, bootstrap, sc, partitions, route, logdir, args, topic, s
           f"{sc.events - r['c0']:,} events in {r['seconds']:.2f} s after the start mark (ready + first "
           f"/metrics: {r['c0']:,} events already applied, {r['startup']:.1f} s after launch); "
           f"{r['consumed']:,} applied in all{'; ' + r['warning'] if 'warning' in r else ''}", flush=True)
-    print(f"    worker CPU time {r['cpu']:.2f} s in those {r['seconds']:.2f} s ({r['cpu'] / r['seconds']:.0%} of the "
-          f"span; the rest is waiting): {1e6 * r['cpu_per_event']:.1f} us per event", flush=True)
+    share = r["cpu"] / r["seconds"] if r["seconds"] else float("nan")
+    print(f"    worker CPU time {r['cpu']:.2f} s in those {r['seconds']:.2f} s ({share:.0%} of the span): "
+          f"{1e6 * r['cpu_per_event']:.1f} us per event", flush=True)
     print(f"    {r['alerts_b']} alerts; {int(r['batches'])} batches (mean {r['batch_seconds'] / max(r['batches'], 1) * 1000:.0f} ms; "
           f"batch time / wall time {busy:.2f}, the rest is fetching, unpacking records and waiting); "
           f"{int(r['checkpoints'])} checkpoints", flush=True)

@@ -115,11 +115,11 @@ class LogFormatter(mode.utils.logging.ExtensionFormatter):
 
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        # colorlog decides from the stream and the environment when it formats; they do not
-        # change while a worker runs. The blank codes a format names are all it needs.
+        # colorlog decides from the stream and the environment (NO_COLOR, FORCE_COLOR) when it
+        # formats; here once, when the worker starts. A code the format names, in whichever
+        # style, appears in it: those (and any other name that happens to) are blanked.
         fmt = self._fmt or ""
-        self._blanks = None if self._colorize() else {
-            name: "" for name in self._escape_code_map("INFO") if f"%({name})" in fmt or f"{{{name}" in fmt}
+        self._blanks = None if self._colorize() else {name: "" for name in self._escape_code_map("INFO") if name in fmt}
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         if self._blanks is None:
