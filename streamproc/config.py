@@ -260,6 +260,10 @@ class WorkerSettings(_Strict):
     routed_fetch_max_wait_ms: int = Field(10, ge=1, le=30_000, description="The same for reading the routed topic "
                                           "(route: repartition), which the workers' own routers write while there is input: "
                                           "a worker that has caught up with them asks again this soon.")
+    routed_message_bytes: int = Field(1_000_000, ge=300_000, le=16 * 1_048_576, description="Largest message a router "
+                                      "writes to the routed topic (route: repartition), encoded: an envelope of many events, so "
+                                      "fewer round trips. Keep it under the broker's message.max.bytes (Kafka's default "
+                                      "1,048,588); it must hold the largest event (256 KiB) with its key.")
     max_idle_ms: int = Field(1000, ge=0, description="A caught-up prediction partition silent this long stops holding back the others' events (see streamproc.ordering).")
     dlq_payload_limit: int = Field(16384, ge=0, description="Bytes of a bad message kept in its dead letter.")
     checkpoint_seconds: float = Field(5.0, gt=0, description="How often monitoring state is saved and input offsets committed "

@@ -10,8 +10,11 @@ worker, and moves with its partition when workers join or leave.
 
 Forwarding is batched: the messages of one fetch bound for one routed partition travel in
 *envelopes* (header ``streamproc-envelope: 1``; value a msgpack array of
-``[topic, partition, offset, kind, key, value, timestamp]`` entries, at most ``ENVELOPE_BYTES`` of
-payload each), so routing costs one produce per partition and batch, not one per event.
+``[topic, partition, offset, kind, key, value, timestamp]`` entries, at most
+``worker.routed_message_bytes`` each, encoded), so routing costs one produce per partition and
+batch, not one per event. Envelopes are as large as the broker takes: aiokafka has one produce
+request in flight per broker and one batch per partition in a request, so each envelope of a
+partition costs a round trip, and those go out between the monitor's batches.
 Each entry keeps where it came from; after a router crash the same source records may be
 forwarded twice, and the worker applies a record only if its source offset is past what the
 model's state has applied from that source partition, so duplicates change nothing.
@@ -39,7 +42,14 @@ from .decode import route_keys
 log = logging.getLogger(__name__)
 
 ENVELOPE_HEADER = "streamproc-envelope"
-ENVELOPE_BYTES = 512 * 1024  # payload per envelope; an event is at most 256 KiB (decode.MAX_EVENT_BYTES)
+# An envelope's encoded size, at most: under Kafka's default message.max.bytes (1,048,588) with
+# room for the record batch's own headers. An entry larger than this alone (an event is at most
+# 256 KiB, decode.MAX_EVENT_BYTES) travels alone.
+ENVELOPE_BYTES = 1_000_000
+# The most msgpack adds to an entry besides its topic, key and value: the array's header, the
+# topic's string header, partition, offset, kind, the key's and value's headers, timestamp.
+_ENTRY_BYTES = 1 + 5 + 5 + 9 + (2 + len(b"prediction")) + 5 + 5 + 9
+_ARRAY_BYTES = 5  # the envelope's own array header, at most
 PREDICTION, OUTCOME = b"prediction", b"outcome"
 _ENCODER = msgspec.msgpack.Encoder()
 
@@ -71,17 +81,26 @@ _DECODER = msgspec.msgpack.Decoder(list[SourceRecord])
 
 def envelopes(entries: list[tuple], limit: int = ENVELOPE_BYTES) -> list[bytes]:
     """Pack ``(topic, partition, offset, kind, key, value, timestamp)`` entries into envelopes of at most
-    ``limit`` bytes of values each (one entry always fits: it was checked against the event limit).
+    ``limit`` bytes each, encoded (an entry larger than that alone goes alone).
 
-    >>> [len(unwrap_envelope(e)) for e in envelopes([("t", 0, i, PREDICTION, None, b"x" * 10, 0) for i in range(5)], limit=25)]
+    The size is bounded from the entries' lengths, not measured by encoding: per-entry headers
+    are most of an envelope of small events (outcomes, say), so counting only the values let an
+    envelope of them grow past the broker's limit.
+
+    >>> [len(unwrap_envelope(e)) for e in envelopes([("t", 0, i, PREDICTION, None, b"x" * 10, 0) for i in range(5)], limit=150)]
     [2, 2, 1]
     """
-    out, chunk, size = [], [], 0
+    out, chunk, size = [], [], _ARRAY_BYTES
+    overhead: dict[str, int] = {}  # per topic: what an entry adds besides its key and value
     for entry in entries:
-        n = len(entry[5] or b"")
+        topic, key, value = entry[0], entry[4], entry[5]
+        fixed = overhead.get(topic)
+        if fixed is None:
+            fixed = overhead[topic] = _ENTRY_BYTES + len(topic.encode())
+        n = fixed + (len(key) if key else 0) + (len(value) if value else 0)
         if chunk and size + n > limit:
             out.append(_ENCODER.encode(chunk))
-            chunk, size = [], 0
+            chunk, size = [], _ARRAY_BYTES
         chunk.append(entry)
         size += n
     if chunk:
@@ -105,12 +124,14 @@ class Router:
     """Forwards predictions and outcomes to the routed topic, partitioned by model id."""
 
     def __init__(self, consumer, producer, predictions: str, outcomes: str, routed: str, partitions: int,
-                 dead_letter: Callable, max_buffered: int, max_idle_ms: int, on_restart: Optional[Callable] = None):
+                 dead_letter: Callable, max_buffered: int, max_idle_ms: int, on_restart: Optional[Callable] = None,
+                 envelope_bytes: int = ENVELOPE_BYTES):
         self.consumer = consumer
         self.producer = producer
         self.topics = {predictions: PREDICTION, outcomes: OUTCOME}
         self.routed = routed
         self.partitions = partitions
+        self.envelope_bytes = envelope_bytes
         self.dead_letter = dead_letter  # (msg, reason) -> delivery future, from the worker
         self.input = BatchedInput(consumer, predictions, max_buffered, max_idle_ms, on_restart)
         self.lock = asyncio.Lock()  # a batch in hand finishes before partitions are revoked
@@ -161,7 +182,7 @@ class Router:
             by_partition.setdefault(part, []).append(
                 (msg.topic, msg.partition, msg.offset, self.topics[msg.topic], msg.key, msg.value, msg.timestamp))
         for part, entries in by_partition.items():
-            for value in envelopes(entries):
+            for value in envelopes(entries, self.envelope_bytes):
                 futures.append(self.producer.send(self.routed, value, partition=part, headers=[(ENVELOPE_HEADER, b"1")]))
         return futures, len(rejected)
 

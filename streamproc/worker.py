@@ -234,7 +234,7 @@ class MonitorWorker:
             self.router_consumer = kafka.consumer(s.bootstrap, group_id=f"{s.group_id}-router", **consumer_opts)
             self.router = Router(self.router_consumer, self.producer, t.predictions, t.outcomes, routed,
                                  self.routed_partitions, self._dead_letter, MERGE_BUFFER, s.max_idle_ms,
-                                 on_restart=self._source_restarted)
+                                 on_restart=self._source_restarted, envelope_bytes=s.routed_message_bytes)
             self.router_consumer.subscribe([t.predictions, t.outcomes], listener=self.router.listener())
         else:
             self.consumer = kafka.consumer(s.bootstrap, group_id=s.group_id, **consumer_opts)

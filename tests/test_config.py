@@ -112,6 +112,7 @@ def _error(tmp_path, text: str = None, **kw) -> str:
         ("defaults:\n  window_size: lots\n", "defaults.window_size"),
         ("worker:\n  metrics_port: 70000\n", "worker.metrics_port"),
         ("worker:\n  topics: {partitions: 0}\n", "worker.topics.partitions"),
+        ("worker:\n  routed_message_bytes: 1000\n", "worker.routed_message_bytes"),
         ("defaults:\n  retrain: {min_critical_features: 0}\n", "defaults.retrain.min_critical_features"),
     ],
 )
