@@ -21,6 +21,11 @@ from .profile import ReferenceProfile
 
 STATE_FORMAT = 1
 MIN_KEPT = 100  # thinning never leaves a warm-up fewer events than about this many
+# A model's state is saved as one record (all its versions), and a record has a size limit (the
+# worker's: 16 MiB). Warm-ups are most of a model's state while it has no reference (8 bytes a
+# value: 2,000 events of 1,000 features are 16 MB), so those of one model id may hold at most
+# this much; over it they are thinned (see ``_thin_warmups``).
+MODEL_WARMUP_BYTES = 8 * 1024 * 1024
 
 
 @dataclass
@@ -36,6 +41,8 @@ class EngineOutput:
     refused_outcomes: list[Outcome] = field(default_factory=list)
     # Warm-ups thinned to stay within ``warmup_budget``: the stride each now keeps.
     thinned: dict[ModelKey, int] = field(default_factory=dict)
+    # Warm-ups thinned to keep their model id's within ``MODEL_WARMUP_BYTES``: the same.
+    thinned_large: dict[ModelKey, int] = field(default_factory=dict)
 
 
 class MonitorEngine:
@@ -63,6 +70,7 @@ class MonitorEngine:
         self.warmup_budget: Optional[int] = None
         self.warmup_bytes = 0  # held by all warm-ups, as last estimated
         self._warm_bytes: dict[ModelKey, int] = {}  # per warming model version
+        self._model_warm_bytes: dict[str, dict[ModelKey, int]] = {}  # the same, by model id
         self._sweep_above = 0  # after a sweep that could not meet the budget: when to try again
         # Decodes the events of the busiest models by their layouts (``decode_predictions``'s
         # ``known``, with ``feature_layout``): faster, the same result. Learns from what
@@ -127,6 +135,9 @@ class MonitorEngine:
             if result.windows_closed:
                 out.windows_closed[key] = result.windows_closed
             self._track_warmup(key, mon)
+            versions = self._model_warm_bytes.get(key[0])
+            if versions is not None and sum(versions.values()) > MODEL_WARMUP_BYTES:
+                out.thinned_large.update(self._thin(list(versions.items()), MODEL_WARMUP_BYTES // len(versions)))
         if self.warmup_budget is not None and self.warmup_bytes > max(self.warmup_budget, self._sweep_above):
             out.thinned = self._thin_warmups()
         refused = {(b.model_id, b.model_version) for b in out.refused}
@@ -141,12 +152,20 @@ class MonitorEngine:
         if size:
             self._warm_bytes[key] = size
         self.warmup_bytes += size - before
+        if size:
+            self._model_warm_bytes.setdefault(key[0], {})[key] = size
+        elif before:
+            versions = self._model_warm_bytes[key[0]]
+            del versions[key]
+            if not versions:
+                del self._model_warm_bytes[key[0]]
         if size < before and self._sweep_above:  # what was freed (a warm-up ended, say) lowers the mark
             self._sweep_above = max(self._sweep_above - (before - size), 0)
 
     def _retrack_warmups(self) -> None:
         """Reckon warm-up memory afresh, from the monitors held (after they were replaced)."""
         self._warm_bytes.clear()
+        self._model_warm_bytes.clear()
         self.warmup_bytes = self._sweep_above = 0
         for key, mon in self.monitors.items():
             self._track_warmup(key, mon)
@@ -168,8 +187,18 @@ class MonitorEngine:
         costs sensitivity, not false alarms. Returns the versions thinned and their strides.
         """
         share = self.warmup_budget // max(len(self._warm_bytes), 1)
+        thinned = self._thin(list(self._warm_bytes.items()), share)
+        # Over the budget still (every warm-up as thin as it gets): the next sweep waits until
+        # warm-ups have grown by an eighth of it, not every batch.
+        self._sweep_above = self.warmup_bytes + self.warmup_budget // 8 if self.warmup_bytes > self.warmup_budget else 0
+        return thinned
+
+    def _thin(self, sizes: list[tuple[ModelKey, int]], share: int) -> dict[ModelKey, int]:
+        """Thin each warm-up of ``sizes`` (key, bytes) over ``share`` bytes as ``_thin_warmups``
+        describes (also used to keep one model id's warm-ups within ``MODEL_WARMUP_BYTES``, each
+        version to an equal share); the strides of those thinned."""
         thinned = {}
-        for key, size in list(self._warm_bytes.items()):
+        for key, size in sizes:
             if size <= share:
                 continue
             mon = self.monitors.get(key)
@@ -188,9 +217,6 @@ class MonitorEngine:
                 thinned[key] = warm.stride
             self._track_warmup(key, mon)
         self.dirty_monitors.update(thinned)
-        # Over the budget still (every warm-up as thin as it gets): the next sweep waits until
-        # warm-ups have grown by an eighth of it, not every batch.
-        self._sweep_above = self.warmup_bytes + self.warmup_budget // 8 if self.warmup_bytes > self.warmup_budget else 0
         return thinned
 
     def process_outcomes(self, outcomes: list[Outcome]) -> EngineOutput:

@@ -170,13 +170,17 @@ class Metrics:
             registry=r)
         self.state_bytes = Gauge(
             "streamproc_checkpoint_bytes", "Bytes of state written by the latest checkpoint (changed models only).", registry=r)
+        self.state_too_large = Counter(
+            "streamproc_state_too_large_total", "Model states not saved at a checkpoint because their record was over "
+            "the state topic's limit (16 MiB); the worker logs which model.", registry=r)
         self.models = Gauge("streamproc_models", "Model versions monitored by this worker.", registry=r)
         self.warmup_bytes = Gauge(
             "streamproc_warmup_memory_bytes", "Memory held by the warm-ups of model versions without a reference "
             "(estimated; bounded by worker.warmup_memory_mb).", registry=r)
         self.warmups_thinned = Counter(
-            "streamproc_warmups_thinned_total", "Warm-ups thinned to stay within worker.warmup_memory_mb, once per "
-            "model version each time (it then keeps every 2nd, 4th, ... of its events).", registry=r)
+            "streamproc_warmups_thinned_total", "Warm-ups thinned to stay within worker.warmup_memory_mb (or a model's "
+            "within 8 MiB, so its state fits a record), once per model version each time (it then keeps every 2nd, "
+            "4th, ... of its events).", registry=r)
         self.features = Gauge("streamproc_features", "Features monitored by this worker, summed over its model versions.",
                               registry=r)
         self.state_bytes_total = Gauge(

@@ -23,7 +23,9 @@ from . import kafka
 
 log = logging.getLogger(__name__)
 SEP = "\x1f"  # ids have no control characters (see streamproc.events.ID_PATTERN)
-MAX_STATE_BYTES = 16 * 1024 * 1024
+MAX_STATE_BYTES = 16 * 1024 * 1024  # the state topic's max.message.bytes, and the producer's request limit
+# A record's value may be this large: room is left for its key and the record batch's headers.
+MAX_RECORD_BYTES = MAX_STATE_BYTES - 64 * 1024
 
 
 class StateStore:
@@ -33,6 +35,7 @@ class StateStore:
         self.topic = topic
         self.prefix = f"{group_id}{SEP}"
         self.bytes_written = 0
+        self.max_record_bytes = MAX_RECORD_BYTES
 
     async def read(self, apply: Callable[[str, Optional[bytes]], None], timeout: float = 60.0) -> None:
         """Call ``apply(model id, value)`` for every record of this group, oldest first, up to

@@ -29,7 +29,7 @@ from . import kafka
 from .config import ConfigError, StreamprocConfig
 from .consume import COMMIT_TIMEOUT, BatchedInput, caught_up, commit, lags, seek_committed
 from .decode import decode_outcomes, decode_predictions
-from .engine import MonitorEngine
+from .engine import MODEL_WARMUP_BYTES, MonitorEngine
 from .gc_policy import gc_paused, tune_gc
 from .metrics import Metrics, dead_letter_reason
 from .monitor import ERROR_SIGNAL, QUANTILES
@@ -194,6 +194,7 @@ class MonitorWorker:
         self._saving = None  # a checkpoint on its way: (state delivery futures, offsets, records)
         self._restarted: list = []  # input partitions read again from their beginning, to forget (see _apply_restarts)
         self._in_flight = False  # a batch is applied to the state but its output not yet acknowledged
+        self._too_large: set[str] = set()  # models whose state is over the record limit (see _state_too_large)
 
     # -- lifecycle -------------------------------------------------------------------------
     async def start(self) -> None:
@@ -570,6 +571,10 @@ class MonitorWorker:
         try:
             for model_id, record in self.engine.dirty_records({f"{tp.topic}:{tp.partition}": off
                                                                 for tp, off in offsets.items()}):
+                if len(record) > self.state.max_record_bytes:
+                    self._state_too_large(model_id, len(record))
+                    continue
+                self._too_large.discard(model_id)
                 records[model_id] = record
                 if len(records) % 100 == 0:
                     work += time.perf_counter() - began
@@ -586,6 +591,17 @@ class MonitorWorker:
         self._saving = (futures, offsets, records)
         if force:
             await self._settle_checkpoint(wait=True)
+
+    def _state_too_large(self, model_id: str, size: int) -> None:
+        """A model's state record is over the state topic's limit: it is not saved (the others
+        are, and the offsets are committed, rather than none ever again). After a restart the
+        model resumes from its last saved state, without what it applied since."""
+        self.metrics.state_too_large.inc()
+        if model_id not in self._too_large:  # said once, until it fits again
+            self._too_large.add(model_id)
+            log.error("state of model %s is %d bytes, over the state topic's limit (%d): not saved; after a restart "
+                      "it resumes from its last saved state (fewer versions or features would fit)",
+                      model_id, size, self.state.max_record_bytes)
 
     async def _settle_checkpoint(self, wait: bool) -> None:
         """Finish the checkpoint on its way, if any: once its state is acknowledged (at once
@@ -669,6 +685,11 @@ class MonitorWorker:
             log.warning("warm-ups over worker.warmup_memory_mb (%d MB): %d model versions thinned, now keeping every "
                         "%s-th event (e.g. %s/%s)", self.settings.warmup_memory_mb, len(out.thinned),
                         "/".join(map(str, strides)), *next(iter(out.thinned)))
+        if out.thinned_large:
+            m.warmups_thinned.inc(len(out.thinned_large))
+            for (model_id, version), stride in out.thinned_large.items():
+                log.warning("warm-ups of model %s over %d MiB (many features): %s now keeps every %d-th event, so the "
+                            "model's state fits a record", model_id, MODEL_WARMUP_BYTES >> 20, version, stride)
         return futures + self._publish(out)
 
     def _process_outcomes(self, msgs) -> list:

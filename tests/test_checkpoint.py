@@ -194,3 +194,30 @@ def test_a_restart_noticed_while_models_load_is_applied_to_the_models_loaded():
     for obj in [*w.engine.monitors.values(), *w.engine.joiners.values()]:
         assert obj.applied == {"predictions:1": 4}
     assert w.engine.replay_until == {"predictions:1": 4} and not w._restarted
+
+
+def test_a_state_over_the_record_limit_is_not_sent_the_others_are_saved_and_committed(caplog):
+    async def main():
+        w = worker_with_changes(["small"])
+        batches, _ = decode_predictions([orjson.dumps(e) for e in ModelStream("big", n_numeric=40, seed=5).events(30)])
+        w.engine.process(batches)
+        sizes = dict((m, len(r)) for m, r in w.engine.dirty_records({}))
+        w.engine.dirty_monitors.update(w.engine.monitors)  # (exported above: changed again)
+        big, small = "big", "small"
+        assert sizes[big] > sizes[small]
+        w.state.max_record_bytes = (sizes[small] + sizes[big]) // 2  # the larger one is over it
+        await w.checkpoint(force=False)
+        assert [k.rsplit(b"\x1f", 1)[1] for _t, k in w.producer.sent] == [small.encode()]
+        w.producer.futures[0].set_result(None)
+        await w.checkpoint(force=False)
+        assert w.consumer.commits == [{TopicPartition("predictions", 0): 10}]  # the others' progress is kept
+        assert w.metrics.state_too_large._value.get() == 1
+        assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR" and big in r.getMessage()]
+        # Changed again and still too large: counted, not logged again.
+        w.engine.dirty_monitors.update(w.engine.monitors)
+        w.pacer.next_at = float("-inf")
+        await w.checkpoint(force=False)
+        assert w.metrics.state_too_large._value.get() == 2
+        assert len([r for r in caplog.records if r.levelname == "ERROR"]) == 1
+
+    asyncio.run(main())

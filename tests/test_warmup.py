@@ -508,3 +508,40 @@ def test_a_restored_warmup_adopts_a_reference_published_meanwhile():
     mon = second.monitors[("m", "default")]
     assert mon.reference is published and mon.warmup is None and second.warmup_bytes == 0
     assert ("m", "default") in second.dirty_monitors
+
+
+def test_one_models_warmups_are_kept_within_what_its_state_record_can_hold():
+    """A model of 400 features warming up three versions at once would keep about 19 MB, and
+    its state (one record for all its versions) would pass the state topic's 16 MiB limit,
+    which the worker could then never save. Its warm-ups are thinned to share
+    ``MODEL_WARMUP_BYTES``, whatever the worker-wide budget; other models are left alone."""
+    from streamproc.engine import MODEL_WARMUP_BYTES
+    from streamproc.state import MAX_STATE_BYTES
+
+    engine = _engine_with_budget(None)  # no worker-wide budget
+    versions = ["v1", "v2", "v3"]
+    streams = {}
+    for k, version in enumerate(versions):
+        events = []
+        for e in ModelStream("wide", n_numeric=400, seed=k).events(2000):
+            e["model_version"] = version
+            events.append(orjson.dumps(e))
+        streams[version] = events
+    small = [orjson.dumps(e) for e in ModelStream("small", n_numeric=20, seed=9).events(2000)]
+    thinned = {}
+    for start in range(0, 1900, 100):
+        batches, _ = decode_predictions([raw for events in [*streams.values(), small] for raw in events[start:start + 100]])
+        out = engine.process(batches)
+        thinned.update(out.thinned_large)
+        assert out.thinned == {}  # (that is the worker-wide budget's)
+        held = sum(engine.monitors[("wide", v)].warmup.nbytes() for v in versions)
+        assert held <= MODEL_WARMUP_BYTES
+    assert set(thinned) == {("wide", v) for v in versions} and engine.monitors[("small", "default")].warmup.stride == 1
+    record = dict(engine.dirty_records({}))["wide"]
+    assert len(record) < MAX_STATE_BYTES // 2
+    batches, _ = decode_predictions([raw for events in streams.values() for raw in events[1900:]])
+    engine.process(batches)
+    for version in versions:
+        mon = engine.monitors[("wide", version)]
+        stride = thinned[("wide", version)]
+        assert stride > 1 and mon.reference is not None and mon.reference.count == 2000 // stride
