@@ -107,7 +107,7 @@ def build(engine: MonitorEngine, models: int, data: list[PredictionBatch], start
         b = data[i % len(data)]
         model_id = f"model-{i:05d}"
         engine.process({(model_id, "default"): PredictionBatch(model_id, "default", b.event_ids, b.ts, b.features,
-                                                              b.scores, b.labels)})
+                                                              b.scores, b.labels)}, now=1.8e9 + i)  # as a worker stamps it
         layout = engine.feature_layout((model_id, "default"))  # what decoding its next batch caches (the last 4,096)
         # ... and what the typed decoder learns from it (a member for each of the 1,000 busiest)
         engine.decoder.learn({(model_id, "default"): PredictionBatch(model_id, "default", ["next"],

@@ -181,6 +181,11 @@ class MonitorConfig(_Shared):
     concept: ConceptConfig = Field(default_factory=ConceptConfig)
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
     cooldown_events: Optional[int] = Field(None, ge=0, description="Minimum events between two stream-detector alerts of the same kind; default one window.")
+    retire_version_seconds: Optional[float] = Field(
+        7 * 86400, gt=0, description="A model version without events for this long (the worker's clock) while another "
+        "version of its model had some is retired: its monitor and metric series go, freeing its memory and its place "
+        "in max_models. Events of it later start it afresh (from its published reference, or a new warm-up). "
+        "null: never.")
 
     @model_validator(mode="after")
     def _panes_divide(self) -> "MonitorConfig":

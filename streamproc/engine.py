@@ -6,6 +6,7 @@ batches and publishes what it returns; tests feed it directly.
 
 from __future__ import annotations
 
+import math
 import pickle
 import zlib
 from dataclasses import dataclass, field
@@ -107,7 +108,9 @@ class MonitorEngine:
             return None
         return layout_for(mon.reference, mon.cfg.ignore_features)
 
-    def process(self, batches: dict[ModelKey, PredictionBatch]) -> EngineOutput:
+    def process(self, batches: dict[ModelKey, PredictionBatch], now: Optional[float] = None) -> EngineOutput:
+        """Apply each model version's batch; ``now`` (the worker's clock) stamps the versions
+        seen, for ``retire_idle_versions``."""
         out = EngineOutput()
         for key, batch in batches.items():
             if key not in self.monitors and self.max_models is not None and len(self.monitors) >= self.max_models:
@@ -126,6 +129,8 @@ class MonitorEngine:
                 self.dirty_models.add(key[0])
                 joiner.add_predictions(key[1], batch.event_ids, batch.ts, batch.scores, batch.labels)
             mon = self.monitor(key)
+            if now is not None:
+                mon.last_seen = now
             result: StepResult = mon.update(batch)
             if self.dedupe and fresh is not None:
                 mon.applied = fresh
@@ -260,8 +265,11 @@ class MonitorEngine:
                 by_version.setdefault(m.version, []).append(m)
             for version, matches in by_version.items():
                 key = (model_id, version)
+                mon = self.monitors.get(key)
+                if mon is None:
+                    continue  # a version retired since its predictions were joined (see retire_idle_versions)
                 self.dirty_monitors.add(key)
-                result = self.monitor(key).update_errors(matches)
+                result = mon.update_errors(matches)
                 out.alerts.extend(result.alerts)
                 out.retrains.extend(result.retrains)
                 out.errors_updated.add(key)
@@ -386,6 +394,36 @@ class MonitorEngine:
             for tp, off in getattr(obj, "applied", {}).items():
                 self.replay_until[tp] = max(self.replay_until.get(tp, 0), off)
         return keys
+
+    def retire_idle_versions(self, now: float) -> list[ModelKey]:
+        """Drop the versions of a model that have had no events for ``retire_version_seconds``
+        while another of its versions had some (``last_seen``, stamped by ``process``); return
+        their keys.
+
+        Versions are compared within their model, so a worker that was down, or a model with
+        no traffic at all, retires nothing; the worker's clock is used, not event times, which
+        a producer could set to anything. A version's joined outcomes go with it; its model is
+        saved at the next checkpoint without it. A version with no stamp (state saved before
+        stamps existed) counts as seen now.
+        """
+        newest: dict[str, float] = {}
+        for key, mon in self.monitors.items():
+            if mon.last_seen is None:
+                mon.last_seen = now
+            if mon.last_seen > newest.get(key[0], -math.inf):
+                newest[key[0]] = mon.last_seen
+        retired = []
+        for key, mon in self.monitors.items():
+            # The current settings (an operational choice), not those the monitor was created with.
+            horizon = self.config_for(key[0]).retire_version_seconds
+            if horizon is not None and newest[key[0]] - mon.last_seen > horizon:
+                retired.append(key)
+        for key in retired:
+            del self.monitors[key]
+            self._track_warmup(key, None)
+            self.dirty_monitors.discard(key)
+            self.dirty_models.add(key[0])
+        return retired
 
     def forget(self, model_id: str, versions: Iterable[ModelKey]) -> None:
         """Drop a model's outcome joiner and the given versions' monitors."""

@@ -173,6 +173,9 @@ class Metrics:
         self.state_too_large = Counter(
             "streamproc_state_too_large_total", "Model states not saved at a checkpoint because their record was over "
             "the state topic's limit (16 MiB); the worker logs which model.", registry=r)
+        self.versions_retired = Counter(
+            "streamproc_versions_retired_total", "Model versions retired: no events for retire_version_seconds while "
+            "another version of their model had some.", registry=r)
         self.models = Gauge("streamproc_models", "Model versions monitored by this worker.", registry=r)
         self.warmup_bytes = Gauge(
             "streamproc_warmup_memory_bytes", "Memory held by the warm-ups of model versions without a reference "
@@ -240,6 +243,15 @@ class Metrics:
         for gauge in (self.psi, self.psi_threshold, self.statistic, self.statistic_threshold, self.error_rate,
                       self.score_quantile, self.drift_active):
             gauge.remove_matching(model_id=model_id)
+
+    def forget_version(self, model_id: str, version: str) -> None:
+        """Drop the latest-value series of one retired model version (counters stay)."""
+        per_model = self._statistic_series.get(model_id, {})
+        for kind_key in [k for k in per_model if k[0] == version]:
+            del per_model[kind_key]
+        for gauge in (self.psi, self.psi_threshold, self.statistic, self.statistic_threshold, self.error_rate,
+                      self.score_quantile, self.drift_active):
+            gauge.remove_matching(model_id=model_id, model_version=version)
 
     @staticmethod
     def set_counter(counter, labels: tuple, total: float) -> None:

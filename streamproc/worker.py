@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 # (about 20 MB of 1 KB events; a partition far ahead of the others waits for them).
 MERGE_BUFFER = 20_000
 PROBE_SECONDS = 2.0  # how often the broker is asked for metadata (readiness)
+RETIRE_SWEEP_SECONDS = 60.0  # how often idle model versions are looked for (see _retire_idle_versions)
 
 
 def dead_letter(msg, reason: str, limit: int) -> dict:
@@ -190,6 +191,7 @@ class MonitorWorker:
         self._last_probe = time.monotonic()
         self.state_sizes: dict[str, int] = {}  # bytes of the latest saved record, per model held
         self._last_gauges = 0.0
+        self._last_retire_sweep = time.monotonic()  # the first sweep a while after the start
         self._must_rewind = False  # the models of the assigned partitions still need loading
         self._saving = None  # a checkpoint on its way: (state delivery futures, offsets, records)
         self._restarted: list = []  # input partitions read again from their beginning, to forget (see _apply_restarts)
@@ -500,6 +502,7 @@ class MonitorWorker:
             outcomes = [r for r in source if r.kind == OUTCOME]
         async with self.lock:
             self._apply_restarts()
+            self._retire_idle_versions()
             # Under the lock: the models of newly assigned partitions are loaded (see _assigned),
             # so "ready" never means "still restoring state".
             # Nor "reading from positions not yet checked against the partitions' ends".
@@ -533,6 +536,22 @@ class MonitorWorker:
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         self.metrics.batch_size.observe(n)
         return n
+
+    def _retire_idle_versions(self) -> None:
+        """Now and then, retire the model versions idle for ``retire_version_seconds`` while
+        their model had traffic (``MonitorEngine.retire_idle_versions``)."""
+        now = time.monotonic()
+        if now - self._last_retire_sweep < RETIRE_SWEEP_SECONDS:
+            return
+        self._last_retire_sweep = now
+        retired = self.engine.retire_idle_versions(time.time())
+        for model_id, version in retired:
+            self.metrics.forget_version(model_id, version)
+            log.info("retired model version %s/%s: no events for %.0f h while its model had some", model_id, version,
+                     self.engine.config_for(model_id).retire_version_seconds / 3600)
+        if retired:
+            self.metrics.versions_retired.inc(len(retired))
+            self.metrics.models.set(len(self.engine.monitors))
 
     async def _update_gauges(self) -> None:
         """Gauges that cost a pass over partitions or models: at most once a second."""
@@ -655,7 +674,7 @@ class MonitorWorker:
                 batch.positions = [tags[i] for i in batch.positions]
             at = dict(zip(tags, msgs))
         futures = self._dead_letters(msgs, rejected)
-        out = self.engine.process(batches)
+        out = self.engine.process(batches, now=time.time())
         if out.refused:
             for batch in out.refused:
                 reason = (f"too many models: {batch.model_id}/{batch.model_version} would exceed "
