@@ -191,6 +191,7 @@ class MonitorWorker:
         self._last_probe = time.monotonic()
         self.state_sizes: dict[str, int] = {}  # bytes of the latest saved record, per model held
         self._last_gauges = 0.0
+        self._lag_series: set[tuple[str, str]] = set()  # (topic, partition) of the lag gauge's series
         self._last_retire_sweep = time.monotonic()  # the first sweep a while after the start
         self._must_rewind = False  # the models of the assigned partitions still need loading
         self._saving = None  # a checkpoint on its way: (state delivery futures, offsets, records)
@@ -560,10 +561,16 @@ class MonitorWorker:
             return
         self._last_gauges = now
         m = self.metrics
+        owned = set()
         for consumer in (self.consumer, self.router_consumer):
             if consumer is not None:
                 for tp, lag in (await lags(consumer)).items():
                     m.lag.labels(tp.topic, tp.partition).set(lag)
+                    owned.add((tp.topic, str(tp.partition)))
+        # A partition that moved to another worker: its last lag would stay (and look stuck).
+        for topic, partition in self._lag_series - owned:
+            m.lag.remove_matching(topic=topic, partition=partition)
+        self._lag_series = owned
         m.features.set(sum(len(mon.reference.features) for mon in self.engine.monitors.values() if mon.reference))
         m.warmup_bytes.set(self.engine.warmup_bytes)
 

@@ -1,0 +1,48 @@
+"""The consumer-lag gauge covers the partitions a worker owns now, not those it owned once
+(a stale lag would look like a stuck worker to the StreamprocThroughputStalled rule)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from aiokafka import TopicPartition
+
+from streamproc.config import load_config
+from streamproc.worker import MonitorWorker
+
+
+class Consumer:
+    def __init__(self, ends: dict):
+        self.ends = ends  # partition -> high watermark of the last fetch
+        self.positions: dict = {}
+
+    def assignment(self):
+        return set(self.ends)
+
+    def highwater(self, tp):
+        return self.ends.get(tp)
+
+    async def position(self, tp):
+        return self.positions.get(tp, 0)
+
+
+def _lags(w: MonitorWorker) -> dict:
+    return {key: child._value.get() for key, child in w.metrics.lag.series.items()}
+
+
+def test_the_lag_of_a_partition_that_moved_away_is_dropped():
+    async def main():
+        w = MonitorWorker(load_config(None, environ={}))
+        p0, p1 = TopicPartition("predictions", 0), TopicPartition("predictions", 1)
+        w.consumer = Consumer({p0: 500, p1: 40})
+        await w._update_gauges()
+        assert _lags(w) == {("predictions", "0"): 500, ("predictions", "1"): 40}
+        w.consumer.ends = {p1: 40}  # p0 was revoked
+        w.consumer.positions = {p1: 40}
+        w._last_gauges = float("-inf")
+        await w._update_gauges()
+        assert _lags(w) == {("predictions", "1"): 0}
+        text = w.metrics.render().decode()
+        assert "streamproc_consumer_lag_messages{partition=\"1\",topic=\"predictions\"} 0.0" in text and "partition=\"0\"" not in text
+
+    asyncio.run(main())
