@@ -182,15 +182,19 @@ class MonitorConfig(_Shared):
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
     cooldown_events: Optional[int] = Field(None, ge=0, description="Minimum events between two stream-detector alerts of the same kind; default one window.")
     retire_version_seconds: Optional[float] = Field(
-        7 * 86400, gt=0, description="A model version without events for this long (the worker's clock) while another "
-        "version of its model had some is retired: its monitor and metric series go, freeing its memory and its place "
-        "in max_models. Events of it later start it afresh (from its published reference, or a new warm-up). "
-        "null: never.")
+        7 * 86400, ge=3600, description="A model version without events for this long while its model had traffic is "
+        "retired: its monitor and metric series go, freeing its memory and its place in max_models. Time counts on the "
+        "worker's clock, only while the model has traffic (a silence of the whole model longer than a seventh of this "
+        "does not count). Events of it later start it afresh (from its published reference, or a new warm-up). "
+        "null: never. At least concept.ttl_seconds.")
 
     @model_validator(mode="after")
     def _panes_divide(self) -> "MonitorConfig":
         if self.window.kind == "count" and self.window_size % self.window.slide:
             raise ValueError(f"window_size ({self.window_size}) must be a multiple of window.slide ({self.window.slide})")
+        if self.retire_version_seconds is not None and self.concept.enabled and self.retire_version_seconds < self.concept.ttl_seconds:
+            raise ValueError(f"retire_version_seconds ({self.retire_version_seconds:g}) must be at least concept.ttl_seconds "
+                             f"({self.concept.ttl_seconds:g}): the outcomes of a retired version's predictions would be lost")
         return self
 
 
@@ -265,7 +269,7 @@ class WorkerSettings(_Strict):
     routed_fetch_max_wait_ms: int = Field(10, ge=1, le=30_000, description="The same for reading the routed topic "
                                           "(route: repartition), which the workers' own routers write while there is input: "
                                           "a worker that has caught up with them asks again this soon.")
-    routed_message_bytes: int = Field(1_000_000, ge=300_000, le=16 * 1_048_576, description="Largest message a router "
+    routed_message_bytes: int = Field(1_000_000, ge=300_000, le=16 * 1_048_576 - 65_536, description="Largest message a router "
                                       "writes to the routed topic (route: repartition), encoded: an envelope of many events, so "
                                       "fewer round trips. Keep it under the broker's message.max.bytes (Kafka's default "
                                       "1,048,588); it must hold the largest event (256 KiB) with its key.")

@@ -6,7 +6,6 @@ batches and publishes what it returns; tests feed it directly.
 
 from __future__ import annotations
 
-import math
 import pickle
 import zlib
 from dataclasses import dataclass, field
@@ -72,6 +71,10 @@ class MonitorEngine:
         self.warmup_bytes = 0  # held by all warm-ups, as last estimated
         self._warm_bytes: dict[ModelKey, int] = {}  # per warming model version
         self._model_warm_bytes: dict[str, dict[ModelKey, int]] = {}  # the same, by model id
+        self._model_thin_after: dict[str, int] = {}  # per model id over MODEL_WARMUP_BYTES: events before thinning again
+        # Per model id: [seconds it has had traffic (its active clock), the worker's clock at its
+        # last batch]; saved with the model (see _tick, retire_idle_versions).
+        self._clocks: dict[str, list[float]] = {}
         self._sweep_above = 0  # after a sweep that could not meet the budget: when to try again
         # Decodes the events of the busiest models by their layouts (``decode_predictions``'s
         # ``known``, with ``feature_layout``): faster, the same result. Learns from what
@@ -109,8 +112,8 @@ class MonitorEngine:
         return layout_for(mon.reference, mon.cfg.ignore_features)
 
     def process(self, batches: dict[ModelKey, PredictionBatch], now: Optional[float] = None) -> EngineOutput:
-        """Apply each model version's batch; ``now`` (the worker's clock) stamps the versions
-        seen, for ``retire_idle_versions``."""
+        """Apply each model version's batch; ``now`` (the worker's clock) advances their models'
+        active clocks and stamps the versions seen, for ``retire_idle_versions``."""
         out = EngineOutput()
         for key, batch in batches.items():
             if key not in self.monitors and self.max_models is not None and len(self.monitors) >= self.max_models:
@@ -130,7 +133,7 @@ class MonitorEngine:
                 joiner.add_predictions(key[1], batch.event_ids, batch.ts, batch.scores, batch.labels)
             mon = self.monitor(key)
             if now is not None:
-                mon.last_seen = now
+                mon.last_active = self._tick(key[0], now)
             result: StepResult = mon.update(batch)
             if self.dedupe and fresh is not None:
                 mon.applied = fresh
@@ -141,8 +144,8 @@ class MonitorEngine:
                 out.windows_closed[key] = result.windows_closed
             self._track_warmup(key, mon)
             versions = self._model_warm_bytes.get(key[0])
-            if versions is not None and sum(versions.values()) > MODEL_WARMUP_BYTES:
-                out.thinned_large.update(self._thin(list(versions.items()), MODEL_WARMUP_BYTES // len(versions)))
+            if versions is not None:
+                self._cap_model_warmups(key[0], versions, out)
         if self.warmup_budget is not None and self.warmup_bytes > max(self.warmup_budget, self._sweep_above):
             out.thinned = self._thin_warmups()
         refused = {(b.model_id, b.model_version) for b in out.refused}
@@ -164,6 +167,7 @@ class MonitorEngine:
             del versions[key]
             if not versions:
                 del self._model_warm_bytes[key[0]]
+                self._model_thin_after.pop(key[0], None)
         if size < before and self._sweep_above:  # what was freed (a warm-up ended, say) lowers the mark
             self._sweep_above = max(self._sweep_above - (before - size), 0)
 
@@ -171,6 +175,7 @@ class MonitorEngine:
         """Reckon warm-up memory afresh, from the monitors held (after they were replaced)."""
         self._warm_bytes.clear()
         self._model_warm_bytes.clear()
+        self._model_thin_after.clear()
         self.warmup_bytes = self._sweep_above = 0
         for key, mon in self.monitors.items():
             self._track_warmup(key, mon)
@@ -197,6 +202,25 @@ class MonitorEngine:
         # warm-ups have grown by an eighth of it, not every batch.
         self._sweep_above = self.warmup_bytes + self.warmup_budget // 8 if self.warmup_bytes > self.warmup_budget else 0
         return thinned
+
+    def _cap_model_warmups(self, model_id: str, versions: dict[ModelKey, int], out: EngineOutput) -> None:
+        """Keep one model id's warm-ups within ``MODEL_WARMUP_BYTES``, each version to an equal
+        share. If they are as thin as they get and still over it, look again only once they
+        have taken an eighth more events, not every batch: a look converts the rows waiting
+        as dicts and counts every kept category (their bytes are no guide: waiting rows cost
+        ten times their columns)."""
+        if sum(versions.values()) <= MODEL_WARMUP_BYTES:
+            if self._model_thin_after:
+                self._model_thin_after.pop(model_id, None)
+            return
+        seen = sum(len(self.monitors[key].warmup) for key in versions)
+        if seen < self._model_thin_after.get(model_id, 0):
+            return
+        out.thinned_large.update(self._thin(list(versions.items()), MODEL_WARMUP_BYTES // len(versions)))
+        if sum(self._model_warm_bytes.get(model_id, {}).values()) > MODEL_WARMUP_BYTES:
+            self._model_thin_after[model_id] = seen + max(seen // 8, 1)
+        else:
+            self._model_thin_after.pop(model_id, None)
 
     def _thin(self, sizes: list[tuple[ModelKey, int]], share: int) -> dict[ModelKey, int]:
         """Thin each warm-up of ``sizes`` (key, bytes) over ``share`` bytes as ``_thin_warmups``
@@ -350,7 +374,7 @@ class MonitorEngine:
                         # what it has applied) still reflects everything up to its own mark.
                         applied = getattr(obj, "applied", {})
                         obj.applied = {tp: max(off, applied.get(tp, 0)) for tp, off in {**applied, **watermark}.items()}
-                state = {"format": STATE_FORMAT, "monitors": monitors, "joiner": joiner}
+                state = {"format": STATE_FORMAT, "monitors": monitors, "joiner": joiner, "clock": self._clocks.get(model_id)}
                 yield model_id, zlib.compress(pickle.dumps(state, protocol=4), 1)
         except BaseException:
             self.dirty_models.update(models)
@@ -374,6 +398,8 @@ class MonitorEngine:
         if state.get("format") != STATE_FORMAT:
             raise ValueError(f"state of {model_id!r}: unsupported format {state.get('format')!r}")
         self.forget(model_id, replaces)
+        if state.get("clock") is not None:  # (records saved before clocks existed have none)
+            self._clocks[model_id] = list(state["clock"])
         objs = list(state["monitors"].values())
         keys = []
         for version, mon in state["monitors"].items():
@@ -395,28 +421,47 @@ class MonitorEngine:
                 self.replay_until[tp] = max(self.replay_until.get(tp, 0), off)
         return keys
 
-    def retire_idle_versions(self, now: float) -> list[ModelKey]:
-        """Drop the versions of a model that have had no events for ``retire_version_seconds``
-        while another of its versions had some (``last_seen``, stamped by ``process``); return
-        their keys.
+    def _tick(self, model_id: str, now: float) -> float:
+        """Advance a model's active clock to the worker's ``now``; return it.
 
-        Versions are compared within their model, so a worker that was down, or a model with
-        no traffic at all, retires nothing; the worker's clock is used, not event times, which
-        a producer could set to anything. A version's joined outcomes go with it; its model is
-        saved at the next checkpoint without it. A version with no stamp (state saved before
-        stamps existed) counts as seen now.
+        Only time while the model has traffic counts: a gap between its batches longer than a
+        seventh of its ``retire_version_seconds`` (a day, by default) is a silence of the whole
+        model (a periodic scoring job, a worker that was down) and adds nothing.
         """
-        newest: dict[str, float] = {}
-        for key, mon in self.monitors.items():
-            if mon.last_seen is None:
-                mon.last_seen = now
-            if mon.last_seen > newest.get(key[0], -math.inf):
-                newest[key[0]] = mon.last_seen
+        clock = self._clocks.get(model_id)
+        if clock is None:
+            clock = self._clocks[model_id] = [0.0, now]
+        elif now > clock[1]:
+            horizon = self.config_for(model_id).retire_version_seconds
+            if horizon is None or now - clock[1] <= horizon / 7:
+                clock[0] += now - clock[1]
+            clock[1] = now
+        return clock[0]
+
+    def retire_idle_versions(self) -> list[ModelKey]:
+        """Drop the versions that have had no events for ``retire_version_seconds`` of their
+        model's active clock (``_tick``): their model had traffic all that time, from other
+        versions. Return their keys.
+
+        A model's versions are compared on its own clock, which stands still while the model
+        is silent, so a worker that was down, a model scored once a week or once a month, or
+        one with no traffic at all retires nothing; event times are not used (a producer's
+        clock could retire live versions). A retired version's joined outcomes go with it
+        (``concept.ttl_seconds`` is at most ``retire_version_seconds``); its model is saved at
+        the next checkpoint without it. A version with no stamp (state saved before stamps
+        existed) counts as seen at the first look.
+        """
         retired = []
         for key, mon in self.monitors.items():
+            clock = self._clocks.get(key[0])
+            if clock is None:
+                continue  # no batch of it since it was loaded
+            if mon.last_active is None:
+                mon.last_active = clock[0]
+                continue
             # The current settings (an operational choice), not those the monitor was created with.
             horizon = self.config_for(key[0]).retire_version_seconds
-            if horizon is not None and newest[key[0]] - mon.last_seen > horizon:
+            if horizon is not None and clock[0] - mon.last_active > horizon:
                 retired.append(key)
         for key in retired:
             del self.monitors[key]
@@ -426,16 +471,18 @@ class MonitorEngine:
         return retired
 
     def forget(self, model_id: str, versions: Iterable[ModelKey]) -> None:
-        """Drop a model's outcome joiner and the given versions' monitors."""
+        """Drop a model's outcome joiner and active clock, and the given versions' monitors."""
         for key in versions:
             self.monitors.pop(key, None)
             self._track_warmup(key, None)
         self.joiners.pop(model_id, None)
+        self._clocks.pop(model_id, None)
 
     def drop_all(self) -> None:
         """Forget every model (its partitions moved to another worker; the state topic has it)."""
         self.monitors.clear()
         self.joiners.clear()
+        self._clocks.clear()
         self.dirty_monitors.clear()
         self.dirty_models.clear()
         self.replay_until = {}
@@ -444,7 +491,7 @@ class MonitorEngine:
     def snapshot(self) -> bytes:
         """The whole monitoring state (references, windows, detectors, policy) as bytes."""
         return pickle.dumps({"format": STATE_FORMAT, "monitors": self.monitors, "references": self.references,
-                             "joiners": self.joiners})
+                             "joiners": self.joiners, "clocks": self._clocks})
 
     def restore(self, data: bytes) -> None:
         state = pickle.loads(data)
@@ -453,5 +500,6 @@ class MonitorEngine:
         self.monitors = state["monitors"]
         self.references = state["references"]
         self.joiners = state["joiners"]
+        self._clocks = state.get("clocks", {})
         self._retrack_warmups()
 

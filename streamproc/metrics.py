@@ -245,13 +245,15 @@ class Metrics:
             gauge.remove_matching(model_id=model_id)
 
     def forget_version(self, model_id: str, version: str) -> None:
-        """Drop the latest-value series of one retired model version (counters stay)."""
+        """Drop every series of one retired model version, its counters too: versions come and
+        go for as long as the worker runs, and each series held counts against ``max_series``
+        (a version that comes back starts its counters from 0, which ``rate()`` takes as a reset)."""
         per_model = self._statistic_series.get(model_id, {})
         for kind_key in [k for k in per_model if k[0] == version]:
             del per_model[kind_key]
-        for gauge in (self.psi, self.psi_threshold, self.statistic, self.statistic_threshold, self.error_rate,
-                      self.score_quantile, self.drift_active):
-            gauge.remove_matching(model_id=model_id, model_version=version)
+        for metric in (self.psi, self.psi_threshold, self.statistic, self.statistic_threshold, self.error_rate,
+                       self.score_quantile, self.drift_active, self.events, self.windows, self.late_events):
+            metric.remove_matching(model_id=model_id, model_version=version)
 
     @staticmethod
     def set_counter(counter, labels: tuple, total: float) -> None:

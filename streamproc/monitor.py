@@ -75,10 +75,10 @@ def detector_statistics(det: StreamDetectors, ph_threshold: Optional[float] = No
 
 
 class ModelMonitor:
-    # When the worker last applied events of this version (its clock, seconds; None: not since
-    # this was introduced): see ``MonitorEngine.retire_idle_versions``. A class default, so
-    # states saved before it read as None.
-    last_seen: Optional[float] = None
+    # The model's active clock when the worker last applied events of this version (None: not
+    # since this was introduced): see ``MonitorEngine.retire_idle_versions``. A class default,
+    # so states saved before it read as None.
+    last_active: Optional[float] = None
 
     def __init__(self, model_id: str, model_version: str, cfg: MonitorConfig, reference: Optional[ReferenceProfile] = None):
         self.model_id = model_id
@@ -102,7 +102,7 @@ class ModelMonitor:
         self.latest_quality_hits: Optional[np.ndarray] = None
         self.latest_window_count = 0
         self._warm: Optional[Warmup] = None  # the events the reference will be built from
-        self.last_seen: Optional[float] = None
+        self.last_active: Optional[float] = None
         if reference is not None:
             self.set_reference(reference)
 

@@ -336,6 +336,7 @@ class MonitorWorker:
             self.metrics.forget_model(model_id)
         self.engine.drop_all()
         self.state_sizes.clear()
+        self._too_large.clear()
 
     async def _rewind(self) -> None:
         """Go back to the last checkpoint, as a restart would: after a batch whose output may not
@@ -545,10 +546,10 @@ class MonitorWorker:
         if now - self._last_retire_sweep < RETIRE_SWEEP_SECONDS:
             return
         self._last_retire_sweep = now
-        retired = self.engine.retire_idle_versions(time.time())
+        retired = self.engine.retire_idle_versions()
         for model_id, version in retired:
             self.metrics.forget_version(model_id, version)
-            log.info("retired model version %s/%s: no events for %.0f h while its model had some", model_id, version,
+            log.info("retired model version %s/%s: no events for %.0f h while its model had traffic", model_id, version,
                      self.engine.config_for(model_id).retire_version_seconds / 3600)
         if retired:
             self.metrics.versions_retired.inc(len(retired))

@@ -37,33 +37,84 @@ def _feed(engine: MonitorEngine, raws: list[bytes], now: float):
     return engine.process(batches, now=now)
 
 
+HOUR = 3600.0
+
+
+def _hourly(engine: MonitorEngine, model: str, version: str, start: float, hours: int, seed: int = 3, first: int = 0):
+    """One event of the version an hour, for ``hours`` hours from ``start``."""
+    raws = _events(model, version, hours, seed=seed, start=first)
+    for h, raw in enumerate(raws):
+        _feed(engine, [raw], now=start + h * HOUR)
+    return start + (hours - 1) * HOUR
+
+
 def test_a_version_idle_while_its_model_has_traffic_is_retired_and_saved_without():
     engine = _engine()
     _feed(engine, _events("m", "v1", 300) + _events("other", "v1", 300, seed=2), now=0.0)
-    _feed(engine, _events("m", "v2", 300, seed=3), now=1 * DAY)
-    assert engine.retire_idle_versions(now=1 * DAY) == []  # a day: within the week
+    _feed(engine, _events("m", "v2", 300, seed=3), now=HOUR)
+    end = _hourly(engine, "m", "v2", 2 * HOUR, 6 * 24, first=300)  # 6 days of v2 alone
+    assert engine.retire_idle_versions() == []  # within the week
     engine.dirty_records({})  # (saved)
-    _feed(engine, _events("m", "v2", 50, seed=3, start=300), now=8 * DAY)
-    assert engine.retire_idle_versions(now=8 * DAY) == [("m", "v1")]
-    assert set(engine.monitors) == {("m", "v2"), ("other", "v1")}  # "other" had no newer version: kept
+    end = _hourly(engine, "m", "v2", end + HOUR, 2 * 24, first=500)
+    assert engine.retire_idle_versions() == [("m", "v1")]
+    assert set(engine.monitors) == {("m", "v2"), ("other", "v1")}  # "other" had no other version: kept
     records = dict(engine.dirty_records({}))
     assert set(pickle.loads(zlib.decompress(records["m"]))["monitors"]) == {"v2"}
     # Events of it later start it afresh.
-    _feed(engine, _events("m", "v1", 10, start=300), now=9 * DAY)
+    _feed(engine, _events("m", "v1", 10, start=300), now=end + HOUR)
     assert engine.monitors[("m", "v1")].events == 10
 
 
-def test_nothing_is_retired_when_the_whole_model_was_idle_or_retiring_is_off():
-    engine = _engine(retire_version_seconds=None)
-    _feed(engine, _events("m", "v1", 100) + _events("n", "v1", 100), now=0.0)
-    _feed(engine, _events("m", "v2", 100) + _events("n", "v2", 100), now=0.5 * DAY)
-    # The worker was down for a month: the versions are as far apart as they were.
-    assert engine.retire_idle_versions(now=30 * DAY) == []
-    _feed(engine, _events("m", "v2", 10, start=100) + _events("n", "v2", 10, start=100), now=30 * DAY)
-    assert engine.retire_idle_versions(now=30 * DAY) == []  # retiring off (null)
-    per_model = _engine(models={"n": {"retire_version_seconds": 3600}}, retire_version_seconds=None)
-    per_model.monitors = engine.monitors
-    assert per_model.retire_idle_versions(now=30 * DAY) == [("n", "v1")]
+def test_the_models_clock_is_saved_with_it():
+    engine = _engine()
+    _feed(engine, _events("m", "v1", 120), now=0.0)
+    end = _hourly(engine, "m", "v2", HOUR, 4 * 24)  # 4 days
+    restored = _engine()
+    restored.import_state(dict(engine.dirty_records({})))
+    _hourly(restored, "m", "v2", end + HOUR, 4 * 24, first=200)  # 4 more on another worker
+    assert restored.retire_idle_versions() == [("m", "v1")]
+
+
+def test_silences_of_the_whole_model_do_not_count():
+    """A worker that was down, or a model scored once a week or a month, retires nothing:
+    the model's clock stands still while it has no traffic."""
+    # Scored monthly, v2 first: v1 comes an hour later.
+    engine = _engine()
+    _feed(engine, _events("m", "v1", 120), now=0.0)
+    _feed(engine, _events("m", "v2", 120, seed=3), now=HOUR)
+    _feed(engine, _events("m", "v2", 10, seed=3, start=120), now=30 * DAY)
+    assert engine.retire_idle_versions() == []
+    # Weekly, with the jobs' order changing: v1 10 minutes before v2, then 20 minutes after.
+    engine = _engine()
+    _feed(engine, _events("m", "v1", 120), now=0.0)
+    _feed(engine, _events("m", "v2", 120, seed=3), now=600.0)
+    _feed(engine, _events("m", "v2", 10, seed=3, start=120), now=7 * DAY + 600)
+    assert engine.retire_idle_versions() == []
+    _feed(engine, _events("m", "v1", 10, start=120), now=7 * DAY + 1800)
+    assert engine.retire_idle_versions() == []
+    # The worker down for 6 days, v1 last seen a day and a half before.
+    engine = _engine()
+    _feed(engine, _events("m", "v1", 120), now=0.0)
+    end = _hourly(engine, "m", "v2", HOUR, 36)
+    _feed(engine, _events("m", "v2", 10, seed=3, start=200), now=end + 6 * DAY)
+    assert engine.retire_idle_versions() == []
+
+
+def test_retiring_can_be_switched_off_per_model_and_is_at_least_the_outcomes_wait():
+    engine = _engine(models={"n": {"retire_version_seconds": 2 * DAY, "concept": {"ttl_seconds": DAY}}},
+                     retire_version_seconds=None)
+    for model in ("m", "n"):
+        _feed(engine, _events(model, "v1", 120), now=0.0)
+        _hourly(engine, model, "v2", HOUR, 3 * 24)
+    assert engine.retire_idle_versions() == [("n", "v1")]
+    for bad, field in (({"retire_version_seconds": 60}, "retire_version_seconds"),
+                       ({"retire_version_seconds": DAY}, "concept.ttl_seconds")):  # ttl: 7 days by default
+        try:
+            _engine(**bad)
+        except ValueError as exc:
+            assert field in str(exc)
+        else:
+            raise AssertionError(f"{bad} accepted")
 
 
 def test_a_state_saved_before_versions_were_stamped_counts_as_seen_at_the_first_look():
@@ -71,44 +122,46 @@ def test_a_state_saved_before_versions_were_stamped_counts_as_seen_at_the_first_
     _feed(engine, _events("m", "v1", 100), now=0.0)
     _feed(engine, _events("m", "v2", 100), now=0.0)
     for mon in engine.monitors.values():
-        del mon.last_seen  # as an earlier streamproc saved it: the class default, None
+        del mon.last_active  # as an earlier streamproc saved it: the class default, None
+    engine._clocks.clear()  # (nor was a clock saved)
     restored = _engine()
     restored.import_state(dict(engine.dirty_records({})))
-    assert {mon.last_seen for mon in restored.monitors.values()} == {None}
-    assert restored.retire_idle_versions(now=100 * DAY) == []
-    _feed(restored, _events("m", "v2", 10, start=100), now=108 * DAY)
-    assert restored.retire_idle_versions(now=108 * DAY) == [("m", "v1")]
+    assert {mon.last_active for mon in restored.monitors.values()} == {None}
+    assert restored.retire_idle_versions() == []
+    end = _hourly(restored, "m", "v2", 100 * DAY, 2)
+    assert restored.retire_idle_versions() == []  # v1 stamped now
+    _hourly(restored, "m", "v2", end + HOUR, 8 * 24, first=10)
+    assert restored.retire_idle_versions() == [("m", "v1")]
 
 
 def test_outcomes_of_a_retired_versions_predictions_do_not_bring_it_back():
-    engine = _engine(**{"concept": {"join": "always"}})
+    engine = _engine(concept={"join": "always"})
     raws = _events("m", "v1", 200)
     _feed(engine, raws, now=0.0)
-    _feed(engine, _events("m", "v2", 200, seed=3, start=200), now=8 * DAY)  # (other event ids)
-    assert engine.retire_idle_versions(now=8 * DAY) == [("m", "v1")]
+    _hourly(engine, "m", "v2", HOUR, 8 * 24, first=200)  # (other event ids)
+    assert engine.retire_idle_versions() == [("m", "v1")]
     ids = [orjson.loads(r)["event_id"] for r in raws[-5:]]
     out = engine.process_outcomes([Outcome(i, "m", 1.0, "a", None) for i in ids])
     assert engine.joiners["m"].matched == 5  # joined, and dropped
     assert ("m", "v1") not in engine.monitors and out.alerts == [] and not out.errors_updated
 
 
-def test_the_worker_retires_versions_now_and_then_and_drops_their_series(monkeypatch, caplog):
-    import streamproc.worker as worker_module
+def test_the_worker_retires_versions_now_and_then_and_drops_their_series(caplog):
     from streamproc.worker import MonitorWorker
 
     w = MonitorWorker(load_config(None, overrides={"window_size": 50, "warmup_size": 100}, environ={}))
-    for version, seed, now in (("v1", 1, 0.0), ("v2", 3, 8 * DAY)):
-        batches, _ = decode_predictions(_events("m", version, 200, seed=seed))
-        w.engine.process(batches, now=now)
-        for key in w.engine.monitors:
-            w.metrics.psi.labels(*key, "x0").set(0.1)
-    monkeypatch.setattr(worker_module.time, "time", lambda: 8 * DAY)
+    batches, _ = decode_predictions(_events("m", "v1", 200))
+    w.engine.process(batches, now=0.0)
+    _hourly(w.engine, "m", "v2", HOUR, 8 * 24)
+    for key in w.engine.monitors:
+        w.metrics.psi.labels(*key, "x0").set(0.1)
+        w.metrics.events.labels(*key).inc(5)
     caplog.set_level(logging.INFO, logger="streamproc.worker")
     w._retire_idle_versions()  # too soon after the start: no sweep yet
     assert ("m", "v1") in w.engine.monitors
     w._last_retire_sweep = float("-inf")
     w._retire_idle_versions()
     assert set(w.engine.monitors) == {("m", "v2")}
-    assert sorted(k[:2] for k in w.metrics.psi.series) == [("m", "v2")]
+    assert sorted(k[:2] for k in w.metrics.psi.series) == sorted(w.metrics.events.series) == [("m", "v2")]
     assert w.metrics.versions_retired._value.get() == 1
     assert any("retired model version m/v1" in r.getMessage() for r in caplog.records)

@@ -545,3 +545,28 @@ def test_one_models_warmups_are_kept_within_what_its_state_record_can_hold():
         mon = engine.monitors[("wide", version)]
         stride = thinned[("wide", version)]
         assert stride > 1 and mon.reference is not None and mon.reference.count == 2000 // stride
+
+
+def test_one_models_warmups_that_cannot_be_thinned_further_are_not_looked_at_every_batch(monkeypatch):
+    """A model over its cap whose warm-ups cannot be thinned (a categorical feature with many
+    rare categories) is looked at again only once it has taken an eighth more events."""
+    import streamproc.engine as engine_module
+
+    cap = 40_000
+    monkeypatch.setattr(engine_module, "MODEL_WARMUP_BYTES", cap)
+    engine = _engine_with_budget(None)
+    events = []
+    for i, e in enumerate(ModelStream("rare", n_numeric=10, seed=1).events(1900)):
+        e["features"]["c0"] = f"category-{i % 400}"  # each kept under 5 times: never thinnable
+        events.append(orjson.dumps(e))
+    looks = []
+    thin = engine._thin
+    engine._thin = lambda sizes, share: looks.append(1) or thin(sizes, share)
+    for start in range(0, 1900, 10):
+        batches, _ = decode_predictions(events[start:start + 10])
+        engine.process(batches)
+    warm = engine.monitors[("rare", "default")].warmup
+    assert warm.stride == 1 and warm.nbytes() > 4 * cap  # never thinned
+    # Over the cap from about 150 events on, with 190 batches of 10: from then on a look each
+    # time the warm-up grew by an eighth (about 20 looks), not one per batch (about 175).
+    assert 0 < len(looks) <= 30, len(looks)
