@@ -193,7 +193,7 @@ def test_dashboard_queries_and_alert_rules_on_a_real_prometheus(bootstrap, start
     assert firing[0]["labels"]["severity"] == "critical"
     assert "alpha" in firing[0]["annotations"]["summary"]
     for name in ("StreamprocWorkerNotReady", "StreamprocWorkerAbsent", "StreamprocDeadLettersHigh",
-                 "StreamprocThroughputStalled"):
+                 "StreamprocThroughputStalled", "StreamprocStateNotSaved"):
         assert alerts(prom, name) == [], name
 
     # -- every dashboard query returns data ------------------------------------------------------
