@@ -389,9 +389,19 @@ def service() -> dict:
                    [target(f"sum by (instance) (rate(streamproc_warmups_thinned_total{{{INSTANCE}}}[$__rate_interval])) * 60",
                            "{{instance}}")],
                    unit="short",
-                   description="Model versions whose warm-up was thinned to stay within worker.warmup_memory_mb: "
-                               "their references are built from fewer events, so they are less sensitive. "
-                               "Give them references, or a larger budget, if this is not a one-off."),
+                   description="Model versions whose warm-up was thinned to stay within worker.warmup_memory_mb "
+                               "(or a model's within 8 MiB, so its state fits a record): their references are built "
+                               "from fewer events, so they are less sensitive. Give them references, or a larger "
+                               "budget, if this is not a one-off."),
+        timeseries("Versions retired, states not saved (per hour)",
+                   [target(f"sum by (instance) (increase(streamproc_versions_retired_total{{{INSTANCE}}}[1h]))",
+                           "retired {{instance}}"),
+                    target(f"sum by (instance) (increase(streamproc_state_too_large_total{{{INSTANCE}}}[1h]))",
+                           "not saved {{instance}}")],
+                   unit="short",
+                   description="Model versions retired (no events for retire_version_seconds while their model had "
+                               "traffic), and model states not saved because their record was over the state "
+                               "topic's 16 MiB (the worker's log names the model; alert StreamprocStateNotSaved)."),
         timeseries("Late events per second",
                    [target(f"sum by (model_id, model_version) (rate(streamproc_late_events_total{{{INSTANCE}}}[$__rate_interval]))",
                            "{{model_id}}/{{model_version}}")],
