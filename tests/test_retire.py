@@ -165,3 +165,21 @@ def test_the_worker_retires_versions_now_and_then_and_drops_their_series(caplog)
     assert sorted(k[:2] for k in w.metrics.psi.series) == sorted(w.metrics.events.series) == [("m", "v2")]
     assert w.metrics.versions_retired._value.get() == 1
     assert any("retired model version m/v1" in r.getMessage() for r in caplog.records)
+
+
+def test_the_workers_batches_advance_the_models_clocks(monkeypatch):
+    """What the worker's sweep relies on: each batch it processes stamps its model versions."""
+    from types import SimpleNamespace
+
+    import streamproc.worker as worker_module
+    from streamproc.worker import MonitorWorker
+
+    w = MonitorWorker(load_config(None, overrides={"window_size": 50, "warmup_size": 100}, environ={}))
+    msgs = [SimpleNamespace(value=raw, topic="predictions", partition=0, offset=i, timestamp=0, key=None, headers=())
+            for i, raw in enumerate(_events("m", "v1", 20))]
+    now = [1_000.0]
+    monkeypatch.setattr(worker_module.time, "time", lambda: now[0])
+    assert w._process_predictions(msgs[:10]) == []
+    now[0] += HOUR
+    assert w._process_predictions(msgs[10:]) == []
+    assert w.engine._clocks["m"][0] == HOUR and w.engine.monitors[("m", "v1")].last_active == HOUR
