@@ -260,6 +260,10 @@ class WorkerSettings(_Strict):
                                   "other event, then every fourth, ... (never fewer than about 100 of them, so a warmup_size "
                                   "under 200 is never thinned, nor so few that a categorical feature's rare categories "
                                   "would be lost), and its reference is built from those.")
+    max_waiting_predictions: int = Field(1_000_000, ge=0, description="Predictions waiting for their outcomes in all "
+                                         "of a worker's models together (0: no bound; about 250 bytes each). Each model "
+                                         "keeps at most concept.max_pending; over this, the models holding the most are cut "
+                                         "to one level, oldest dropped first, leaving three quarters of it.")
     poll_timeout_ms: int = Field(200, ge=1)
     max_partition_fetch_bytes: int = Field(4 * 1_048_576, ge=1_048_576, description="Bytes one fetch may bring per "
                                            "partition (at least the largest message, 1 MiB): enough for a full batch "

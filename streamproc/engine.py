@@ -43,6 +43,8 @@ class EngineOutput:
     thinned: dict[ModelKey, int] = field(default_factory=dict)
     # Warm-ups thinned to keep their model id's within ``MODEL_WARMUP_BYTES``: the same.
     thinned_large: dict[ModelKey, int] = field(default_factory=dict)
+    # Waiting predictions dropped to keep all models' within ``waiting_budget``.
+    waiting_dropped: int = 0
 
 
 class MonitorEngine:
@@ -69,6 +71,9 @@ class MonitorEngine:
         # Their memory is tracked either way (``warmup_bytes``).
         self.warmup_budget: Optional[int] = None
         self.warmup_bytes = 0  # held by all warm-ups, as last estimated
+        # A bound on the predictions waiting for their outcomes in all joiners (None: none): see
+        # ``_bound_waiting``.
+        self.waiting_budget: Optional[int] = None
         self._warm_bytes: dict[ModelKey, int] = {}  # per warming model version
         self._model_warm_bytes: dict[str, dict[ModelKey, int]] = {}  # the same, by model id
         self._model_thin_after: dict[str, int] = {}  # per model id over MODEL_WARMUP_BYTES: events before thinning again
@@ -115,6 +120,7 @@ class MonitorEngine:
         """Apply each model version's batch; ``now`` (the worker's clock) advances their models'
         active clocks and stamps the versions seen, for ``retire_idle_versions``."""
         out = EngineOutput()
+        joined = False
         for key, batch in batches.items():
             if key not in self.monitors and self.max_models is not None and len(self.monitors) >= self.max_models:
                 out.refused.append(batch)
@@ -131,6 +137,7 @@ class MonitorEngine:
             if joiner is not None:
                 self.dirty_models.add(key[0])
                 joiner.add_predictions(key[1], batch.event_ids, batch.ts, batch.scores, batch.labels)
+                joined = True
             mon = self.monitor(key)
             if now is not None:
                 mon.last_active = self._tick(key[0], now)
@@ -148,6 +155,8 @@ class MonitorEngine:
                 self._cap_model_warmups(key[0], versions, out)
         if self.warmup_budget is not None and self.warmup_bytes > max(self.warmup_budget, self._sweep_above):
             out.thinned = self._thin_warmups()
+        if joined and self.waiting_budget is not None:
+            out.waiting_dropped = self._bound_waiting()
         refused = {(b.model_id, b.model_version) for b in out.refused}
         self.decoder.learn({key: b for key, b in batches.items() if key not in refused} if refused else batches)
         return out
@@ -298,6 +307,33 @@ class MonitorEngine:
                 out.retrains.extend(result.retrains)
                 out.errors_updated.add(key)
         return out
+
+    def _bound_waiting(self) -> int:
+        """Keep the predictions waiting for outcomes in all models within ``waiting_budget``
+        (each model's ``concept.max_pending`` bounds only its own); return how many were dropped.
+
+        Over it, the models holding the most are cut to one level, so that three quarters of
+        the budget stays (the oldest dropped first, as ``max_pending`` drops them): a model
+        with little waiting keeps it all, and the next cut is a quarter of the budget away (a
+        cut rebuilds the cut models' dicts). Their outcomes, when they come, find nothing and
+        count as unmatched; the dropped predictions count as expired.
+        """
+        if sum(len(j.pending) for j in self.joiners.values()) <= self.waiting_budget:
+            return 0
+        sizes = sorted(len(j.pending) for j in self.joiners.values())
+        room, level = self.waiting_budget * 3 // 4, 0
+        for i, size in enumerate(sizes):
+            if size * (len(sizes) - i) > room:
+                level = room // (len(sizes) - i)
+                break
+            room -= size
+        dropped = 0
+        for model_id, joiner in self.joiners.items():
+            n = joiner.trim(level)
+            if n:
+                dropped += n
+                self.dirty_models.add(model_id)
+        return dropped
 
     def _joiner(self, model_id: str) -> Optional[OutcomeJoiner]:
         cfg = self.config_for(model_id).concept

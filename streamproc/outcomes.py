@@ -16,6 +16,7 @@ prediction (never seen, expired, or answered already) are counted as unmatched.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import islice
 from typing import Iterable, Optional
 
 
@@ -60,6 +61,17 @@ class OutcomeJoiner:
                 self.expired += 1
             else:
                 break
+
+    def trim(self, keep: int) -> int:
+        """Drop the oldest waiting predictions beyond ``keep`` (counted as expired); return how
+        many. The dict is rebuilt: deleting from its front would leave a run of dead slots that
+        every later look at the oldest entry (``_evict``) walks over."""
+        excess = len(self.pending) - keep
+        if excess <= 0:
+            return 0
+        self.pending = dict(islice(self.pending.items(), excess, None))
+        self.expired += excess
+        return excess
 
     def match(self, outcomes: Iterable[tuple[str, float, Optional[str], Optional[float]]]) -> list[Match]:
         """Matches for (event_id, ts, label, value) outcomes, in order; each prediction matches once."""

@@ -174,6 +174,7 @@ class MonitorWorker:
         self.engine.dedupe = self.repartition  # routed input may repeat records (see streamproc.router)
         self.engine.max_models = config.worker.max_models
         self.engine.warmup_budget = config.worker.warmup_memory_mb * 2**20 or None
+        self.engine.waiting_budget = config.worker.max_waiting_predictions or None
         self.input: Optional[BatchedInput] = None
         self.router: Optional[Router] = None
         self.router_consumer = None
@@ -712,6 +713,9 @@ class MonitorWorker:
             log.warning("warm-ups over worker.warmup_memory_mb (%d MB): %d model versions thinned, now keeping every "
                         "%s-th event (e.g. %s/%s)", self.settings.warmup_memory_mb, len(out.thinned),
                         "/".join(map(str, strides)), *next(iter(out.thinned)))
+        if out.waiting_dropped:
+            log.warning("predictions waiting for outcomes over worker.max_waiting_predictions (%d): dropped the %d "
+                        "oldest of the models holding the most", self.settings.max_waiting_predictions, out.waiting_dropped)
         if out.thinned_large:
             m.warmups_thinned.inc(len(out.thinned_large))
             for (model_id, version), stride in out.thinned_large.items():

@@ -58,3 +58,51 @@ def test_error_monitor_warms_up_then_detects_an_increase_only():
     assert changes and all(c.effect > 0 for c in changes) and start == 10000
     assert changes[0].critical
     assert 0.2 < mon.rolling_error < 0.4
+
+
+def test_predictions_waiting_in_all_models_are_kept_within_the_workers_bound():
+    """Each model keeps at most its max_pending; all together at most the worker's bound: over
+    it, the models holding the most are cut to one level (oldest first) leaving three
+    quarters, and a model with few waiting keeps them."""
+    import orjson
+
+    from streamproc.config import StreamprocConfig
+    from streamproc.decode import decode_predictions
+    from streamproc.engine import MonitorEngine
+    from streamproc.synth import ModelStream
+
+    engine = MonitorEngine(StreamprocConfig.model_validate(
+        {"defaults": {"window_size": 50, "warmup_size": 100, "concept": {"join": "always", "max_pending": 5000}}}))
+    engine.waiting_budget = 6000
+    streams = {m: [orjson.dumps(e) for e in ModelStream(m, n_numeric=2, seed=k).events(n)]
+               for k, (m, n) in enumerate({"big": 4000, "busy": 3000, "small": 300}.items())}
+    dropped = 0
+    for start in range(0, 4000, 100):
+        batches, _ = decode_predictions([raw for events in streams.values() for raw in events[start:start + 100]])
+        dropped += engine.process(batches).waiting_dropped
+        assert sum(len(j.pending) for j in engine.joiners.values()) <= 6000
+    pending = {m: len(j.pending) for m, j in engine.joiners.items()}
+    assert pending["small"] == 300 and dropped > 0
+    assert sum(j.expired for j in engine.joiners.values()) == dropped
+    # The oldest were dropped: the newest of the big model still wait.
+    big = engine.joiners["big"].pending
+    assert list(big)[-1] == orjson.loads(streams["big"][-1])["event_id"]
+    assert len(big) < 4000 and all(int(e.rsplit("-", 1)[1]) >= 4000 - len(big) for e in big)
+
+
+def test_the_cut_leaves_three_quarters_of_the_bound_the_smallest_untouched():
+    from streamproc.config import StreamprocConfig
+    from streamproc.engine import MonitorEngine
+    from streamproc.outcomes import OutcomeJoiner
+
+    engine = MonitorEngine(StreamprocConfig.model_validate({}))
+    engine.waiting_budget = 6000
+    for model, n in (("small", 300), ("busy", 3000), ("big", 4000)):
+        j = engine.joiners[model] = OutcomeJoiner(1e9, 10**6)
+        j.add_predictions("v", [f"{model}-{i}" for i in range(n)], [float(i) for i in range(n)], [0.5] * n, [None] * n)
+    assert engine._bound_waiting() == 300 + 3000 + 4000 - 4500
+    # 4,500 left: 300 of the small model, and an equal 2,100 of each of the others (their newest).
+    assert {m: len(j.pending) for m, j in engine.joiners.items()} == {"small": 300, "busy": 2100, "big": 2100}
+    assert next(iter(engine.joiners["big"].pending)) == "big-1900" and engine.joiners["big"].expired == 1900
+    assert engine.dirty_models == {"busy", "big"}
+    assert engine._bound_waiting() == 0  # within the bound: nothing more
