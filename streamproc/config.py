@@ -182,19 +182,24 @@ class MonitorConfig(_Shared):
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
     cooldown_events: Optional[int] = Field(None, ge=0, description="Minimum events between two stream-detector alerts of the same kind; default one window.")
     retire_version_seconds: Optional[float] = Field(
-        7 * 86400, ge=3600, description="A model version without events for this long while its model had traffic is "
+        30 * 86400, ge=3600, description="A model version without events for this long while its model had traffic is "
         "retired: its monitor and metric series go, freeing its memory and its place in max_models. Time counts on the "
         "worker's clock, only while the model has traffic (a silence of the whole model longer than a seventh of this "
         "does not count). Events of it later start it afresh (from its published reference, or a new warm-up). "
-        "null: never. At least concept.ttl_seconds.")
+        "null: never. A concept.ttl_seconds longer than this keeps versions that long (their predictions' outcomes).")
+
+    @property
+    def retire_after(self) -> Optional[float]:
+        """``retire_version_seconds``, or the wait for outcomes if longer (a retired version's
+        predictions would lose theirs); None: never."""
+        if self.retire_version_seconds is None:
+            return None
+        return max(self.retire_version_seconds, self.concept.ttl_seconds if self.concept.enabled else 0.0)
 
     @model_validator(mode="after")
     def _panes_divide(self) -> "MonitorConfig":
         if self.window.kind == "count" and self.window_size % self.window.slide:
             raise ValueError(f"window_size ({self.window_size}) must be a multiple of window.slide ({self.window.slide})")
-        if self.retire_version_seconds is not None and self.concept.enabled and self.retire_version_seconds < self.concept.ttl_seconds:
-            raise ValueError(f"retire_version_seconds ({self.retire_version_seconds:g}) must be at least concept.ttl_seconds "
-                             f"({self.concept.ttl_seconds:g}): the outcomes of a retired version's predictions would be lost")
         return self
 
 

@@ -26,6 +26,7 @@ MIN_KEPT = 100  # thinning never leaves a warm-up fewer events than about this m
 # value: 2,000 events of 1,000 features are 16 MB), so those of one model id may hold at most
 # this much; over it they are thinned (see ``_thin_warmups``).
 MODEL_WARMUP_BYTES = 8 * 1024 * 1024
+_DEFAULT_RETIRE = 30 * 86400.0  # a model's clock pauses the same whether retiring is on or off
 
 
 @dataclass
@@ -76,10 +77,16 @@ class MonitorEngine:
         self.waiting_budget: Optional[int] = None
         self._warm_bytes: dict[ModelKey, int] = {}  # per warming model version
         self._model_warm_bytes: dict[str, dict[ModelKey, int]] = {}  # the same, by model id
-        self._model_thin_after: dict[str, int] = {}  # per model id over MODEL_WARMUP_BYTES: events before thinning again
+        # Per model id over MODEL_WARMUP_BYTES: (its warming versions, events before thinning again).
+        self._model_thin_after: dict[str, tuple[frozenset, int]] = {}
         # Per model id: [seconds it has had traffic (its active clock), the worker's clock at its
         # last batch]; saved with the model (see _tick, retire_idle_versions).
         self._clocks: dict[str, list[float]] = {}
+        # The model ids given input since they were loaded. The others are as their record on the
+        # state topic says, and may belong to another worker (the direct route loads every
+        # model): what no input asked for (retiring, cutting waiting predictions) leaves them be,
+        # so that they are never saved over their owner's record.
+        self._fed: set[str] = set()
         self._sweep_above = 0  # after a sweep that could not meet the budget: when to try again
         # Decodes the events of the busiest models by their layouts (``decode_predictions``'s
         # ``known``, with ``feature_layout``): faster, the same result. Learns from what
@@ -139,6 +146,7 @@ class MonitorEngine:
                 joiner.add_predictions(key[1], batch.event_ids, batch.ts, batch.scores, batch.labels)
                 joined = True
             mon = self.monitor(key)
+            self._fed.add(key[0])
             if now is not None:
                 mon.last_active = self._tick(key[0], now)
             result: StepResult = mon.update(batch)
@@ -206,7 +214,8 @@ class MonitorEngine:
         costs sensitivity, not false alarms. Returns the versions thinned and their strides.
         """
         share = self.warmup_budget // max(len(self._warm_bytes), 1)
-        thinned = self._thin(list(self._warm_bytes.items()), share)
+        # Only the warm-ups this worker feeds: the others (see _fed) are as their owner saved them.
+        thinned = self._thin([(key, size) for key, size in self._warm_bytes.items() if key[0] in self._fed], share)
         # Over the budget still (every warm-up as thin as it gets): the next sweep waits until
         # warm-ups have grown by an eighth of it, not every batch.
         self._sweep_above = self.warmup_bytes + self.warmup_budget // 8 if self.warmup_bytes > self.warmup_budget else 0
@@ -223,11 +232,12 @@ class MonitorEngine:
                 self._model_thin_after.pop(model_id, None)
             return
         seen = sum(len(self.monitors[key].warmup) for key in versions)
-        if seen < self._model_thin_after.get(model_id, 0):
-            return
+        after = self._model_thin_after.get(model_id)
+        if after is not None and after[0] == versions.keys() and seen < after[1]:
+            return  # (the same versions warming up, not yet an eighth more events)
         out.thinned_large.update(self._thin(list(versions.items()), MODEL_WARMUP_BYTES // len(versions)))
         if sum(self._model_warm_bytes.get(model_id, {}).values()) > MODEL_WARMUP_BYTES:
-            self._model_thin_after[model_id] = seen + max(seen // 8, 1)
+            self._model_thin_after[model_id] = (frozenset(versions), seen + max(seen // 8, 1))
         else:
             self._model_thin_after.pop(model_id, None)
 
@@ -293,6 +303,7 @@ class MonitorEngine:
                 if self.dedupe:
                     joiner.applied = fresh
             self.dirty_models.add(model_id)
+            self._fed.add(model_id)
             by_version: dict[str, list] = {}
             for m in joiner.match(items):
                 by_version.setdefault(m.version, []).append(m)
@@ -318,9 +329,10 @@ class MonitorEngine:
         cut rebuilds the cut models' dicts). Their outcomes, when they come, find nothing and
         count as unmatched; the dropped predictions count as expired.
         """
-        if sum(len(j.pending) for j in self.joiners.values()) <= self.waiting_budget:
+        joiners = {model_id: j for model_id, j in self.joiners.items() if model_id in self._fed}
+        if sum(len(j.pending) for j in joiners.values()) <= self.waiting_budget:
             return 0
-        sizes = sorted(len(j.pending) for j in self.joiners.values())
+        sizes = sorted(len(j.pending) for j in joiners.values())
         room, level = self.waiting_budget * 3 // 4, 0
         for i, size in enumerate(sizes):
             if size * (len(sizes) - i) > room:
@@ -328,7 +340,7 @@ class MonitorEngine:
                 break
             room -= size
         dropped = 0
-        for model_id, joiner in self.joiners.items():
+        for model_id, joiner in joiners.items():
             n = joiner.trim(level)
             if n:
                 dropped += n
@@ -461,42 +473,42 @@ class MonitorEngine:
         """Advance a model's active clock to the worker's ``now``; return it.
 
         Only time while the model has traffic counts: a gap between its batches longer than a
-        seventh of its ``retire_version_seconds`` (a day, by default) is a silence of the whole
+        seventh of its ``retire_after`` (about four days, by default) is a silence of the whole
         model (a periodic scoring job, a worker that was down) and adds nothing.
         """
         clock = self._clocks.get(model_id)
         if clock is None:
             clock = self._clocks[model_id] = [0.0, now]
-        elif now > clock[1]:
-            horizon = self.config_for(model_id).retire_version_seconds
-            if horizon is None or now - clock[1] <= horizon / 7:
+        elif now != clock[1]:
+            # (A step back, the clock set right or another worker's clock ahead, adds nothing.)
+            if 0 < now - clock[1] <= (self.config_for(model_id).retire_after or _DEFAULT_RETIRE) / 7:
                 clock[0] += now - clock[1]
             clock[1] = now
         return clock[0]
 
     def retire_idle_versions(self) -> list[ModelKey]:
-        """Drop the versions that have had no events for ``retire_version_seconds`` of their
+        """Drop the versions that have had no events for ``retire_after`` seconds of their
         model's active clock (``_tick``): their model had traffic all that time, from other
         versions. Return their keys.
 
         A model's versions are compared on its own clock, which stands still while the model
-        is silent, so a worker that was down, a model scored once a week or once a month, or
-        one with no traffic at all retires nothing; event times are not used (a producer's
-        clock could retire live versions). A retired version's joined outcomes go with it
-        (``concept.ttl_seconds`` is at most ``retire_version_seconds``); its model is saved at
+        is silent, so a worker down for days, a model scored once a week or once a month, or
+        one with no traffic at all retires nothing (a shorter outage counts as traffic time);
+        event times are not used (a producer's clock could retire live versions). A retired version's joined outcomes go with it
+        (versions are kept at least ``concept.ttl_seconds``); its model is saved at
         the next checkpoint without it. A version with no stamp (state saved before stamps
         existed) counts as seen at the first look.
         """
         retired = []
         for key, mon in self.monitors.items():
             clock = self._clocks.get(key[0])
-            if clock is None:
-                continue  # no batch of it since it was loaded
+            if clock is None or key[0] not in self._fed:
+                continue  # no input of it since it was loaded (see _fed)
             if mon.last_active is None:
                 mon.last_active = clock[0]
                 continue
             # The current settings (an operational choice), not those the monitor was created with.
-            horizon = self.config_for(key[0]).retire_version_seconds
+            horizon = self.config_for(key[0]).retire_after
             if horizon is not None and clock[0] - mon.last_active > horizon:
                 retired.append(key)
         for key in retired:
@@ -513,12 +525,14 @@ class MonitorEngine:
             self._track_warmup(key, None)
         self.joiners.pop(model_id, None)
         self._clocks.pop(model_id, None)
+        self._fed.discard(model_id)
 
     def drop_all(self) -> None:
         """Forget every model (its partitions moved to another worker; the state topic has it)."""
         self.monitors.clear()
         self.joiners.clear()
         self._clocks.clear()
+        self._fed.clear()
         self.dirty_monitors.clear()
         self.dirty_models.clear()
         self.replay_until = {}
@@ -537,5 +551,6 @@ class MonitorEngine:
         self.references = state["references"]
         self.joiners = state["joiners"]
         self._clocks = state.get("clocks", {})
+        self._fed = set()
         self._retrack_warmups()
 

@@ -52,15 +52,25 @@ class OutcomeJoiner:
         self._evict()
 
     def _evict(self) -> None:
+        """Drop, oldest first, what is over ``max_pending`` or older than the TTL.
+
+        One pass: the oldest are found, then deleted. (Looking for the oldest again after each
+        deletion walked the dead slots deletions leave at the dict's front every time: 32 µs a
+        prediction at steady state, 100,000 waiting.)
+        """
         pending = self.pending
         horizon = self.latest_ts - self.ttl
-        while pending:
-            first = next(iter(pending))
-            if len(pending) > self.max_pending or pending[first][1] < horizon:
-                del pending[first]
-                self.expired += 1
+        over = len(pending) - self.max_pending
+        n = 0
+        for entry in pending.values():
+            if n < over or entry[1] < horizon:
+                n += 1
             else:
                 break
+        if n:
+            for event_id in list(islice(pending, n)):
+                del pending[event_id]
+            self.expired += n
 
     def trim(self, keep: int) -> int:
         """Drop the oldest waiting predictions beyond ``keep`` (counted as expired); return how

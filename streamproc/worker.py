@@ -551,7 +551,7 @@ class MonitorWorker:
         for model_id, version in retired:
             self.metrics.forget_version(model_id, version)
             log.info("retired model version %s/%s: no events for %.0f h while its model had traffic", model_id, version,
-                     self.engine.config_for(model_id).retire_version_seconds / 3600)
+                     self.engine.config_for(model_id).retire_after / 3600)
         if retired:
             self.metrics.versions_retired.inc(len(retired))
             self.metrics.models.set(len(self.engine.monitors))

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from streamproc.concept import ErrorMonitor, error_of
 from streamproc.config import MonitorConfig
@@ -97,12 +99,45 @@ def test_the_cut_leaves_three_quarters_of_the_bound_the_smallest_untouched():
 
     engine = MonitorEngine(StreamprocConfig.model_validate({}))
     engine.waiting_budget = 6000
-    for model, n in (("small", 300), ("busy", 3000), ("big", 4000)):
+    for model, n in (("small", 300), ("busy", 3000), ("big", 4000), ("foreign", 5000)):
         j = engine.joiners[model] = OutcomeJoiner(1e9, 10**6)
         j.add_predictions("v", [f"{model}-{i}" for i in range(n)], [float(i) for i in range(n)], [0.5] * n, [None] * n)
+    # Fed by this worker's input, all but "foreign": loaded from the state topic and never fed
+    # (on the direct route every worker loads every model; its owner may be another worker).
+    engine._fed.update(["small", "busy", "big"])
     assert engine._bound_waiting() == 300 + 3000 + 4000 - 4500
     # 4,500 left: 300 of the small model, and an equal 2,100 of each of the others (their newest).
-    assert {m: len(j.pending) for m, j in engine.joiners.items()} == {"small": 300, "busy": 2100, "big": 2100}
+    assert {m: len(j.pending) for m, j in engine.joiners.items()} == {"small": 300, "busy": 2100, "big": 2100, "foreign": 5000}
     assert next(iter(engine.joiners["big"].pending)) == "big-1900" and engine.joiners["big"].expired == 1900
-    assert engine.dirty_models == {"busy", "big"}
+    assert engine.dirty_models == {"busy", "big"}  # the foreign model is not saved over its owner's record
     assert engine._bound_waiting() == 0  # within the bound: nothing more
+
+
+def _evict_one_at_a_time(pending: dict, max_pending: int, horizon: float) -> int:
+    """What eviction means, written plainly (the joiner's own does it in one pass)."""
+    n = 0
+    while pending:
+        first = next(iter(pending))
+        if len(pending) > max_pending or pending[first][1] < horizon:
+            del pending[first]
+            n += 1
+        else:
+            break
+    return n
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.integers(1, 30), st.floats(0.5, 20),
+       st.lists(st.lists(st.floats(0, 100, allow_nan=False), min_size=0, max_size=15), max_size=12))
+def test_eviction_drops_what_is_over_the_cap_or_too_old_oldest_first(max_pending, ttl, batches):
+    j = OutcomeJoiner(ttl_seconds=ttl, max_pending=max_pending)
+    plain, latest, expired, n = {}, float("-inf"), 0, 0
+    for ts in batches:
+        ids = [f"e{n + i}" for i in range(len(ts))]
+        n += len(ts)
+        j.add_predictions("v", ids, ts, [0.5] * len(ts), [None] * len(ts))
+        plain.update(zip(ids, (("v", t, 0.5, None) for t in ts)))
+        if ts:
+            latest = max(latest, max(ts))
+        expired += _evict_one_at_a_time(plain, max_pending, latest - ttl)
+        assert list(j.pending.items()) == list(plain.items()) and j.expired == expired

@@ -27,8 +27,10 @@ def _events(model: str, version: str, n: int, seed: int = 1, start: int = 0) -> 
 
 
 def _engine(models: dict | None = None, **defaults) -> MonitorEngine:
+    """An engine retiring versions after 7 days (a model silent for a day pauses its clock)."""
     return MonitorEngine(StreamprocConfig.model_validate(
-        {"defaults": {"window_size": 50, "warmup_size": 100, **defaults}, "models": models or {}}))
+        {"defaults": {"window_size": 50, "warmup_size": 100, "retire_version_seconds": 7 * DAY, **defaults},
+         "models": models or {}}))
 
 
 def _feed(engine: MonitorEngine, raws: list[bytes], now: float):
@@ -54,7 +56,7 @@ def test_a_version_idle_while_its_model_has_traffic_is_retired_and_saved_without
     _feed(engine, _events("m", "v2", 300, seed=3), now=HOUR)
     end = _hourly(engine, "m", "v2", 2 * HOUR, 6 * 24, first=300)  # 6 days of v2 alone
     assert engine.retire_idle_versions() == []  # within the week
-    engine.dirty_records({})  # (saved)
+    dict(engine.dirty_records({}))  # (saved)
     end = _hourly(engine, "m", "v2", end + HOUR, 2 * 24, first=500)
     assert engine.retire_idle_versions() == [("m", "v1")]
     assert set(engine.monitors) == {("m", "v2"), ("other", "v1")}  # "other" had no other version: kept
@@ -100,21 +102,23 @@ def test_silences_of_the_whole_model_do_not_count():
     assert engine.retire_idle_versions() == []
 
 
-def test_retiring_can_be_switched_off_per_model_and_is_at_least_the_outcomes_wait():
-    engine = _engine(models={"n": {"retire_version_seconds": 2 * DAY, "concept": {"ttl_seconds": DAY}}},
+def test_retiring_can_be_switched_off_per_model_and_waits_for_outcomes_at_least():
+    engine = _engine(models={"n": {"retire_version_seconds": 2 * DAY, "concept": {"ttl_seconds": DAY}},
+                             "o": {"retire_version_seconds": 2 * DAY, "concept": {"ttl_seconds": 4 * DAY}}},
                      retire_version_seconds=None)
-    for model in ("m", "n"):
+    for model in ("m", "n", "o"):
         _feed(engine, _events(model, "v1", 120), now=0.0)
         _hourly(engine, model, "v2", HOUR, 3 * 24)
+    # m: never; n: after 2 days; o: not before its predictions' 4 days' wait for outcomes.
     assert engine.retire_idle_versions() == [("n", "v1")]
-    for bad, field in (({"retire_version_seconds": 60}, "retire_version_seconds"),
-                       ({"retire_version_seconds": DAY}, "concept.ttl_seconds")):  # ttl: 7 days by default
-        try:
-            _engine(**bad)
-        except ValueError as exc:
-            assert field in str(exc)
-        else:
-            raise AssertionError(f"{bad} accepted")
+    _hourly(engine, "o", "v2", 3 * DAY + HOUR, 2 * 24, first=100)
+    assert engine.retire_idle_versions() == [("o", "v1")]
+    try:
+        _engine(retire_version_seconds=60)
+    except ValueError as exc:
+        assert "retire_version_seconds" in str(exc)
+    else:
+        raise AssertionError("60 s accepted")
 
 
 def test_a_state_saved_before_versions_were_stamped_counts_as_seen_at_the_first_look():
@@ -152,7 +156,9 @@ def test_the_worker_retires_versions_now_and_then_and_drops_their_series(caplog)
     w = MonitorWorker(load_config(None, overrides={"window_size": 50, "warmup_size": 100}, environ={}))
     batches, _ = decode_predictions(_events("m", "v1", 200))
     w.engine.process(batches, now=0.0)
-    _hourly(w.engine, "m", "v2", HOUR, 8 * 24)
+    for day in range(1, 32):  # the default: 30 days of v2's traffic (a batch a day)
+        batches, _ = decode_predictions(_events("m", "v2", 1, seed=3, start=day))
+        w.engine.process(batches, now=day * DAY)
     for key in w.engine.monitors:
         w.metrics.psi.labels(*key, "x0").set(0.1)
         w.metrics.events.labels(*key).inc(5)
@@ -183,3 +189,28 @@ def test_the_workers_batches_advance_the_models_clocks(monkeypatch):
     now[0] += HOUR
     assert w._process_predictions(msgs[10:]) == []
     assert w.engine._clocks["m"][0] == HOUR and w.engine.monitors[("m", "v1")].last_active == HOUR
+
+
+def test_models_loaded_but_never_fed_are_left_as_their_owner_saved_them():
+    """On the direct route every worker loads every model's record, and another worker may own
+    it: retiring (or cutting) one this worker never fed would save its stale copy over the
+    owner's record."""
+    owner = _engine()
+    _feed(owner, _events("m", "v1", 120), now=0.0)
+    _hourly(owner, "m", "v2", HOUR, 8 * 24)
+    records = dict(owner.dirty_records({}))
+    other = _engine()
+    other.import_state(records)
+    assert other.retire_idle_versions() == [] and not other.dirty_models and not other.dirty_monitors
+    owner.import_state(records)  # (the owner restarts: fed again by its next batch)
+    _feed(owner, _events("m", "v2", 1, seed=3, start=300), now=9 * DAY)
+    assert owner.retire_idle_versions() == [("m", "v1")]
+
+
+def test_a_clock_that_stepped_back_counts_on_from_there():
+    """A model handled once by a worker whose clock ran ahead (or a clock set right) does not
+    freeze its model's clock until the wall clock catches up."""
+    engine = _engine()
+    _feed(engine, _events("m", "v1", 120), now=30 * DAY)  # 30 days ahead
+    _hourly(engine, "m", "v2", HOUR, 8 * 24)  # then the right time, 8 days of v2 alone
+    assert engine.retire_idle_versions() == [("m", "v1")]
