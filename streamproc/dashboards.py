@@ -372,6 +372,11 @@ def service() -> dict:
                    unit="ops"),
         timeseries("Ready", [target(f"streamproc_ready{{{INSTANCE}}}", "{{instance}}")], unit="bool",
                    description="1 while the worker is connected and consuming.", min_value=0),
+        timeseries("Input stalled (seconds)",
+                   [target(f"streamproc_input_stalled_seconds{{{INSTANCE}}}", "{{instance}} {{consumer}}")],
+                   unit="s",
+                   description="Seconds since a consumer (monitor, or router on the repartition route) last made "
+                               "progress or had nothing waiting; over 600 for 5 minutes fires StreamprocThroughputStalled."),
         timeseries("Checkpoints per minute",
                    [target(f"sum by (instance) (rate(streamproc_checkpoints_total{{{INSTANCE}}}[$__rate_interval])) * 60",
                            "{{instance}}")],

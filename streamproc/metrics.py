@@ -173,6 +173,13 @@ class Metrics:
         self.state_too_large = Counter(
             "streamproc_state_too_large_total", "Model states not saved at a checkpoint because their record was over "
             "the state topic's limit (16 MiB); the worker logs which model.", registry=r)
+        self.state_unsaved = Gauge(
+            "streamproc_state_unsaved_models", "Models whose latest state was over the state topic's limit (16 MiB) "
+            "and is not saved (until one of theirs fits again).", registry=r)
+        self.stalled = Gauge(
+            "streamproc_input_stalled_seconds", "Seconds since a consumer of this worker last made progress or had "
+            "nothing waiting: monitor (applying predictions and outcomes), router (forwarding them; route: repartition).",
+            ["consumer"], registry=r)
         self.versions_retired = Counter(
             "streamproc_versions_retired_total", "Model versions retired: no events for retire_version_seconds while "
             "another version of their model had some.", registry=r)

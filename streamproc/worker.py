@@ -193,6 +193,8 @@ class MonitorWorker:
         self.state_sizes: dict[str, int] = {}  # bytes of the latest saved record, per model held
         self._last_gauges = 0.0
         self._lag_series: set[tuple[str, str]] = set()  # (topic, partition) of the lag gauge's series
+        self._progress: dict[str, float] = {}  # consumer -> when it last made progress or had nothing waiting
+        self._watch("monitor")
         self._last_retire_sweep = time.monotonic()  # the first sweep a while after the start
         self._must_rewind = False  # the models of the assigned partitions still need loading
         self._saving = None  # a checkpoint on its way: (state delivery futures, offsets, records)
@@ -241,6 +243,7 @@ class MonitorWorker:
                                  self.routed_partitions, self._dead_letter, MERGE_BUFFER, s.max_idle_ms,
                                  on_restart=self._source_restarted, envelope_bytes=s.routed_message_bytes)
             self.router_consumer.subscribe([t.predictions, t.outcomes], listener=self.router.listener())
+            self._watch("router")
         else:
             self.consumer = kafka.consumer(s.bootstrap, group_id=s.group_id, **consumer_opts)
             self.input = BatchedInput(self.consumer, t.predictions, MERGE_BUFFER, s.max_idle_ms, self._input_restarted)
@@ -338,6 +341,7 @@ class MonitorWorker:
         self.engine.drop_all()
         self.state_sizes.clear()
         self._too_large.clear()
+        self.metrics.state_unsaved.set(0)
 
     async def _rewind(self) -> None:
         """Go back to the last checkpoint, as a restart would: after a batch whose output may not
@@ -393,9 +397,22 @@ class MonitorWorker:
         if self.router is not None:
             s = self.settings
             self._tasks.append(asyncio.create_task(
-                self._loop(lambda: self.router.run_once(s.poll_timeout_ms, s.max_batch), lambda: self.router.in_flight,
+                self._loop(self._route_once, lambda: self.router.in_flight,
                            self.router.rewind, "routing"), name="streamproc-router"))
         return self._tasks
+
+    def _watch(self, consumer: str) -> None:
+        """Export how long ``consumer`` has had input waiting without making progress (read at
+        each scrape, so it grows while the consumer's loop is stuck)."""
+        self._progress[consumer] = time.monotonic()
+        self.metrics.stalled.labels(consumer).set_function(lambda: time.monotonic() - self._progress[consumer])
+
+    async def _route_once(self) -> int:
+        s = self.settings
+        n = await self.router.run_once(s.poll_timeout_ms, s.max_batch)
+        if n:
+            self._progress["router"] = time.monotonic()
+        return n
 
     async def stop(self, timeout: float = 20.0) -> None:
         """Finish the batch in hand, save the state, commit, and close the clients."""
@@ -535,6 +552,7 @@ class MonitorWorker:
             self.engine.end_replay({f"{tp.topic}:{tp.partition}": off for tp, off in self.input.positions().items()})
             await self.checkpoint(force=False)
         n = len(predictions) + len(outcomes)
+        self._progress["monitor"] = time.monotonic()
         await self._update_gauges()
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         self.metrics.batch_size.observe(n)
@@ -564,11 +582,15 @@ class MonitorWorker:
         self._last_gauges = now
         m = self.metrics
         owned = set()
-        for consumer in (self.consumer, self.router_consumer):
+        for name, consumer in (("monitor", self.consumer), ("router", self.router_consumer)):
             if consumer is not None:
+                waiting = 0
                 for tp, lag in (await lags(consumer)).items():
                     m.lag.labels(tp.topic, tp.partition).set(lag)
                     owned.add((tp.topic, str(tp.partition)))
+                    waiting += lag
+                if not waiting:  # nothing to do counts as progress
+                    self._progress[name] = time.monotonic()
         # A partition that moved to another worker: its last lag would stay (and look stuck).
         for topic, partition in self._lag_series - owned:
             m.lag.remove_matching(topic=topic, partition=partition)
@@ -602,7 +624,9 @@ class MonitorWorker:
                 if len(record) > self.state.max_record_bytes:
                     self._state_too_large(model_id, len(record))
                     continue
-                self._too_large.discard(model_id)
+                if model_id in self._too_large:
+                    self._too_large.discard(model_id)
+                    self.metrics.state_unsaved.set(len(self._too_large))
                 records[model_id] = record
                 if len(records) % 100 == 0:
                     work += time.perf_counter() - began
@@ -627,6 +651,7 @@ class MonitorWorker:
         self.metrics.state_too_large.inc()
         if model_id not in self._too_large:  # said once, until it fits again
             self._too_large.add(model_id)
+            self.metrics.state_unsaved.set(len(self._too_large))
             log.error("state of model %s is %d bytes, over the state topic's limit (%d): not saved; after a restart "
                       "it resumes from its last saved state (fewer versions or features would fit)",
                       model_id, size, self.state.max_record_bytes)

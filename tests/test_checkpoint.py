@@ -211,7 +211,7 @@ def test_a_state_over_the_record_limit_is_not_sent_the_others_are_saved_and_comm
         w.producer.futures[0].set_result(None)
         await w.checkpoint(force=False)
         assert w.consumer.commits == [{TopicPartition("predictions", 0): 10}]  # the others' progress is kept
-        assert w.metrics.state_too_large._value.get() == 1
+        assert w.metrics.state_too_large._value.get() == 1 and w.metrics.state_unsaved._value.get() == 1
         assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR" and big in r.getMessage()]
         # Changed again and still too large: counted, not logged again.
         w.engine.dirty_monitors.update(w.engine.monitors)
@@ -219,5 +219,16 @@ def test_a_state_over_the_record_limit_is_not_sent_the_others_are_saved_and_comm
         await w.checkpoint(force=False)
         assert w.metrics.state_too_large._value.get() == 2
         assert len([r for r in caplog.records if r.levelname == "ERROR"]) == 1
+        # It fits again: saved, and no longer counted as unsaved.
+        for fut in w.producer.futures:
+            if not fut.done():
+                fut.set_result(None)
+        await w.checkpoint(force=False)
+        w.state.max_record_bytes = 10 * sizes[big]
+        w.engine.dirty_monitors.update(w.engine.monitors)
+        w.pacer.next_at = float("-inf")
+        await w.checkpoint(force=False)
+        assert big.encode() in [k.rsplit(b"\x1f", 1)[1] for _t, k in w.producer.sent]
+        assert w.metrics.state_unsaved._value.get() == 0
 
     asyncio.run(main())

@@ -46,3 +46,33 @@ def test_the_lag_of_a_partition_that_moved_away_is_dropped():
         assert "streamproc_consumer_lag_messages{partition=\"1\",topic=\"predictions\"} 0.0" in text and "partition=\"0\"" not in text
 
     asyncio.run(main())
+
+
+def _stalled(w: MonitorWorker, consumer: str) -> float:
+    text = w.metrics.render().decode()
+    prefix = f'streamproc_input_stalled_seconds{{consumer="{consumer}"}} '
+    return float(next(line for line in text.splitlines() if line.startswith(prefix))[len(prefix):])
+
+
+def test_a_consumer_with_input_waiting_and_no_progress_reads_as_stalled(monkeypatch):
+    import streamproc.worker as worker_module
+
+    now = [1000.0]
+    monkeypatch.setattr(worker_module.time, "monotonic", lambda: now[0])
+
+    async def main():
+        w = MonitorWorker(load_config(None, environ={}))
+        p0 = TopicPartition("predictions", 0)
+        w.consumer = Consumer({p0: 500})  # 500 waiting, none applied
+        await w._update_gauges()
+        now[0] += 700
+        assert _stalled(w, "monitor") == 700  # read at the scrape: grows while nothing happens
+        w._last_gauges = float("-inf")
+        await w._update_gauges()
+        assert _stalled(w, "monitor") == 700  # still waiting
+        w.consumer.positions = {p0: 500}  # caught up: nothing waiting is no stall
+        w._last_gauges = float("-inf")
+        await w._update_gauges()
+        assert _stalled(w, "monitor") == 0
+
+    asyncio.run(main())
