@@ -8,6 +8,8 @@ import time
 from typing import Iterable
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
+from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -81,6 +83,16 @@ def producer(bootstrap: str, **kwargs) -> AIOKafkaProducer:
     opts = dict(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_request_size=MAX_MESSAGE_BYTES)
     opts.update(kwargs)
     return AIOKafkaProducer(**opts)
+
+
+# Partition i of every topic to the same member (when the topics have as many partitions):
+# producers that key predictions and outcomes by model id put a model's in partition i of
+# each, and its state must live in one worker. aiokafka's default (round robin over all the
+# topics' partitions) split them (with three workers and four partitions, the predictions of
+# partition 1 and its outcomes went to different workers, each saving its own copy of the
+# model). Round robin stays second so that a group with workers of an earlier streamproc can
+# still agree on it while they are replaced.
+COPARTITIONED = (RangePartitionAssignor, RoundRobinPartitionAssignor)
 
 
 def consumer(bootstrap: str, *topics: str, **kwargs) -> AIOKafkaConsumer:

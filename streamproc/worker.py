@@ -245,7 +245,8 @@ class MonitorWorker:
             self.router_consumer.subscribe([t.predictions, t.outcomes], listener=self.router.listener())
             self._watch("router")
         else:
-            self.consumer = kafka.consumer(s.bootstrap, group_id=s.group_id, **consumer_opts)
+            self.consumer = kafka.consumer(s.bootstrap, group_id=s.group_id, partition_assignment_strategy=kafka.COPARTITIONED,
+                                           **consumer_opts)
             self.input = BatchedInput(self.consumer, t.predictions, MERGE_BUFFER, s.max_idle_ms, self._input_restarted)
             self.consumer.subscribe([t.predictions, t.outcomes], listener=_Rebalance(self))
         # Started together: each waits for its group to form (several seconds on a fresh broker).

@@ -106,3 +106,30 @@ def test_the_routed_topic_is_fetched_with_its_own_wait(bootstrap):
     subscribed, routed_wait, input_wait = asyncio.run(main())
     assert subscribed == {worker.settings.topics.routed_topic(worker.settings.group_id)}
     assert (routed_wait, input_wait) == (7, 150)
+
+
+def test_on_the_direct_route_a_partitions_predictions_and_outcomes_go_to_the_same_worker(bootstrap, tmp_path):
+    """Producers keying by model id put a model's predictions and outcomes in the same partition
+    number of each topic; its state must live in one worker. Three workers, four partitions:
+    each owns the same partition numbers of both topics (round robin, aiokafka's default, gave
+    one worker predictions[1] and another outcomes[1])."""
+    topics = unique_topics()
+    group = f"direct-{uuid.uuid4().hex[:8]}"
+    workers = [WorkerProcess(bootstrap, topics, tmp_path / f"w{i}.log", ("--route", "direct"), group_id=group)
+               for i in range(3)]
+    try:
+        for w in workers:
+            w.wait_ready()
+
+        def settled():
+            owned = [set(w.status().get("partitions") or ()) for w in workers]
+            if sum(map(len, owned)) == 8 and all(owned):
+                return owned
+        owned = wait_until(settled, 90, "the three workers to share the eight partitions")
+        for parts in owned:
+            numbers = {kind: {p.rsplit("[", 1)[1] for p in parts if p.startswith(topics[kind] + "[")}
+                       for kind in ("predictions", "outcomes")}
+            assert numbers["predictions"] == numbers["outcomes"], owned
+    finally:
+        for w in workers:
+            w.stop()
