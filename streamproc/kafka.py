@@ -90,8 +90,9 @@ def producer(bootstrap: str, **kwargs) -> AIOKafkaProducer:
 # each, and its state must live in one worker. aiokafka's default (round robin over all the
 # topics' partitions) split them (with three workers and four partitions, the predictions of
 # partition 1 and its outcomes went to different workers, each saving its own copy of the
-# model). Round robin stays second so that a group with workers of an earlier streamproc can
-# still agree on it while they are replaced.
+# model). Round robin stays second: Kafka's coordinator picks a strategy every member supports,
+# so a group with workers of an earlier streamproc keeps round robin until they are replaced
+# (Tansu refuses such a mixed group with InconsistentGroupProtocolError: stop them first there).
 COPARTITIONED = (RangePartitionAssignor, RoundRobinPartitionAssignor)
 
 
