@@ -75,8 +75,9 @@ class MonitorEngine:
         # A bound on the predictions waiting for their outcomes in all joiners (None: none): see
         # ``_bound_waiting``.
         self.waiting_budget: Optional[int] = None
-        self._warm_bytes: dict[ModelKey, int] = {}  # per warming model version
-        self._model_warm_bytes: dict[str, dict[ModelKey, int]] = {}  # the same, by model id
+        # Per model id, the bytes of each of its warming versions (by model: one model's are
+        # capped together, see _cap_model_warmups).
+        self._warm_bytes: dict[str, dict[ModelKey, int]] = {}
         # Per model id over MODEL_WARMUP_BYTES: (its warming versions, events before thinning again).
         self._model_thin_after: dict[str, tuple[frozenset, int]] = {}
         # Per model id: [seconds it has had traffic (its active clock), the worker's clock at its
@@ -158,7 +159,7 @@ class MonitorEngine:
             if result.windows_closed:
                 out.windows_closed[key] = result.windows_closed
             self._track_warmup(key, mon)
-            versions = self._model_warm_bytes.get(key[0])
+            versions = self._warm_bytes.get(key[0])
             if versions is not None:
                 self._cap_model_warmups(key[0], versions, out)
         if self.warmup_budget is not None and self.warmup_bytes > max(self.warmup_budget, self._sweep_above):
@@ -173,25 +174,22 @@ class MonitorEngine:
     def _track_warmup(self, key: ModelKey, mon: Optional[ModelMonitor]) -> None:
         warm = mon.warmup if mon is not None else None
         size = warm.nbytes() if warm is not None else 0
-        before = self._warm_bytes.pop(key, 0)
-        if size:
-            self._warm_bytes[key] = size
+        versions = self._warm_bytes.get(key[0])
+        before = versions.pop(key, 0) if versions is not None else 0
         self.warmup_bytes += size - before
         if size:
-            self._model_warm_bytes.setdefault(key[0], {})[key] = size
-        elif before:
-            versions = self._model_warm_bytes[key[0]]
-            del versions[key]
-            if not versions:
-                del self._model_warm_bytes[key[0]]
-                self._model_thin_after.pop(key[0], None)
+            if versions is None:
+                versions = self._warm_bytes[key[0]] = {}
+            versions[key] = size
+        elif versions is not None and not versions:
+            del self._warm_bytes[key[0]]
+            self._model_thin_after.pop(key[0], None)
         if size < before and self._sweep_above:  # what was freed (a warm-up ended, say) lowers the mark
             self._sweep_above = max(self._sweep_above - (before - size), 0)
 
     def _retrack_warmups(self) -> None:
         """Reckon warm-up memory afresh, from the monitors held (after they were replaced)."""
         self._warm_bytes.clear()
-        self._model_warm_bytes.clear()
         self._model_thin_after.clear()
         self.warmup_bytes = self._sweep_above = 0
         for key, mon in self.monitors.items():
@@ -213,9 +211,10 @@ class MonitorEngine:
         spread over the same warm-up; PSI thresholds account for the reference's size, so this
         costs sensitivity, not false alarms. Returns the versions thinned and their strides.
         """
-        share = self.warmup_budget // max(len(self._warm_bytes), 1)
+        share = self.warmup_budget // max(sum(map(len, self._warm_bytes.values())), 1)
         # Only the warm-ups this worker feeds: the others (see _fed) are as their owner saved them.
-        thinned = self._thin([(key, size) for key, size in self._warm_bytes.items() if key[0] in self._fed], share)
+        thinned = self._thin([item for model_id, versions in self._warm_bytes.items() if model_id in self._fed
+                              for item in versions.items()], share)
         # Over the budget still (every warm-up as thin as it gets): the next sweep waits until
         # warm-ups have grown by an eighth of it, not every batch.
         self._sweep_above = self.warmup_bytes + self.warmup_budget // 8 if self.warmup_bytes > self.warmup_budget else 0
@@ -236,7 +235,7 @@ class MonitorEngine:
         if after is not None and after[0] == versions.keys() and seen < after[1]:
             return  # (the same versions warming up, not yet an eighth more events)
         out.thinned_large.update(self._thin(list(versions.items()), MODEL_WARMUP_BYTES // len(versions)))
-        if sum(self._model_warm_bytes.get(model_id, {}).values()) > MODEL_WARMUP_BYTES:
+        if sum(self._warm_bytes.get(model_id, {}).values()) > MODEL_WARMUP_BYTES:
             self._model_thin_after[model_id] = (frozenset(versions), seen + max(seen // 8, 1))
         else:
             self._model_thin_after.pop(model_id, None)
@@ -494,9 +493,9 @@ class MonitorEngine:
         A model's versions are compared on its own clock, which stands still while the model
         is silent, so a worker down for days, a model scored once a week or once a month, or
         one with no traffic at all retires nothing (a shorter outage counts as traffic time);
-        event times are not used (a producer's clock could retire live versions). A retired version's joined outcomes go with it
-        (versions are kept at least ``concept.ttl_seconds``); its model is saved at
-        the next checkpoint without it. A version with no stamp (state saved before stamps
+        event times are not used (a producer's clock could retire live versions). A retired
+        version's joined outcomes go with it (versions are kept at least
+        ``concept.ttl_seconds``); its model is saved at the next checkpoint without it. A version with no stamp (state saved before stamps
         existed) counts as seen at the first look.
         """
         retired = []

@@ -244,11 +244,15 @@ class Metrics:
             statistic.set(value)
             threshold.set(limit)
 
+    def _latest_values(self) -> tuple:
+        """The gauges of a model version's latest values (what goes with the model)."""
+        return (self.psi, self.psi_threshold, self.statistic, self.statistic_threshold, self.error_rate,
+                self.score_quantile, self.drift_active)
+
     def forget_model(self, model_id: str) -> None:
         """Drop the latest-value series of a model this worker no longer holds (counters stay)."""
         self._statistic_series.pop(model_id, None)
-        for gauge in (self.psi, self.psi_threshold, self.statistic, self.statistic_threshold, self.error_rate,
-                      self.score_quantile, self.drift_active):
+        for gauge in self._latest_values():
             gauge.remove_matching(model_id=model_id)
 
     def forget_version(self, model_id: str, version: str) -> None:
@@ -258,8 +262,7 @@ class Metrics:
         per_model = self._statistic_series.get(model_id, {})
         for kind_key in [k for k in per_model if k[0] == version]:
             del per_model[kind_key]
-        for metric in (self.psi, self.psi_threshold, self.statistic, self.statistic_threshold, self.error_rate,
-                       self.score_quantile, self.drift_active, self.events, self.windows, self.late_events):
+        for metric in (*self._latest_values(), self.events, self.windows, self.late_events):
             metric.remove_matching(model_id=model_id, model_version=version)
 
     @staticmethod
