@@ -331,8 +331,11 @@ def _reference(args) -> int:
     if args.publish:
         from .kafka import publish_reference
 
-        asyncio.run(publish_reference(args.bootstrap, args.topic, profile.to_dict()))
-        print(f"published to {args.topic} at {args.bootstrap}: {summary}")
+        try:
+            size = asyncio.run(publish_reference(args.bootstrap, args.topic, profile.to_dict()))
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        print(f"published to {args.topic} at {args.bootstrap} ({size:,} bytes): {summary}")
     return 0
 
 

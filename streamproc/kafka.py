@@ -18,6 +18,11 @@ from . import consumer_records
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 1_048_576
+# The compacted topics' (references, state) max.message.bytes, as ensure_topics creates them,
+# and their producers' request limit; a record's value may be this large less room for its
+# key and the record batch's headers.
+COMPACTED_MESSAGE_BYTES = 16 * 1024 * 1024
+MAX_COMPACTED_VALUE_BYTES = COMPACTED_MESSAGE_BYTES - 64 * 1024
 
 
 def client_options(security=None) -> dict:
@@ -61,7 +66,7 @@ async def ensure_topics(bootstrap: str, topics: Iterable[str], partitions: int, 
             if missing:
                 try:
                     await admin.create_topics([
-                        NewTopic(t, 1, 1, topic_configs={"cleanup.policy": "compact", "max.message.bytes": str(16 * 1024 * 1024)})
+                        NewTopic(t, 1, 1, topic_configs={"cleanup.policy": "compact", "max.message.bytes": str(COMPACTED_MESSAGE_BYTES)})
                         if t in compacted
                         else NewTopic(t, partitions, 1)
                         for t in missing
@@ -108,14 +113,26 @@ def reference_key(model_id: str, model_version: str) -> bytes:
     return f"{model_id}/{model_version}".encode()
 
 
-async def publish_reference(bootstrap: str, topic: str, profile_dict: dict, options: dict | None = None) -> None:
+async def publish_reference(bootstrap: str, topic: str, profile_dict: dict, options: dict | None = None) -> int:
+    """Publish a reference profile to the (compacted) references topic; return its size in bytes.
+
+    A reference may be as large as the topic's records (16 MiB): hundreds of features with
+    long category names pass Kafka's default 1 MB. A larger one is refused before sending,
+    with what to change.
+    """
     import orjson
 
+    value = orjson.dumps(profile_dict, option=orjson.OPT_SERIALIZE_NUMPY)
+    if len(value) > MAX_COMPACTED_VALUE_BYTES:
+        raise ValueError(
+            f"the reference of {profile_dict['model_id']}/{profile_dict['model_version']} is {len(value):,} bytes, over the "
+            f"references topic's limit of {MAX_COMPACTED_VALUE_BYTES:,}: build it with fewer features or a lower "
+            "--max-categories")
     await ensure_topics(bootstrap, [topic], 1, compacted=[topic], options=options)
-    p = producer(bootstrap, **(options or {}))
+    p = producer(bootstrap, max_request_size=COMPACTED_MESSAGE_BYTES, **(options or {}))
     await p.start()
     try:
-        await p.send_and_wait(topic, orjson.dumps(profile_dict, option=orjson.OPT_SERIALIZE_NUMPY),
-                              key=reference_key(profile_dict["model_id"], profile_dict["model_version"]))
+        await p.send_and_wait(topic, value, key=reference_key(profile_dict["model_id"], profile_dict["model_version"]))
     finally:
         await p.stop()
+    return len(value)

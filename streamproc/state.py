@@ -23,9 +23,8 @@ from . import kafka
 
 log = logging.getLogger(__name__)
 SEP = "\x1f"  # ids have no control characters (see streamproc.events.ID_PATTERN)
-MAX_STATE_BYTES = 16 * 1024 * 1024  # the state topic's max.message.bytes, and the producer's request limit
-# A record's value may be this large: room is left for its key and the record batch's headers.
-MAX_RECORD_BYTES = MAX_STATE_BYTES - 64 * 1024
+MAX_STATE_BYTES = kafka.COMPACTED_MESSAGE_BYTES  # the state topic's max.message.bytes, and the producer's request limit
+MAX_RECORD_BYTES = kafka.MAX_COMPACTED_VALUE_BYTES  # a record's value may be this large
 
 
 class StateStore:

@@ -216,7 +216,7 @@ class MonitorWorker:
         self.state = StateStore(s.bootstrap, t.state, s.group_id, opts)
         # Every worker reads every reference (a small compacted topic, like a global table),
         # all of it before the first prediction, so no version warms up when a reference exists.
-        self.ref_consumer = kafka.consumer(s.bootstrap, group_id=None, max_partition_fetch_bytes=8 * kafka.MAX_MESSAGE_BYTES,
+        self.ref_consumer = kafka.consumer(s.bootstrap, group_id=None, max_partition_fetch_bytes=kafka.COMPACTED_MESSAGE_BYTES,
                                            **opts)
         await self.ref_consumer.start()
         await self.ref_consumer.topics()  # fetches metadata, so the partitions are known

@@ -373,6 +373,31 @@ def test_reference_published_to_the_topic_is_picked_up_by_a_running_worker(boots
     assert x2 and x2[0]["window"]["index"] == 0
 
 
+def test_reference_over_a_megabyte_is_published_and_picked_up(bootstrap, start_worker, tmp_path):
+    """Kafka's default message limit (1 MB) is not the references topic's (16 MiB): long
+    category names over hundreds of categories pass the first."""
+    topics = unique_topics()
+    topics["references"] = f"model-references-{topics['alerts'][-8:]}"
+    worker = start_worker(topics, "--window-size", "500", "--warmup-size", "5000")
+    produce(bootstrap, topics["predictions"], [json.dumps(e).encode() for e in ModelStream("tau", n_numeric=3, seed=61).events(10)])
+    wait_until(lambda: (s := worker.status()) and s["models"] and s["models"][0]["warming_up"], 60, "tau to be warming up")
+    rng = random.Random(62)
+    rows = []
+    for e in ModelStream("tau", n_numeric=3, seed=63).events(1500):
+        e["features"].update({f"tag{j}": f"{j}-{rng.randrange(1000):04d}-" + "k" * 120 for j in range(10)})
+        rows.append(json.dumps(e).encode() + b"\n")
+    train = tmp_path / "train.jsonl"
+    train.write_bytes(b"".join(rows))
+    done = subprocess.run([sys.executable, "-m", "streamproc", "reference", "build", "--model", "tau", "--input", str(train),
+                           "--max-categories", "1000", "--publish", "--bootstrap", bootstrap, "--topic", topics["references"]],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    size = int(re.search(r"\(([\d,]+) bytes\)", done.stdout).group(1).replace(",", ""))
+    assert size > 1_100_000
+    wait_until(lambda: (s := worker.status()) and s["models"][0]["reference"] == "file:train.jsonl", 60,
+               "the worker to adopt the published reference")
+
+
 def test_concept_drift_from_outcomes_arriving_after_their_predictions(bootstrap, start_worker):
     topics = unique_topics()
     worker = start_worker(topics, "--window-size", "500", "--warmup-size", "1000")

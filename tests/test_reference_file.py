@@ -87,3 +87,14 @@ def test_csv_of_more_than_ten_thousand_rows_reports_progress(tmp_path, capsys):
     f.write_text("\ufeffx,score\n" + "".join(f"{i % 97},0.{i % 10}\n" for i in range(25_000)))
     rows, scores, _ = read_training_data(f, score_column="score", progress=True)
     assert len(rows) == 25_000 and rows[0] == {"x": 0.0} and scores[1] == 0.1
+
+
+def test_a_reference_over_the_topics_record_limit_is_refused_before_sending():
+    """Nothing listens on port 9 of this address: the refusal comes before any connection."""
+    import asyncio
+
+    from streamproc.kafka import MAX_COMPACTED_VALUE_BYTES, publish_reference
+
+    profile = {"model_id": "huge", "model_version": "v1", "padding": "x" * MAX_COMPACTED_VALUE_BYTES}
+    with pytest.raises(ValueError, match=r"huge/v1 is [\d,]+ bytes, over the references topic's limit.*--max-categories"):
+        asyncio.run(publish_reference("127.0.0.1:9", "refs", profile))
