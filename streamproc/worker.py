@@ -28,7 +28,7 @@ from aiokafka.errors import KafkaError
 from . import kafka
 from .config import ConfigError, StreamprocConfig
 from .consume import COMMIT_TIMEOUT, BatchedInput, caught_up, commit, lags, seek_committed
-from .decode import decode_outcomes, decode_predictions
+from .decode import ModelKey, decode_outcomes, decode_predictions
 from .engine import MODEL_WARMUP_BYTES, MonitorEngine
 from .gc_policy import gc_paused, tune_gc
 from .metrics import Metrics, dead_letter_reason
@@ -198,6 +198,10 @@ class MonitorWorker:
         self._last_retire_sweep = time.monotonic()  # the first sweep a while after the start
         self._must_rewind = False  # the models of the assigned partitions still need loading
         self._saving = None  # a checkpoint on its way: (state delivery futures, offsets, records)
+        # Versions retired since the last checkpoint saved their models, with the number of
+        # checkpoints started before: a rewind reloads them, and their retiring again is the same one.
+        self._retired_unsaved: dict[ModelKey, int] = {}
+        self._checkpoints_started = 0
         self._restarted: list = []  # input partitions read again from their beginning, to forget (see _apply_restarts)
         self._in_flight = False  # a batch is applied to the state but its output not yet acknowledged
         self._too_large: set[str] = set()  # models whose state is over the record limit (see _state_too_large)
@@ -569,10 +573,13 @@ class MonitorWorker:
         retired = self.engine.retire_idle_versions()
         for model_id, version in retired:
             self.metrics.forget_version(model_id, version)
+            if (model_id, version) in self._retired_unsaved:
+                continue  # retired before a rewind to a checkpoint that still had it: said and counted then
+            self._retired_unsaved[(model_id, version)] = self._checkpoints_started
+            self.metrics.versions_retired.inc()
             log.info("retired model version %s/%s: no events for %.0f h while its model had traffic", model_id, version,
                      self.engine.config_for(model_id).retire_after / 3600)
         if retired:
-            self.metrics.versions_retired.inc(len(retired))
             self.metrics.models.set(len(self.engine.monitors))
 
     async def _update_gauges(self) -> None:
@@ -641,6 +648,7 @@ class MonitorWorker:
             raise
         self.pacer.finished(work)
         self.metrics.checkpoint_seconds.observe(work)
+        self._checkpoints_started += 1
         self._saving = (futures, offsets, records)
         if force:
             await self._settle_checkpoint(wait=True)
@@ -676,6 +684,9 @@ class MonitorWorker:
             self.engine.dirty_models.update(records)
             raise
         self.metrics.checkpoints.inc()
+        # This checkpoint saved the models of the versions retired before it started.
+        started = self._checkpoints_started
+        self._retired_unsaved = {key: n for key, n in self._retired_unsaved.items() if n >= started}
         self.metrics.state_bytes.set(sum(len(v) for v in records.values()))
         self.state_sizes.update((m, len(v)) for m, v in records.items())
         self.metrics.state_bytes_total.set(sum(self.state_sizes.values()))

@@ -174,6 +174,47 @@ def test_the_worker_retires_versions_now_and_then_and_drops_their_series(caplog)
     assert any("retired model version m/v1" in r.getMessage() for r in caplog.records)
 
 
+def test_a_retirement_redone_after_a_rewind_is_counted_once(caplog):
+    """A rewind reloads the last checkpoint, which may still hold a version retired since: its
+    retiring again is the same retirement, said and counted once. After a checkpoint that saved
+    it, a version of that name retired again is a new retirement."""
+    import asyncio
+
+    from streamproc.worker import MonitorWorker
+
+    w = MonitorWorker(load_config(None, overrides={"window_size": 50, "warmup_size": 100}, environ={}))
+    batches, _ = decode_predictions(_events("m", "v1", 200))
+    w.engine.process(batches, now=0.0)
+    for day in range(1, 32):
+        batches, _ = decode_predictions(_events("m", "v2", 1, seed=3, start=day))
+        w.engine.process(batches, now=day * DAY)
+    checkpoint = dict(w.engine.dirty_records({}))  # the last checkpoint: v1 still there
+
+    def retire_after_reload(now: float) -> None:
+        w._forget_models()
+        for model_id, record in checkpoint.items():
+            w.engine.import_record(model_id, record)
+        batches, _ = decode_predictions(_events("m", "v2", 1, seed=3, start=40))  # the replay feeds the model
+        w.engine.process(batches, now=now)
+        w._last_retire_sweep = float("-inf")
+        w._retire_idle_versions()
+        assert set(w.engine.monitors) == {("m", "v2")}
+
+    caplog.set_level(logging.INFO, logger="streamproc.worker")
+    w._last_retire_sweep = float("-inf")
+    w._retire_idle_versions()
+    retire_after_reload(32 * DAY)  # the rewind, then the same version retired again
+    assert w.metrics.versions_retired._value.get() == 1
+    assert sum("retired model version m/v1" in r.getMessage() for r in caplog.records) == 1
+
+    # A checkpoint started after the retirement and saved: the state topic has m without v1.
+    w._checkpoints_started += 1
+    w._saving = ([], {}, {})
+    asyncio.run(w._settle_checkpoint(wait=True))
+    retire_after_reload(33 * DAY)  # a record with v1 again (say, another worker's) is a new retirement
+    assert w.metrics.versions_retired._value.get() == 2
+
+
 def test_the_workers_batches_advance_the_models_clocks(monkeypatch):
     """What the worker's sweep relies on: each batch it processes stamps its model versions."""
     from types import SimpleNamespace
