@@ -88,6 +88,10 @@ class MonitorEngine:
         # model): what no input asked for (retiring, cutting waiting predictions) leaves them be,
         # so that they are never saved over their owner's record.
         self._fed: set[str] = set()
+        # Records imported ``lazy``: kept as their bytes until the model's first input (see
+        # ``import_record``). A worker on the direct route loads every model's record, most of
+        # them other workers': packed, one costs a fifth of its objects.
+        self.dormant: dict[str, bytes] = {}
         self._sweep_above = 0  # after a sweep that could not meet the budget: when to try again
         # Decodes the events of the busiest models by their layouts (``decode_predictions``'s
         # ``known``, with ``feature_layout``): faster, the same result. Learns from what
@@ -119,6 +123,8 @@ class MonitorEngine:
     def feature_layout(self, key: ModelKey) -> Optional[FeatureLayout]:
         """How to decode the features of a model version (for ``decode_predictions``): its
         reference's layout, None while it has none (its events are kept whole to build one)."""
+        if self.dormant and key[0] in self.dormant:
+            self.thaw(key[0])
         mon = self.monitors.get(key)
         if mon is None or mon.reference is None:
             return None
@@ -130,6 +136,8 @@ class MonitorEngine:
         out = EngineOutput()
         joined = False
         for key, batch in batches.items():
+            if self.dormant and key[0] in self.dormant:
+                self.thaw(key[0])
             if key not in self.monitors and self.max_models is not None and len(self.monitors) >= self.max_models:
                 out.refused.append(batch)
                 continue
@@ -279,6 +287,8 @@ class MonitorEngine:
             by_model.setdefault(o.model_id, []).append((o.event_id, o.ts, o.label, o.value))
             by_outcome.setdefault(o.model_id, []).append(o)
         for model_id, items in by_model.items():
+            if self.dormant and model_id in self.dormant:
+                self.thaw(model_id)
             joiner = self.joiners.get(model_id)
             if joiner is None:
                 if self.max_models is not None and len(self.joiners) >= self.max_models:
@@ -375,6 +385,9 @@ class MonitorEngine:
         def keep(tp: str) -> bool:
             return partitions is not None and tp not in partitions
 
+        for model_id in list(self.dormant):  # (rare: the watermarks to forget are in their records)
+            self.thaw(model_id)
+
         def forgot(obj) -> bool:  # whether obj had a watermark to forget
             applied = getattr(obj, "applied", None)
             if not applied or all(keep(tp) for tp in applied):
@@ -437,17 +450,35 @@ class MonitorEngine:
             self.import_record(model_id, data)
         return len(records)
 
-    def import_record(self, model_id: str, data: bytes, replaces: Iterable[ModelKey] = ()) -> list[ModelKey]:
+    def import_record(self, model_id: str, data: bytes, replaces: Iterable[ModelKey] = (),
+                      lazy: bool = False) -> list[ModelKey]:
         """Restore one model's record; ``replaces``: the versions an earlier record of the same
         model restored (a later record of a model replaces the earlier one whole). Returns the
-        versions restored."""
+        versions restored.
+
+        ``lazy``: keep the record as it is (``dormant``), its watermarks noted for the replay,
+        until the model's first input (``thaw``): the same result, for less memory while the
+        model is not this worker's.
+        """
         state = pickle.loads(zlib.decompress(data))
         if state.get("format") != STATE_FORMAT:
             raise ValueError(f"state of {model_id!r}: unsupported format {state.get('format')!r}")
         self.forget(model_id, replaces)
+        for obj in [*state["monitors"].values(), state["joiner"]]:
+            for tp, off in getattr(obj, "applied", {}).items() if obj is not None else ():
+                self.replay_until[tp] = max(self.replay_until.get(tp, 0), off)
+        if lazy:
+            self.dormant[model_id] = data
+            return [(model_id, version) for version in state["monitors"]]
+        return self._install(model_id, state)
+
+    def thaw(self, model_id: str) -> None:
+        """Restore a ``dormant`` model's record (its watermarks are already in ``replay_until``)."""
+        self._install(model_id, pickle.loads(zlib.decompress(self.dormant.pop(model_id))))
+
+    def _install(self, model_id: str, state: dict) -> list[ModelKey]:
         if state.get("clock") is not None:  # (records saved before clocks existed have none)
             self._clocks[model_id] = list(state["clock"])
-        objs = list(state["monitors"].values())
         keys = []
         for version, mon in state["monitors"].items():
             key = (model_id, version)
@@ -462,10 +493,6 @@ class MonitorEngine:
             self._track_warmup(key, mon)
         if state["joiner"] is not None:
             self.joiners[model_id] = state["joiner"]
-            objs.append(state["joiner"])
-        for obj in objs:
-            for tp, off in getattr(obj, "applied", {}).items():
-                self.replay_until[tp] = max(self.replay_until.get(tp, 0), off)
         return keys
 
     def _tick(self, model_id: str, now: float) -> float:
@@ -525,11 +552,13 @@ class MonitorEngine:
         self.joiners.pop(model_id, None)
         self._clocks.pop(model_id, None)
         self._fed.discard(model_id)
+        self.dormant.pop(model_id, None)
 
     def drop_all(self) -> None:
         """Forget every model (its partitions moved to another worker; the state topic has it)."""
         self.monitors.clear()
         self.joiners.clear()
+        self.dormant.clear()
         self._clocks.clear()
         self._fed.clear()
         self.dirty_monitors.clear()
@@ -539,6 +568,8 @@ class MonitorEngine:
 
     def snapshot(self) -> bytes:
         """The whole monitoring state (references, windows, detectors, policy) as bytes."""
+        for model_id in list(self.dormant):
+            self.thaw(model_id)
         return pickle.dumps({"format": STATE_FORMAT, "monitors": self.monitors, "references": self.references,
                              "joiners": self.joiners, "clocks": self._clocks})
 
@@ -551,5 +582,6 @@ class MonitorEngine:
         self.joiners = state["joiners"]
         self._clocks = state.get("clocks", {})
         self._fed = set()
+        self.dormant = {}
         self._retrack_warmups()
 

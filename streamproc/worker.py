@@ -282,7 +282,7 @@ class MonitorWorker:
     async def _assigned(self, assigned) -> None:
         self.input.assigned(assigned)
         async with self.lock:
-            if self.engine.monitors or self.engine.joiners:
+            if self.engine.monitors or self.engine.joiners or self.engine.dormant:
                 return  # nothing was revoked: the models in memory are current
             try:
                 restored = await self._load_models(assigned)
@@ -295,7 +295,9 @@ class MonitorWorker:
                      ", ".join(sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned)) or "none", restored)
 
     async def _load_models(self, assigned) -> int:
-        """Load, from the state topic, the models of the partitions this worker owns."""
+        """Load, from the state topic, the models of the partitions this worker owns (on the
+        direct route, where a model's partition is the producers' choice, every model: packed
+        until its first input, see ``MonitorEngine.import_record``)."""
         await self._ensure_topics()  # a broker that restarted without storage lost them
         owned = {tp.partition for tp in assigned}
         versions: dict[str, list] = {}  # model id -> the versions its latest record restored
@@ -305,7 +307,8 @@ class MonitorWorker:
             if self.repartition and model_partition(model_id, self.routed_partitions) not in owned:
                 return
             if record:
-                versions[model_id] = self.engine.import_record(model_id, record, versions.get(model_id, ()))
+                versions[model_id] = self.engine.import_record(model_id, record, versions.get(model_id, ()),
+                                                               lazy=not self.repartition)
                 self.state_sizes[model_id] = len(record)
             elif model_id in versions:
                 self.engine.forget(model_id, versions.pop(model_id))
@@ -843,4 +846,5 @@ class MonitorWorker:
             })
         assigned = self.consumer.assignment() if self.consumer is not None else set()
         return {"ready": self.ready, "published": dict(self.published),
-                "partitions": sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned), "models": models}
+                "partitions": sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned), "models": models,
+                "packed_models": len(self.engine.dormant)}

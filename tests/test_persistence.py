@@ -80,8 +80,10 @@ def summary(engine: MonitorEngine):
 
 @settings(max_examples=40, deadline=None)
 @given(st.lists(st.integers(1, len(LOG) // BATCH), min_size=1, max_size=4, unique=True),
-       st.integers(1, 5), st.booleans())
-def test_crashes_anywhere_give_the_state_and_alerts_of_an_uninterrupted_run(crashes, snapshot_every, torn):
+       st.integers(1, 5), st.booleans(), st.booleans())
+def test_crashes_anywhere_give_the_state_and_alerts_of_an_uninterrupted_run(crashes, snapshot_every, torn, lazy):
+    """``lazy``: records restored packed, as on the direct route, each model restored in full at
+    its first input."""
     store: dict[str, bytes] = {}  # the compacted state topic
     committed: dict[str, int] = {}  # the group's committed offsets
     engine = MonitorEngine(CONFIG)
@@ -105,7 +107,8 @@ def test_crashes_anywhere_give_the_state_and_alerts_of_an_uninterrupted_run(cras
                 for k in sorted(records)[: len(records) // 2]:
                     store[k] = records[k]
             engine = MonitorEngine(CONFIG)
-            engine.import_state(store)
+            for model_id, record in store.items():
+                engine.import_record(model_id, record, lazy=lazy)
             # Each partition resumes at its committed offset. Commits happen at batch ends, so
             # what is past them is a suffix of the merged order (which a replay reproduces).
             position = next((i for i, m in enumerate(LOG) if m[2] >= committed.get(tp(m[0], m[1]), 0)), len(LOG))
@@ -115,6 +118,8 @@ def test_crashes_anywhere_give_the_state_and_alerts_of_an_uninterrupted_run(cras
             store.update(engine.export_dirty(watermark))
             committed = dict(watermark)
     assert set(published) == set(BASELINE_IDS)
+    for model_id in list(engine.dormant):  # restored after the last input
+        engine.thaw(model_id)
     assert summary(engine) == summary(BASELINE_ENGINE)
     for key, mon in engine.monitors.items():
         base = BASELINE_ENGINE.monitors[key]
@@ -206,3 +211,47 @@ def test_a_partition_restarted_from_its_beginning_is_applied_again_only_where_fo
     engine.forget_positions()
     process(engine, first)
     assert sum(m.events for m in engine.monitors.values()) == 2 * applied + again
+
+
+def test_a_record_restored_packed_is_unpacked_by_its_models_first_input():
+    """The direct route restores every model's record packed (most are other workers'): none
+    is unpacked, changed or saved until input of its model arrives, predictions or outcomes;
+    a later record or a deletion of the model replaces it while packed."""
+    engine = MonitorEngine(CONFIG)
+    process(engine, LOG[:1500])
+    records = engine.export_dirty({"predictions:0": 700, "predictions:1": 700, "outcomes:2": 300})
+
+    packed = MonitorEngine(CONFIG)
+    for model_id, record in records.items():
+        assert packed.import_record(model_id, record, lazy=True) == [(model_id, "default")]
+    assert set(packed.dormant) == {"a", "b"} and packed.monitors == {} and packed.joiners == {}
+    assert packed.replay_until == {"predictions:0": 700, "predictions:1": 700, "outcomes:2": 300}
+    assert packed.export_dirty({"predictions:0": 800}) == {}
+
+    b_only = [m for m in LOG[1500:1700] if m[3].find(b'"model_id":"b"') >= 0]
+    assert b_only and all(m[0] == "predictions" for m in b_only)
+    process(packed, b_only)
+    assert set(packed.dormant) == {"a"} and set(packed.monitors) == {("b", "default")}
+    outcome = next(m for m in LOG[1500:] if m[0] == "outcomes")
+    process(packed, [outcome])  # an outcome of a: its joiner (and monitor) come back
+    assert packed.dormant == {} and "a" in packed.joiners and ("a", "default") in packed.monitors
+
+    for model_id, record in records.items():
+        packed.import_record(model_id, record, lazy=True)
+    packed.import_record("a", records["a"], lazy=True)  # a later record of a packed model replaces it
+    packed.forget("b", [])  # the model deleted from the state topic
+    assert set(packed.dormant) == {"a"}
+    packed.forget_positions({"predictions:0"})  # the watermarks to forget are in the records
+    assert packed.dormant == {} and ("a", "default") in packed.monitors
+
+
+def test_a_packed_record_unpacked_gives_what_restoring_it_in_full_gives():
+    engine = MonitorEngine(CONFIG)
+    process(engine, LOG[:2000])
+    records = engine.export_dirty({"predictions:0": 0})
+    full, packed = MonitorEngine(CONFIG), MonitorEngine(CONFIG)
+    full.import_state(records)
+    for model_id, record in records.items():
+        packed.import_record(model_id, record, lazy=True)
+    assert process(full, LOG[2000:]) == process(packed, LOG[2000:])
+    assert summary(full) == summary(packed) and full.export_dirty({}) == packed.export_dirty({})

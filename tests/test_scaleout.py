@@ -133,3 +133,41 @@ def test_on_the_direct_route_a_partitions_predictions_and_outcomes_go_to_the_sam
     finally:
         for w in workers:
             w.stop()
+
+
+def test_on_the_direct_route_a_restarted_worker_holds_the_models_it_is_not_fed_packed(bootstrap, tmp_path):
+    """The direct route loads every model's saved state (producers choose the partitions):
+    a model is restored in full, with what it had applied, only when its input reaches the
+    worker; until then it is held packed, not listed as monitored."""
+    topics = unique_topics()
+    group = f"packed-{uuid.uuid4().hex[:8]}"
+    args = ("--route", "direct", "--window-size", "100", "--warmup-size", "200")
+    streams = {m: ModelStream(m, n_numeric=3, seed=80 + i) for i, m in enumerate(("p", "q"))}
+
+    def send(model: str, n: int, start: int) -> None:
+        produce(bootstrap, topics["predictions"], [json.dumps(e).encode() for e in streams[model].events(n, start=start)])
+
+    def counts(w) -> dict:
+        return {m["model_id"]: m["events"] for m in w.status().get("models", [])}
+
+    first = WorkerProcess(bootstrap, topics, tmp_path / "first.log", args, group_id=group)
+    try:
+        first.wait_ready()
+        send("p", 300, 0)
+        send("q", 300, 0)
+        wait_until(lambda: counts(first) == {"p": 300, "q": 300}, 60, "both models applied")
+    finally:
+        assert first.stop() == 0  # a clean stop saves both models
+    second = WorkerProcess(bootstrap, topics, tmp_path / "second.log", args, group_id=group)
+    try:
+        second.wait_ready()
+        send("q", 20, 300)
+        status = wait_until(lambda: (s := second.status()) and counts(second) == {"q": 320} and s, 60,
+                            "q restored and fed", detail=lambda: second.status())
+        assert status["packed_models"] == 1
+        send("p", 20, 300)
+        status = wait_until(lambda: (s := second.status()) and counts(second) == {"p": 320, "q": 320} and s, 60,
+                            "p restored from its packed state and fed", detail=lambda: second.status())
+        assert status["packed_models"] == 0
+    finally:
+        second.stop()
