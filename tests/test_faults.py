@@ -36,10 +36,13 @@ def applied(worker: WorkerProcess) -> dict:
     return {m["model_id"]: m["events"] for m in worker.status().get("models", [])}
 
 
-def test_kill_9_at_several_points_loses_nothing_and_applies_nothing_twice(bootstrap, tmp_path):
+@pytest.mark.parametrize("route", ["repartition", "direct"])
+def test_kill_9_at_several_points_loses_nothing_and_applies_nothing_twice(bootstrap, tmp_path, route):
+    """On the direct route the restarted worker holds a model packed until its input reaches it
+    (see streamproc.engine's ``import_record``): a model not replayed is not yet listed."""
     inputs = unique_topics()
     crashing_topics, steady_topics = own_outputs(inputs, "crash"), own_outputs(inputs, "steady")
-    args = ("--window-size", "500", "--warmup-size", "1000")
+    args = ("--window-size", "500", "--warmup-size", "1000", "--route", route)
     env = {"STREAMPROC_CHECKPOINT_SECONDS": "2"}
     steady = WorkerProcess(bootstrap, steady_topics, tmp_path / "steady.log", args, env, group_id="steady")
     crashing = WorkerProcess(bootstrap, crashing_topics, tmp_path / "crash0.log", args, env, group_id="crashing")
@@ -67,8 +70,11 @@ def test_kill_9_at_several_points_loses_nothing_and_applies_nothing_twice(bootst
                 crashing.wait_ready()
                 # Nothing is applied twice: after the restart (and its replay) the counts are
                 # exactly what was produced so far.
-                wait_until(lambda: applied(crashing) == {"crash-a": target, "crash-b": target}, 60,
-                           "the restarted worker to catch up")
+                def caught_up():
+                    status = crashing.status()
+                    counts = {m["model_id"]: m["events"] for m in status.get("models", [])}
+                    return set(counts.values()) <= {target} and len(counts) + status.get("packed_models", 0) == 2
+                wait_until(caught_up, 60, "the restarted worker to catch up")
                 assert "restored the state" in crashing.log_text()
         wait_until(lambda: applied(steady) == {"crash-a": N, "crash-b": N}, 60, "the steady worker")
         steady_status = steady.status()
