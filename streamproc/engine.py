@@ -92,6 +92,7 @@ class MonitorEngine:
         # ``import_record``). A worker on the direct route loads every model's record, most of
         # them other workers': packed, one costs a fifth of its objects.
         self.dormant: dict[str, bytes] = {}
+        self._dormant_refs: dict[str, set[ModelKey]] = {}  # references set while their model was packed
         self._sweep_above = 0  # after a sweep that could not meet the budget: when to try again
         # Decodes the events of the busiest models by their layouts (``decode_predictions``'s
         # ``known``, with ``feature_layout``): faster, the same result. Learns from what
@@ -119,6 +120,8 @@ class MonitorEngine:
             self.monitors[key].set_reference(reference)
             self.dirty_monitors.add(key)
             self._track_warmup(key, None)
+        elif key[0] in self.dormant:  # applied when it is unpacked, as it would have been had it not been packed
+            self._dormant_refs.setdefault(key[0], set()).add(key)
 
     def feature_layout(self, key: ModelKey) -> Optional[FeatureLayout]:
         """How to decode the features of a model version (for ``decode_predictions``): its
@@ -475,6 +478,9 @@ class MonitorEngine:
     def thaw(self, model_id: str) -> None:
         """Restore a ``dormant`` model's record (its watermarks are already in ``replay_until``)."""
         self._install(model_id, pickle.loads(zlib.decompress(self.dormant.pop(model_id))))
+        for key in self._dormant_refs.pop(model_id, ()):
+            if key in self.monitors:
+                self.set_reference(self.references[key])
 
     def _install(self, model_id: str, state: dict) -> list[ModelKey]:
         if state.get("clock") is not None:  # (records saved before clocks existed have none)
@@ -553,12 +559,14 @@ class MonitorEngine:
         self._clocks.pop(model_id, None)
         self._fed.discard(model_id)
         self.dormant.pop(model_id, None)
+        self._dormant_refs.pop(model_id, None)
 
     def drop_all(self) -> None:
         """Forget every model (its partitions moved to another worker; the state topic has it)."""
         self.monitors.clear()
         self.joiners.clear()
         self.dormant.clear()
+        self._dormant_refs.clear()
         self._clocks.clear()
         self._fed.clear()
         self.dirty_monitors.clear()
@@ -582,6 +590,6 @@ class MonitorEngine:
         self.joiners = state["joiners"]
         self._clocks = state.get("clocks", {})
         self._fed = set()
-        self.dormant = {}
+        self.dormant, self._dormant_refs = {}, {}
         self._retrack_warmups()
 

@@ -298,6 +298,10 @@ class MonitorWorker:
         """Load, from the state topic, the models of the partitions this worker owns (on the
         direct route, where a model's partition is the producers' choice, every model: packed
         until its first input, see ``MonitorEngine.import_record``)."""
+        if not assigned:
+            # A standby (more workers than partitions) holds nothing: what it loaded now would be
+            # stale by the time it is given partitions (nothing is revoked from it then).
+            return 0
         await self._ensure_topics()  # a broker that restarted without storage lost them
         owned = {tp.partition for tp in assigned}
         versions: dict[str, list] = {}  # model id -> the versions its latest record restored
@@ -687,9 +691,10 @@ class MonitorWorker:
             self.engine.dirty_models.update(records)
             raise
         self.metrics.checkpoints.inc()
-        # This checkpoint saved the models of the versions retired before it started.
+        # This checkpoint saved the models of the versions retired before it started (those it
+        # saved: one over the record limit was not).
         started = self._checkpoints_started
-        self._retired_unsaved = {key: n for key, n in self._retired_unsaved.items() if n >= started}
+        self._retired_unsaved = {key: n for key, n in self._retired_unsaved.items() if n >= started or key[0] not in records}
         self.metrics.state_bytes.set(sum(len(v) for v in records.values()))
         self.state_sizes.update((m, len(v)) for m, v in records.items())
         self.metrics.state_bytes_total.set(sum(self.state_sizes.values()))

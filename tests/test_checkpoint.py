@@ -232,3 +232,41 @@ def test_a_state_over_the_record_limit_is_not_sent_the_others_are_saved_and_comm
         assert w.metrics.state_unsaved._value.get() == 0
 
     asyncio.run(main())
+
+
+def test_a_standby_worker_loads_the_state_when_it_is_given_partitions():
+    """More workers than partitions: a worker given none holds nothing. When another worker
+    dies it is given partitions with nothing revoked from it, and loads the state as it is
+    then, not as it was at its own start."""
+    from types import SimpleNamespace
+
+    from streamproc.engine import MonitorEngine
+
+    w = MonitorWorker(load_config(None, overrides={"window_size": 20, "warmup_size": 20, "route": "direct"}, environ={}))
+    owner = MonitorEngine(w.config)
+    events = [orjson.dumps(e) for e in ModelStream("a", n_numeric=2, seed=5).events(60)]
+    owner.process(decode_predictions(events[:30])[0])
+    store = dict(owner.export_dirty({"predictions:0": 30}))
+
+    async def read(apply, timeout=60.0):
+        for model_id, record in store.items():
+            apply(model_id, record)
+
+    async def nothing():
+        pass
+
+    w.state = SimpleNamespace(read=read)
+    w.input = SimpleNamespace(assigned=lambda tps: None)
+    w._ensure_topics = nothing
+
+    async def main():
+        await w._assigned(set())  # the standby
+        assert not w.engine.dormant and not w.engine.monitors
+        owner.process(decode_predictions(events[30:])[0])
+        store.update(owner.export_dirty({"predictions:0": 60}))  # the owner saved on, then died
+        await w._revoked(set())
+        await w._assigned({TopicPartition("predictions", 0)})
+
+    asyncio.run(main())
+    w.engine.thaw("a")
+    assert w.engine.monitors[("a", "default")].events == 60

@@ -255,3 +255,22 @@ def test_a_packed_record_unpacked_gives_what_restoring_it_in_full_gives():
         packed.import_record(model_id, record, lazy=True)
     assert process(full, LOG[2000:]) == process(packed, LOG[2000:])
     assert summary(full) == summary(packed) and full.export_dirty({}) == packed.export_dirty({})
+
+
+def test_a_reference_published_while_a_model_is_packed_is_applied_when_it_is_unpacked():
+    from streamproc.profile import build_reference
+
+    engine = MonitorEngine(CONFIG)
+    process(engine, LOG[:1500])  # both models have their warm-up's reference
+    records = engine.export_dirty({"predictions:0": 700, "predictions:1": 700, "outcomes:2": 300})
+    full, packed = MonitorEngine(CONFIG), MonitorEngine(CONFIG)
+    full.import_state(records)
+    for model_id, record in records.items():
+        packed.import_record(model_id, record, lazy=True)
+    ref = build_reference("a", "default", [{"x0": float(i), "x1": 1.0, "x2": 2.0} for i in range(300)], source="file:new")
+    for e in (full, packed):
+        e.set_reference(ref)  # published to the references topic
+    assert packed.dormant.keys() == {"a", "b"}
+    later = LOG[1500:1700]
+    assert process(full, later) == process(packed, later)
+    assert packed.monitors[("a", "default")].reference.source == full.monitors[("a", "default")].reference.source == "file:new"

@@ -209,10 +209,44 @@ def test_a_retirement_redone_after_a_rewind_is_counted_once(caplog):
 
     # A checkpoint started after the retirement and saved: the state topic has m without v1.
     w._checkpoints_started += 1
-    w._saving = ([], {}, {})
+    w._saving = ([], {}, {"m": b"saved"})
     asyncio.run(w._settle_checkpoint(wait=True))
     retire_after_reload(33 * DAY)  # a record with v1 again (say, another worker's) is a new retirement
     assert w.metrics.versions_retired._value.get() == 2
+
+
+def test_a_retirement_whose_model_a_checkpoint_could_not_save_is_still_counted_once():
+    """A checkpoint that left the model out (its record over the limit) did not save the
+    retirement: a rewind reloads the version, and retiring it again is the same retirement."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from streamproc.worker import MonitorWorker
+
+    w = MonitorWorker(load_config(None, overrides={"window_size": 50, "warmup_size": 100}, environ={}))
+    batches, _ = decode_predictions(_events("m", "v1", 200))
+    w.engine.process(batches, now=0.0)
+    for day in range(1, 32):
+        batches, _ = decode_predictions(_events("m", "v2", 1, seed=3, start=day))
+        w.engine.process(batches, now=day * DAY)
+    last = dict(w.engine.dirty_records({}))  # the last checkpoint saved: v1 still there
+    w._last_retire_sweep = float("-inf")
+    w._retire_idle_versions()
+
+    async def send(producer, records):
+        return []
+
+    w.state = SimpleNamespace(max_record_bytes=10, send=send)  # m's record is over the limit: not saved
+    w.input = SimpleNamespace(positions=lambda: {})
+    asyncio.run(w.checkpoint())
+    w._forget_models()  # a rewind: the state topic still has v1
+    for model_id, record in last.items():
+        w.engine.import_record(model_id, record)
+    batches, _ = decode_predictions(_events("m", "v2", 1, seed=3, start=40))
+    w.engine.process(batches, now=32 * DAY)
+    w._last_retire_sweep = float("-inf")
+    w._retire_idle_versions()
+    assert w.metrics.versions_retired._value.get() == 1
 
 
 def test_the_workers_batches_advance_the_models_clocks(monkeypatch):
