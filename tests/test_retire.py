@@ -151,15 +151,24 @@ def test_outcomes_of_a_retired_versions_predictions_do_not_bring_it_back():
     assert ("m", "v1") not in engine.monitors and out.alerts == [] and not out.errors_updated
 
 
-def test_the_worker_retires_versions_now_and_then_and_drops_their_series(caplog):
+def _worker_with_an_idle_version():
+    """A worker (default settings) whose model m had v1 for a day, then 30 days of v2's traffic
+    (a batch a day): v1 is due to retire."""
     from streamproc.worker import MonitorWorker
 
     w = MonitorWorker(load_config(None, overrides={"window_size": 50, "warmup_size": 100}, environ={}))
     batches, _ = decode_predictions(_events("m", "v1", 200))
     w.engine.process(batches, now=0.0)
-    for day in range(1, 32):  # the default: 30 days of v2's traffic (a batch a day)
+    for day in range(1, 32):
         batches, _ = decode_predictions(_events("m", "v2", 1, seed=3, start=day))
         w.engine.process(batches, now=day * DAY)
+    return w
+
+
+def test_the_worker_retires_versions_now_and_then_and_drops_their_series(caplog):
+    from streamproc.worker import MonitorWorker
+
+    w = _worker_with_an_idle_version()
     for key in w.engine.monitors:
         w.metrics.psi.labels(*key, "x0").set(0.1)
         w.metrics.events.labels(*key).inc(5)
@@ -182,12 +191,7 @@ def test_a_retirement_redone_after_a_rewind_is_counted_once(caplog):
 
     from streamproc.worker import MonitorWorker
 
-    w = MonitorWorker(load_config(None, overrides={"window_size": 50, "warmup_size": 100}, environ={}))
-    batches, _ = decode_predictions(_events("m", "v1", 200))
-    w.engine.process(batches, now=0.0)
-    for day in range(1, 32):
-        batches, _ = decode_predictions(_events("m", "v2", 1, seed=3, start=day))
-        w.engine.process(batches, now=day * DAY)
+    w = _worker_with_an_idle_version()
     checkpoint = dict(w.engine.dirty_records({}))  # the last checkpoint: v1 still there
 
     def retire_after_reload(now: float) -> None:
@@ -223,12 +227,7 @@ def test_a_retirement_whose_model_a_checkpoint_could_not_save_is_still_counted_o
 
     from streamproc.worker import MonitorWorker
 
-    w = MonitorWorker(load_config(None, overrides={"window_size": 50, "warmup_size": 100}, environ={}))
-    batches, _ = decode_predictions(_events("m", "v1", 200))
-    w.engine.process(batches, now=0.0)
-    for day in range(1, 32):
-        batches, _ = decode_predictions(_events("m", "v2", 1, seed=3, start=day))
-        w.engine.process(batches, now=day * DAY)
+    w = _worker_with_an_idle_version()
     last = dict(w.engine.dirty_records({}))  # the last checkpoint saved: v1 still there
     w._last_retire_sweep = float("-inf")
     w._retire_idle_versions()
