@@ -166,8 +166,6 @@ def _worker_with_an_idle_version():
 
 
 def test_the_worker_retires_versions_now_and_then_and_drops_their_series(caplog):
-    from streamproc.worker import MonitorWorker
-
     w = _worker_with_an_idle_version()
     for key in w.engine.monitors:
         w.metrics.psi.labels(*key, "x0").set(0.1)
@@ -188,8 +186,6 @@ def test_a_retirement_redone_after_a_rewind_is_counted_once(caplog):
     retiring again is the same retirement, said and counted once. After a checkpoint that saved
     it, a version of that name retired again is a new retirement."""
     import asyncio
-
-    from streamproc.worker import MonitorWorker
 
     w = _worker_with_an_idle_version()
     checkpoint = dict(w.engine.dirty_records({}))  # the last checkpoint: v1 still there
@@ -224,8 +220,6 @@ def test_a_retirement_whose_model_a_checkpoint_could_not_save_is_still_counted_o
     retirement: a rewind reloads the version, and retiring it again is the same retirement."""
     import asyncio
     from types import SimpleNamespace
-
-    from streamproc.worker import MonitorWorker
 
     w = _worker_with_an_idle_version()
     last = dict(w.engine.dirty_records({}))  # the last checkpoint saved: v1 still there
