@@ -740,17 +740,18 @@ class MonitorWorker:
         for key, closed in out.windows_closed.items():
             mon = self.engine.monitors[key]
             m.windows.labels(*key).inc(closed)
+            psi, psi_threshold = m.psi.set, m.psi_threshold.set
             for (_signal, name), (value, threshold) in mon.latest.items():
-                m.psi.labels(key[0], key[1], name).set(value)
-                m.psi_threshold.labels(key[0], key[1], name).set(threshold)
-            self.metrics.set_statistics(key[0], key[1], "window", mon.window_statistics())
+                psi((key[0], key[1], name), value)
+                psi_threshold((key[0], key[1], name), threshold)
+            m.set_statistics(key[0], key[1], mon.window_statistics())
             for q, v in zip(QUANTILES, mon.quantiles.get(SCORE_KEY, ())):
-                m.score_quantile.labels(key[0], key[1], str(q)).set(v)
+                m.score_quantile.set((key[0], key[1], str(q)), v)
             m.set_counter(m.late_events, key, mon.late_events)
         for key in out.events:  # the score's stream detectors ran on this batch's events
             mon = self.engine.monitors.get(key)
             if mon is not None and mon.detectors is not None:
-                self.metrics.set_statistics(key[0], key[1], SCORE_KEY, mon.stream_statistics(SCORE_KEY))
+                self.metrics.set_statistics(key[0], key[1], mon.stream_statistics(SCORE_KEY))
         m.models.set(len(self.engine.monitors))
         if out.thinned:
             m.warmups_thinned.inc(len(out.thinned))
@@ -794,7 +795,7 @@ class MonitorWorker:
             if errors.rolling:
                 self.metrics.error_rate.labels(*key).set(errors.rolling_error)
             if errors.detectors is not None:
-                self.metrics.set_statistics(key[0], key[1], ERROR_SIGNAL, mon.stream_statistics(ERROR_SIGNAL))
+                self.metrics.set_statistics(key[0], key[1], mon.stream_statistics(ERROR_SIGNAL))
         return futures + self._publish(out)
 
 

@@ -164,28 +164,48 @@ def test_statistic_series_are_capped():
 def test_statistics_rows_keep_their_series_until_the_model_is_forgotten():
     metrics = Metrics(max_series=8)
     window = [("x", "psi", 0.1, 0.2), ("x", "missing_rate", 0.0, 0.05)]
-    metrics.set_statistics("m", "v", "window", window)
-    metrics.set_statistics("m", "v", "window", [("x", "psi", 0.3, 0.2), ("x", "missing_rate", 0.01, 0.05)])
-    metrics.set_statistics("m", "v", "score", [("prediction.score", "adwin", 1.5, 0.5)])
+    metrics.set_statistics("m", "v", window)
+    metrics.set_statistics("m", "v", [("x", "psi", 0.3, 0.2), ("x", "missing_rate", 0.01, 0.05)])
+    metrics.set_statistics("m", "v", [("prediction.score", "adwin", 1.5, 0.5)])
     values = samples(metrics, "streamproc_statistic")
     assert values == {("m", "v", "x", "psi"): 0.3, ("m", "v", "x", "missing_rate"): 0.01,
                       ("m", "v", "prediction.score", "adwin"): 1.5}
     assert samples(metrics, "streamproc_statistic_threshold")[("m", "v", "x", "psi")] == 0.2
     # Other rows (a new reference's features) get their own series.
-    metrics.set_statistics("m", "v", "window", [("y", "psi", 0.7, 0.2)])
+    metrics.set_statistics("m", "v", [("y", "psi", 0.7, 0.2)])
     assert samples(metrics, "streamproc_statistic")[("m", "v", "y", "psi")] == 0.7
     # Forgotten, then seen again: the series are exported again, not set on removed children.
     metrics.forget_model("m")
     assert samples(metrics, "streamproc_statistic") == {}
-    metrics.set_statistics("m", "v", "window", [("y", "psi", 0.9, 0.2)])
+    metrics.set_statistics("m", "v", [("y", "psi", 0.9, 0.2)])
     assert samples(metrics, "streamproc_statistic") == {("m", "v", "y", "psi"): 0.9}
 
 
 def test_statistics_rows_over_the_cap_get_their_series_once_there_is_room():
     metrics = Metrics(max_series=2)
-    metrics.set_statistics("a", "v", "window", [("x", "psi", 1.0, 0.2), ("y", "psi", 1.0, 0.2)])
-    metrics.set_statistics("b", "v", "window", [("x", "psi", 2.0, 0.2)])
+    metrics.set_statistics("a", "v", [("x", "psi", 1.0, 0.2), ("y", "psi", 1.0, 0.2)])
+    metrics.set_statistics("b", "v", [("x", "psi", 2.0, 0.2)])
     assert ("b", "v", "x", "psi") not in samples(metrics, "streamproc_statistic")
     metrics.forget_model("a")
-    metrics.set_statistics("b", "v", "window", [("x", "psi", 3.0, 0.2)])
+    metrics.set_statistics("b", "v", [("x", "psi", 3.0, 0.2)])
     assert samples(metrics, "streamproc_statistic") == {("b", "v", "x", "psi"): 3.0}
+
+
+def test_latest_values_are_exported_as_prometheus_client_exports_a_gauge():
+    """The latest-value gauges are dicts exported at scrape time (streamproc.bounded_series): the
+    same exposition as prometheus_client's Gauge with the same sets."""
+    from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+    from streamproc.bounded_series import LatestGauge
+
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    latest = LatestGauge("streamproc_x", "A help text.", ["model_id", "feature"], 10,
+                         Counter("d", "", ["metric"], registry=CollectorRegistry()), ours)
+    gauge = Gauge("streamproc_x", "A help text.", ["model_id", "feature"], registry=theirs)
+    for model, feature, value in [("m", "f", 1.5), ("m", "g\"q", 2), ("n", "f", -0.25), ("m", "f", 3), ("n", "h", 1e-12)]:
+        latest.set((model, feature), value)
+        gauge.labels(model, feature).set(value)
+    latest.remove_matching(model_id="n", feature="h")
+    gauge.remove("n", "h")
+    assert generate_latest(ours) == generate_latest(theirs)
+    assert b'streamproc_x{feature="g\\"q",model_id="m"} 2.0' in generate_latest(ours)
