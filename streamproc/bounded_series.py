@@ -52,7 +52,11 @@ class _Series:
         self.by_first: dict[str, set[tuple[str, ...]]] = {}
 
     def _admit(self, key: tuple[str, ...]) -> bool:
-        """Whether a series not held yet may be created (it is then indexed; the caller stores it)."""
+        """Whether a series not held yet may be created (it is then indexed; the caller stores it).
+        Its label values must be strings, one per label (a wrong key would be exported without
+        a label, or break every scrape, and could not be removed)."""
+        if len(key) != len(self.labelnames) or not all(type(v) is str for v in key):
+            raise ValueError(f"{self.name}: label values {key!r} are not {len(self.labelnames)} strings")
         if len(self.series) >= self.cap:
             self.dropped.labels(self.name).inc()
             return False
@@ -156,7 +160,7 @@ class LatestGauge(_Series):
 
     def collect(self):
         family = GaugeMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        for key, value in self.series.copy().items():  # (a copy: scrapes may run in another thread)
+        for key, value in self.series.items():  # (scraped on the worker's event loop, between batches)
             family.add_metric(key, value)
         yield family
 

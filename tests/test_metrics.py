@@ -209,3 +209,8 @@ def test_latest_values_are_exported_as_prometheus_client_exports_a_gauge():
     gauge.remove("n", "h")
     assert generate_latest(ours) == generate_latest(theirs)
     assert b'streamproc_x{feature="g\\"q",model_id="m"} 2.0' in generate_latest(ours)
+    # A key that prometheus_client would refuse is refused, not exported half-labelled.
+    for bad in [("m",), ("m", "f", "x"), (7, "f")]:
+        with pytest.raises(ValueError, match="are not 2 strings"):
+            latest.set(bad, 1.0)
+    assert generate_latest(ours) == generate_latest(theirs)
