@@ -402,8 +402,13 @@ class MonitorEngine:
         self.dirty_models.update(model_id for model_id, joiner in self.joiners.items() if forgot(joiner))
         self.replay_until = {tp: off for tp, off in self.replay_until.items() if keep(tp)}
 
-    def end_replay(self, positions: dict[str, int]) -> None:
-        """Stop checking watermarks once the input has passed every restored one."""
+    def end_replay(self, positions: dict[str, int], sources: Optional[set[str]] = None) -> None:
+        """Stop checking watermarks once the input has passed every restored one. ``sources``:
+        the only "topic:partition"s input can come from (None: any). A record stamps every
+        partition its saving worker read, and with several workers on the direct route most
+        of those are other workers': waiting for them, the replay never ended."""
+        if self.replay_until and sources is not None:
+            self.replay_until = {tp: off for tp, off in self.replay_until.items() if tp in sources}
         if self.replay_until and all(positions.get(tp, 0) >= off for tp, off in self.replay_until.items()):
             self.replay_until = {}
 

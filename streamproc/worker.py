@@ -561,7 +561,7 @@ class MonitorWorker:
                 if oldest is not None:
                     self.metrics.alert_latency.observe(max(0.0, time.time() - oldest / 1000))
             self.input.done(records)
-            self.engine.end_replay({f"{tp.topic}:{tp.partition}": off for tp, off in self.input.positions().items()})
+            self._end_replay()
             await self.checkpoint(force=False)
         n = len(predictions) + len(outcomes)
         self._progress["monitor"] = time.monotonic()
@@ -569,6 +569,14 @@ class MonitorWorker:
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         self.metrics.batch_size.observe(n)
         return n
+
+    def _end_replay(self) -> None:
+        """Let the engine stop checking restored watermarks once the input has passed them
+        (``MonitorEngine.end_replay``); on the direct route, only this worker's partitions count.
+        (Repartitioned, the watermarks are of the routers' sources, not of this input.)"""
+        positions = {f"{tp.topic}:{tp.partition}": off for tp, off in self.input.positions().items()}
+        sources = None if self.repartition else {f"{tp.topic}:{tp.partition}" for tp in self.consumer.assignment()}
+        self.engine.end_replay(positions, sources)
 
     def _retire_idle_versions(self) -> None:
         """Now and then, retire the model versions idle for ``retire_version_seconds`` while

@@ -270,3 +270,21 @@ def test_a_standby_worker_loads_the_state_when_it_is_given_partitions():
     asyncio.run(main())
     w.engine.thaw("a")
     assert w.engine.monitors[("a", "default")].events == 60
+
+
+def test_on_the_direct_route_the_replay_ends_once_this_workers_partitions_pass_their_watermarks():
+    """A model's record stamps every partition its saving worker read: with several workers on
+    the direct route, most are other workers' partitions, which never reach this one. Waiting
+    for them, the replay never ended, and every batch was checked against the watermarks."""
+    from types import SimpleNamespace
+
+    w = MonitorWorker(load_config(None, overrides={"route": "direct"}, environ={}))
+    mine = TopicPartition("predictions", 0)
+    w.consumer = SimpleNamespace(assignment=lambda: {mine})
+    w.input = SimpleNamespace(positions=lambda: {mine: 120})
+    w.engine.replay_until = {"predictions:0": 100, "predictions:1": 500, "outcomes:1": 30}
+    w._end_replay()
+    assert w.engine.replay_until == {}
+    w.engine.replay_until = {"predictions:0": 200, "predictions:1": 500}
+    w._end_replay()  # its own partition not there yet: still replaying, for it alone
+    assert w.engine.replay_until == {"predictions:0": 200}
