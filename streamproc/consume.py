@@ -117,6 +117,7 @@ class BatchedInput:
         self._unconfirmed: dict = {}  # per partition past its listed end: (its offset then, when asked, in ms)
         self._epoch = 0  # changes with the assignment, and when every end must be checked again
         self._restarted_at: dict = {}  # per partition read again from its beginning, and empty since: where it starts
+        self._resumed_at: dict = {}  # per partition, the group's committed offset when it was assigned (see resumed_at)
         self._last_end_check = -math.inf
         self.clock = time.monotonic  # for the past-the-end timing (tests set their own)
         self.generation = 0
@@ -169,6 +170,7 @@ class BatchedInput:
         for tp in tps:
             self._unconfirmed.pop(tp, None)
             self._expected.pop(tp, None)  # perhaps set from a check of the new assignment before this call
+            self._resumed_at.pop(tp, None)
 
     def recheck_ends(self) -> None:
         """Check every partition against its end again before the next fetch: the broker was
@@ -210,6 +212,8 @@ class BatchedInput:
             except IllegalStateError:  # revoked meanwhile
                 continue
             offsets[tp] = max(position, committed or 0, self._expected.get(tp, 0))
+            if committed is not None:
+                self._resumed_at[tp] = committed
         if self._epoch != epoch:
             return False
         for tp, offset in offsets.items():
@@ -340,6 +344,13 @@ class BatchedInput:
         assigned = self.consumer.assignment()
         return {tp: off for tp, off in {**self._restarted_at, **self._done}.items() if tp in assigned}
 
+    def resumed_at(self) -> dict:
+        """Per assigned partition, the group's committed offset when it was assigned: the input
+        hands out nothing below it (the consumer starts there), so a partition without a
+        position yet (nothing read since) is at least there."""
+        assigned = self.consumer.assignment()
+        return {tp: off for tp, off in self._resumed_at.items() if tp in assigned}
+
     def drop(self, tps) -> None:
         """Forget partitions no longer owned (the new owner re-reads from the committed offset)."""
         self._forget(tps)
@@ -357,3 +368,4 @@ class BatchedInput:
             self._past_end.pop(tp, None)
             self._unconfirmed.pop(tp, None)
             self._restarted_at.pop(tp, None)
+            self._resumed_at.pop(tp, None)

@@ -48,6 +48,11 @@ class EngineOutput:
     waiting_dropped: int = 0
 
 
+def _forgotten(tp: str, partitions: Optional[set[str]]) -> bool:
+    """Whether ``forget_positions(partitions)`` forgets the positions of ``tp`` (None: all)."""
+    return partitions is None or tp in partitions
+
+
 class MonitorEngine:
     def __init__(self, config: StreamprocConfig, references: Optional[dict[ModelKey, ReferenceProfile]] = None):
         self.config = config
@@ -93,6 +98,7 @@ class MonitorEngine:
         # them other workers': packed, one costs a fifth of its objects.
         self.dormant: dict[str, bytes] = {}
         self._dormant_refs: dict[str, set[ModelKey]] = {}  # references set while their model was packed
+        self._dormant_forget: dict[str, list] = {}  # input positions forgotten while it was (forget_positions)
         self._sweep_above = 0  # after a sweep that could not meet the budget: when to try again
         # Decodes the events of the busiest models by their layouts (``decode_predictions``'s
         # ``known``, with ``feature_layout``): faster, the same result. Learns from what
@@ -385,32 +391,34 @@ class MonitorEngine:
         For partitions read again from their beginning because the broker lost their data:
         their offsets start again from 0, and records below the old watermarks are new.
         """
-        def keep(tp: str) -> bool:
-            return partitions is not None and tp not in partitions
+        # Packed models are left packed (most are other workers', which this worker must not
+        # save): their watermarks are forgotten when they are unpacked.
+        for model_id in self.dormant:
+            self._dormant_forget.setdefault(model_id, []).append(partitions)
+        self._forget_positions(self.monitors.items(), self.joiners.items(), partitions)
+        self.replay_until = {tp: off for tp, off in self.replay_until.items() if not _forgotten(tp, partitions)}
 
-        for model_id in list(self.dormant):  # (rare: the watermarks to forget are in their records)
-            self.thaw(model_id)
-
-        def forgot(obj) -> bool:  # whether obj had a watermark to forget
+    def _forget_positions(self, monitors, joiners, partitions: Optional[set[str]]) -> None:
+        """``forget_positions`` for these (key, monitor) and (model id, joiner) pairs, marking
+        those that had a watermark to forget as changed."""
+        def forgot(obj) -> bool:
             applied = getattr(obj, "applied", None)
-            if not applied or all(keep(tp) for tp in applied):
+            if not applied or not any(_forgotten(tp, partitions) for tp in applied):
                 return False
-            obj.applied = {tp: off for tp, off in applied.items() if keep(tp)}
+            obj.applied = {tp: off for tp, off in applied.items() if not _forgotten(tp, partitions)}
             return True
 
-        self.dirty_monitors.update(key for key, mon in self.monitors.items() if forgot(mon))
-        self.dirty_models.update(model_id for model_id, joiner in self.joiners.items() if forgot(joiner))
-        self.replay_until = {tp: off for tp, off in self.replay_until.items() if keep(tp)}
+        self.dirty_monitors.update(key for key, mon in monitors if forgot(mon))
+        self.dirty_models.update(model_id for model_id, joiner in joiners if forgot(joiner))
 
     def end_replay(self, positions: dict[str, int], sources: Optional[set[str]] = None) -> None:
         """Stop checking watermarks once the input has passed every restored one. ``sources``:
         the only "topic:partition"s input can come from (None: any). A record stamps every
         partition its saving worker read, and with several workers on the direct route most
         of those are other workers': waiting for them, the replay never ended."""
-        if self.replay_until and sources is not None:
-            self.replay_until = {tp: off for tp, off in self.replay_until.items() if tp in sources}
-        if self.replay_until and all(positions.get(tp, 0) >= off for tp, off in self.replay_until.items()):
-            self.replay_until = {}
+        if self.replay_until:
+            self.replay_until = {tp: off for tp, off in self.replay_until.items()
+                                 if positions.get(tp, 0) < off and (sources is None or tp in sources)}
 
     def export_dirty(self, watermark: dict[str, int]) -> dict[str, bytes]:
         """State records for the models that changed since the last export.
@@ -482,10 +490,14 @@ class MonitorEngine:
 
     def thaw(self, model_id: str) -> None:
         """Restore a ``dormant`` model's record (its watermarks are already in ``replay_until``)."""
-        self._install(model_id, pickle.loads(zlib.decompress(self.dormant.pop(model_id))))
+        keys = self._install(model_id, pickle.loads(zlib.decompress(self.dormant.pop(model_id))))
         for key in self._dormant_refs.pop(model_id, ()):
             if key in self.monitors:
                 self.set_reference(self.references[key])
+        for partitions in self._dormant_forget.pop(model_id, ()):
+            joiner = self.joiners.get(model_id)
+            self._forget_positions([(key, self.monitors[key]) for key in keys],
+                                   [(model_id, joiner)] if joiner is not None else [], partitions)
 
     def _install(self, model_id: str, state: dict) -> list[ModelKey]:
         if state.get("clock") is not None:  # (records saved before clocks existed have none)
@@ -565,6 +577,7 @@ class MonitorEngine:
         self._fed.discard(model_id)
         self.dormant.pop(model_id, None)
         self._dormant_refs.pop(model_id, None)
+        self._dormant_forget.pop(model_id, None)
 
     def drop_all(self) -> None:
         """Forget every model (its partitions moved to another worker; the state topic has it)."""
@@ -572,6 +585,7 @@ class MonitorEngine:
         self.joiners.clear()
         self.dormant.clear()
         self._dormant_refs.clear()
+        self._dormant_forget.clear()
         self._clocks.clear()
         self._fed.clear()
         self.dirty_monitors.clear()
@@ -595,6 +609,6 @@ class MonitorEngine:
         self.joiners = state["joiners"]
         self._clocks = state.get("clocks", {})
         self._fed = set()
-        self.dormant, self._dormant_refs = {}, {}
+        self.dormant, self._dormant_refs, self._dormant_forget = {}, {}, {}
         self._retrack_warmups()
 

@@ -74,10 +74,12 @@ def render(status: dict) -> str:
         f"ready: {'yes' if status.get('ready') else 'no'}   partitions: {len(partitions)}   published: "
         f"{published.get('alerts', 0)} alerts, {published.get('retrain_requests', 0)} retrain requests, "
         f"{published.get('dead_letters', 0)} dead letters"
+        + (f"   packed: {status['packed_models']} models (their saved state loaded, no event yet)"
+           if status.get("packed_models") else "")
     ]
     models = status.get("models") or []
     if not models:
-        lines.append("no models yet (no prediction events applied)")
+        lines.append("no models yet (no prediction events applied" + (" since the start)" if status.get("packed_models") else ")"))
         return "\n".join(lines)
     rows = [COLUMNS]
     for m in models:

@@ -86,7 +86,8 @@ class _Rebalance(ConsumerRebalanceListener):
 
     On revocation the batch in hand finishes, every changed model is saved and the input
     offsets committed, and the worker forgets all its models; on assignment it loads, from the
-    state topic, the models of the partitions it now owns.
+    state topic, the models of the partitions it now owns (on the direct route every model,
+    packed: see ``_load_models``).
     """
 
     def __init__(self, worker: "MonitorWorker"):
@@ -572,9 +573,11 @@ class MonitorWorker:
 
     def _end_replay(self) -> None:
         """Let the engine stop checking restored watermarks once the input has passed them
-        (``MonitorEngine.end_replay``); on the direct route, only this worker's partitions count.
-        (Repartitioned, the watermarks are of the routers' sources, not of this input.)"""
-        positions = {f"{tp.topic}:{tp.partition}": off for tp, off in self.input.positions().items()}
+        (``MonitorEngine.end_replay``); on the direct route, only this worker's partitions count,
+        an idle one from where the group resumed it. (Repartitioned, the watermarks checked are of
+        the routers' sources, not of this input.)"""
+        positions = {f"{tp.topic}:{tp.partition}": off
+                     for tp, off in {**self.input.resumed_at(), **self.input.positions()}.items()}
         sources = None if self.repartition else {f"{tp.topic}:{tp.partition}" for tp in self.consumer.assignment()}
         self.engine.end_replay(positions, sources)
 

@@ -280,11 +280,16 @@ def test_on_the_direct_route_the_replay_ends_once_this_workers_partitions_pass_t
 
     w = MonitorWorker(load_config(None, overrides={"route": "direct"}, environ={}))
     mine = TopicPartition("predictions", 0)
-    w.consumer = SimpleNamespace(assignment=lambda: {mine})
-    w.input = SimpleNamespace(positions=lambda: {mine: 120})
-    w.engine.replay_until = {"predictions:0": 100, "predictions:1": 500, "outcomes:1": 30}
-    w._end_replay()
+    idle = TopicPartition("outcomes", 0)
+    w.consumer = SimpleNamespace(assignment=lambda: {mine, idle})
+    resumed = {mine: 90, idle: 30}
+    w.input = SimpleNamespace(positions=lambda: {mine: 120}, resumed_at=lambda: dict(resumed))
+    w.engine.replay_until = {"predictions:0": 100, "predictions:1": 500, "outcomes:1": 30, "outcomes:0": 30}
+    w._end_replay()  # outcomes[0], idle since assigned, resumed at its watermark: nothing below it comes
     assert w.engine.replay_until == {}
-    w.engine.replay_until = {"predictions:0": 200, "predictions:1": 500}
+    w.engine.replay_until = {"predictions:0": 200, "predictions:1": 500, "outcomes:0": 25}
     w._end_replay()  # its own partition not there yet: still replaying, for it alone
     assert w.engine.replay_until == {"predictions:0": 200}
+    w.engine.replay_until = {"predictions:0": 100, "outcomes:0": 31}
+    w._end_replay()  # the state saved past the commit on outcomes[0]: its records from 30 are checked
+    assert w.engine.replay_until == {"outcomes:0": 31}

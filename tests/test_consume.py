@@ -342,3 +342,26 @@ def test_a_partition_assigned_again_lower_than_read_is_not_a_restart():
         assert restarts == [] and c.sought == [] and source.positions() == {TP: 8}
 
     asyncio.run(main())
+
+
+def test_an_assigned_partition_is_resumed_from_the_groups_committed_offset_until_it_is_read():
+    """What a replay may take as passed on a partition with nothing read since its assignment:
+    the input hands out nothing below the offset the group committed."""
+    idle = TopicPartition("outcomes", 0)
+
+    async def main():
+        c = Consumer((TP, idle))
+        c.pos[TP] = c.committed_at[TP] = 40
+        c.pos[idle] = c.committed_at[idle] = 7
+        c.end.update({TP: 40, idle: 7})
+        source = BatchedInput(c, None, 0, 1000)
+        assert source.resumed_at() == {}  # not checked yet
+        c.fetches.append(records(40, 41))
+        source.done((await source.poll(0, 100))[2])
+        assert source.resumed_at() == {TP: 40, idle: 7} and source.positions() == {TP: 42}
+        source.assigned({idle})  # assigned again: where the group resumes is asked again
+        assert source.resumed_at() == {TP: 40}
+        source.drop({TP})
+        assert source.resumed_at() == {}
+
+    asyncio.run(main())

@@ -241,8 +241,33 @@ def test_a_record_restored_packed_is_unpacked_by_its_models_first_input():
     packed.import_record("a", records["a"], lazy=True)  # a later record of a packed model replaces it
     packed.forget("b", [])  # the model deleted from the state topic
     assert set(packed.dormant) == {"a"}
-    packed.forget_positions({"predictions:0"})  # the watermarks to forget are in the records
-    assert packed.dormant == {} and ("a", "default") in packed.monitors
+
+
+def test_positions_forgotten_while_a_model_is_packed_are_forgotten_when_it_is_unpacked():
+    """A partition read again from its beginning (the broker lost its data): the packed models
+    stay packed and unsaved (most are other workers'), even one a reference arrived for; each
+    forgets that partition's positions when it is unpacked, and is saved from then on."""
+    from streamproc.profile import build_reference
+
+    engine = MonitorEngine(CONFIG)
+    process(engine, LOG[:1500])
+    records = engine.export_dirty({"predictions:0": 700, "predictions:1": 700, "outcomes:2": 300})
+    packed = MonitorEngine(CONFIG)
+    for model_id, record in records.items():
+        packed.import_record(model_id, record, lazy=True)
+    packed.set_reference(build_reference("b", "default", [{"x0": float(i)} for i in range(300)], source="file:new"))
+    packed.forget_positions({"predictions:0"})
+    assert set(packed.dormant) == {"a", "b"} and packed.export_dirty({"predictions:1": 800}) == {}
+    assert packed.replay_until == {"predictions:1": 700, "outcomes:2": 300}
+    packed.forget_positions({"outcomes:2"})
+    packed.thaw("a")
+    for obj in [*(m for k, m in packed.monitors.items() if k[0] == "a"), packed.joiners["a"]]:
+        assert obj.applied == {"predictions:1": 700}
+    assert set(packed.export_dirty({})) == {"a"}
+    packed.forget_positions(None)  # every partition
+    packed.thaw("b")
+    assert packed.monitors[("b", "default")].applied == {}
+    assert packed.monitors[("b", "default")].reference.source == "file:new"
 
 
 def test_a_packed_record_unpacked_gives_what_restoring_it_in_full_gives():

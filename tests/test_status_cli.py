@@ -71,6 +71,15 @@ def test_a_worker_without_models():
                                  "no models yet (no prediction events applied)"]
 
 
+def test_a_worker_holding_packed_models_says_how_many():
+    """The direct route loads every model's saved state, packed until an event of it arrives."""
+    text = render({"ready": True, "published": {}, "partitions": ["predictions[0]"], "models": [], "packed_models": 1200})
+    assert text.splitlines() == [
+        "ready: yes   partitions: 1   published: 0 alerts, 0 retrain requests, 0 dead letters   packed: 1200 models "
+        "(their saved state loaded, no event yet)",
+        "no models yet (no prediction events applied since the start)"]
+
+
 def test_status_url():
     assert status_url("http://127.0.0.1:9464") == "http://127.0.0.1:9464/status"
     assert status_url("http://127.0.0.1:9464/") == "http://127.0.0.1:9464/status"
