@@ -576,6 +576,8 @@ class MonitorWorker:
         (``MonitorEngine.end_replay``); on the direct route, only this worker's partitions count,
         an idle one from where the group resumed it. (Repartitioned, the watermarks checked are of
         the routers' sources, not of this input.)"""
+        if not self.engine.replay_until:
+            return
         positions = {f"{tp.topic}:{tp.partition}": off
                      for tp, off in {**self.input.resumed_at(), **self.input.positions()}.items()}
         sources = None if self.repartition else {f"{tp.topic}:{tp.partition}" for tp in self.consumer.assignment()}
