@@ -98,7 +98,7 @@ class MonitorEngine:
         # them other workers': packed, one costs a fifth of its objects.
         self.dormant: dict[str, bytes] = {}
         self._dormant_refs: dict[str, set[ModelKey]] = {}  # references set while their model was packed
-        self._dormant_forget: dict[str, list] = {}  # input positions forgotten while it was (forget_positions)
+        self._dormant_forget: dict[str, list] = {}  # partitions forget_positions forgot while their model was packed
         self._sweep_above = 0  # after a sweep that could not meet the budget: when to try again
         # Decodes the events of the busiest models by their layouts (``decode_predictions``'s
         # ``known``, with ``feature_layout``): faster, the same result. Learns from what
