@@ -45,6 +45,21 @@ async def lags(consumer) -> dict:
     return out
 
 
+def fetched_since(consumer, since_ms: float) -> bool:
+    """Whether a fetch answered for every assigned partition since ``since_ms`` (epoch ms):
+    only then does a lag of 0 mean nothing is waiting, not a fetcher that stopped (an idle
+    partition is asked again every ``fetch_max_wait_ms``; a paused one, whose records wait in
+    the merge, is not asked)."""
+    for tp in consumer.assignment():
+        try:
+            polled = consumer.last_poll_timestamp(tp)
+        except (AssertionError, IllegalStateError):  # revoked meanwhile
+            continue
+        if polled is None or polled < since_ms:
+            return False
+    return True
+
+
 PREFETCH_YIELDS = 3
 
 

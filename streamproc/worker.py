@@ -27,7 +27,7 @@ from aiokafka.errors import KafkaError
 
 from . import kafka
 from .config import ConfigError, StreamprocConfig
-from .consume import COMMIT_TIMEOUT, BatchedInput, caught_up, commit, lags, seek_committed
+from .consume import COMMIT_TIMEOUT, BatchedInput, caught_up, commit, fetched_since, lags, seek_committed
 from .decode import ModelKey, decode_outcomes, decode_predictions
 from .engine import MODEL_WARMUP_BYTES, MonitorEngine
 from .gc_policy import gc_paused, tune_gc
@@ -44,6 +44,9 @@ log = logging.getLogger(__name__)
 # (about 20 MB of 1 KB events; a partition far ahead of the others waits for them).
 MERGE_BUFFER = 20_000
 PROBE_SECONDS = 2.0  # how often the broker is asked for metadata (readiness)
+# A lag of 0 counts as "nothing waiting" (progress, for streamproc_input_stalled_seconds) only if
+# every partition had a fetch answered within this long.
+FETCH_STALE_SECONDS = 60.0
 RETIRE_SWEEP_SECONDS = 60.0  # how often idle model versions are looked for (see _retire_idle_versions)
 
 
@@ -617,7 +620,8 @@ class MonitorWorker:
                     m.lag.labels(tp.topic, tp.partition).set(lag)
                     owned.add((tp.topic, str(tp.partition)))
                     waiting += lag
-                if not waiting:  # nothing to do counts as progress
+                # Nothing to do counts as progress, if a fetch said so lately.
+                if not waiting and fetched_since(consumer, 1000 * (time.time() - FETCH_STALE_SECONDS)):
                     self._progress[name] = time.monotonic()
         # A partition that moved to another worker: its last lag would stay (and look stuck).
         for topic, partition in self._lag_series - owned:

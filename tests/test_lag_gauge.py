@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 from aiokafka import TopicPartition
 
@@ -15,6 +16,7 @@ class Consumer:
     def __init__(self, ends: dict):
         self.ends = ends  # partition -> high watermark of the last fetch
         self.positions: dict = {}
+        self.polled: dict = {}  # partition -> when a fetch last answered for it (ms); now if not set
 
     def assignment(self):
         return set(self.ends)
@@ -24,6 +26,9 @@ class Consumer:
 
     async def position(self, tp):
         return self.positions.get(tp, 0)
+
+    def last_poll_timestamp(self, tp):
+        return self.polled.get(tp, time.time() * 1000)
 
 
 def _lags(w: MonitorWorker) -> dict:
@@ -71,6 +76,31 @@ def test_a_consumer_with_input_waiting_and_no_progress_reads_as_stalled(monkeypa
         await w._update_gauges()
         assert _stalled(w, "monitor") == 700  # still waiting
         w.consumer.positions = {p0: 500}  # caught up: nothing waiting is no stall
+        w._last_gauges = float("-inf")
+        await w._update_gauges()
+        assert _stalled(w, "monitor") == 0
+
+    asyncio.run(main())
+
+
+def test_nothing_waiting_counts_as_progress_only_while_fetches_answer(monkeypatch):
+    """A fetcher that stopped leaves the last high watermark, so the lag reads 0: with no fetch
+    answered for a minute, that is no longer taken for an idle input."""
+    import streamproc.worker as worker_module
+
+    now = [1000.0]
+    monkeypatch.setattr(worker_module.time, "monotonic", lambda: now[0])
+
+    async def main():
+        w = MonitorWorker(load_config(None, environ={}))
+        p0 = TopicPartition("predictions", 0)
+        w.consumer = Consumer({p0: 500})
+        w.consumer.positions = {p0: 500}  # caught up
+        w.consumer.polled = {p0: time.time() * 1000 - 1000 * (worker_module.FETCH_STALE_SECONDS + 5)}
+        await w._update_gauges()
+        now[0] += 700
+        assert _stalled(w, "monitor") == 700
+        w.consumer.polled = {}  # answering again
         w._last_gauges = float("-inf")
         await w._update_gauges()
         assert _stalled(w, "monitor") == 0
