@@ -492,7 +492,8 @@ class MonitorEngine:
         """Restore a ``dormant`` model's record (its watermarks are already in ``replay_until``)."""
         keys = self._install(model_id, pickle.loads(zlib.decompress(self.dormant.pop(model_id))))
         for key in self._dormant_refs.pop(model_id, ()):
-            if key in self.monitors:
+            # (One warming when packed has just adopted it in _install: not twice, a window on.)
+            if key in self.monitors and self.monitors[key].reference is not self.references[key]:
                 self.set_reference(self.references[key])
         for partitions in self._dormant_forget.pop(model_id, ()):
             joiner = self.joiners.get(model_id)

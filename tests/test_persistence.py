@@ -299,3 +299,23 @@ def test_a_reference_published_while_a_model_is_packed_is_applied_when_it_is_unp
     later = LOG[1500:1700]
     assert process(full, later) == process(packed, later)
     assert packed.monitors[("a", "default")].reference.source == full.monitors[("a", "default")].reference.source == "file:new"
+
+
+def test_a_reference_published_while_a_warming_model_is_packed_is_adopted_once():
+    """Unpacked, a warming model adopts the reference it missed as a model held in full does:
+    once (a second adoption would move its windows' numbering on by one)."""
+    from streamproc.profile import build_reference
+
+    engine = MonitorEngine(CONFIG)
+    process(engine, LOG[:300])  # both models still warming up
+    assert all(m.reference is None for m in engine.monitors.values())
+    records = engine.export_dirty({"predictions:0": 0})
+    full, packed = MonitorEngine(CONFIG), MonitorEngine(CONFIG)
+    full.import_state(records)
+    for model_id, record in records.items():
+        packed.import_record(model_id, record, lazy=True)
+    ref = build_reference("a", "default", [{"x0": float(i), "x1": 1.0, "x2": 2.0} for i in range(300)], source="file:new")
+    for e in (full, packed):
+        e.set_reference(ref)
+    assert process(full, LOG[300:1500]) == process(packed, LOG[300:1500])
+    assert summary(full) == summary(packed)
