@@ -213,6 +213,24 @@ def test_a_partition_restarted_from_its_beginning_is_applied_again_only_where_fo
     assert sum(m.events for m in engine.monitors.values()) == 2 * applied + again
 
 
+def restored_full_and_packed(records: dict):
+    """Two engines restoring the same records: in full, and packed (as the direct route does)."""
+    full, packed = MonitorEngine(CONFIG), MonitorEngine(CONFIG)
+    full.import_state(records)
+    for model_id, record in records.items():
+        packed.import_record(model_id, record, lazy=True)
+    return full, packed
+
+
+def publish_reference_of_a(*engines) -> None:
+    """A reference of model a published to the references topic (its source: file:new)."""
+    from streamproc.profile import build_reference
+
+    ref = build_reference("a", "default", [{"x0": float(i), "x1": 1.0, "x2": 2.0} for i in range(300)], source="file:new")
+    for engine in engines:
+        engine.set_reference(ref)
+
+
 def test_a_record_restored_packed_is_unpacked_by_its_models_first_input():
     """The direct route restores every model's record packed (most are other workers'): none
     is unpacked, changed or saved until input of its model arrives, predictions or outcomes;
@@ -274,27 +292,17 @@ def test_a_packed_record_unpacked_gives_what_restoring_it_in_full_gives():
     engine = MonitorEngine(CONFIG)
     process(engine, LOG[:2000])
     records = engine.export_dirty({"predictions:0": 0})
-    full, packed = MonitorEngine(CONFIG), MonitorEngine(CONFIG)
-    full.import_state(records)
-    for model_id, record in records.items():
-        packed.import_record(model_id, record, lazy=True)
+    full, packed = restored_full_and_packed(records)
     assert process(full, LOG[2000:]) == process(packed, LOG[2000:])
     assert summary(full) == summary(packed) and full.export_dirty({}) == packed.export_dirty({})
 
 
 def test_a_reference_published_while_a_model_is_packed_is_applied_when_it_is_unpacked():
-    from streamproc.profile import build_reference
-
     engine = MonitorEngine(CONFIG)
     process(engine, LOG[:1500])  # both models have their warm-up's reference
     records = engine.export_dirty({"predictions:0": 700, "predictions:1": 700, "outcomes:2": 300})
-    full, packed = MonitorEngine(CONFIG), MonitorEngine(CONFIG)
-    full.import_state(records)
-    for model_id, record in records.items():
-        packed.import_record(model_id, record, lazy=True)
-    ref = build_reference("a", "default", [{"x0": float(i), "x1": 1.0, "x2": 2.0} for i in range(300)], source="file:new")
-    for e in (full, packed):
-        e.set_reference(ref)  # published to the references topic
+    full, packed = restored_full_and_packed(records)
+    publish_reference_of_a(full, packed)
     assert packed.dormant.keys() == {"a", "b"}
     later = LOG[1500:1700]
     assert process(full, later) == process(packed, later)
@@ -304,18 +312,11 @@ def test_a_reference_published_while_a_model_is_packed_is_applied_when_it_is_unp
 def test_a_reference_published_while_a_warming_model_is_packed_is_adopted_once():
     """Unpacked, a warming model adopts the reference it missed as a model held in full does:
     once (a second adoption would move its windows' numbering on by one)."""
-    from streamproc.profile import build_reference
-
     engine = MonitorEngine(CONFIG)
     process(engine, LOG[:300])  # both models still warming up
     assert all(m.reference is None for m in engine.monitors.values())
     records = engine.export_dirty({"predictions:0": 0})
-    full, packed = MonitorEngine(CONFIG), MonitorEngine(CONFIG)
-    full.import_state(records)
-    for model_id, record in records.items():
-        packed.import_record(model_id, record, lazy=True)
-    ref = build_reference("a", "default", [{"x0": float(i), "x1": 1.0, "x2": 2.0} for i in range(300)], source="file:new")
-    for e in (full, packed):
-        e.set_reference(ref)
+    full, packed = restored_full_and_packed(records)
+    publish_reference_of_a(full, packed)
     assert process(full, LOG[300:1500]) == process(packed, LOG[300:1500])
     assert summary(full) == summary(packed)
