@@ -103,7 +103,8 @@ class Metrics:
             "and is not saved (until one of theirs fits again).", registry=r)
         self.stalled = Gauge(
             "streamproc_input_stalled_seconds", "Seconds since a consumer of this worker last made progress or had "
-            "nothing waiting (by a fetch answered within the last minute): monitor (applying predictions and outcomes), router (forwarding them; route: repartition).",
+            "nothing waiting (by a fetch answered within the last minute): monitor (applying predictions and "
+            "outcomes), router (forwarding them; route: repartition).",
             ["consumer"], registry=r)
         self.versions_retired = Counter(
             "streamproc_versions_retired_total", "Model versions retired: no events for retire_version_seconds while "
