@@ -129,10 +129,13 @@ class BatchedInput:
         self._expected: dict = {}  # per partition, the offset after the last record fetched
         self._past_end: dict = {}  # per partition, since when (monotonic) its position is past its end
         self._ends_checked: set = set()  # partitions checked against their end since assigned (see _check_ends)
-        self._unconfirmed: dict = {}  # per partition past its listed end: (its offset then, when asked, in ms)
+        # Per partition past its listed end: (its offset then, when asked in ms, the restored state's offset).
+        self._unconfirmed: dict = {}
         self._epoch = 0  # changes with the assignment, and when every end must be checked again
         self._restarted_at: dict = {}  # per partition read again from its beginning, and empty since: where it starts
         self._resumed_at: dict = {}  # per partition, the group's committed offset when it was assigned (see resumed_at)
+        self._restored: dict = {}  # per partition, the offset the restored state read up to (see restored)
+        self._held: set = set()  # partitions paused until the state of their models is restored (see hold)
         self._last_end_check = -math.inf
         self.clock = time.monotonic  # for the past-the-end timing (tests set their own)
         self.generation = 0
@@ -159,7 +162,7 @@ class BatchedInput:
         for tp in merged_tps:
             if self.merge.full(tp) and tp not in self._unconfirmed:  # (an unconfirmed end needs a fetch)
                 c.pause(tp)
-            elif tp in c.paused():
+            elif tp in c.paused() and tp not in self._held:
                 c.resume(tp)
         now = time.monotonic()
         for tp in merged_tps:
@@ -186,6 +189,33 @@ class BatchedInput:
             self._unconfirmed.pop(tp, None)
             self._expected.pop(tp, None)  # perhaps set from a check of the new assignment before this call
             self._resumed_at.pop(tp, None)
+            self._restored.pop(tp, None)
+
+    def hold(self, tps) -> None:
+        """Fetch nothing of these partitions until ``restored``: aiokafka hands out records of a
+        new assignment while the rebalance listener still loads its models, and those would be
+        checked against positions not yet known (records already fetched are dropped by the
+        client, and fetched again)."""
+        tps = set(tps) & self.consumer.assignment()
+        self._held |= tps
+        if tps:
+            self.consumer.pause(*tps)
+
+    def restored(self, tps, offsets: dict) -> None:
+        """The state of these partitions' models is restored (``hold`` ends), and had read them up
+        to ``offsets``: checked against the partitions' ends as a committed offset is. A topic
+        deleted and recreated loses its committed offsets with its data, so only the restored
+        state shows that its offsets started again (a state is never saved past what was read:
+        one past the end means the data it read is gone)."""
+        for tp in tps:
+            self._restored[tp] = offsets.get(tp, 0)
+            self._ends_checked.discard(tp)
+            self._unconfirmed.pop(tp, None)
+        self._epoch += 1  # a check on its way (without them) must not mark them checked
+        self._held -= set(tps)
+        held = set(tps) & self.consumer.paused() & self.consumer.assignment()
+        if held:  # (one paused because the merge was full is paused again by the next poll if it still is)
+            self.consumer.resume(*held)
 
     def recheck_ends(self) -> None:
         """Check every partition against its end again before the next fetch: the broker was
@@ -211,7 +241,8 @@ class BatchedInput:
         (the first offset of the last record batch, plus one), hence the confirmation.
         """
         c = self.consumer
-        new = [tp for tp in c.assignment() if tp not in self._ends_checked and tp not in self._unconfirmed]
+        new = [tp for tp in c.assignment()
+               if tp not in self._ends_checked and tp not in self._unconfirmed and tp not in self._held]
         if not new:
             return True
         epoch = self._epoch
@@ -232,9 +263,10 @@ class BatchedInput:
         if self._epoch != epoch:
             return False
         for tp, offset in offsets.items():
+            floor = self._restored.pop(tp, 0)
             self._expected[tp] = offset
-            if tp in ends and offset > ends[tp]:
-                self._unconfirmed[tp] = (offset, asked_ms)
+            if tp in ends and max(offset, floor) > ends[tp]:
+                self._unconfirmed[tp] = (offset, asked_ms, floor)
             else:
                 self._ends_checked.add(tp)
         return True
@@ -269,15 +301,18 @@ class BatchedInput:
                     restarted.add(tp)
             # Each partition as it is after the awaits before it: a rebalance (or recheck_ends)
             # meanwhile ends the pass, and the next poll checks the partitions as they are then.
-            for tp, (offset, asked_ms) in list(self._unconfirmed.items()):
+            for tp, (offset, asked_ms, floor) in list(self._unconfirmed.items()):
                 if self._epoch != epoch:
                     break
-                if records.get(tp):  # read on from that offset (or, as above, from the beginning)
+                got = records.get(tp)
+                if got and not floor:  # read on from that offset (or, as above, from the beginning)
                     self._confirmed(tp)
                     continue
                 try:
                     polled, hw = c.last_poll_timestamp(tp), c.highwater(tp)
-                    if polled is None or polled <= asked_ms or hw is None:
+                    if got:  # decided now, before they are handed out: their fetch saw the end
+                        hw = max(hw or 0, got[-1].offset + 1)
+                    elif polled is None or polled <= asked_ms or hw is None:
                         continue  # no fetch answered since the check
                     position = await self._position(tp)
                 except (AssertionError, IllegalStateError):  # revoked meanwhile
@@ -285,10 +320,22 @@ class BatchedInput:
                 if self._epoch != epoch:
                     break
                 self._confirmed(tp)
+                if got:
+                    if floor > hw:
+                        log.warning("%s[%d]: the state restored had read it up to offset %d, past its end (%d): the "
+                                    "partition started again (its data was lost)", tp.topic, tp.partition, floor, hw)
+                        restarted.add(tp)
+                    continue
                 if position < offset:
                     log.warning("%s[%d]: the position went back from %d to %d: the partition started again "
                                 "(its data was lost)", tp.topic, tp.partition, offset, position)
                     restarted.add(tp)
+                elif floor > hw:
+                    log.warning("%s[%d]: the state restored had read it up to offset %d, past its end (%d): the "
+                                "partition started again (its data was lost)", tp.topic, tp.partition, floor, hw)
+                    restarted.add(tp)
+                    if position > hw:
+                        sought.add(tp)
                 elif position > hw:
                     log.warning("%s[%d]: position %d is past the end of the partition (%d): the broker lost data; "
                                 "reading it from the beginning", tp.topic, tp.partition, position, hw)
@@ -384,3 +431,5 @@ class BatchedInput:
             self._unconfirmed.pop(tp, None)
             self._restarted_at.pop(tp, None)
             self._resumed_at.pop(tp, None)
+            self._restored.pop(tp, None)
+            self._held.discard(tp)

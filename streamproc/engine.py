@@ -18,6 +18,7 @@ from .model_decoder import ModelDecoder
 from .monitor import ModelMonitor, StepResult
 from .outcomes import OutcomeJoiner
 from .profile import ReferenceProfile
+from .restarts import PartitionRestarts
 
 STATE_FORMAT = 1
 MIN_KEPT = 100  # thinning never leaves a warm-up fewer events than about this many
@@ -66,6 +67,11 @@ class MonitorEngine:
         self.dirty_monitors: set[ModelKey] = set()
         self.dirty_models: set[str] = set()  # model ids whose joiner (or anything) changed
         self.replay_until: dict[str, int] = {}
+        # Per input partition, its known restarts (offsets started again): a position saved
+        # under fewer is of a lost log (see streamproc.restarts). Facts about the input, not
+        # about models: kept when the models are dropped.
+        self.restarts = PartitionRestarts()
+        self._replay_marks: dict[tuple[str, int], int] = {}  # (partition, restarts) -> highest position imported
         # Input that may repeat records (repartitioned input, see streamproc.router): every
         # record is checked against its model's per-source watermark, which advances as
         # records are applied, so a record forwarded twice is applied once.
@@ -98,7 +104,7 @@ class MonitorEngine:
         # them other workers': packed, one costs a fifth of its objects.
         self.dormant: dict[str, bytes] = {}
         self._dormant_refs: dict[str, set[ModelKey]] = {}  # references set while their model was packed
-        self._dormant_forget: dict[str, list] = {}  # partitions forget_positions forgot while their model was packed
+        self._dormant_forget: dict[str, list] = {}  # partitions forget_positions forgot (uncounted) while their model was packed
         self._sweep_above = 0  # after a sweep that could not meet the budget: when to try again
         # Decodes the events of the busiest models by their layouts (``decode_predictions``'s
         # ``known``, with ``feature_layout``): faster, the same result. Learns from what
@@ -385,27 +391,37 @@ class MonitorEngine:
                 fresh[tp] = off + 1
         return (batch if len(keep) == len(batch) else batch.take(keep)), fresh
 
-    def forget_positions(self, partitions: Optional[set[str]] = None) -> None:
+    def forget_positions(self, partitions: Optional[set[str]] = None, count: bool = False) -> None:
         """Forget the input positions applied from these ``topic:partition``s (None: from all).
 
         For partitions read again from their beginning because the broker lost their data:
         their offsets start again from 0, and records below the old watermarks are new.
+        ``count``: they are partitions of the input whose positions the saved records stamp
+        (``export_dirty``'s watermark): count their restart (see streamproc.restarts).
         """
         # Packed models are left packed (most are other workers', which this worker must not
-        # save): their watermarks are forgotten when they are unpacked.
-        for model_id in self.dormant:
-            self._dormant_forget.setdefault(model_id, []).append(partitions)
+        # save): their watermarks are forgotten when they are unpacked, by their records'
+        # restart counts when counted (which outlive a crash), else as noted here.
+        if count and partitions is not None:
+            self.restarts.bump(partitions)
+        else:
+            for model_id in self.dormant:
+                self._dormant_forget.setdefault(model_id, []).append(partitions)
         self._forget_positions(self.monitors.items(), self.joiners.items(), partitions)
         self.replay_until = {tp: off for tp, off in self.replay_until.items() if not _forgotten(tp, partitions)}
 
-    def _forget_positions(self, monitors, joiners, partitions: Optional[set[str]]) -> None:
+    def _forget_positions(self, monitors, joiners, partitions: Optional[set[str]], lost_only: bool = False) -> None:
         """``forget_positions`` for these (key, monitor) and (model id, joiner) pairs, marking
-        those that had a watermark to forget as changed."""
+        those that had a watermark to forget as changed. ``lost_only``: forget, instead, each
+        one's positions of lost logs (applied before their partition's latest restart)."""
         def forgot(obj) -> bool:
             applied = getattr(obj, "applied", None)
-            if not applied or not any(_forgotten(tp, partitions) for tp in applied):
+            if not applied:
                 return False
-            obj.applied = {tp: off for tp, off in applied.items() if not _forgotten(tp, partitions)}
+            drop = self.restarts.stale(obj) if lost_only else {tp for tp in applied if _forgotten(tp, partitions)}
+            if not drop:
+                return False
+            obj.applied = {tp: off for tp, off in applied.items() if tp not in drop}
             return True
 
         self.dirty_monitors.update(key for key, mon in monitors if forgot(mon))
@@ -450,6 +466,7 @@ class MonitorEngine:
                         # what it has applied) still reflects everything up to its own mark.
                         applied = getattr(obj, "applied", {})
                         obj.applied = {tp: max(off, applied.get(tp, 0)) for tp, off in {**applied, **watermark}.items()}
+                        self.restarts.stamp(obj, watermark)
                 state = {"format": STATE_FORMAT, "monitors": monitors, "joiner": joiner, "clock": self._clocks.get(model_id)}
                 yield model_id, zlib.compress(pickle.dumps(state, protocol=4), 1)
         except BaseException:
@@ -483,6 +500,8 @@ class MonitorEngine:
         for obj in [*state["monitors"].values(), state["joiner"]]:
             for tp, off in getattr(obj, "applied", {}).items() if obj is not None else ():
                 self.replay_until[tp] = max(self.replay_until.get(tp, 0), off)
+                mark = (tp, self.restarts.count_of(obj, tp))
+                self._replay_marks[mark] = max(self._replay_marks.get(mark, 0), off)
         if lazy:
             self.dormant[model_id] = data
             return [(model_id, version) for version in state["monitors"]]
@@ -517,7 +536,26 @@ class MonitorEngine:
             self._track_warmup(key, mon)
         if state["joiner"] is not None:
             self.joiners[model_id] = state["joiner"]
+        if self.restarts:
+            self._forget_positions([(key, self.monitors[key]) for key in keys],
+                                   [(model_id, state["joiner"])] if state["joiner"] is not None else [], None, lost_only=True)
         return keys
+
+    def settle_restarts(self) -> None:
+        """After a load, once every restart count on the state topic is read: forget the
+        positions of lost logs in the models restored in full (packed ones forget theirs when
+        unpacked), and let the replay wait only for positions of current logs."""
+        marks, self._replay_marks = self._replay_marks, {}
+        if not self.restarts:
+            return
+        counts = self.restarts.counts
+        for tp in {tp for tp, n in marks if n < counts.get(tp, 0)}:
+            current = [off for (t, n), off in marks.items() if t == tp and n >= counts[tp]]
+            if current:
+                self.replay_until[tp] = max(current)
+            else:
+                self.replay_until.pop(tp, None)
+        self._forget_positions(self.monitors.items(), self.joiners.items(), None, lost_only=True)
 
     def _tick(self, model_id: str, now: float) -> float:
         """Advance a model's active clock to the worker's ``now``; return it.
@@ -592,6 +630,7 @@ class MonitorEngine:
         self.dirty_monitors.clear()
         self.dirty_models.clear()
         self.replay_until = {}
+        self._replay_marks = {}
         self._retrack_warmups()
 
     def snapshot(self) -> bytes:

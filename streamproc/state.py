@@ -7,6 +7,10 @@ checkpoint, before it commits the input offsets.
 
 Values are pickles: anyone who can write to the state topic can run code in the worker, so
 restrict writes to the worker's principal (Kafka ACLs).
+
+Beside the models, for each input partition whose offsets started again, how many restarts
+of them the group knows of (see ``streamproc.restarts``, ``RESTARTS``). Model ids cannot start
+with ``\x00``.
 """
 
 from __future__ import annotations
@@ -25,6 +29,28 @@ log = logging.getLogger(__name__)
 SEP = "\x1f"  # ids have no control characters (see streamproc.events.ID_PATTERN)
 MAX_STATE_BYTES = kafka.COMPACTED_MESSAGE_BYTES  # the state topic's max.message.bytes, and the producer's request limit
 MAX_RECORD_BYTES = kafka.MAX_COMPACTED_VALUE_BYTES  # a record's value may be this large
+# A partition's restart count is a record of its own, keyed ``\x00restarts\x1f<topic>:<partition>\x1f<n>``
+# (after the group's prefix), with an empty value: one record per count, the highest read
+# wins. An empty value is what a worker from before the counts reads as a deleted model it
+# never had (nothing), so going back to one stays possible.
+RESTARTS = f"\x00restarts{SEP}"
+
+
+def restart_records(counts: dict[str, int]) -> dict[str, bytes]:
+    """The records (name -> value) of these partitions' restart counts."""
+    return {f"{RESTARTS}{tp}{SEP}{n}": b"" for tp, n in counts.items()}
+
+
+def restart_count(name: str, value: Optional[bytes] = None) -> Optional[tuple[str, int]]:
+    """(partition, count) if ``name`` is a restart count's record (else None). One that is
+    not readable (hand-written, damaged) counts as none known, with a warning."""
+    if not name.startswith(RESTARTS):
+        return None
+    tp, _, count = name[len(RESTARTS):].rpartition(SEP)
+    if count.isdigit() and count.isascii() and tp:
+        return tp, int(count)
+    log.warning("state topic: unreadable restart count %r; ignored", name[len(RESTARTS):])
+    return tp or name[len(RESTARTS):], 0
 
 
 class StateStore:

@@ -37,7 +37,7 @@ from .window import SCORE_KEY
 from .profile import ReferenceProfile
 from .reference_file import load_reference
 from .router import OUTCOME, Router, model_partition, unwrap
-from .state import MAX_STATE_BYTES, StateStore
+from .state import MAX_STATE_BYTES, StateStore, restart_count, restart_records
 
 log = logging.getLogger(__name__)
 # Records held per partition by the partition merge before that partition's fetching pauses
@@ -201,7 +201,7 @@ class MonitorWorker:
         self._watch("monitor")
         self._last_retire_sweep = time.monotonic()  # the first sweep a while after the start
         self._must_rewind = False  # the models of the assigned partitions still need loading
-        self._saving = None  # a checkpoint on its way: (state delivery futures, offsets, records)
+        self._saving = None  # a checkpoint on its way: (state delivery futures, offsets, records, restart counts)
         # Versions retired since the last checkpoint saved their models, with the number of
         # checkpoints started before: a rewind reloads them, and their retiring again is the same one.
         self._retired_unsaved: dict[ModelKey, int] = {}
@@ -285,8 +285,10 @@ class MonitorWorker:
 
     async def _assigned(self, assigned) -> None:
         self.input.assigned(assigned)
+        self.input.hold(assigned)  # nothing handed out before the models are loaded (see _load_models)
         async with self.lock:
             if self.engine.monitors or self.engine.joiners or self.engine.dormant:
+                self.input.restored(assigned, {})
                 return  # nothing was revoked: the models in memory are current
             try:
                 restored = await self._load_models(assigned)
@@ -306,12 +308,18 @@ class MonitorWorker:
             # A standby (more workers than partitions) holds nothing: what it loaded now would be
             # stale by the time it is given partitions (nothing is revoked from it then).
             return 0
+        direct = not self.repartition  # (repartitioned, the positions saved are of the routers' sources)
         await self._ensure_topics()  # a broker that restarted without storage lost them
         owned = {tp.partition for tp in assigned}
         versions: dict[str, list] = {}  # model id -> the versions its latest record restored
 
         def restore(model_id: str, record: Optional[bytes]) -> None:
             # Record by record, as read: a later record of a model replaces the earlier one.
+            restarts = restart_count(model_id, record)
+            if restarts is not None:
+                if direct:
+                    self.engine.restarts.note(*restarts)
+                return
             if self.repartition and model_partition(model_id, self.routed_partitions) not in owned:
                 return
             if record:
@@ -323,32 +331,34 @@ class MonitorWorker:
                 self.state_sizes.pop(model_id, None)
 
         await self.state.read(restore)
+        self.engine.settle_restarts()
+        names = {f"{tp.topic}:{tp.partition}": tp for tp in assigned} if direct else {}
+        self.input.restored(assigned, {names[tp]: off for tp, off in self.engine.replay_until.items() if tp in names})
         return len(versions)
 
     def _source_restarted(self, tps) -> None:
         """Input partitions are read again from their beginning (see ``BatchedInput``): the
         offsets the models applied from them no longer mean anything (forgotten under the lock,
         see ``_apply_restarts``)."""
-        self._restarted.append({f"{tp.topic}:{tp.partition}" for tp in tps})
+        self._restarted.append(({f"{tp.topic}:{tp.partition}" for tp in tps}, False))
 
     def _input_restarted(self, tps, every: bool = False) -> None:
         """Partitions of the monitoring consumer restarted: as ``_source_restarted`` (every
         watermark when ``every``), and a checkpoint on its way commits nothing for them (its
         offsets are of the lost log)."""
-        if every:
-            self._restarted.append(None)
-        else:
-            self._source_restarted(tps)
+        # Counted (see streamproc.restarts) when they are what the saved positions stamp.
+        self._restarted.append((None, False) if every else ({f"{tp.topic}:{tp.partition}" for tp in tps}, True))
         if self._saving is not None:
-            futures, offsets, records = self._saving
-            self._saving = (futures, {tp: off for tp, off in offsets.items() if tp not in tps}, records)
+            futures, offsets, records, restarts = self._saving
+            self._saving = (futures, {tp: off for tp, off in offsets.items() if tp not in tps}, records, restarts)
 
     def _apply_restarts(self) -> None:
         """Forget the offsets applied from restarted input partitions. Called under the lock
         before models are used or saved: a poll runs outside it, and may notice a restart while
         ``_assigned`` is loading models; forgotten then, the models loaded after would keep them."""
         while self._restarted:
-            self.engine.forget_positions(self._restarted.pop(0))
+            partitions, count = self._restarted.pop(0)
+            self.engine.forget_positions(partitions, count=count)
 
     def _forget_models(self) -> None:
         """Forget every model held (partitions moved, or back to the last checkpoint)."""
@@ -369,6 +379,7 @@ class MonitorWorker:
                 log.warning("checkpoint before the rewind failed (%s: %s)", type(exc).__name__, exc)
             assigned = self.consumer.assignment()
             self.input.drop(assigned)
+            self.input.hold(assigned)
             self._forget_models()
             await seek_committed(self.consumer, assigned)
             restored = await self._load_models(assigned)
@@ -547,7 +558,8 @@ class MonitorWorker:
             if self.input.generation != generation or self._must_rewind:
                 return 0  # polled before a rebalance (or its models are not loaded): read again later
             if not predictions and not outcomes:
-                if self.engine.dirty_monitors or self.engine.dirty_models or self._saving is not None:
+                if (self.engine.dirty_monitors or self.engine.dirty_models or self.engine.restarts.unsaved
+                        or self._saving is not None):
                     await self.checkpoint(force=False)
                 await self._update_gauges()
                 return 0
@@ -646,6 +658,9 @@ class MonitorWorker:
         if not force and not self.pacer.due(time.monotonic()):
             return
         self.pacer.started(time.monotonic())
+        # A restart noticed by a poll since the lock was taken: counted before any offset of the
+        # new log is, so that the count goes with them (no await between the two).
+        self._apply_restarts()
         offsets = self.input.positions()
         records = {}
         work = 0.0  # time spent pickling (not the other tasks' between models, nor the send's waits)
@@ -665,7 +680,11 @@ class MonitorWorker:
                     await asyncio.sleep(0)  # heartbeats and HTTP views run between models
                     began = time.perf_counter()
             work += time.perf_counter() - began
+            # The restart counts go with the checkpoint whose offsets are the first of the new
+            # logs committed: its offsets are committed only once all its records are acknowledged.
+            restarts = dict(self.engine.restarts.unsaved)
             futures = await self.state.send(self.producer, records)
+            futures += await self.state.send(self.producer, restart_records(restarts))
         except Exception:
             # Not saved: these models must go into the next checkpoint.
             self.engine.dirty_models.update(records)
@@ -673,7 +692,7 @@ class MonitorWorker:
         self.pacer.finished(work)
         self.metrics.checkpoint_seconds.observe(work)
         self._checkpoints_started += 1
-        self._saving = (futures, offsets, records)
+        self._saving = (futures, offsets, records, restarts)
         if force:
             await self._settle_checkpoint(wait=True)
 
@@ -694,7 +713,7 @@ class MonitorWorker:
         when ``wait``, else only if it already is), commit its offsets."""
         if self._saving is None:
             return
-        futures, offsets, records = self._saving
+        futures, offsets, records, restarts = self._saving
         if not wait and not all(f.done() for f in futures):
             return
         self._saving = None
@@ -707,6 +726,7 @@ class MonitorWorker:
             # Not saved (or not committed): these models must go into the next checkpoint.
             self.engine.dirty_models.update(records)
             raise
+        self.engine.restarts.saved(restarts)
         self.metrics.checkpoints.inc()
         # This checkpoint saved the models of the versions retired before it started (those it
         # saved: one over the record limit was not).

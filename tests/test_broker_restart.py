@@ -100,3 +100,87 @@ def test_offsets_past_the_end_of_a_partition_restart_from_its_beginning(bootstra
         assert "past the end" in worker.log_text()
     finally:
         worker.stop()
+
+
+async def _recreate(bootstrap: str, topic: str, partitions: int) -> None:
+    """Delete a topic and create it again, empty: its offsets start again from 0."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([topic])
+        await admin.create_topics([NewTopic(topic, partitions, 1)])
+    finally:
+        await admin.close()
+
+
+async def _committed(bootstrap: str, group: str, topic: str, partitions: int) -> dict:
+    """The group's committed offsets of a topic (without joining the group)."""
+    from aiokafka import TopicPartition
+
+    from streamproc import kafka
+
+    c = kafka.consumer(bootstrap, group_id=group)
+    await c.start()
+    try:
+        return {p: await c.committed(TopicPartition(topic, p)) for p in range(partitions)}
+    finally:
+        await c.stop()
+
+
+def test_a_model_held_packed_forgets_a_lost_log_after_a_crash_of_the_worker_that_noticed_it(bootstrap, tmp_path):
+    """The predictions topic loses its data (deleted and recreated: its committed offsets go
+    too) while the state topic keeps the saved models. A worker on the direct route sees from
+    model p's saved state (offset 300 of partition P) that P started again, while it holds p
+    packed (unpacked only by p's input, and not saved before); it commits P's new beginning,
+    and is killed (-9). Then the new log grows past 300 (p's events first, at offsets 0-99),
+    so the next worker cannot see the restart: only the restart count saved on the state
+    topic tells it that p's position there is of the lost log."""
+    import asyncio
+    import uuid
+
+    topics = unique_topics()
+    group = f"lost-{uuid.uuid4().hex[:8]}"
+    args = ("--route", "direct", "--window-size", "100", "--warmup-size", "200")
+    streams = {m: ModelStream(m, n_numeric=3, seed=84 + i) for i, m in enumerate("pq")}
+
+    def send(model: str, n: int, start: int) -> None:
+        produce(bootstrap, topics["predictions"], [json.dumps(e).encode() for e in streams[model].events(n, start=start)],
+                keys=[b"p"] * n)  # all on p's partition
+
+    def committed() -> dict:
+        return asyncio.run(_committed(bootstrap, group, topics["predictions"], 4))
+
+    first = WorkerProcess(bootstrap, topics, tmp_path / "first.log", args, group_id=group)
+    try:
+        first.wait_ready()
+        send("p", 300, 0)
+        wait_until(lambda: events_of(first, "p") == 300, 60, "p's events applied")
+    finally:
+        assert first.stop() == 0  # a clean stop saves p at offset 300 and commits it
+    part = next(p for p, offset in committed().items() if offset == 300)
+    asyncio.run(_recreate(bootstrap, topics["predictions"], 4))
+    assert committed()[part] is None
+
+    second = WorkerProcess(bootstrap, topics, tmp_path / "second.log", args, group_id=group)
+    try:
+        second.wait_ready()
+        wait_until(lambda: committed()[part] == 0, 60, "the new log's beginning committed", detail=second.warnings)
+        assert second.status()["packed_models"] == 1  # p was never unpacked, nor saved
+    finally:
+        second.proc.kill()  # a crash: nothing more saved
+        second.proc.wait()
+        second.log.close()
+    assert f"{topics['predictions']}[{part}]: the state restored had read it up to offset 300, past its end (0)" in second.log_path.read_text()
+
+    send("p", 100, 300)  # offsets 0-99 of the new log
+    send("q", 250, 0)  # 100-349: past p's old position
+    third = WorkerProcess(bootstrap, topics, tmp_path / "third.log", args, group_id=group)
+    try:
+        third.wait_ready()
+        wait_until(lambda: events_of(third, "p") == 400 and events_of(third, "q") == 250, 60,
+                   "p's and q's events of the new log applied", detail=lambda: (third.status(), third.warnings()))
+        assert "started again" not in third.log_text()
+    finally:
+        third.stop()

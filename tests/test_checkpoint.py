@@ -256,7 +256,7 @@ def test_a_standby_worker_loads_the_state_when_it_is_given_partitions():
         pass
 
     w.state = SimpleNamespace(read=read)
-    w.input = SimpleNamespace(assigned=lambda tps: None)
+    w.input = SimpleNamespace(assigned=lambda tps: None, hold=lambda tps: None, restored=lambda tps, offsets: None)
     w._ensure_topics = nothing
 
     async def main():

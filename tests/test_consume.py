@@ -38,10 +38,12 @@ class Consumer:
         self.while_positioning = None  # called during position, with the partition
         self.fetched_after: list = []  # per getmany, how many times the ends had been asked
         self.failing: set = set()  # partitions whose position cannot be had
+        self.paused_tps: set = set()
 
     async def getmany(self, timeout_ms, max_records):
         self.fetched_after.append(len(self.end_queries))
         records = self.fetches.pop(0) if self.fetches else {}
+        records = {tp: msgs for tp, msgs in records.items() if tp not in self.paused_tps}  # dropped, as aiokafka does
         for tp, msgs in records.items():
             if msgs:
                 self.pos[tp] = msgs[-1].offset + 1
@@ -82,16 +84,23 @@ class Consumer:
             self.pos[tp] = 0
 
     def paused(self):
-        return set()
+        return set(self.paused_tps)
+
+    def pause(self, *tps):
+        self.paused_tps.update(tps)
+
+    def resume(self, *tps):
+        self.paused_tps.difference_update(tps)
 
 
 def records(*offsets, tp=TP):
     return {tp: [SimpleNamespace(topic=tp.topic, partition=tp.partition, offset=o, timestamp=1000 + o) for o in offsets]}
 
 
-def run(steps, first=None, tps=(TP,)):
+def run(steps, first=None, tps=(TP,), restored=None):
     """Run (clock, fetch or None, consumer changes) steps; return the consumer, the restarts and
-    the input. ``first`` changes the consumer before anything is polled (the partition as assigned)."""
+    the input. ``first`` changes the consumer before anything is polled (the partition as assigned);
+    ``restored``: the offsets the state restored had read (``BatchedInput.restored``)."""
     async def main():
         c = Consumer(tps)
         if first is not None:
@@ -99,6 +108,8 @@ def run(steps, first=None, tps=(TP,)):
         restarts = []
         clock = [0.0]
         source = BatchedInput(c, None, 0, 1000, on_restart=restarts.append)
+        if restored is not None:
+            source.restored(restored, restored)
         source.clock = lambda: clock[0]
         for at, fetch, change in steps:
             clock[0] = at
@@ -365,3 +376,75 @@ def test_an_assigned_partition_is_resumed_from_the_groups_committed_offset_until
         assert source.resumed_at() == {}
 
     asyncio.run(main())
+
+
+def commits_gone(c):  # the topic deleted and recreated: its committed offsets went with it
+    c.committed_at[TP] = None
+
+
+def test_a_restored_state_past_the_end_means_the_partition_started_again():
+    """A recreated topic has no committed offsets left: only the restored state, which had read
+    the partition up to 300, shows that it lost its data. Nothing is sought (the client is at
+    the new beginning already); the models are told."""
+    c, restarts, source = run([(0.0, None, nothing)], first=commits_gone, restored={TP: 300})
+    assert restarts == [{TP}] and c.sought == [] and source.ends_checked
+    c, restarts, source = run([(0.0, records(0, 1, 2), nothing)], first=commits_gone, restored={TP: 300})
+    assert restarts == [{TP}] and source.positions() == {TP: 3}
+
+
+def test_a_restored_state_ahead_of_the_committed_offset_is_not_a_restart():
+    """A worker that saved its state, then crashed before committing, left the state ahead of
+    the committed offset (the models skip what they applied): within the partition's end, also
+    when the end is listed too low (Tansu) and only a fetch shows it."""
+    def ahead(c):
+        c.pos[TP] = c.committed_at[TP] = 100
+        c.end[TP] = 350
+
+    c, restarts, source = run([(0.0, records(100, 101), nothing)], first=ahead, restored={TP: 300})
+    assert restarts == [] and source.ends_checked and source.positions() == {TP: 102}
+    c, restarts, source = run([(0.0, None, nothing), (1.0, records(100, 101), nothing)],
+                              first=lambda c: ahead(c) or c.listed.update({TP: 341}), restored={TP: 300})
+    assert restarts == [] and c.sought == [] and source.ends_checked and source.positions() == {TP: 102}
+    c, restarts, source = run([(0.0, records(100, 101), nothing)],
+                              first=lambda c: ahead(c) or c.listed.update({TP: 341}), restored={TP: 350})
+    assert restarts == [] and source.positions() == {TP: 102}
+
+
+def test_a_restored_state_given_during_a_check_is_checked_again():
+    """The models are loaded while the first check of the assignment is on its way: that check
+    must not mark the partition checked without the restored state's offset."""
+    async def main():
+        c = Consumer()
+        commits_gone(c)
+        restarts = []
+        source = BatchedInput(c, None, 0, 1000, on_restart=restarts.append)
+        c.while_listing = lambda: (source.restored({TP}, {TP: 300}), setattr(c, "while_listing", None))
+        await source.poll(0, 100)
+        await source.poll(0, 100)
+        return restarts, len(c.end_queries)
+
+    restarts, queries = asyncio.run(main())
+    assert restarts == [{TP}] and queries == 2
+
+
+def test_nothing_of_a_partition_is_handed_out_while_its_models_load():
+    """aiokafka fetches a new assignment while the rebalance listener still loads its models:
+    held, its records wait, and once the restored state is known the first records are checked
+    against it before they are handed out (a recreated topic: read from 0, the state at 300)."""
+    async def main():
+        c = Consumer()
+        commits_gone(c)
+        restarts = []
+        source = BatchedInput(c, None, 0, 1000, on_restart=restarts.append)
+        source.assigned({TP})
+        source.hold({TP})
+        c.fetches.append(records(0, 1, 2))
+        _, during, _ = await source.poll(0, 100)
+        assert during == [] and not source.ends_checked and restarts == []
+        source.restored({TP}, {TP: 300})
+        c.fetches.append(records(0, 1, 2))
+        _, after, _ = await source.poll(0, 100)
+        return restarts, [m.offset for m in after], c.paused()
+
+    restarts, handed_out, paused = asyncio.run(main())
+    assert restarts == [{TP}] and handed_out == [0, 1, 2] and paused == set()

@@ -288,6 +288,92 @@ def test_positions_forgotten_while_a_model_is_packed_are_forgotten_when_it_is_un
     assert packed.monitors[("b", "default")].reference.source == "file:new"
 
 
+def new_log_of_partition_0(start: int, n: int):
+    """Partition 0's records after its offsets started again (the broker lost the old log):
+    later events, numbered from 0."""
+    part0 = [m for m in LOG[start:] if m[0] == "predictions" and m[1] == 0][:n]
+    return [(topic, partition, offset, payload) for offset, (topic, partition, _, payload) in enumerate(part0)]
+
+
+def events_of(engine: MonitorEngine, model_id: str) -> int:
+    return sum(m.events for key, m in engine.monitors.items() if key[0] == model_id)
+
+
+def test_a_restart_counted_on_the_state_topic_outlives_a_crash_of_the_worker_holding_the_model_packed():
+    """A worker notices that partition 0 started again while it holds its models packed (it
+    must not save them: they may be other workers'), then crashes. The next worker restores
+    their records as saved before the restart; the restart count, saved on the state topic
+    before any offset of the new log was committed, has them forget their old positions there
+    and apply the new log's records below them. A record saved after the restart keeps its."""
+    from streamproc.state import restart_count, restart_records
+
+    engine = MonitorEngine(CONFIG)
+    process(engine, LOG[:1500])
+    before = {"predictions:0": 700, "predictions:1": 700, "outcomes:2": 300}
+    topic = dict(engine.export_dirty(before))  # the state topic, latest record per key
+
+    crashed = MonitorEngine(CONFIG)
+    for model_id, record in topic.items():
+        crashed.import_record(model_id, record, lazy=True)
+    crashed.settle_restarts()
+    crashed.forget_positions({"predictions:0"}, count=True)
+    assert crashed.restarts.unsaved == {"predictions:0": 1}
+    assert crashed.export_dirty({"predictions:0": 0, "predictions:1": 700}) == {}  # packed: not saved
+    topic.update(restart_records(crashed.restarts.unsaved))  # the checkpoint's count (then the crash)
+
+    def restarted(state: dict, lazy: bool = True) -> MonitorEngine:
+        worker = MonitorEngine(CONFIG)
+        for name, record in state.items():
+            count = restart_count(name, record)
+            if count is not None:
+                worker.restarts.note(*count)
+            else:
+                worker.import_record(name, record, lazy=lazy)
+        worker.settle_restarts()
+        return worker
+
+    new_log = new_log_of_partition_0(1500, 120)
+    a_new = sum(1 for m in new_log if b'"model_id":"a"' in m[3])
+    assert 0 < a_new < len(new_log)
+    for lazy in (True, False):
+        after = restarted(topic, lazy)
+        assert after.replay_until == {"predictions:1": 700, "outcomes:2": 300}
+        a_before = events_of(engine, "a")
+        process(after, new_log)
+        assert events_of(after, "a") == a_before + a_new, lazy
+        assert after.monitors[("a", "default")].applied.get("predictions:0") is None
+
+    # The crash without the count on the state topic: the old positions come back and the new
+    # log's records below them are skipped (what this test guards against).
+    blind = restarted({k: v for k, v in topic.items() if restart_count(k, v) is None})
+    assert blind.replay_until["predictions:0"] == 700
+    process(blind, new_log)
+    assert events_of(blind, "a") == events_of(engine, "a")
+
+    # A model saved after the restart keeps its positions of the new log (stamped with the count).
+    saver = restarted(topic)
+    process(saver, new_log)
+    topic.update(saver.export_dirty({"predictions:0": len(new_log), "predictions:1": 700}))
+    assert saver.monitors[("a", "default")].applied_restarts == {"predictions:0": 1}
+    again = restarted(topic)
+    assert again.replay_until["predictions:0"] == len(new_log)
+    process(again, new_log)  # read again after a crash before the commit: applied once
+    assert events_of(again, "a") == events_of(saver, "a")
+
+
+def test_a_restart_count_record_is_read_back_and_a_damaged_one_counts_as_none(caplog):
+    """The counts' records have empty values: a worker from before them reads one as a deleted
+    model it never had, and restores nothing from it."""
+    from streamproc.state import restart_count, restart_records
+
+    records = restart_records({"predictions:3": 2, "my.topic-x:12": 11})
+    assert set(records.values()) == {b""}
+    assert [restart_count(k, v) for k, v in records.items()] == [("predictions:3", 2), ("my.topic-x:12", 11)]
+    assert restart_count("a", b"anything") is None
+    assert restart_count("\x00restarts\x1fpredictions:3\x1ftwo") == ("predictions:3", 0)
+    assert "unreadable restart count" in caplog.text
+
+
 def test_a_packed_record_unpacked_gives_what_restoring_it_in_full_gives():
     engine = MonitorEngine(CONFIG)
     process(engine, LOG[:2000])

@@ -209,7 +209,7 @@ def test_a_retirement_redone_after_a_rewind_is_counted_once(caplog):
 
     # A checkpoint started after the retirement and saved: the state topic has m without v1.
     w._checkpoints_started += 1
-    w._saving = ([], {}, {"m": b"saved"})
+    w._saving = ([], {}, {"m": b"saved"}, {})
     asyncio.run(w._settle_checkpoint(wait=True))
     retire_after_reload(33 * DAY)  # a record with v1 again (say, another worker's) is a new retirement
     assert w.metrics.versions_retired._value.get() == 2
