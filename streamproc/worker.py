@@ -288,7 +288,7 @@ class MonitorWorker:
         self.input.hold(assigned)  # nothing handed out before the models are loaded (see _load_models)
         async with self.lock:
             if self.engine.monitors or self.engine.joiners or self.engine.dormant:
-                self.input.restored(assigned, {})
+                self._restored(assigned)
                 return  # nothing was revoked: the models in memory are current
             try:
                 restored = await self._load_models(assigned)
@@ -308,7 +308,7 @@ class MonitorWorker:
             # A standby (more workers than partitions) holds nothing: what it loaded now would be
             # stale by the time it is given partitions (nothing is revoked from it then).
             return 0
-        direct = not self.repartition  # (repartitioned, the positions saved are of the routers' sources)
+        direct = not self.repartition  # (repartitioned, the restart counts are not this input's)
         await self._ensure_topics()  # a broker that restarted without storage lost them
         owned = {tp.partition for tp in assigned}
         versions: dict[str, list] = {}  # model id -> the versions its latest record restored
@@ -332,9 +332,15 @@ class MonitorWorker:
 
         await self.state.read(restore)
         self.engine.settle_restarts()
-        names = {f"{tp.topic}:{tp.partition}": tp for tp in assigned} if direct else {}
-        self.input.restored(assigned, {names[tp]: off for tp, off in self.engine.replay_until.items() if tp in names})
+        self._restored(assigned)
         return len(versions)
+
+    def _restored(self, assigned) -> None:
+        """The models of these partitions are loaded: the input may hand their records out, once
+        checked against the positions the models had read them up to (``BatchedInput.restored``;
+        on the direct route: repartitioned, the positions saved are of the routers' sources)."""
+        names = {f"{tp.topic}:{tp.partition}": tp for tp in assigned} if not self.repartition else {}
+        self.input.restored(assigned, {names[tp]: off for tp, off in self.engine.replay_until.items() if tp in names})
 
     def _source_restarted(self, tps) -> None:
         """Input partitions are read again from their beginning (see ``BatchedInput``): the

@@ -293,3 +293,59 @@ def test_on_the_direct_route_the_replay_ends_once_this_workers_partitions_pass_t
     w.engine.replay_until = {"predictions:0": 100, "outcomes:0": 31}
     w._end_replay()  # the state saved past the commit on outcomes[0]: its records from 30 are checked
     assert w.engine.replay_until == {"outcomes:0": 31}
+
+
+@pytest.mark.parametrize("rebalance_during_the_load", [False, True])
+def test_a_rewind_checks_the_restored_positions_even_when_a_rebalance_overlaps_it(rebalance_during_the_load):
+    """A rewind reloads the models of a recreated topic's partition (its committed offset gone,
+    the saved models at offset 300, the new log at 0-2). A rebalance that keeps the partition
+    may run its listener meanwhile: it finds the models loaded, and must still hand the restored
+    positions to the input, else the new log's records would be skipped as applied."""
+    from types import SimpleNamespace
+
+    from streamproc.consume import BatchedInput
+    from streamproc.engine import MonitorEngine
+
+    from .test_consume import TP, Consumer, records
+    from .test_persistence import CONFIG, LOG, process
+
+    saved = MonitorEngine(CONFIG)
+    process(saved, LOG[:600])
+    topic = saved.export_dirty({"predictions:0": 300})
+
+    class State:
+        async def read(self, apply):
+            await asyncio.sleep(0.05)  # a load takes a while
+            for name, record in topic.items():
+                apply(name, record)
+
+    async def nothing():
+        pass
+
+    async def main():
+        c = Consumer()
+        c.committed_at[TP] = None
+        w = MonitorWorker.__new__(MonitorWorker)
+        w.repartition, w.routed_partitions, w.state_sizes, w._too_large = False, 1, {}, set()
+        w.engine, w.lock, w.state = MonitorEngine(CONFIG), asyncio.Lock(), State()
+        w._restarted, w._saving, w._in_flight, w._must_rewind = [], None, False, True
+        w.metrics = SimpleNamespace(forget_model=lambda m: None, state_unsaved=SimpleNamespace(set=lambda v: None))
+        w._ensure_topics = nothing
+        w.consumer = c
+        w.input = BatchedInput(c, "predictions", 1000, 0, w._input_restarted)
+
+        async def rebalance():  # the listener of a rejoin that kept the partition
+            await asyncio.sleep(0.01)
+            await w._assigned({TP})
+
+        tasks = [asyncio.create_task(w._rewind())]
+        if rebalance_during_the_load:
+            tasks.append(asyncio.create_task(rebalance()))
+        await tasks[0]
+        c.fetches.append(records(0, 1, 2))
+        await w.input.poll(0, 100)
+        await asyncio.gather(*tasks)
+        return w._restarted, c.paused(), w.input.ends_checked
+
+    restarted, paused, checked = asyncio.run(main())
+    assert restarted == [({"predictions:0"}, True)] and paused == set() and checked
