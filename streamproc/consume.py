@@ -135,7 +135,8 @@ class BatchedInput:
         self._restarted_at: dict = {}  # per partition read again from its beginning, and empty since: where it starts
         self._resumed_at: dict = {}  # per partition, the group's committed offset when it was assigned (see resumed_at)
         self._restored: dict = {}  # per partition, the offset the restored state read up to (see restored)
-        self._held: set = set()  # partitions paused until the state of their models is restored (see hold)
+        self._held: set = set()  # partitions whose records wait until their models are restored (see hold)
+        self._stash: dict = {}  # per partition, its records fetched while held
         self._last_end_check = -math.inf
         self.clock = time.monotonic  # for the past-the-end timing (tests set their own)
         self.generation = 0
@@ -145,9 +146,12 @@ class BatchedInput:
         c = self.consumer
         while not await self._check_ends():
             pass  # overtaken by a rebalance or an outage: check the partitions as they are now
-        records = await c.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        waiting = any(tp not in self._held for tp in self._stash)  # records to hand out at once
+        records = await c.getmany(timeout_ms=0 if waiting else timeout_ms, max_records=max_records)
         if records:
             await prefetch()
+        if self._stash or self._held:
+            records = self._hold_back(records)
         await self._restarts(records)
         others = []
         arrival = time.monotonic()
@@ -190,16 +194,30 @@ class BatchedInput:
             self._expected.pop(tp, None)  # perhaps set from a check of the new assignment before this call
             self._resumed_at.pop(tp, None)
             self._restored.pop(tp, None)
+            self._stash.pop(tp, None)
 
     def hold(self, tps) -> None:
-        """Fetch nothing of these partitions until ``restored``: aiokafka hands out records of a
-        new assignment while the rebalance listener still loads its models, and those would be
-        checked against positions not yet known (records already fetched are dropped by the
-        client, and fetched again)."""
-        tps = set(tps) & self.consumer.assignment()
-        self._held |= tps
-        if tps:
-            self.consumer.pause(*tps)
+        """Hand out nothing of these partitions until ``restored``: aiokafka fetches a new
+        assignment while the rebalance listener still loads its models, and its records would
+        be checked against positions not yet known. The first batch fetched meanwhile waits
+        (the partition is paused then), and is checked and handed out once they are."""
+        self._held |= set(tps)
+
+    def _hold_back(self, records: dict) -> dict:
+        """``records`` with the held partitions' taken out (kept, see ``hold``) and the waiting
+        records of those no longer held put back in front."""
+        c = self.consumer
+        records = dict(records)
+        for tp in [tp for tp in self._stash if tp not in self._held]:
+            waiting = self._stash.pop(tp)
+            if tp in c.assignment():
+                records[tp] = waiting + records.get(tp, [])
+        held = [tp for tp in records if tp in self._held]
+        for tp in held:
+            self._stash.setdefault(tp, []).extend(records.pop(tp))
+        if held:
+            c.pause(*held)  # a batch in hand is enough: the rest is fetched once restored
+        return records
 
     def restored(self, tps, offsets: dict) -> None:
         """The state of these partitions' models is restored (``hold`` ends), and had read them up
@@ -251,7 +269,8 @@ class BatchedInput:
         offsets = {}
         for tp in new:
             try:
-                position = await self._position(tp)
+                # (records waiting since a hold are where the client was)
+                position = self._stash[tp][0].offset if self._stash.get(tp) else await self._position(tp)
                 # Nothing read since assigned: the client may have left the committed offset already.
                 committed = (None if tp in self._expected else
                              await _within(c.committed(tp), f"the committed offset of {tp.topic}[{tp.partition}] not known"))
@@ -433,3 +452,4 @@ class BatchedInput:
             self._resumed_at.pop(tp, None)
             self._restored.pop(tp, None)
             self._held.discard(tp)
+            self._stash.pop(tp, None)
