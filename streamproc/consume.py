@@ -135,7 +135,8 @@ class BatchedInput:
         self._restarted_at: dict = {}  # per partition read again from its beginning, and empty since: where it starts
         self._resumed_at: dict = {}  # per partition, the group's committed offset when it was assigned (see resumed_at)
         self._restored: dict = {}  # per partition, the offset the restored state read up to (see restored)
-        self._held: set = set()  # partitions whose records wait until their models are restored (see hold)
+        self._loading: set = set()  # partitions whose models are being loaded (see hold)
+        self._held: set = set()  # partitions whose records wait: loading, or not checked since (see hold)
         self._stash: dict = {}  # per partition, its records fetched while held
         self._last_end_check = -math.inf
         self.clock = time.monotonic  # for the past-the-end timing (tests set their own)
@@ -204,19 +205,31 @@ class BatchedInput:
         records are dropped and fetched again, and in ``throughput.py`` the worker then had
         applied none at its start mark, against 5,000 to 8,000. What waits is bounded by the
         caller: the worker's loop polls once, then waits for the lock the loading listener holds.)"""
+        self._loading |= set(tps)
         self._held |= set(tps)
 
     def _hold_back(self, records: dict) -> dict:
         """``records`` with the held partitions' taken out (kept, see ``hold``) and the waiting
-        records of those no longer held put back in front."""
+        records of those no longer held put back in front. Records fetched below those waiting
+        mean the partition started again meanwhile: those waiting are of the lost log, and are
+        dropped (joined to the new log's, the jump back would go unseen)."""
         c = self.consumer
         records = dict(records)
-        for tp in [tp for tp in self._stash if tp not in self._held]:
-            waiting = self._stash.pop(tp)
-            if tp in c.assignment():
-                records[tp] = waiting + records.get(tp, [])
-        for tp in [tp for tp in records if tp in self._held]:
-            self._stash.setdefault(tp, []).extend(records.pop(tp))
+        for tp in set(self._stash) | set(records):
+            waiting, fetched = self._stash.get(tp), records.get(tp)
+            if waiting and fetched and fetched[0].offset <= waiting[-1].offset:
+                log.warning("%s[%d]: records at offset %d were read after offset %d while its models loaded: the "
+                            "partition started again (its data was lost); the %d read before are dropped",
+                            tp.topic, tp.partition, fetched[0].offset, waiting[-1].offset, len(waiting))
+                del self._stash[tp]
+                waiting = None
+            if tp in self._held:
+                if fetched:
+                    self._stash.setdefault(tp, []).extend(records.pop(tp))
+            elif waiting is not None:
+                del self._stash[tp]
+                if tp in c.assignment():
+                    records[tp] = waiting + (fetched or [])
         return records
 
     def restored(self, tps, offsets: dict) -> None:
@@ -230,7 +243,7 @@ class BatchedInput:
             self._ends_checked.discard(tp)
             self._unconfirmed.pop(tp, None)
         self._epoch += 1  # a check on its way (without them) must not mark them checked
-        self._held -= set(tps)
+        self._loading -= set(tps)  # (their records wait on until their end is checked)
 
     def recheck_ends(self) -> None:
         """Check every partition against its end again before the next fetch: the broker was
@@ -257,7 +270,7 @@ class BatchedInput:
         """
         c = self.consumer
         new = [tp for tp in c.assignment()
-               if tp not in self._ends_checked and tp not in self._unconfirmed and tp not in self._held]
+               if tp not in self._ends_checked and tp not in self._unconfirmed and tp not in self._loading]
         if not new:
             return True
         epoch = self._epoch
@@ -280,6 +293,7 @@ class BatchedInput:
             return False
         for tp, offset in offsets.items():
             floor = self._restored.pop(tp, 0)
+            self._held.discard(tp)  # checked, or confirmed before its records are handed out
             self._expected[tp] = offset
             if tp in ends and max(offset, floor) > ends[tp]:
                 self._unconfirmed[tp] = (offset, asked_ms, floor)
@@ -449,4 +463,5 @@ class BatchedInput:
             self._resumed_at.pop(tp, None)
             self._restored.pop(tp, None)
             self._held.discard(tp)
+            self._loading.discard(tp)
             self._stash.pop(tp, None)

@@ -454,3 +454,58 @@ def test_nothing_of_a_partition_is_handed_out_while_its_models_load():
     assert restarts == [{TP}] and handed_out == [0, 1, 2, 3] and positions == {TP: 4}
     restarts, handed_out, paused, positions = asyncio.run(main(3))
     assert restarts == [] and handed_out == [0, 1, 2, 3] and positions == {TP: 4}
+
+
+def test_records_read_again_from_the_beginning_while_the_models_load_drop_those_of_the_lost_log():
+    """Held, a partition is still fetched: one that loses its data meanwhile is read again from
+    0 by the client. The records of the lost log read before must not be joined in front of
+    the new log's (the jump back would go unseen): they are dropped, and the restart is noticed
+    from the committed offset as usual before anything is handed out."""
+    async def main():
+        c = Consumer()
+        c.pos[TP] = c.committed_at[TP] = 1000
+        c.end[TP] = 1000
+        restarts = []
+        source = BatchedInput(c, None, 0, 1000, on_restart=restarts.append)
+        source.assigned({TP})
+        source.hold({TP})
+        c.fetches.append(records(*range(1000, 1005)))
+        assert (await source.poll(0, 100))[1] == []
+        c.pos[TP], c.end[TP] = 0, 0  # the broker lost the log; the client starts again at 0
+        c.fetches.append(records(0, 1, 2))
+        assert (await source.poll(0, 100))[1] == []
+        source.restored({TP}, {})
+        _, out, _ = await source.poll(0, 100)
+        return restarts, [m.offset for m in out]
+
+    restarts, handed_out = asyncio.run(main())
+    assert restarts == [{TP}] and handed_out == [0, 1, 2]
+
+
+def test_records_fetched_while_the_models_are_restored_wait_for_the_end_check():
+    """The listener may finish loading while a poll waits for its fetch: that fetch's records of
+    the partitions just restored were not checked against the restored positions yet, so they
+    wait for the next poll's check."""
+    class Loading(Consumer):
+        async def getmany(self, timeout_ms, max_records):
+            if self.on_fetch is not None:
+                self.on_fetch()
+                self.on_fetch = None
+            return await super().getmany(timeout_ms, max_records)
+
+    async def main():
+        c = Loading()
+        commits_gone(c)
+        restarts = []
+        source = BatchedInput(c, None, 0, 1000, on_restart=restarts.append)
+        source.assigned({TP})
+        source.hold({TP})
+        c.on_fetch = lambda: source.restored({TP}, {TP: 300})
+        c.fetches.append(records(0, 1, 2))
+        _, during, _ = await source.poll(0, 100)
+        assert during == [] and restarts == []
+        _, out, _ = await source.poll(0, 100)
+        return restarts, [m.offset for m in out]
+
+    restarts, handed_out = asyncio.run(main())
+    assert restarts == [{TP}] and handed_out == [0, 1, 2]
