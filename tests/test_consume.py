@@ -427,6 +427,16 @@ def test_a_restored_state_given_during_a_check_is_checked_again():
     assert restarts == [{TP}] and queries == 2
 
 
+def held_input(c):
+    """An input just assigned TP, held while its models load (see ``BatchedInput.hold``), and
+    the restarts it reports."""
+    restarts = []
+    source = BatchedInput(c, None, 0, 1000, on_restart=restarts.append)
+    source.assigned({TP})
+    source.hold({TP})
+    return source, restarts
+
+
 def test_nothing_of_a_partition_is_handed_out_while_its_models_load():
     """aiokafka fetches a new assignment while the rebalance listener still loads its models:
     held, its records wait, and once the restored state is known they are checked against it
@@ -435,10 +445,7 @@ def test_nothing_of_a_partition_is_handed_out_while_its_models_load():
     async def main(restored_at):
         c = Consumer()
         commits_gone(c)
-        restarts = []
-        source = BatchedInput(c, None, 0, 1000, on_restart=restarts.append)
-        source.assigned({TP})
-        source.hold({TP})
+        source, restarts = held_input(c)
         c.fetches.append(records(0, 1, 2))
         _, during, _ = await source.poll(0, 100)
         assert during == [] and not source.ends_checked and restarts == []
@@ -465,10 +472,7 @@ def test_records_read_again_from_the_beginning_while_the_models_load_drop_those_
         c = Consumer()
         c.pos[TP] = c.committed_at[TP] = 1000
         c.end[TP] = 1000
-        restarts = []
-        source = BatchedInput(c, None, 0, 1000, on_restart=restarts.append)
-        source.assigned({TP})
-        source.hold({TP})
+        source, restarts = held_input(c)
         c.fetches.append(records(*range(1000, 1005)))
         assert (await source.poll(0, 100))[1] == []
         c.pos[TP], c.end[TP] = 0, 0  # the broker lost the log; the client starts again at 0
@@ -496,10 +500,7 @@ def test_records_fetched_while_the_models_are_restored_wait_for_the_end_check():
     async def main():
         c = Loading()
         commits_gone(c)
-        restarts = []
-        source = BatchedInput(c, None, 0, 1000, on_restart=restarts.append)
-        source.assigned({TP})
-        source.hold({TP})
+        source, restarts = held_input(c)
         c.on_fetch = lambda: source.restored({TP}, {TP: 300})
         c.fetches.append(records(0, 1, 2))
         _, during, _ = await source.poll(0, 100)
