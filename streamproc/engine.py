@@ -514,10 +514,12 @@ class MonitorEngine:
             # (One warming when packed has just adopted it in _install: not twice, a window on.)
             if key in self.monitors and self.monitors[key].reference is not self.references[key]:
                 self.set_reference(self.references[key])
+        monitors = [(key, self.monitors[key]) for key in keys]
+        joiners = [(model_id, self.joiners[model_id])] if model_id in self.joiners else []
         for partitions in self._dormant_forget.pop(model_id, ()):
-            joiner = self.joiners.get(model_id)
-            self._forget_positions([(key, self.monitors[key]) for key in keys],
-                                   [(model_id, joiner)] if joiner is not None else [], partitions)
+            self._forget_positions(monitors, joiners, partitions)
+        if self.restarts:  # (models restored in full forget theirs in settle_restarts)
+            self._forget_positions(monitors, joiners, None, lost_only=True)
 
     def _install(self, model_id: str, state: dict) -> list[ModelKey]:
         if state.get("clock") is not None:  # (records saved before clocks existed have none)
@@ -536,9 +538,6 @@ class MonitorEngine:
             self._track_warmup(key, mon)
         if state["joiner"] is not None:
             self.joiners[model_id] = state["joiner"]
-        if self.restarts:
-            self._forget_positions([(key, self.monitors[key]) for key in keys],
-                                   [(model_id, state["joiner"])] if state["joiner"] is not None else [], None, lost_only=True)
         return keys
 
     def settle_restarts(self) -> None:

@@ -41,7 +41,7 @@ def restart_records(counts: dict[str, int]) -> dict[str, bytes]:
     return {f"{RESTARTS}{tp}{SEP}{n}": b"" for tp, n in counts.items()}
 
 
-def restart_count(name: str, value: Optional[bytes] = None) -> Optional[tuple[str, int]]:
+def restart_count(name: str) -> Optional[tuple[str, int]]:
     """(partition, count) if ``name`` is a restart count's record (else None). One that is
     not readable (hand-written, damaged) counts as none known, with a warning."""
     if not name.startswith(RESTARTS):

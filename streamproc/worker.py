@@ -315,7 +315,7 @@ class MonitorWorker:
 
         def restore(model_id: str, record: Optional[bytes]) -> None:
             # Record by record, as read: a later record of a model replaces the earlier one.
-            restarts = restart_count(model_id, record)
+            restarts = restart_count(model_id)
             if restarts is not None:
                 if direct:
                     self.engine.restarts.note(*restarts)

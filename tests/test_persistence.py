@@ -324,7 +324,7 @@ def test_a_restart_counted_on_the_state_topic_outlives_a_crash_of_the_worker_hol
     def restarted(state: dict, lazy: bool = True) -> MonitorEngine:
         worker = MonitorEngine(CONFIG)
         for name, record in state.items():
-            count = restart_count(name, record)
+            count = restart_count(name)
             if count is not None:
                 worker.restarts.note(*count)
             else:
@@ -345,7 +345,7 @@ def test_a_restart_counted_on_the_state_topic_outlives_a_crash_of_the_worker_hol
 
     # The crash without the count on the state topic: the old positions come back and the new
     # log's records below them are skipped (what this test guards against).
-    blind = restarted({k: v for k, v in topic.items() if restart_count(k, v) is None})
+    blind = restarted({k: v for k, v in topic.items() if restart_count(k) is None})
     assert blind.replay_until["predictions:0"] == 700
     process(blind, new_log)
     assert events_of(blind, "a") == events_of(engine, "a")
@@ -368,8 +368,8 @@ def test_a_restart_count_record_is_read_back_and_a_damaged_one_counts_as_none(ca
 
     records = restart_records({"predictions:3": 2, "my.topic-x:12": 11})
     assert set(records.values()) == {b""}
-    assert [restart_count(k, v) for k, v in records.items()] == [("predictions:3", 2), ("my.topic-x:12", 11)]
-    assert restart_count("a", b"anything") is None
+    assert [restart_count(k) for k in records] == [("predictions:3", 2), ("my.topic-x:12", 11)]
+    assert restart_count("a") is None
     assert restart_count("\x00restarts\x1fpredictions:3\x1ftwo") == ("predictions:3", 0)
     assert "unreadable restart count" in caplog.text
 
