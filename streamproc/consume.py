@@ -350,13 +350,8 @@ class BatchedInput:
                 if self._epoch != epoch:
                     break
                 self._confirmed(tp)
-                if got:
-                    if floor > hw:
-                        log.warning("%s[%d]: the state restored had read it up to offset %d, past its end (%d): the "
-                                    "partition started again (its data was lost)", tp.topic, tp.partition, floor, hw)
-                        restarted.add(tp)
-                    continue
-                if position < offset:
+                # (Records fetched: the position is past them, and one gone back was seen above.)
+                if not got and position < offset:
                     log.warning("%s[%d]: the position went back from %d to %d: the partition started again "
                                 "(its data was lost)", tp.topic, tp.partition, offset, position)
                     restarted.add(tp)
@@ -364,9 +359,9 @@ class BatchedInput:
                     log.warning("%s[%d]: the state restored had read it up to offset %d, past its end (%d): the "
                                 "partition started again (its data was lost)", tp.topic, tp.partition, floor, hw)
                     restarted.add(tp)
-                    if position > hw:
+                    if not got and position > hw:
                         sought.add(tp)
-                elif position > hw:
+                elif not got and position > hw:
                     log.warning("%s[%d]: position %d is past the end of the partition (%d): the broker lost data; "
                                 "reading it from the beginning", tp.topic, tp.partition, position, hw)
                     sought.add(tp)
