@@ -117,9 +117,12 @@ class BatchedInput:
     """
 
     def __init__(self, consumer, merged_topic: Optional[str], max_buffered: int, max_idle_ms: int,
-                 on_restart: Optional[Callable[[set], None]] = None):
+                 on_restart: Optional[Callable[[set, dict, set], None]] = None):
         self.consumer = consumer
-        self.on_restart = on_restart  # called with the partitions read again from their beginning
+        # Called with the partitions read again from their beginning, the group's committed
+        # offsets of their lost logs where known, and those of them noticed from that committed
+        # offset alone at their assignment (see ``_restarts``).
+        self.on_restart = on_restart
         self.merged_topic = merged_topic
         self.merge = MergeBuffer(max_buffered=max_buffered)
         self.max_idle = max_idle_ms / 1000
@@ -134,6 +137,8 @@ class BatchedInput:
         self._epoch = 0  # changes with the assignment, and when every end must be checked again
         self._restarted_at: dict = {}  # per partition read again from its beginning, and empty since: where it starts
         self._resumed_at: dict = {}  # per partition, the group's committed offset when it was assigned (see resumed_at)
+        self._group_offsets: dict = {}  # per partition, the group's committed offset as last known (see committed)
+        self._from_commit: set = set()  # partitions checked at the group's committed offset, nothing read since
         self._restored: dict = {}  # per partition, the offset the restored state read up to (see restored)
         self._loading: set = set()  # partitions whose models are being loaded (see hold)
         self._held: set = set()  # partitions whose records wait: loading, or not checked since (see hold)
@@ -194,6 +199,8 @@ class BatchedInput:
             self._unconfirmed.pop(tp, None)
             self._expected.pop(tp, None)  # perhaps set from a check of the new assignment before this call
             self._resumed_at.pop(tp, None)
+            self._group_offsets.pop(tp, None)
+            self._from_commit.discard(tp)
             self._restored.pop(tp, None)
             self._stash.pop(tp, None)
 
@@ -288,7 +295,11 @@ class BatchedInput:
                 continue
             offsets[tp] = max(position, committed or 0, self._expected.get(tp, 0))
             if committed is not None:
-                self._resumed_at[tp] = committed
+                self._resumed_at[tp] = self._group_offsets[tp] = committed
+                if offsets[tp] == committed:
+                    self._from_commit.add(tp)
+            elif tp not in self._expected:
+                self._group_offsets.pop(tp, None)  # none (a recreated topic's went with it)
         if self._epoch != epoch:
             return False
         for tp, offset in offsets.items():
@@ -299,6 +310,7 @@ class BatchedInput:
                 self._unconfirmed[tp] = (offset, asked_ms, floor)
             else:
                 self._ends_checked.add(tp)
+                self._from_commit.discard(tp)
         return True
 
     async def _restarts(self, records: dict) -> None:
@@ -317,10 +329,15 @@ class BatchedInput:
         leader may report a lower high watermark than the old one), so such a partition is
         sought to its beginning only once it has stayed past its end for ``PAST_END_SECONDS``.
         Either way ``on_restart`` is told, so the models forget the offsets they applied from it.
+        It is told too which were noticed, at their assignment, from the group's committed
+        offset alone (the restored state within the end): a worker that counted the restart
+        and crashed before committing the new log leaves that (see ``streamproc.restarts``).
         """
         c = self.consumer
         epoch = self._epoch
         restarted, sought = set(), set()
+        fresh = self._from_commit & set(self._unconfirmed)  # assigned at the committed offset, not yet confirmed
+        by_state = set()  # noticed from the restored state's offset
         try:
             for tp, msgs in records.items():
                 expected = self._expected.get(tp)
@@ -359,6 +376,7 @@ class BatchedInput:
                     log.warning("%s[%d]: the state restored had read it up to offset %d, past its end (%d): the "
                                 "partition started again (its data was lost)", tp.topic, tp.partition, floor, hw)
                     restarted.add(tp)
+                    by_state.add(tp)
                     if not got and position > hw:
                         sought.add(tp)
                 elif not got and position > hw:
@@ -387,6 +405,7 @@ class BatchedInput:
                                     "the broker lost data; reading it from the beginning", tp.topic, tp.partition,
                                     position, hw, now - self._past_end[tp])
                         sought.add(tp)
+                        fresh.discard(tp)
         finally:
             # Acted on, or to act on, even after an error above; not after a rebalance meanwhile
             # (the partitions' owner checks them again).
@@ -399,12 +418,14 @@ class BatchedInput:
                     sought = set()
                 restarted |= sought
             if restarted and self._epoch == epoch:
+                lost = {tp: self._group_offsets[tp] for tp in restarted if tp in self._group_offsets}
                 self._forget(restarted)  # not a rebalance: the batch being polled stays valid
                 if self.on_restart is not None:
-                    self.on_restart(restarted)
+                    self.on_restart(restarted, lost, (restarted & fresh) - by_state)
         for tp, msgs in records.items():
             if msgs:
                 self._expected[tp] = msgs[-1].offset + 1
+                self._from_commit.discard(tp)
         # Where a restarted partition starts, committed while it stays empty: the committed
         # offset of the lost log would have it noticed again at every check.
         for tp in restarted - set(records):
@@ -416,6 +437,7 @@ class BatchedInput:
     def _confirmed(self, tp) -> None:
         if self._unconfirmed.pop(tp, None) is not None:
             self._ends_checked.add(tp)
+        self._from_commit.discard(tp)
 
     async def _position(self, tp) -> int:
         return await _within(self.consumer.position(tp), f"the position of {tp.topic}[{tp.partition}] not known")
@@ -426,6 +448,12 @@ class BatchedInput:
             if tp.topic != self.merged_topic and msgs:
                 self.next[tp] = msgs[-1].offset + 1
         self._done = {**self.merge.commit_offsets(), **self.next}
+
+    def committed(self, offsets: dict) -> None:
+        """The group committed these offsets (the owner's checkpoint): the committed offsets a
+        restart noticed later leaves behind (see ``on_restart``)."""
+        assigned = self.consumer.assignment()
+        self._group_offsets.update((tp, off) for tp, off in offsets.items() if tp in assigned)
 
     def positions(self) -> dict:
         assigned = self.consumer.assignment()
@@ -441,6 +469,8 @@ class BatchedInput:
     def drop(self, tps) -> None:
         """Forget partitions no longer owned (the new owner re-reads from the committed offset)."""
         self._forget(tps)
+        for tp in tps:
+            self._group_offsets.pop(tp, None)
         self._ends_checked.difference_update(tps)
         self._epoch += 1
         self.generation += 1
@@ -456,6 +486,7 @@ class BatchedInput:
             self._unconfirmed.pop(tp, None)
             self._restarted_at.pop(tp, None)
             self._resumed_at.pop(tp, None)
+            self._from_commit.discard(tp)
             self._restored.pop(tp, None)
             self._held.discard(tp)
             self._loading.discard(tp)

@@ -391,24 +391,31 @@ class MonitorEngine:
                 fresh[tp] = off + 1
         return (batch if len(keep) == len(batch) else batch.take(keep)), fresh
 
-    def forget_positions(self, partitions: Optional[set[str]] = None, count: bool = False) -> None:
-        """Forget the input positions applied from these ``topic:partition``s (None: from all).
+    def forget_positions(self, partitions: Optional[set[str]] = None, count: bool = False,
+                         lost: Optional[dict[str, int]] = None, again: Iterable[str] = ()) -> Optional[set[str]]:
+        """Forget the input positions applied from these ``topic:partition``s (None: from all);
+        return those forgotten.
 
         For partitions read again from their beginning because the broker lost their data:
         their offsets start again from 0, and records below the old watermarks are new.
         ``count``: they are partitions of the input whose positions the saved records stamp
-        (``export_dirty``'s watermark): count their restart (see streamproc.restarts).
+        (``export_dirty``'s watermark): count their restart (see streamproc.restarts, which
+        says what ``lost`` and ``again`` are); a restart counted already is not, and the
+        positions applied since stand.
         """
         # Packed models are left packed (most are other workers', which this worker must not
         # save): their watermarks are forgotten when they are unpacked, by their records'
         # restart counts when counted (which outlive a crash), else as noted here.
         if count and partitions is not None:
-            self.restarts.bump(partitions)
+            partitions = self.restarts.bump(partitions, lost, again)
+            if not partitions:
+                return partitions
         else:
             for model_id in self.dormant:
                 self._dormant_forget.setdefault(model_id, []).append(partitions)
         self._forget_positions(self.monitors.items(), self.joiners.items(), partitions)
         self.replay_until = {tp: off for tp, off in self.replay_until.items() if not _forgotten(tp, partitions)}
+        return partitions
 
     def _forget_positions(self, monitors, joiners, partitions: Optional[set[str]], lost_only: bool = False) -> None:
         """``forget_positions`` for these (key, monitor) and (model id, joiner) pairs, marking

@@ -11,6 +11,14 @@ the new log is committed, and every saved position carries the count it was appl
 (``applied_restarts``, beside ``applied``). A position under a lower count than its
 partition's is of a lost log, and is forgotten when its model is restored or unpacked.
 
+A count is raised once per restart, also when the worker that raised it crashed after saving
+it and before committing any offset of the new log (or its commit failed): the group's
+committed offset is then still the lost log's, past the new end, and the next worker would
+notice the same restart again, count it again, and apply the new log's records a second
+time. So a count keeps the group's committed offset of the log it replaced (``lost``), and a
+restart noticed from that same committed offset alone, at a partition's assignment, while the
+restored positions of the current count are within the end, is the one already counted.
+
 Pure: the counts, the stamps, the comparison. The worker reads and writes the records.
 
 >>> r = PartitionRestarts()
@@ -18,17 +26,20 @@ Pure: the counts, the stamps, the comparison. The worker reads and writes the re
 >>> old = Saved()
 >>> r.stamp(old, {"p:0", "p:1"})
 >>> r.bump({"p:0"})
+{'p:0'}
 >>> sorted(r.stale(old)), r.unsaved
 (['p:0'], {'p:0': 1})
 >>> new = Saved()
 >>> r.stamp(new, {"p:0"})
 >>> new.applied_restarts, sorted(r.stale(new))
 ({'p:0': 1}, [])
+>>> r.bump({"p:1"}, lost={"p:1": 300}), r.bump({"p:1"}, lost={"p:1": 300}, again={"p:1"}), r.counts["p:1"]
+({'p:1'}, set(), 1)
 """
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Optional
 
 
 class PartitionRestarts:
@@ -37,19 +48,39 @@ class PartitionRestarts:
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
         self.unsaved: dict[str, int] = {}  # counts raised here and not yet on the state topic
+        # (partition, count) -> the group's committed offset of the log that count replaced, when known
+        self.lost: dict[tuple[str, int], int] = {}
 
     def __bool__(self) -> bool:
         return bool(self.counts)
 
-    def note(self, tp: str, count: int) -> None:
-        """A count read from the state topic (the highest read wins)."""
+    def note(self, tp: str, count: int, lost: Optional[int] = None) -> None:
+        """A count read from the state topic (the highest read wins), with the committed offset
+        of the log it replaced if it was saved."""
         if count > self.counts.get(tp, 0):
             self.counts[tp] = count
+        if lost is not None:
+            self.lost[(tp, count)] = lost
 
-    def bump(self, tps: Iterable[str]) -> None:
-        """These partitions started again: their positions applied so far are of a lost log."""
+    def bump(self, tps: Iterable[str], lost: Optional[dict[str, int]] = None, again: Iterable[str] = ()) -> set[str]:
+        """These partitions started again: their positions applied so far are of a lost log.
+        ``lost``: the group's committed offsets of the lost logs, where known. ``again``: those
+        noticed from that committed offset alone (see the module's doc); one whose latest
+        count replaced the log of the same committed offset is not counted again. Returns the
+        partitions counted."""
+        lost = lost or {}
+        again = set(again)
+        counted = set()
         for tp in tps:
-            self.counts[tp] = self.unsaved[tp] = self.counts.get(tp, 0) + 1
+            offset, count = lost.get(tp), self.counts.get(tp, 0)
+            if tp in again and offset is not None and count and self.lost.get((tp, count)) == offset:
+                continue
+            count += 1
+            self.counts[tp] = self.unsaved[tp] = count
+            if offset is not None:
+                self.lost[(tp, count)] = offset
+            counted.add(tp)
+        return counted
 
     def saved(self, counts: dict[str, int]) -> None:
         """These counts are on the state topic (a count raised again since stays unsaved)."""

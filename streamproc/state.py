@@ -32,25 +32,34 @@ MAX_RECORD_BYTES = kafka.MAX_COMPACTED_VALUE_BYTES  # a record's value may be th
 # A partition's restart count is a record of its own, keyed ``\x00restarts\x1f<topic>:<partition>\x1f<n>``
 # (after the group's prefix), with an empty value: one record per count, the highest read
 # wins. An empty value is what a worker from before the counts reads as a deleted model it
-# never had (nothing), so going back to one stays possible.
+# never had (nothing), so going back to one stays possible. Beside it, when the group's
+# committed offset of the log the count replaced is known, ``...\x1f<n>\x1f<offset>`` (also
+# empty), which a worker of the counts' first version reads as the count of a partition it
+# does not have.
 RESTARTS = f"\x00restarts{SEP}"
 
 
-def restart_records(counts: dict[str, int]) -> dict[str, bytes]:
-    """The records (name -> value) of these partitions' restart counts."""
-    return {f"{RESTARTS}{tp}{SEP}{n}": b"" for tp, n in counts.items()}
+def restart_records(counts: dict[str, int], lost: Optional[dict[tuple[str, int], int]] = None) -> dict[str, bytes]:
+    """The records (name -> value) of these partitions' restart counts, and of the committed
+    offsets of the logs they replaced (``lost``, per (partition, count)) where known."""
+    records = {f"{RESTARTS}{tp}{SEP}{n}": b"" for tp, n in counts.items()}
+    for tp, n in counts.items():
+        if lost and (tp, n) in lost:
+            records[f"{RESTARTS}{tp}{SEP}{n}{SEP}{lost[(tp, n)]}"] = b""
+    return records
 
 
-def restart_count(name: str) -> Optional[tuple[str, int]]:
-    """(partition, count) if ``name`` is a restart count's record (else None). One that is
-    not readable (hand-written, damaged) counts as none known, with a warning."""
+def restart_count(name: str) -> Optional[tuple[str, int, Optional[int]]]:
+    """(partition, count, the committed offset of the log it replaced or None) if ``name`` is a
+    restart count's record (else None). One that is not readable (hand-written, damaged)
+    counts as none known, with a warning."""
     if not name.startswith(RESTARTS):
         return None
-    tp, _, count = name[len(RESTARTS):].rpartition(SEP)
-    if count.isdigit() and count.isascii() and tp:
-        return tp, int(count)
+    tp, *numbers = name[len(RESTARTS):].split(SEP)
+    if tp and 1 <= len(numbers) <= 2 and all(n.isdigit() and n.isascii() for n in numbers):
+        return tp, int(numbers[0]), int(numbers[1]) if len(numbers) == 2 else None
     log.warning("state topic: unreadable restart count %r; ignored", name[len(RESTARTS):])
-    return tp or name[len(RESTARTS):], 0
+    return tp or name[len(RESTARTS):], 0, None
 
 
 class StateStore:

@@ -244,7 +244,7 @@ class MonitorWorker:
             self.routed_partitions = len(self.ref_consumer.partitions_for_topic(routed) or ()) or t.partitions
             # A model lives in one partition. A routed partition read again from its beginning
             # brings source records whose offsets may have restarted too: all watermarks go.
-            self.input = BatchedInput(self.consumer, None, 0, s.max_idle_ms, lambda tps: self._input_restarted(tps, every=True))
+            self.input = BatchedInput(self.consumer, None, 0, s.max_idle_ms, lambda tps, *_: self._input_restarted(tps, every=True))
             self.consumer.subscribe([routed], listener=_Rebalance(self))
             self.router_consumer = kafka.consumer(s.bootstrap, group_id=f"{s.group_id}-router", **consumer_opts)
             self.router = Router(self.router_consumer, self.producer, t.predictions, t.outcomes, routed,
@@ -315,7 +315,7 @@ class MonitorWorker:
 
         def restore(model_id: str, record: Optional[bytes]) -> None:
             # Record by record, as read: a later record of a model replaces the earlier one.
-            restarts = restart_count(model_id)
+            restarts = restart_count(model_id)  # (partition, count, committed offset of the log it replaced)
             if restarts is not None:
                 if direct:
                     self.engine.restarts.note(*restarts)
@@ -342,18 +342,23 @@ class MonitorWorker:
         names = {f"{tp.topic}:{tp.partition}": tp for tp in assigned} if not self.repartition else {}
         self.input.restored(assigned, {names[tp]: off for tp, off in self.engine.replay_until.items() if tp in names})
 
-    def _source_restarted(self, tps) -> None:
+    def _source_restarted(self, tps, lost=None, again=None) -> None:
         """Input partitions are read again from their beginning (see ``BatchedInput``): the
         offsets the models applied from them no longer mean anything (forgotten under the lock,
         see ``_apply_restarts``)."""
-        self._restarted.append(({f"{tp.topic}:{tp.partition}" for tp in tps}, False))
+        self._restarted.append(({f"{tp.topic}:{tp.partition}" for tp in tps}, False, None, ()))
 
-    def _input_restarted(self, tps, every: bool = False) -> None:
+    def _input_restarted(self, tps, lost: Optional[dict] = None, again=(), every: bool = False) -> None:
         """Partitions of the monitoring consumer restarted: as ``_source_restarted`` (every
         watermark when ``every``), and a checkpoint on its way commits nothing for them (its
-        offsets are of the lost log)."""
+        offsets are of the lost log). ``lost`` and ``again``: see ``BatchedInput.on_restart``."""
         # Counted (see streamproc.restarts) when they are what the saved positions stamp.
-        self._restarted.append((None, False) if every else ({f"{tp.topic}:{tp.partition}" for tp in tps}, True))
+        if every:
+            self._restarted.append((None, False, None, ()))
+        else:
+            name = "{0.topic}:{0.partition}".format
+            self._restarted.append(({name(tp) for tp in tps}, True, {name(tp): off for tp, off in (lost or {}).items()},
+                                    {name(tp) for tp in again}))
         if self._saving is not None:
             futures, offsets, records, restarts = self._saving
             self._saving = (futures, {tp: off for tp, off in offsets.items() if tp not in tps}, records, restarts)
@@ -363,8 +368,11 @@ class MonitorWorker:
         before models are used or saved: a poll runs outside it, and may notice a restart while
         ``_assigned`` is loading models; forgotten then, the models loaded after would keep them."""
         while self._restarted:
-            partitions, count = self._restarted.pop(0)
-            self.engine.forget_positions(partitions, count=count)
+            partitions, count, lost, again = self._restarted.pop(0)
+            forgotten = self.engine.forget_positions(partitions, count=count, lost=lost, again=again)
+            for tp in sorted(partitions - forgotten if partitions is not None and forgotten is not None else ()):
+                log.warning("%s: this restart was counted before, by a worker that stopped before committing the new "
+                            "log (committed offset %d); the positions the models saved since stand", tp, lost[tp])
 
     def _forget_models(self) -> None:
         """Forget every model held (partitions moved, or back to the last checkpoint)."""
@@ -690,7 +698,7 @@ class MonitorWorker:
             # logs committed: its offsets are committed only once all its records are acknowledged.
             restarts = dict(self.engine.restarts.unsaved)
             futures = await self.state.send(self.producer, records)
-            futures += await self.state.send(self.producer, restart_records(restarts))
+            futures += await self.state.send(self.producer, restart_records(restarts, self.engine.restarts.lost))
         except Exception:
             # Not saved: these models must go into the next checkpoint.
             self.engine.dirty_models.update(records)
@@ -728,6 +736,7 @@ class MonitorWorker:
                 await asyncio.gather(*futures)
             if offsets:
                 await commit(self.consumer, offsets)
+                self.input.committed(offsets)
         except Exception:
             # Not saved (or not committed): these models must go into the next checkpoint.
             self.engine.dirty_models.update(records)

@@ -184,3 +184,87 @@ def test_a_model_held_packed_forgets_a_lost_log_after_a_crash_of_the_worker_that
         assert "started again" not in third.log_text()
     finally:
         third.stop()
+
+
+async def _commit_as_member(bootstrap: str, group: str, topic: str, offsets: dict) -> None:
+    """Join the group on ``topic`` and commit these offsets (TopicPartition -> offset) as its
+    member (Tansu refuses a commit from outside a group that has had members)."""
+    from streamproc import kafka
+
+    c = kafka.consumer(bootstrap, group_id=group, partition_assignment_strategy=kafka.COPARTITIONED)
+    c.subscribe([topic])
+    await c.start()
+    try:
+        while not c.assignment():  # joined once the group has given it the partitions
+            await c.getmany(timeout_ms=100, max_records=1)
+        await c.commit(offsets)
+    finally:
+        await c.stop()
+
+
+def test_a_restart_counted_by_a_worker_that_crashed_before_committing_the_new_log_is_counted_once(bootstrap, tmp_path):
+    """The predictions topic loses partition P's data but the group's committed offset there
+    stays (Kafka after an unclean leader election: 300, past the new end). A worker notices
+    the restart, counts it, applies the new log's 50 events of model p, saves them with the
+    count, commits 50 and is killed (-9); the commit is then undone (300 again), which leaves
+    the state a crash between saving and committing leaves. The next worker notices the same
+    restart from the committed offset alone: it must read P from its beginning and apply
+    p's 50 events once (before the counts kept the offset of the log they replaced, it counted
+    the restart again, forgot p's positions of the new log and applied them twice)."""
+    import asyncio
+    import uuid
+
+    from aiokafka import TopicPartition
+
+    topics = unique_topics()
+    group = f"once-{uuid.uuid4().hex[:8]}"
+    args = ("--route", "direct", "--window-size", "100", "--warmup-size", "200")
+    streams = {m: ModelStream(m, n_numeric=3, seed=86 + i) for i, m in enumerate("pq")}
+    sent = {"p": 0, "q": 0}
+
+    def send(model: str, n: int) -> None:
+        produce(bootstrap, topics["predictions"],
+                [json.dumps(e).encode() for e in streams[model].events(n, start=sent[model])], keys=[b"p"] * n)
+        sent[model] += n
+
+    def committed() -> dict:
+        return asyncio.run(_committed(bootstrap, group, topics["predictions"], 4))
+
+    def commit_lost_log() -> None:
+        asyncio.run(asyncio.wait_for(_commit_as_member(bootstrap, group, topics["predictions"],
+                                                       {TopicPartition(topics["predictions"], part): 300}), 60))
+
+    first = WorkerProcess(bootstrap, topics, tmp_path / "first.log", args, group_id=group)
+    try:
+        first.wait_ready()
+        send("p", 300)
+        wait_until(lambda: events_of(first, "p") == 300, 60, "p's events applied")
+    finally:
+        assert first.stop() == 0
+    part = next(p for p, offset in committed().items() if offset == 300)
+    asyncio.run(_recreate(bootstrap, topics["predictions"], 4))
+    commit_lost_log()  # the group's offset kept (as Kafka keeps it when a partition loses its data)
+    send("p", 50)  # offsets 0-49 of the new log
+
+    second = WorkerProcess(bootstrap, topics, tmp_path / "second.log", args, group_id=group)
+    try:
+        second.wait_ready()
+        wait_until(lambda: events_of(second, "p") == 350 and committed()[part] == 50, 60,
+                   "the new log applied, saved and committed", detail=second.warnings)
+    finally:
+        second.proc.kill()
+        second.proc.wait()
+        second.log.close()
+    commit_lost_log()  # as if the crash had come before the commit (once the group has let the killed worker go)
+
+    send("q", 20)  # 50-69
+    send("p", 10)  # 70-79
+    third = WorkerProcess(bootstrap, topics, tmp_path / "third.log", args, group_id=group)
+    try:
+        third.wait_ready()
+        wait_until(lambda: events_of(third, "p") >= 360 and events_of(third, "q") == 20, 60,
+                   "the new log's later events applied", detail=lambda: (third.status(), third.warnings()))
+        assert events_of(third, "p") == 360  # p's first 50 of the new log once
+        assert f"{topics['predictions']}:{part}: this restart was counted before" in third.log_text()
+    finally:
+        third.stop()

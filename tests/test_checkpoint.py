@@ -45,9 +45,13 @@ class Consumer:
 class Input:
     def __init__(self):
         self.offsets = {TopicPartition("predictions", 0): 10}
+        self.commits: list[dict] = []  # what the worker said was committed
 
     def positions(self):
         return dict(self.offsets)
+
+    def committed(self, offsets):
+        self.commits.append(dict(offsets))
 
 
 def worker_with_changes(models: list[str]) -> MonitorWorker:
@@ -348,4 +352,4 @@ def test_a_rewind_checks_the_restored_positions_even_when_a_rebalance_overlaps_i
         return w._restarted, c.paused(), w.input.ends_checked
 
     restarted, paused, checked = asyncio.run(main())
-    assert restarted == [({"predictions:0"}, True)] and paused == set() and checked
+    assert restarted == [({"predictions:0"}, True, {}, set())] and paused == set() and checked

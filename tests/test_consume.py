@@ -93,6 +93,22 @@ class Consumer:
         self.paused_tps.difference_update(tps)
 
 
+class Reports(list):
+    """What ``on_restart`` was told: the partitions of each report (the list's items) and, per
+    report, the lost logs' committed offsets (``lost``) and which were noticed from them alone
+    (``again``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lost: list[dict] = []
+        self.again: list[set] = []
+
+    def __call__(self, tps, lost, again):
+        self.append(tps)
+        self.lost.append(lost)
+        self.again.append(again)
+
+
 def records(*offsets, tp=TP):
     return {tp: [SimpleNamespace(topic=tp.topic, partition=tp.partition, offset=o, timestamp=1000 + o) for o in offsets]}
 
@@ -105,9 +121,9 @@ def run(steps, first=None, tps=(TP,), restored=None):
         c = Consumer(tps)
         if first is not None:
             first(c)
-        restarts = []
+        restarts = Reports()
         clock = [0.0]
-        source = BatchedInput(c, None, 0, 1000, on_restart=restarts.append)
+        source = BatchedInput(c, None, 0, 1000, on_restart=restarts)
         if restored is not None:
             source.restored(restored, restored)
         source.clock = lambda: clock[0]
@@ -126,8 +142,8 @@ def run(steps, first=None, tps=(TP,), restored=None):
 async def read_ten():
     """A consumer, the restarts it reports, and an input that has read offsets 0 to 9."""
     c = Consumer()
-    restarts = []
-    source = BatchedInput(c, None, 0, 1000, on_restart=restarts.append)
+    restarts = Reports()
+    source = BatchedInput(c, None, 0, 1000, on_restart=restarts)
     c.fetches.append(records(*range(10)))
     source.done((await source.poll(0, 100))[2])
     return c, restarts, source
@@ -239,8 +255,8 @@ def test_a_client_that_went_back_to_the_beginning_during_an_outage_is_noticed():
 def test_ends_are_checked_once_per_assignment_and_again_after_an_outage():
     async def main():
         c = Consumer()
-        restarts = []
-        source = BatchedInput(c, None, 0, 1000, on_restart=restarts.append)
+        restarts = Reports()
+        source = BatchedInput(c, None, 0, 1000, on_restart=restarts)
         assert not source.ends_checked
         c.fetches.append(records(*range(10)))
         source.done((await source.poll(0, 100))[2])
@@ -288,8 +304,8 @@ def test_a_partition_revoked_while_others_are_confirmed_ends_the_pass():
 
     async def main():
         c = Consumer((TP, other))
-        restarts = []
-        source = BatchedInput(c, None, 0, 1000, on_restart=restarts.append)
+        restarts = Reports()
+        source = BatchedInput(c, None, 0, 1000, on_restart=restarts)
         c.fetches.append({**records(*range(10)), **records(*range(5), tp=other)})
         await source.poll(0, 100)
         c.end[TP] = c.end[other] = 0  # the broker came back empty
@@ -316,11 +332,11 @@ def test_a_partition_revoked_while_others_are_confirmed_ends_the_pass():
 
 def test_a_restart_acted_on_is_reported_even_when_a_later_partition_fails():
     other = TopicPartition("predictions", 1)
-    restarts = []
+    restarts = Reports()
 
     async def main():
         c = Consumer((TP, other))
-        source = BatchedInput(c, None, 0, 1000, on_restart=restarts.append)
+        source = BatchedInput(c, None, 0, 1000, on_restart=restarts)
         c.fetches.append({**records(*range(10)), **records(*range(5), tp=other)})
         await source.poll(0, 100)
         broker_lost_data(c)
@@ -410,14 +426,54 @@ def test_a_restored_state_ahead_of_the_committed_offset_is_not_a_restart():
     assert restarts == [] and source.positions() == {TP: 102}
 
 
+def test_a_restart_noticed_from_the_groups_committed_offset_alone_is_told_so():
+    """A worker that counted a restart and crashed before committing the new log leaves the
+    lost log's committed offset, past the end, and its state, within it: the restart is told
+    as noticed from that committed offset alone (``again``), which may be one counted already.
+    Noticed from the restored state, from records read since, or by a running consumer, it
+    is not; the committed offset is told whenever known (the group's, or the owner's commits)."""
+    def stale_commit(c, client_reset=False):  # the new log holds 50 records, the restored state read 40
+        committed_past_the_end(c)
+        c.end[TP] = 50
+        if client_reset:  # Kafka: the client went back to the beginning by itself
+            c.pos[TP] = 0
+
+    c, restarts, _ = run([(0.0, None, nothing)], first=stale_commit, restored={TP: 40})  # Tansu: nothing fetched
+    assert restarts == [{TP}] and restarts.lost == [{TP: 100}] and restarts.again == [{TP}]
+    for fetch in (None, records(0, 1, 2)):
+        c, restarts, _ = run([(0.0, fetch, nothing)], first=lambda c: stale_commit(c, True), restored={TP: 40})
+        assert restarts == [{TP}] and restarts.lost == [{TP: 100}] and restarts.again == [{TP}]
+    c, restarts, _ = run([(0.0, None, nothing)], first=stale_commit, restored={TP: 60})  # the state past the end too
+    assert restarts == [{TP}] and restarts.lost == [{TP: 100}] and restarts.again == [set()]
+    c, restarts, _ = run([(0.0, None, nothing)], first=commits_gone, restored={TP: 300})  # no committed offset left
+    assert restarts == [{TP}] and restarts.lost == [{}] and restarts.again == [set()]
+
+    async def running():
+        """Read on from the committed offset 10, committed 14, then the broker lost the data."""
+        c = Consumer()
+        c.pos[TP] = c.committed_at[TP] = 10
+        c.end[TP] = 10
+        restarts = Reports()
+        source = BatchedInput(c, None, 0, 1000, on_restart=restarts)
+        c.fetches.append(records(10, 11, 12, 13))
+        source.done((await source.poll(0, 100))[2])
+        source.committed({TP: 14})
+        c.fetches.append(records(0, 1))
+        source.done((await source.poll(0, 100))[2])
+        return restarts
+
+    restarts = asyncio.run(running())
+    assert restarts == [{TP}] and restarts.lost == [{TP: 14}] and restarts.again == [set()]
+
+
 def test_a_restored_state_given_during_a_check_is_checked_again():
     """The models are loaded while the first check of the assignment is on its way: that check
     must not mark the partition checked without the restored state's offset."""
     async def main():
         c = Consumer()
         commits_gone(c)
-        restarts = []
-        source = BatchedInput(c, None, 0, 1000, on_restart=restarts.append)
+        restarts = Reports()
+        source = BatchedInput(c, None, 0, 1000, on_restart=restarts)
         c.while_listing = lambda: (source.restored({TP}, {TP: 300}), setattr(c, "while_listing", None))
         await source.poll(0, 100)
         await source.poll(0, 100)
@@ -430,8 +486,8 @@ def test_a_restored_state_given_during_a_check_is_checked_again():
 def held_input(c):
     """An input just assigned TP, held while its models load (see ``BatchedInput.hold``), and
     the restarts it reports."""
-    restarts = []
-    source = BatchedInput(c, None, 0, 1000, on_restart=restarts.append)
+    restarts = Reports()
+    source = BatchedInput(c, None, 0, 1000, on_restart=restarts)
     source.assigned({TP})
     source.hold({TP})
     return source, restarts

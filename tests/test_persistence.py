@@ -299,6 +299,21 @@ def events_of(engine: MonitorEngine, model_id: str) -> int:
     return sum(m.events for key, m in engine.monitors.items() if key[0] == model_id)
 
 
+def restored_from(state: dict, lazy: bool = True) -> MonitorEngine:
+    """A worker's engine as it loads these state-topic records (name -> value), restart counts included."""
+    from streamproc.state import restart_count
+
+    worker = MonitorEngine(CONFIG)
+    for name, record in state.items():
+        count = restart_count(name)
+        if count is not None:
+            worker.restarts.note(*count)
+        else:
+            worker.import_record(name, record, lazy=lazy)
+    worker.settle_restarts()
+    return worker
+
+
 def test_a_restart_counted_on_the_state_topic_outlives_a_crash_of_the_worker_holding_the_model_packed():
     """A worker notices that partition 0 started again while it holds its models packed (it
     must not save them: they may be other workers'), then crashes. The next worker restores
@@ -307,6 +322,7 @@ def test_a_restart_counted_on_the_state_topic_outlives_a_crash_of_the_worker_hol
     and apply the new log's records below them. A record saved after the restart keeps its."""
     from streamproc.state import restart_count, restart_records
 
+    restarted = restored_from
     engine = MonitorEngine(CONFIG)
     process(engine, LOG[:1500])
     before = {"predictions:0": 700, "predictions:1": 700, "outcomes:2": 300}
@@ -320,17 +336,6 @@ def test_a_restart_counted_on_the_state_topic_outlives_a_crash_of_the_worker_hol
     assert crashed.restarts.unsaved == {"predictions:0": 1}
     assert crashed.export_dirty({"predictions:0": 0, "predictions:1": 700}) == {}  # packed: not saved
     topic.update(restart_records(crashed.restarts.unsaved))  # the checkpoint's count (then the crash)
-
-    def restarted(state: dict, lazy: bool = True) -> MonitorEngine:
-        worker = MonitorEngine(CONFIG)
-        for name, record in state.items():
-            count = restart_count(name)
-            if count is not None:
-                worker.restarts.note(*count)
-            else:
-                worker.import_record(name, record, lazy=lazy)
-        worker.settle_restarts()
-        return worker
 
     new_log = new_log_of_partition_0(1500, 120)
     a_new = sum(1 for m in new_log if b'"model_id":"a"' in m[3])
@@ -361,17 +366,63 @@ def test_a_restart_counted_on_the_state_topic_outlives_a_crash_of_the_worker_hol
     assert events_of(again, "a") == events_of(saver, "a")
 
 
+def test_a_restart_counted_by_a_worker_that_crashed_before_committing_the_new_log_is_not_counted_again():
+    """A worker counts partition 0's restart (its group had committed offset 700 of the lost
+    log), applies the new log, saves its models and the count, and crashes before committing:
+    the group's committed offset is still 700, past the new end. The next worker notices the
+    restart from that committed offset alone; the count's record says it replaced the log
+    committed at 700, so it is the restart counted already: the models' positions of the new
+    log stand, and its records are applied once. Without that record they were applied twice.
+    Noticed otherwise (from the restored state, or from another committed offset), a restart
+    is counted."""
+    from streamproc.state import restart_count, restart_records
+
+    engine = MonitorEngine(CONFIG)
+    process(engine, LOG[:1500])
+    topic = dict(engine.export_dirty({"predictions:0": 700, "predictions:1": 700}))
+    new_log = new_log_of_partition_0(1500, 120)
+    a_new = sum(1 for m in new_log if b'"model_id":"a"' in m[3])
+    first = restored_from(topic, lazy=False)
+    assert first.forget_positions({"predictions:0"}, count=True, lost={"predictions:0": 700}) == {"predictions:0"}
+    process(first, new_log)
+    topic.update(first.export_dirty({"predictions:0": len(new_log), "predictions:1": 700}))
+    topic.update(restart_records(first.restarts.unsaved, first.restarts.lost))  # then the crash: nothing committed
+    assert events_of(first, "a") == events_of(engine, "a") + a_new
+
+    unmarked = {name: value for name, value in topic.items() if (restart_count(name) or (None, 0, None))[2] is None}
+    for state, lazy in ((topic, True), (topic, False), (unmarked, True)):
+        after = restored_from(state, lazy)
+        forgotten = after.forget_positions({"predictions:0"}, count=True, lost={"predictions:0": 700}, again={"predictions:0"})
+        process(after, new_log)  # read again from the new log's beginning
+        if state is topic:
+            assert forgotten == set() and after.restarts.counts == {"predictions:0": 1}
+            assert events_of(after, "a") == events_of(first, "a"), lazy
+        else:
+            assert forgotten == {"predictions:0"} and events_of(after, "a") == events_of(first, "a") + a_new
+
+    for lost, again in (({"predictions:0": 700}, set()), ({"predictions:0": 120}, {"predictions:0"}), ({}, {"predictions:0"})):
+        after = restored_from(topic)
+        assert after.forget_positions({"predictions:0"}, count=True, lost=lost, again=again) == {"predictions:0"}
+        assert after.restarts.counts == {"predictions:0": 2} and after.restarts.unsaved == {"predictions:0": 2}
+
+
 def test_a_restart_count_record_is_read_back_and_a_damaged_one_counts_as_none(caplog):
     """The counts' records have empty values: a worker from before them reads one as a deleted
     model it never had, and restores nothing from it."""
     from streamproc.state import restart_count, restart_records
 
-    records = restart_records({"predictions:3": 2, "my.topic-x:12": 11})
+    records = restart_records({"predictions:3": 2, "my.topic-x:12": 11}, lost={("predictions:3", 2): 700, ("predictions:3", 1): 5})
     assert set(records.values()) == {b""}
-    assert [restart_count(k) for k in records] == [("predictions:3", 2), ("my.topic-x:12", 11)]
+    assert [restart_count(k) for k in records] == [("predictions:3", 2, None), ("my.topic-x:12", 11, None),
+                                                   ("predictions:3", 2, 700)]
     assert restart_count("a") is None
-    assert restart_count("\x00restarts\x1fpredictions:3\x1ftwo") == ("predictions:3", 0)
+    assert restart_count("\x00restarts\x1fpredictions:3\x1ftwo") == ("predictions:3", 0, None)
+    assert restart_count("\x00restarts\x1fpredictions:3\x1f2\x1f7\x1f1") == ("predictions:3", 0, None)
     assert "unreadable restart count" in caplog.text
+    # The counts' first reader (a partition, then the count after the last separator) reads
+    # a lost log's offset as the count of a partition named with the count, which none has.
+    first_version = [(name.rpartition("\x1f")[0][len("\x00restarts\x1f"):]) for name in records]
+    assert first_version == ["predictions:3", "my.topic-x:12", "predictions:3\x1f2"]
 
 
 def test_a_packed_record_unpacked_gives_what_restoring_it_in_full_gives():
