@@ -137,7 +137,6 @@ class BatchedInput:
         self._epoch = 0  # changes with the assignment, and when every end must be checked again
         self._restarted_at: dict = {}  # per partition read again from its beginning, and empty since: where it starts
         self._resumed_at: dict = {}  # per partition, the group's committed offset when it was assigned (see resumed_at)
-        self._group_offsets: dict = {}  # per partition, the group's committed offset as last known (see committed)
         self._from_commit: set = set()  # partitions checked at the group's committed offset, nothing read since
         self._restored: dict = {}  # per partition, the offset the restored state read up to (see restored)
         self._loading: set = set()  # partitions whose models are being loaded (see hold)
@@ -199,7 +198,6 @@ class BatchedInput:
             self._unconfirmed.pop(tp, None)
             self._expected.pop(tp, None)  # perhaps set from a check of the new assignment before this call
             self._resumed_at.pop(tp, None)
-            self._group_offsets.pop(tp, None)
             self._from_commit.discard(tp)
             self._restored.pop(tp, None)
             self._stash.pop(tp, None)
@@ -295,11 +293,9 @@ class BatchedInput:
                 continue
             offsets[tp] = max(position, committed or 0, self._expected.get(tp, 0))
             if committed is not None:
-                self._resumed_at[tp] = self._group_offsets[tp] = committed
+                self._resumed_at[tp] = committed
                 if offsets[tp] == committed:
                     self._from_commit.add(tp)
-            elif tp not in self._expected:
-                self._group_offsets.pop(tp, None)  # none (a recreated topic's went with it)
         if self._epoch != epoch:
             return False
         for tp, offset in offsets.items():
@@ -367,6 +363,8 @@ class BatchedInput:
                 if self._epoch != epoch:
                     break
                 self._confirmed(tp)
+                if floor > hw:
+                    by_state.add(tp)  # (whichever sign below is taken: the state is of a lost log)
                 # (Records fetched: the position is past them, and one gone back was seen above.)
                 if not got and position < offset:
                     log.warning("%s[%d]: the position went back from %d to %d: the partition started again "
@@ -376,7 +374,6 @@ class BatchedInput:
                     log.warning("%s[%d]: the state restored had read it up to offset %d, past its end (%d): the "
                                 "partition started again (its data was lost)", tp.topic, tp.partition, floor, hw)
                     restarted.add(tp)
-                    by_state.add(tp)
                     if not got and position > hw:
                         sought.add(tp)
                 elif not got and position > hw:
@@ -417,8 +414,8 @@ class BatchedInput:
                 except IllegalStateError:  # revoked meanwhile
                     sought = set()
                 restarted |= sought
+            lost = await self._committed(restarted) if restarted and self._epoch == epoch else {}
             if restarted and self._epoch == epoch:
-                lost = {tp: self._group_offsets[tp] for tp in restarted if tp in self._group_offsets}
                 self._forget(restarted)  # not a rebalance: the batch being polled stays valid
                 if self.on_restart is not None:
                     self.on_restart(restarted, lost, (restarted & fresh) - by_state)
@@ -433,6 +430,23 @@ class BatchedInput:
                 self._restarted_at[tp] = await self._position(tp)
             except IllegalStateError:  # revoked meanwhile
                 pass
+
+    async def _committed(self, tps) -> dict:
+        """The group's committed offsets of these restarted partitions (of their lost logs: the
+        new logs' are committed later), where there is one and the broker answers (asked, not
+        remembered: a commit that timed out may have landed)."""
+        offsets = {}
+        for tp in tps:
+            try:
+                offset = await _within(self.consumer.committed(tp), f"the committed offset of {tp.topic}[{tp.partition}] not known")
+            except (KafkaError, IllegalStateError) as exc:
+                log.warning("%s[%d]: the committed offset of the lost log is not known (%s): if this worker stops "
+                            "before it commits the new log, its successor counts the restart again", tp.topic,
+                            tp.partition, exc)
+                continue
+            if offset is not None:
+                offsets[tp] = offset
+        return offsets
 
     def _confirmed(self, tp) -> None:
         if self._unconfirmed.pop(tp, None) is not None:
@@ -449,12 +463,6 @@ class BatchedInput:
                 self.next[tp] = msgs[-1].offset + 1
         self._done = {**self.merge.commit_offsets(), **self.next}
 
-    def committed(self, offsets: dict) -> None:
-        """The group committed these offsets (the owner's checkpoint): the committed offsets a
-        restart noticed later leaves behind (see ``on_restart``)."""
-        assigned = self.consumer.assignment()
-        self._group_offsets.update((tp, off) for tp, off in offsets.items() if tp in assigned)
-
     def positions(self) -> dict:
         assigned = self.consumer.assignment()
         return {tp: off for tp, off in {**self._restarted_at, **self._done}.items() if tp in assigned}
@@ -464,13 +472,12 @@ class BatchedInput:
         hands out nothing below it (the consumer starts there), so a partition without a
         position yet (nothing read since) is at least there."""
         assigned = self.consumer.assignment()
-        return {tp: off for tp, off in self._resumed_at.items() if tp in assigned}
+        # (Not one past its end, not yet confirmed: it may be read again from its beginning.)
+        return {tp: off for tp, off in self._resumed_at.items() if tp in assigned and tp not in self._unconfirmed}
 
     def drop(self, tps) -> None:
         """Forget partitions no longer owned (the new owner re-reads from the committed offset)."""
         self._forget(tps)
-        for tp in tps:
-            self._group_offsets.pop(tp, None)
         self._ends_checked.difference_update(tps)
         self._epoch += 1
         self.generation += 1

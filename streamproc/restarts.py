@@ -48,8 +48,9 @@ class PartitionRestarts:
     def __init__(self) -> None:
         self.counts: dict[str, int] = {}
         self.unsaved: dict[str, int] = {}  # counts raised here and not yet on the state topic
-        # (partition, count) -> the group's committed offset of the log that count replaced, when known
-        self.lost: dict[tuple[str, int], int] = {}
+        # (partition, count) -> the group's committed offsets of the log that count replaced, when
+        # known (more than one if several workers raised the same count)
+        self.lost: dict[tuple[str, int], set[int]] = {}
 
     def __bool__(self) -> bool:
         return bool(self.counts)
@@ -60,7 +61,7 @@ class PartitionRestarts:
         if count > self.counts.get(tp, 0):
             self.counts[tp] = count
         if lost is not None:
-            self.lost[(tp, count)] = lost
+            self.lost.setdefault((tp, count), set()).add(lost)
 
     def bump(self, tps: Iterable[str], lost: Optional[dict[str, int]] = None, again: Iterable[str] = ()) -> set[str]:
         """These partitions started again: their positions applied so far are of a lost log.
@@ -73,12 +74,12 @@ class PartitionRestarts:
         counted = set()
         for tp in tps:
             offset, count = lost.get(tp), self.counts.get(tp, 0)
-            if tp in again and offset is not None and count and self.lost.get((tp, count)) == offset:
+            if tp in again and offset is not None and count and offset in self.lost.get((tp, count), ()):
                 continue
             count += 1
             self.counts[tp] = self.unsaved[tp] = count
             if offset is not None:
-                self.lost[(tp, count)] = offset
+                self.lost[(tp, count)] = {offset}
             counted.add(tp)
         return counted
 

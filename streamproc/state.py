@@ -39,13 +39,13 @@ MAX_RECORD_BYTES = kafka.MAX_COMPACTED_VALUE_BYTES  # a record's value may be th
 RESTARTS = f"\x00restarts{SEP}"
 
 
-def restart_records(counts: dict[str, int], lost: Optional[dict[tuple[str, int], int]] = None) -> dict[str, bytes]:
+def restart_records(counts: dict[str, int], lost: Optional[dict[tuple[str, int], set[int]]] = None) -> dict[str, bytes]:
     """The records (name -> value) of these partitions' restart counts, and of the committed
     offsets of the logs they replaced (``lost``, per (partition, count)) where known."""
     records = {f"{RESTARTS}{tp}{SEP}{n}": b"" for tp, n in counts.items()}
     for tp, n in counts.items():
-        if lost and (tp, n) in lost:
-            records[f"{RESTARTS}{tp}{SEP}{n}{SEP}{lost[(tp, n)]}"] = b""
+        for offset in sorted((lost or {}).get((tp, n), ())):
+            records[f"{RESTARTS}{tp}{SEP}{n}{SEP}{offset}"] = b""
     return records
 
 

@@ -736,7 +736,6 @@ class MonitorWorker:
                 await asyncio.gather(*futures)
             if offsets:
                 await commit(self.consumer, offsets)
-                self.input.committed(offsets)
         except Exception:
             # Not saved (or not committed): these models must go into the next checkpoint.
             self.engine.dirty_models.update(records)

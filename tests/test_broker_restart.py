@@ -210,7 +210,9 @@ def test_a_restart_counted_by_a_worker_that_crashed_before_committing_the_new_lo
     the state a crash between saving and committing leaves. The next worker notices the same
     restart from the committed offset alone: it must read P from its beginning and apply
     p's 50 events once (before the counts kept the offset of the log they replaced, it counted
-    the restart again, forgot p's positions of the new log and applied them twice)."""
+    the restart again, forgot p's positions of the new log and applied them twice), with
+    other partitions' records in the same fetches (``tests/test_consume.py`` checks that
+    these cannot end P's replay while its end is unconfirmed)."""
     import asyncio
     import uuid
 
@@ -219,12 +221,12 @@ def test_a_restart_counted_by_a_worker_that_crashed_before_committing_the_new_lo
     topics = unique_topics()
     group = f"once-{uuid.uuid4().hex[:8]}"
     args = ("--route", "direct", "--window-size", "100", "--warmup-size", "200")
-    streams = {m: ModelStream(m, n_numeric=3, seed=86 + i) for i, m in enumerate("pq")}
-    sent = {"p": 0, "q": 0}
+    streams = {m: ModelStream(m, n_numeric=3, seed=86 + i) for i, m in enumerate("pqr")}
+    sent = {"p": 0, "q": 0, "r": 0}
 
-    def send(model: str, n: int) -> None:
-        produce(bootstrap, topics["predictions"],
-                [json.dumps(e).encode() for e in streams[model].events(n, start=sent[model])], keys=[b"p"] * n)
+    def send(model: str, n: int) -> None:  # r's spread over the partitions, the others' on p's
+        produce(bootstrap, topics["predictions"], [json.dumps(e).encode() for e in streams[model].events(n, start=sent[model])],
+                keys=None if model == "r" else [b"p"] * n)
         sent[model] += n
 
     def committed() -> dict:
@@ -259,10 +261,11 @@ def test_a_restart_counted_by_a_worker_that_crashed_before_committing_the_new_lo
 
     send("q", 20)  # 50-69
     send("p", 10)  # 70-79
+    send("r", 200)  # mostly on other partitions
     third = WorkerProcess(bootstrap, topics, tmp_path / "third.log", args, group_id=group)
     try:
         third.wait_ready()
-        wait_until(lambda: events_of(third, "p") >= 360 and events_of(third, "q") == 20, 60,
+        wait_until(lambda: events_of(third, "p") >= 360 and events_of(third, "q") == 20 and events_of(third, "r") == 200, 60,
                    "the new log's later events applied", detail=lambda: (third.status(), third.warnings()))
         assert events_of(third, "p") == 360  # p's first 50 of the new log once
         assert f"{topics['predictions']}:{part}: this restart was counted before" in third.log_text()

@@ -45,13 +45,9 @@ class Consumer:
 class Input:
     def __init__(self):
         self.offsets = {TopicPartition("predictions", 0): 10}
-        self.commits: list[dict] = []  # what the worker said was committed
 
     def positions(self):
         return dict(self.offsets)
-
-    def committed(self, offsets):
-        self.commits.append(dict(offsets))
 
 
 def worker_with_changes(models: list[str]) -> MonitorWorker:

@@ -76,6 +76,8 @@ class Consumer:
         return self.pos[tp]
 
     async def committed(self, tp):
+        if tp in self.failing:
+            raise KafkaError("not answered")
         return self.committed_at[tp]
 
     async def seek_to_beginning(self, *tps):
@@ -443,13 +445,15 @@ def test_a_restart_noticed_from_the_groups_committed_offset_alone_is_told_so():
     for fetch in (None, records(0, 1, 2)):
         c, restarts, _ = run([(0.0, fetch, nothing)], first=lambda c: stale_commit(c, True), restored={TP: 40})
         assert restarts == [{TP}] and restarts.lost == [{TP: 100}] and restarts.again == [{TP}]
-    c, restarts, _ = run([(0.0, None, nothing)], first=stale_commit, restored={TP: 60})  # the state past the end too
-    assert restarts == [{TP}] and restarts.lost == [{TP: 100}] and restarts.again == [set()]
+    for client_reset in (False, True):  # the state past the end too (Kafka: the client went back, nothing fetched)
+        c, restarts, _ = run([(0.0, None, nothing)], first=lambda c: stale_commit(c, client_reset), restored={TP: 60})
+        assert restarts == [{TP}] and restarts.lost == [{TP: 100}] and restarts.again == [set()]
     c, restarts, _ = run([(0.0, None, nothing)], first=commits_gone, restored={TP: 300})  # no committed offset left
     assert restarts == [{TP}] and restarts.lost == [{}] and restarts.again == [set()]
 
-    async def running():
-        """Read on from the committed offset 10, committed 14, then the broker lost the data."""
+    async def running(answers: bool):
+        """Read on from the committed offset 10, committed 14, then the broker lost the data
+        (and, unless it ``answers``, does not say what was committed)."""
         c = Consumer()
         c.pos[TP] = c.committed_at[TP] = 10
         c.end[TP] = 10
@@ -457,13 +461,38 @@ def test_a_restart_noticed_from_the_groups_committed_offset_alone_is_told_so():
         source = BatchedInput(c, None, 0, 1000, on_restart=restarts)
         c.fetches.append(records(10, 11, 12, 13))
         source.done((await source.poll(0, 100))[2])
-        source.committed({TP: 14})
+        c.committed_at[TP] = 14
+        if not answers:
+            c.failing.add(TP)
         c.fetches.append(records(0, 1))
         source.done((await source.poll(0, 100))[2])
         return restarts
 
-    restarts = asyncio.run(running())
+    restarts = asyncio.run(running(True))
     assert restarts == [{TP}] and restarts.lost == [{TP: 14}] and restarts.again == [set()]
+    restarts = asyncio.run(running(False))  # counted as before: without the offset, nothing to match later
+    assert restarts == [{TP}] and restarts.lost == [{}] and restarts.again == [set()]
+
+
+def test_a_partition_past_its_end_gives_no_resumed_offset_until_confirmed():
+    """A replay may take a partition with nothing read since its assignment as passed up to
+    the group's committed offset, but not while that offset is past the end unconfirmed: the
+    partition may be read again from its beginning (the restored state's positions there must
+    still be checked)."""
+    other = TopicPartition("outcomes", 0)
+
+    async def main():
+        c = Consumer((TP, other))
+        c.pos[TP] = c.committed_at[TP] = 100
+        c.end[TP] = 50
+        c.committed_at[other] = 0
+        c.answering = False  # TP's past-the-end offset not confirmed yet
+        source = BatchedInput(c, None, 0, 1000)
+        c.fetches.append(records(0, 1, 2, tp=other))
+        source.done((await source.poll(0, 100))[2])
+        assert source.resumed_at() == {other: 0} and source.positions() == {other: 3}
+
+    asyncio.run(main())
 
 
 def test_a_restored_state_given_during_a_check_is_checked_again():

@@ -411,7 +411,7 @@ def test_a_restart_count_record_is_read_back_and_a_damaged_one_counts_as_none(ca
     model it never had, and restores nothing from it."""
     from streamproc.state import restart_count, restart_records
 
-    records = restart_records({"predictions:3": 2, "my.topic-x:12": 11}, lost={("predictions:3", 2): 700, ("predictions:3", 1): 5})
+    records = restart_records({"predictions:3": 2, "my.topic-x:12": 11}, lost={("predictions:3", 2): {700}, ("predictions:3", 1): {5}})
     assert set(records.values()) == {b""}
     assert [restart_count(k) for k in records] == [("predictions:3", 2, None), ("my.topic-x:12", 11, None),
                                                    ("predictions:3", 2, 700)]
