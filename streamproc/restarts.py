@@ -83,6 +83,12 @@ class PartitionRestarts:
             counted.add(tp)
         return counted
 
+    def disown(self, tps: Iterable[str]) -> None:
+        """These partitions went to another worker: their counts not saved yet are not saved
+        from here (the new owner notices the restart and counts it)."""
+        for tp in tps:
+            self.unsaved.pop(tp, None)
+
     def saved(self, counts: dict[str, int]) -> None:
         """These counts are on the state topic (a count raised again since stays unsaved)."""
         for tp, count in counts.items():

@@ -280,6 +280,13 @@ class MonitorWorker:
                 except Exception as exc:  # the next owner replays from the last checkpoint
                     log.warning("checkpoint on revocation failed (%s: %s)", type(exc).__name__, exc)
             self.input.drop(revoked)
+            # A restart of these noticed meanwhile (a poll runs outside the lock), or counted and
+            # not saved (that checkpoint failed), is the next owner's to notice and count: saved
+            # later from here, a count would come after that owner's positions.
+            names = {f"{tp.topic}:{tp.partition}" for tp in revoked}
+            self._restarted = [(None if parts is None else parts - names, *rest) for parts, *rest in self._restarted
+                               if parts is None or parts - names]
+            self.engine.restarts.disown(names)
             self._forget_models()
             log.info("partitions revoked: %s", ", ".join(sorted(f"{tp.topic}[{tp.partition}]" for tp in revoked)))
 
