@@ -8,9 +8,11 @@ agents (see ``streamproc.worker`` for the measured reason).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
+import socket
 import tempfile
 import time
 
@@ -152,6 +154,38 @@ def throttle_library_logs(prefix: str = "aiokafka", seconds: float = 30.0) -> No
 def faust_worker(app: faust.App, config: StreamprocConfig) -> faust.Worker:
     """faust's worker for ``app``: lifecycle, signals, logging (with ``LogFormatter``)."""
     return faust.Worker(app, loglevel=config.worker.log_level.upper(), quiet=True, logging_config=logging_config())
+
+
+class StartupError(Exception):
+    """Something that stops the worker before it starts, said in one line."""
+
+
+def preflight(config: StreamprocConfig) -> None:
+    """Fail at once, in one line, for what would stop the worker as it starts: its metrics port
+    taken, Kafka not reachable (faust reports either with a traceback of dozens of lines).
+    Raises ``StartupError``, or aiokafka's error for Kafka (``KafkaConnectionError`` when
+    nothing answers, another ``KafkaError`` for a refused login)."""
+    w = config.worker
+    try:
+        socket.create_server((w.metrics_host, w.metrics_port)).close()
+    except OSError as exc:
+        raise StartupError(f"the metrics port {w.metrics_host}:{w.metrics_port} (worker.metrics_port) cannot be "
+                           f"used: {os.strerror(exc.errno) if exc.errno else exc}") from None
+
+    async def reach() -> None:
+        producer = kafka.producer(w.bootstrap, **kafka.client_options(w.kafka))
+        try:
+            await producer.start()
+        finally:
+            await producer.stop()
+
+    client_log = logging.getLogger("aiokafka")
+    level = client_log.level
+    client_log.setLevel(logging.CRITICAL)  # its line per failed attempt; the error says it once
+    try:
+        asyncio.run(reach())
+    finally:
+        client_log.setLevel(level)
 
 
 def run(config: StreamprocConfig) -> int:

@@ -73,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="repartition events by model id through an internal topic so several workers can share them "
                         "(default), or consume them directly (one worker, or producers keying by model id) "
                         "(env STREAMPROC_ROUTE)")
-    p.add_argument("--log-level", default=None, help="debug, info, warning, error (env STREAMPROC_LOG_LEVEL, default info)")
+    p.add_argument("--log-level", default=None, help="debug, info, warning, error or critical (env STREAMPROC_LOG_LEVEL, default info)")
 
     p = sub.add_parser("demo", help="broker + worker + drifting synthetic producer; prints alerts as they arrive",
                        epilog="example:\n  streamproc demo --events 30000", formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -190,8 +190,10 @@ def _worker(args) -> int:
         "route": args.route, "log_level": args.log_level,
     }
     config = load_config(args.config, overrides)
-    from .app import run
+    from .app import preflight, run
 
+    args.bootstrap = config.worker.bootstrap  # (named if it cannot be reached)
+    preflight(config)
     return run(config)
 
 
@@ -382,7 +384,8 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # one clear line, not a traceback (set STREAMPROC_DEBUG=1 for one)
         if os.environ.get("STREAMPROC_DEBUG"):
             raise
-        print(f"streamproc: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        said = str(exc) if type(exc).__name__ == "StartupError" else f"{type(exc).__name__}: {exc}"
+        print(f"streamproc: error: {said}", file=sys.stderr)
         return 1
     return 2
 

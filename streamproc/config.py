@@ -24,7 +24,9 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class ConfigError(Exception):
@@ -288,7 +290,14 @@ class WorkerSettings(_Strict):
                                       "(less often when saving would take over 10% of the worker's time).")
     topics: TopicsConfig = Field(default_factory=TopicsConfig)
     kafka: KafkaSecurity = Field(default_factory=KafkaSecurity)
-    log_level: str = "INFO"
+    log_level: str = Field("INFO", description="debug, info, warning, error or critical (any case).")
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        if value.upper() not in LOG_LEVELS:
+            raise ValueError(f"{value!r} is not a log level ({', '.join(level.lower() for level in LOG_LEVELS)})")
+        return value.upper()
 
 
 class StreamprocConfig(_Strict):

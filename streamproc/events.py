@@ -132,7 +132,7 @@ class AlertEvent(_Output):
     model_id: str
     model_version: str
     type: AlertType
-    detector: str = Field(description="psi, adwin, page_hinkley, ...")
+    detector: str = Field(description="psi, adwin, page_hinkley (drift); missing_rate, unseen_categories, schema (data quality)")
     signal: Literal["feature", "prediction_score", "prediction_label", "error"] = Field(
         description="What the statistic was computed on."
     )

@@ -114,6 +114,7 @@ def _error(tmp_path, text: str = None, **kw) -> str:
         ("worker:\n  topics: {partitions: 0}\n", "worker.topics.partitions"),
         ("worker:\n  routed_message_bytes: 1000\n", "worker.routed_message_bytes"),
         ("defaults:\n  retrain: {min_critical_features: 0}\n", "defaults.retrain.min_critical_features"),
+        ("worker:\n  log_level: loud\n", "worker.log_level"),
     ],
 )
 def test_bad_values_name_the_field(tmp_path, text, field):
@@ -213,3 +214,32 @@ def test_models_without_overrides_share_one_settings_instance_also_after_unpickl
     restored = pickle.loads(pickle.dumps(monitor))
     assert restored.cfg is a and restored.policy.cfg is a
     assert pickle.loads(pickle.dumps(special)) is special
+
+
+def test_a_log_level_is_one_of_loggings_in_any_case():
+    assert load_config(None, {"log_level": "debug"}, environ={}).worker.log_level == "DEBUG"
+    assert load_config(None, environ={"STREAMPROC_LOG_LEVEL": "Warning"}).worker.log_level == "WARNING"
+
+
+def test_a_worker_that_cannot_start_says_why_in_one_line(capsys):
+    """faust reports a failure at the worker's start with a traceback of dozens of lines; the
+    worker checks what it can first: the metrics port, Kafka, and the log level."""
+    import socket
+
+    from streamproc.broker import free_port
+    from streamproc.cli import main
+
+    def one_line(argv: list[str]) -> tuple[int, str]:
+        code = main(["worker", *argv])
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and err.startswith("streamproc: error: "), err
+        return code, err
+
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        code, err = one_line(["--bootstrap", "127.0.0.1:1", "--metrics-port", str(port)])
+        assert code == 1 and f"metrics port 127.0.0.1:{port} (worker.metrics_port) cannot be used" in err
+    code, err = one_line(["--bootstrap", f"127.0.0.1:{free_port()}", "--metrics-port", str(free_port())])
+    assert code == 1 and "cannot reach Kafka at 127.0.0.1:" in err
+    code, err = one_line(["--log-level", "loud"])
+    assert code == 2 and "worker.log_level" in err and "'loud' is not a log level" in err
