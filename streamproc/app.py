@@ -179,13 +179,7 @@ def preflight(config: StreamprocConfig) -> None:
         finally:
             await producer.stop()
 
-    client_log = logging.getLogger("aiokafka")
-    level = client_log.level
-    client_log.setLevel(logging.CRITICAL)  # its line per failed attempt; the error says it once
-    try:
-        asyncio.run(reach())
-    finally:
-        client_log.setLevel(level)
+    asyncio.run(reach())
 
 
 def run(config: StreamprocConfig) -> int:

@@ -11,8 +11,10 @@ import asyncio
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
+from typing import Optional
 
 from aiokafka.errors import KafkaConnectionError
 
@@ -193,7 +195,8 @@ def _worker(args) -> int:
     from .app import preflight, run
 
     args.bootstrap = config.worker.bootstrap  # (named if it cannot be reached)
-    preflight(config)
+    with args.client_errors:
+        preflight(config)
     return run(config)
 
 
@@ -341,14 +344,40 @@ def _reference(args) -> int:
     return 0
 
 
+class _ClientErrors(logging.Handler):
+    """The Kafka client's error lines, kept instead of printed: it logs every failed connection
+    attempt, and the error it raises at the end ("Unable to bootstrap") leaves out why (a
+    refused connection, a login the broker does not support); the command's one line says the
+    last of them."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.last: Optional[str] = None
+        self.client = logging.getLogger("aiokafka")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.last = re.sub(r":? <AIOKafkaConnection[^>]*>", "", record.getMessage())
+
+    def __enter__(self) -> "_ClientErrors":
+        self.client.addHandler(self)
+        self.client.propagate = False
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.client.removeHandler(self)
+        self.client.propagate = True
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    client_errors = _ClientErrors()
     if args.command in ("alerts", "reference", "produce"):
-        # Short-lived clients: the client library logs every failed connection attempt and
-        # ensure_topics every retry; the command reports the outcome in one line instead.
-        logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+        # Short-lived clients: the command reports the outcome in one line (ensure_topics logs
+        # every retry too).
+        client_errors.__enter__()
         logging.getLogger("streamproc.kafka").setLevel(logging.ERROR)
+    args.client_errors = client_errors
     try:
         if args.command == "broker":
             from .broker import run_foreground
@@ -376,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     except KafkaConnectionError as exc:
         if os.environ.get("STREAMPROC_DEBUG"):
             raise
-        detail = str(exc).removeprefix(f"{type(exc).__name__}: ")
+        detail = client_errors.last or str(exc).removeprefix(f"{type(exc).__name__}: ")
         print(f"streamproc: error: cannot reach Kafka at {getattr(args, 'bootstrap', None)} ({detail})", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -62,3 +62,18 @@ def test_repeated_library_errors_are_throttled():
     assert not throttle.filter(record("Unable connect to node with id %s: %s", 111, "refused again"))
     assert throttle.filter(record("Failed fetch messages from %s", 111))  # another message
     assert throttle.filter(record("debug detail %s", 1, level=logging.INFO))  # below warning: never throttled
+
+
+@pytest.mark.integration
+def test_a_login_the_broker_does_not_support_is_said_not_taken_for_an_unreachable_broker(bootstrap, capsys, monkeypatch):
+    """The client raises "Unable to bootstrap" whatever went wrong; the reason is in its log,
+    which the command's one line says."""
+    from streamproc.broker import free_port
+    from streamproc.cli import main
+
+    for name, value in (("SECURITY_PROTOCOL", "SASL_PLAINTEXT"), ("SASL_MECHANISM", "PLAIN"),
+                        ("SASL_USERNAME", "u"), ("SASL_PASSWORD", "p")):
+        monkeypatch.setenv(f"STREAMPROC_KAFKA_{name}", value)
+    assert main(["worker", "--bootstrap", bootstrap, "--metrics-port", str(free_port())]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"cannot reach Kafka at {bootstrap}" in err and "UnsupportedSaslMechanismError" in err, err
