@@ -102,8 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("CSV input")
     g.add_argument("--model", default=None, help="model id of every row (required for CSV)")
     g.add_argument("--version", default=None, help="model version of every row (CSV and --synthetic; default: none, i.e. default)")
-    g.add_argument("--score-column", default="score", help="column holding the prediction score (default score)")
-    g.add_argument("--label-column", default="label", help="column holding the predicted label (default label)")
+    g.add_argument("--score-column", default="score", help="column holding the prediction score (default score; '' for none)")
+    g.add_argument("--label-column", default="label", help="column holding the predicted label (default label; '' for none)")
     g = p.add_argument_group("synthetic events")
     g.add_argument("--models", default=None, help="comma-separated model ids (features x0..x4 numeric, c0 categorical)")
     g.add_argument("--events", type=int, default=10000, help="events per model (default 10000)")
@@ -163,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     rsub.required = True
     b = rsub.add_parser("build", help="build a reference profile from training data (CSV or JSON lines)",
                         epilog="example:\n  streamproc reference build --model fraud --version 2026-11-01 "
-                               "--input train.csv --score-column score --output refs/fraud.json",
+                               "--input train.csv --score-column p_fraud --output refs/fraud.json",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     b.add_argument("--model", required=True, help="model id")
     b.add_argument("--version", default="default", help="model version (default: default)")
@@ -172,8 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--publish", action="store_true", help="publish the profile to the references topic; running workers pick it up")
     _add_bootstrap(b)
     b.add_argument("--topic", default="model-references", help="references topic (default model-references)")
-    b.add_argument("--score-column", default=None, help="CSV column holding the prediction score")
-    b.add_argument("--label-column", default=None, help="CSV column holding the predicted label")
+    b.add_argument("--score-column", default=None,
+                   help="CSV or Parquet column holding the prediction score (default score, if the file has that "
+                        "column; '' for none); it is not a feature")
+    b.add_argument("--label-column", default=None,
+                   help="CSV or Parquet column holding the predicted label (default label, if the file has that "
+                        "column; '' for none); it is not a feature")
     b.add_argument("--bins", type=int, default=10, help="quantile bins per numeric feature (default 10)")
     b.add_argument("--max-categories", type=int, default=50, help="categories kept per feature (default 50)")
 

@@ -4,7 +4,9 @@ Input formats:
 
 * CSV with a header: one column per feature. Cells that parse as numbers are numbers, empty
   cells are missing, anything else is a category. ``score_column`` / ``label_column`` name the
-  prediction columns (excluded from the features).
+  prediction columns (excluded from the features); by default they are ``score`` and
+  ``label`` where the file has such a column, as for ``streamproc produce``, and ``""`` means
+  none (that column, if any, is a feature).
 * JSON lines of prediction events (the ``predictions`` topic format): features and prediction
   are taken from each event.
 * Parquet (needs pyarrow: ``pip install 'streamproc[parquet]'``): one column per feature, as
@@ -42,9 +44,26 @@ class _Progress(Progress):
         super().__init__(f"reading {path.name}", path.stat().st_size if enabled else 1, enabled, unit="rows")
 
 
+DEFAULT_SCORE_COLUMN = "score"
+DEFAULT_LABEL_COLUMN = "label"
+
+
+def _prediction_column(path: Path, columns: list[str], name: Optional[str], default: str) -> Optional[str]:
+    """The column to use: a named one must exist; None means ``default`` if the file has it; "" none."""
+    if name is None:
+        return default if default in columns else None
+    if name and name not in columns:
+        raise ValueError(f"{path}: no column {name!r} (columns: {', '.join(columns)})")
+    return name or None
+
+
 def read_training_data(path: str | Path, score_column: Optional[str] = None, label_column: Optional[str] = None,
                        progress: bool = False):
-    """(feature rows, scores, labels) from a CSV, JSON-lines or Parquet file."""
+    """(feature rows, scores, labels) from a CSV, JSON-lines or Parquet file.
+
+    For CSV and Parquet, ``score_column`` / ``label_column`` name the prediction columns;
+    None (the default) takes ``score`` / ``label`` when the file has that column, ``""`` none.
+    """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".jsonl", ".ndjson", ".json", ".csv", ".parquet", ".pq"):
@@ -82,9 +101,13 @@ def read_training_data(path: str | Path, score_column: Optional[str] = None, lab
             f.close()
             raise ValueError(f"{path}: empty CSV file")
         records, columns = reader, list(reader.fieldnames)
-    for name in (score_column, label_column):
-        if name and name not in columns:
-            raise ValueError(f"{path}: no column {name!r} (columns: {', '.join(columns)})")
+    try:
+        score_column = _prediction_column(path, columns, score_column, DEFAULT_SCORE_COLUMN)
+        label_column = _prediction_column(path, columns, label_column, DEFAULT_LABEL_COLUMN)
+    except ValueError:
+        if suffix == ".csv":
+            f.close()
+        raise
     cell = _cell if suffix == ".csv" else _parquet_cell
     for n, rec in enumerate(records, 1):
         rows.append({k: cell(v) for k, v in rec.items() if k not in (score_column, label_column)})

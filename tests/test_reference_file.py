@@ -98,3 +98,66 @@ def test_a_reference_over_the_topics_record_limit_is_refused_before_sending():
     profile = {"model_id": "huge", "model_version": "v1", "padding": "x" * MAX_COMPACTED_VALUE_BYTES}
     with pytest.raises(ValueError, match=r"huge/v1 is [\d,]+ bytes, over the references topic's limit.*--max-categories"):
         asyncio.run(publish_reference("127.0.0.1:9", "refs", profile))
+
+
+def _train_csv(tmp_path, header="amount,country,score,label"):
+    f = tmp_path / "train.csv"
+    f.write_text(header + "\n" + "".join(f"{i % 50},{'DE' if i % 3 else 'FR'},0.{i % 10},{'ab'[i % 2]}\n"
+                                         for i in range(300)))
+    return f
+
+
+def test_score_and_label_columns_are_the_prediction_by_default_as_for_produce(tmp_path):
+    # `streamproc produce` sends a CSV's `score` / `label` columns as the prediction, so a
+    # reference built from the same CSV without flags must not profile them as features:
+    # live events never carry such features (false drift and data-quality alerts).
+    f = _train_csv(tmp_path)
+    rows, scores, labels = read_training_data(f)
+    assert rows[0] == {"amount": 0.0, "country": "FR"}
+    assert scores[:3] == [0.0, 0.1, 0.2] and labels[:3] == ["a", "b", "a"]
+    profile = build_reference_file("m", "v1", f, None)
+    assert sorted(profile.features) == ["amount", "country"]
+    assert profile.score is not None and profile.label is not None
+    only_score = _train_csv(tmp_path, "amount,country,score,y")  # a default column the file lacks: no such profile
+    profile = build_reference_file("m", "v1", only_score, None)
+    assert sorted(profile.features) == ["amount", "country", "y"] and profile.score is not None and profile.label is None
+
+
+def test_an_empty_column_name_means_no_prediction_column_as_for_produce(tmp_path):
+    f = _train_csv(tmp_path)
+    rows, scores, labels = read_training_data(f, score_column="", label_column="")
+    assert rows[1] == {"amount": 1.0, "country": "DE", "score": 0.1, "label": "b"}
+    assert all(math.isnan(s) for s in scores) and labels == [None] * 300
+    rows, scores, labels = read_training_data(f, score_column="")
+    assert "score" in rows[0] and "label" not in rows[0] and labels[1] == "b"
+
+
+def test_a_named_prediction_column_the_file_lacks_is_an_error(tmp_path):
+    f = _train_csv(tmp_path)
+    with pytest.raises(ValueError, match=r"train.csv: no column 'p' \(columns: amount, country, score, label\)"):
+        read_training_data(f, score_column="p")
+
+
+def test_parquet_score_and_label_columns_are_the_prediction_by_default(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"x": [1.0, 2.0], "score": [0.1, 0.9], "label": ["a", "b"]}), tmp_path / "t.parquet")
+    rows, scores, labels = read_training_data(tmp_path / "t.parquet")
+    assert rows == [{"x": 1.0}, {"x": 2.0}] and scores == [0.1, 0.9] and labels == ["a", "b"]
+
+
+def test_reference_build_cli_takes_score_and_label_by_default(tmp_path, capsys):
+    from streamproc.cli import main
+
+    f = _train_csv(tmp_path)
+    out = tmp_path / "ref.json"
+    assert main(["reference", "build", "--model", "m", "--input", str(f), "--output", str(out)]) == 0
+    assert capsys.readouterr().out.endswith("features, prediction score, prediction label\n")
+    profile = load_reference(out)
+    assert sorted(profile.features) == ["amount", "country"] and profile.score and profile.label
+    assert main(["reference", "build", "--model", "m", "--input", str(f), "--output", str(out),
+                 "--score-column", "", "--label-column", ""]) == 0
+    profile = load_reference(out)
+    assert sorted(profile.features) == ["amount", "country", "label", "score"]
+    assert profile.score is None and profile.label is None
