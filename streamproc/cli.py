@@ -50,6 +50,16 @@ def _add_bootstrap(p: argparse.ArgumentParser, required: bool = False) -> None:
                    help="Kafka bootstrap servers host:port[,host:port] (env STREAMPROC_BOOTSTRAP)")
 
 
+def _add_output_topics(p: argparse.ArgumentParser) -> None:
+    """--config, --alerts-topic, --retrain-topic of the commands reading the output topics (``_output_topics``)."""
+    p.add_argument("--config", default=os.environ.get("STREAMPROC_CONFIG"),
+                   help="config file for Kafka TLS/SASL settings and topic names (env STREAMPROC_CONFIG; STREAMPROC_KAFKA_* also apply)")
+    p.add_argument("--alerts-topic", default=None,
+                   help="default: the alerts topic (env STREAMPROC_TOPIC_ALERTS, else the config's, else drift-alerts)")
+    p.add_argument("--retrain-topic", default=None,
+                   help="default: the retrain topic (env STREAMPROC_TOPIC_RETRAIN, else the config's, else retrain-requests)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamproc",
@@ -131,10 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
                         epilog="example:\n  streamproc alerts tail --bootstrap 127.0.0.1:9092 --from-beginning",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_bootstrap(t)
+    _add_output_topics(t)
     t.add_argument("--from-beginning", action="store_true", help="start at the oldest retained message")
     t.add_argument("--json", action="store_true", help="JSON lines instead of readable text")
-    t.add_argument("--alerts-topic", default="drift-alerts")
-    t.add_argument("--retrain-topic", default="retrain-requests")
     f = asub.add_parser("forward", help="POST alerts and retrain requests to a webhook (at-least-once, de-duplicated)",
                         description="Consume alerts and retrain requests as a consumer group and POST each, as JSON, to "
                                     "a webhook; offsets are committed only after the webhook accepted a message. "
@@ -146,12 +155,9 @@ def build_parser() -> argparse.ArgumentParser:
                         epilog=EPILOG_FORWARD, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_bootstrap(f)
     f.add_argument("--webhook", required=True, metavar="URL", help="http(s) URL to POST each event to")
-    f.add_argument("--config", default=os.environ.get("STREAMPROC_CONFIG"),
-                   help="config file for Kafka TLS/SASL settings and topic names (env STREAMPROC_CONFIG; STREAMPROC_KAFKA_* also apply)")
+    _add_output_topics(f)
     f.add_argument("--from-beginning", action="store_true",
                    help="a group without committed offsets starts at the oldest retained message (default: new ones only)")
-    f.add_argument("--alerts-topic", default=None, help="default: the alerts topic, drift-alerts")
-    f.add_argument("--retrain-topic", default=None, help="default: the retrain topic, retrain-requests")
     f.add_argument("--group-id", default="streamproc-forwarder", help="consumer group (default streamproc-forwarder)")
     f.add_argument("--max-retries", type=int, default=8, help="retries of one message before giving up (default 8)")
     f.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the webhook's answer (default 10)")
@@ -230,9 +236,8 @@ def _alerts(args) -> int:
         return _forward(args)
     from .tail import tail
 
-    if not args.bootstrap:
-        raise ConfigError("--bootstrap (or STREAMPROC_BOOTSTRAP) is required")
-    asyncio.run(tail(args.bootstrap, [args.alerts_topic, args.retrain_topic], args.from_beginning, args.json))
+    bootstrap, names, options, _ = _output_topics(args)
+    asyncio.run(tail(bootstrap, names, args.from_beginning, args.json, options=options))
     return 0
 
 
@@ -246,6 +251,13 @@ def _kafka_settings(args):
         raise ConfigError("--bootstrap (or STREAMPROC_BOOTSTRAP) is required")
     args.bootstrap = bootstrap  # for error messages
     return bootstrap, config.worker.topics, client_options(config.worker.kafka)
+
+
+def _output_topics(args):
+    """(bootstrap, [alerts topic, retrain topic], aiokafka options, partitions) for ``alerts tail`` and
+    ``alerts forward``: a flag beats STREAMPROC_TOPIC_*, which beats --config, which beats the default."""
+    bootstrap, topics, options = _kafka_settings(args)
+    return bootstrap, [args.alerts_topic or topics.alerts, args.retrain_topic or topics.retrain], options, topics.partitions
 
 
 def _produce(args) -> int:
@@ -304,11 +316,10 @@ def _forward(args) -> int:
         raise ConfigError(f"--webhook must be an http:// or https:// URL, not {args.webhook!r}")
     if args.max_retries < 0:
         raise ConfigError("--max-retries must be 0 or more")
-    bootstrap, topics, options = _kafka_settings(args)
-    names = [args.alerts_topic or topics.alerts, args.retrain_topic or topics.retrain]
+    bootstrap, names, options, partitions = _output_topics(args)
     try:
         counts = asyncio.run(forward(bootstrap, args.webhook, names, args.group_id, args.from_beginning,
-                                     args.max_retries, args.timeout, options, topics.partitions))
+                                     args.max_retries, args.timeout, options, partitions))
     except GiveUp as exc:
         print(f"streamproc: error: {exc}; not committed: a restart retries it", file=sys.stderr)
         return 1

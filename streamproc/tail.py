@@ -38,10 +38,13 @@ def format_event(event: dict) -> str:
 
 
 async def tail(bootstrap: str, topics: list[str], from_beginning: bool = False, as_json: bool = False,
-               on_event: Optional[Callable[[str, dict], None]] = None, stop: Optional[asyncio.Event] = None) -> None:
-    """Print (or hand to ``on_event``) every event on ``topics`` until ``stop`` is set."""
+               on_event: Optional[Callable[[str, dict], None]] = None, stop: Optional[asyncio.Event] = None,
+               options: Optional[dict] = None) -> None:
+    """Print (or hand to ``on_event``) every event on ``topics`` until ``stop`` is set.
+
+    ``options``: aiokafka security options (``kafka.client_options``)."""
     consumer = kafka.consumer(bootstrap, *topics, group_id=None,
-                              auto_offset_reset="earliest" if from_beginning else "latest")
+                              auto_offset_reset="earliest" if from_beginning else "latest", **(options or {}))
     try:
         await consumer.start()
     except BaseException:
