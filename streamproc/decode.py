@@ -183,11 +183,24 @@ _TEXT_OR_NONE = (str, type(None))
 MAX_EVENT_BYTES = 256 * 1024  # a prediction event larger than this is refused, whatever the broker allows
 
 
-def _reason(exc: Exception) -> str:
+_AT_BYTE = re.compile(r"\(byte (\d+)\)$")
+_NON_JSON_NUMBERS = (b"NaN", b"Infinity")  # what JavaScript and Python's json write for non-finite floats
+
+
+def _empty(raw: Optional[bytes]) -> str:
+    return "empty message (null value)" if raw is None else "empty message (zero-length value)"
+
+
+def _reason(exc: Exception, raw: Optional[bytes] = None) -> str:
+    """The one-line reason of a rejected message (only ever called for a rejected one)."""
     if isinstance(exc, msgspec.ValidationError):
         return f"invalid event: {exc}"
     if isinstance(exc, msgspec.DecodeError):
-        return f"not valid JSON: {exc}"
+        text = f"not valid JSON: {exc}"
+        at = _AT_BYTE.search(text) if raw is not None else None
+        if at is not None and bytes(raw).startswith(_NON_JSON_NUMBERS, int(at.group(1))):  # "-Infinity": at the I
+            text += ": NaN and Infinity are not valid JSON (null is a missing value)"
+        return text
     if isinstance(exc, RecursionError):
         return "invalid event: JSON nested too deeply"
     return f"invalid event: {exc}"
@@ -219,8 +232,8 @@ def decode_predictions(payloads: Iterable[Optional[bytes]], positions: Optional[
     wire = known.wire if known is not None else None
     nan = math.nan
     for i, raw in enumerate(payloads):
-        if raw is None:
-            rejected.append(Rejected(i, "empty message (null value)"))
+        if not raw:
+            rejected.append(Rejected(i, _empty(raw)))
             continue
         if len(raw) > max_bytes:
             rejected.append(Rejected(i, f"too large: {len(raw)} bytes (limit {max_bytes})"))
@@ -244,7 +257,7 @@ def decode_predictions(payloads: Iterable[Optional[bytes]], positions: Optional[
             else:
                 score, label = split_prediction(pred)
         except _DECODE_ERRORS as exc:
-            rejected.append(Rejected(i, _reason(exc)))
+            rejected.append(Rejected(i, _reason(exc, raw)))
             continue
         event_id = ev.event_id
         if not event_id.isprintable():  # rare: only then is the call to _id_problem paid
@@ -292,8 +305,8 @@ def decode_outcomes(payloads: Iterable[Optional[bytes]], positions: Optional[lis
     outcomes: list[Outcome] = []
     rejected: list[Rejected] = []
     for i, raw in enumerate(payloads):
-        if raw is None:
-            rejected.append(Rejected(i, "empty message (null value)"))
+        if not raw:
+            rejected.append(Rejected(i, _empty(raw)))
             continue
         if len(raw) > max_bytes:
             rejected.append(Rejected(i, f"too large: {len(raw)} bytes (limit {max_bytes})"))
@@ -304,7 +317,7 @@ def decode_outcomes(payloads: Iterable[Optional[bytes]], positions: Optional[lis
             if ev.label is None and ev.value is None:
                 raise ValueError("an outcome needs a label or a value")
         except _DECODE_ERRORS as exc:
-            rejected.append(Rejected(i, _reason(exc)))
+            rejected.append(Rejected(i, _reason(exc, raw)))
             continue
         problem = _id_problem(ev.event_id, "event_id") or _id_problem(ev.model_id, "model_id")
         if problem is not None:
@@ -336,15 +349,15 @@ def route_keys(payloads: Iterable[Optional[bytes]], max_bytes: int = MAX_EVENT_B
     decode = _ROUTE_DECODER.decode
     for i, raw in enumerate(payloads):
         key = None
-        if raw is None:
-            rejected.append(Rejected(i, "empty message (null value)"))
+        if not raw:
+            rejected.append(Rejected(i, _empty(raw)))
         elif len(raw) > max_bytes:
             rejected.append(Rejected(i, f"too large: {len(raw)} bytes (limit {max_bytes})"))
         else:
             try:
                 key = decode(raw).model_id
             except _DECODE_ERRORS as exc:
-                rejected.append(Rejected(i, _reason(exc)))
+                rejected.append(Rejected(i, _reason(exc, raw)))
             else:
                 problem = None if key.isprintable() else _id_problem(key, "model_id")
                 if problem is not None:

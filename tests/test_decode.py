@@ -159,7 +159,7 @@ def _without(key):
     [
         (b"not json", "not valid JSON"),
         (b'{"event_id": "e1", ', "not valid JSON"),
-        (b"", "not valid JSON"),
+        (b"", "empty message (zero-length value)"),
         (None, "empty message (null value)"),
         (b"null", "Expected `object`, got `null`"),
         (b"[1, 2]", "Expected `object`, got `array`"),
@@ -247,6 +247,7 @@ def test_outcomes_need_a_label_or_value():
     "payload, reason",
     [
         (None, "empty message (null value)"),
+        (b"", "empty message (zero-length value)"),
         (b"{", "not valid JSON"),
         (outcome(label=1.5), "$.label"),
         (outcome(value="1"), "$.value"),
@@ -299,3 +300,46 @@ def test_outcome_ids_are_checked_as_prediction_ids_are(event_id, model_id):
     assert [r.reason for r in rejected] == (
         [f"invalid event: Expected `str` matching regex {ID_PATTERN!r} - at `$.{bad[0]}`"] if bad else [])
     assert len(outcomes) == (not bad)
+
+
+# -- empty and non-JSON numbers ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("payload", [None, b""])
+def test_a_null_or_zero_length_value_is_an_empty_message_everywhere(payload):
+    from streamproc.metrics import dead_letter_reason
+
+    reasons = [decode_predictions([payload])[1], decode_outcomes([payload])[1], route_keys([payload])[1]]
+    for (rejected,) in reasons:
+        assert rejected.reason.startswith("empty message (") and dead_letter_reason(rejected.reason) == "empty"
+
+
+NON_JSON_NUMBERS = [
+    raw(ev()).replace(b'"x":1.5', b'"x":NaN'),
+    raw(ev()).replace(b'"prediction":0.25', b'"prediction":-Infinity'),
+    raw(ev()).replace(b'"prediction":0.25', b'"prediction":{"score":Infinity}'),
+    raw(ev()).replace(b'"x":1.5', b'"x":-NaN'),
+]
+
+
+@pytest.mark.parametrize("payload", NON_JSON_NUMBERS)
+def test_nan_and_infinity_literals_are_named_as_the_cause(payload):
+    from streamproc.metrics import dead_letter_reason
+
+    (rejected,) = decode_predictions([payload])[1]
+    assert rejected.reason.startswith("not valid JSON: ") and "\n" not in rejected.reason
+    assert "NaN and Infinity are not valid JSON" in rejected.reason, rejected.reason
+    assert dead_letter_reason(rejected.reason) == "invalid_json"
+
+
+def test_an_outcome_or_a_routed_message_with_a_nan_literal_names_it():
+    (rejected,) = decode_outcomes([b'{"event_id":"e","model_id":"m","ts":1,"value":NaN}'])[1]
+    assert "NaN and Infinity are not valid JSON" in rejected.reason, rejected.reason
+    (rejected,) = route_keys([b'{"x":Infinity,"model_id":"m"}'])[1]
+    assert "NaN and Infinity are not valid JSON" in rejected.reason, rejected.reason
+
+
+@pytest.mark.parametrize("payload", [b'{"event_id": Nope}', b"not json", b'{"event_id": "e1", ', b"{broken"])
+def test_other_malformed_json_gets_no_nan_hint(payload):
+    (rejected,) = decode_predictions([payload])[1]
+    assert rejected.reason.startswith("not valid JSON: ") and "NaN" not in rejected.reason, rejected.reason

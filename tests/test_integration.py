@@ -213,12 +213,13 @@ def test_malformed_messages_are_dead_lettered_and_good_ones_counted(bootstrap, s
     for i, raw in enumerate(bad):  # spread the bad messages among the good ones
         payloads.insert(50 * (i + 1), raw)
     produce(bootstrap, topics["predictions"], payloads, keys=[b"k"] * len(payloads))  # one partition: offsets known
-    produce(bootstrap, topics["predictions"], [None], keys=[b"k"])  # a tombstone is not an event either
+    # A tombstone is not an event either, nor is a zero-length value: both are empty messages.
+    produce(bootstrap, topics["predictions"], [None, b""], keys=[b"k"] * 2)
 
     reader = TopicReader(bootstrap, topics["dead_letter"])
-    letters = wait_until(lambda: len(reader.poll()) >= len(bad) + 1 and reader.values(), 60, "dead letters")
+    letters = wait_until(lambda: len(reader.poll()) >= len(bad) + 2 and reader.values(), 60, "dead letters")
     reader.close()
-    assert len(letters) == len(bad) + 1
+    assert len(letters) == len(bad) + 2
     schema = validator("dead_letter")
     for letter in letters:
         schema.validate(letter)
@@ -229,7 +230,8 @@ def test_malformed_messages_are_dead_lettered_and_good_ones_counted(bootstrap, s
         assert expected in by_payload[raw]["error"], (raw, by_payload[raw]["error"])
         # the offset points at the original message
         assert by_payload[raw]["source_offset"] == payloads.index(raw)
-    assert by_payload[b""]["error"].startswith("empty message")
+    empty = sorted(x["error"] for x in letters if base64.b64decode(x["payload"]) == b"")
+    assert empty == ["empty message (null value)", "empty message (zero-length value)"], empty
 
     status = wait_until(lambda: (s := worker.status()) and s["models"] and s["models"][0]["events"] == len(good) and s,
                         30, "the good events to be applied")
@@ -238,7 +240,7 @@ def test_malformed_messages_are_dead_lettered_and_good_ones_counted(bootstrap, s
     text = worker.metrics()
     assert metric_value(text, "streamproc_events_dead_lettered_total", topic=topics["predictions"], reason="invalid_json") == 1
     assert metric_value(text, "streamproc_events_dead_lettered_total", topic=topics["predictions"], reason="invalid_event") == len(bad) - 1
-    assert metric_value(text, "streamproc_events_dead_lettered_total", topic=topics["predictions"], reason="empty") == 1
+    assert metric_value(text, "streamproc_events_dead_lettered_total", topic=topics["predictions"], reason="empty") == 2
     assert metric_value(text, "streamproc_events_consumed_total", model_id="delta", model_version="default") == len(good)
 
 
