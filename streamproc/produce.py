@@ -44,7 +44,7 @@ import orjson
 from . import kafka
 from .decode import decode_predictions
 from .progress import CountingLines, Progress
-from .reference_file import _cell
+from .reference_file import EVENT_COLUMNS, _cell
 from .synth import Drift, ModelStream
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
@@ -97,7 +97,7 @@ def row_to_event(row: dict, row_number: int, layout: CsvLayout, now: Callable[[]
     """The prediction event of one CSV row (a ``csv.DictReader`` record); InvalidInput if it cannot be one."""
     if None in row:
         raise InvalidInput(f"{len(row[None])} more cell(s) than the header has columns")
-    reserved = ("event_id", "ts", layout.score_column, layout.label_column)
+    reserved = (*EVENT_COLUMNS, layout.score_column, layout.label_column)
     event: dict = {}
     if "event_id" in row:
         event_id = row["event_id"]

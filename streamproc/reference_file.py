@@ -6,7 +6,8 @@ Input formats:
   cells are missing, anything else is a category. ``score_column`` / ``label_column`` name the
   prediction columns (excluded from the features); by default they are ``score`` and
   ``label`` where the file has such a column, as for ``streamproc produce``, and ``""`` means
-  none (that column, if any, is a feature).
+  none (that column, if any, is a feature). ``event_id`` and ``ts`` columns are not features
+  either (``produce`` sends them as the event's id and time).
 * JSON lines of prediction events (the ``predictions`` topic format): features and prediction
   are taken from each event.
 * Parquet (needs pyarrow: ``pip install 'streamproc[parquet]'``): one column per feature, as
@@ -46,6 +47,7 @@ class _Progress(Progress):
 
 DEFAULT_SCORE_COLUMN = "score"
 DEFAULT_LABEL_COLUMN = "label"
+EVENT_COLUMNS = ("event_id", "ts")  # a CSV row's event id and time (``streamproc produce``): never features
 
 
 def _prediction_column(path: Path, columns: list[str], name: Optional[str], default: str) -> Optional[str]:
@@ -110,7 +112,7 @@ def read_training_data(path: str | Path, score_column: Optional[str] = None, lab
         raise
     cell = _cell if suffix == ".csv" else _parquet_cell
     for n, rec in enumerate(records, 1):
-        rows.append({k: cell(v) for k, v in rec.items() if k not in (score_column, label_column)})
+        rows.append({k: cell(v) for k, v in rec.items() if k not in (score_column, label_column, *EVENT_COLUMNS)})
         s = cell(rec[score_column]) if score_column else None
         scores.append(float(s) if isinstance(s, (int, float)) and not isinstance(s, bool) else math.nan)
         lbl = rec[label_column] if label_column else None

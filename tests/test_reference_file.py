@@ -132,6 +132,16 @@ def test_an_empty_column_name_means_no_prediction_column_as_for_produce(tmp_path
     assert "score" in rows[0] and "label" not in rows[0] and labels[1] == "b"
 
 
+def test_event_id_and_ts_columns_are_not_features_as_for_produce(tmp_path):
+    # `streamproc produce` sends them as the event's id and time: profiled as features, live
+    # events would lack them (a missing rate of 1, and the ids' categories unseen).
+    f = tmp_path / "train.csv"
+    f.write_text("event_id,ts,amount,score\n" + "".join(f"e{i},{1000 + i},{i % 7},0.5\n" for i in range(200)))
+    rows, _, _ = read_training_data(f)
+    assert rows[0] == {"amount": 0.0}
+    assert sorted(build_reference_file("m", "v1", f, None).features) == ["amount"]
+
+
 def test_a_named_prediction_column_the_file_lacks_is_an_error(tmp_path):
     f = _train_csv(tmp_path)
     with pytest.raises(ValueError, match=r"train.csv: no column 'p' \(columns: amount, country, score, label\)"):
