@@ -177,7 +177,11 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--output", default=None, help="profile JSON to write (name it as reference_file in the config)")
     b.add_argument("--publish", action="store_true", help="publish the profile to the references topic; running workers pick it up")
     _add_bootstrap(b)
-    b.add_argument("--topic", default="model-references", help="references topic (default model-references)")
+    b.add_argument("--config", default=os.environ.get("STREAMPROC_CONFIG"),
+                   help="config file for Kafka TLS/SASL settings and topic names, for --publish (env STREAMPROC_CONFIG; "
+                        "STREAMPROC_KAFKA_* also apply)")
+    b.add_argument("--topic", default=None,
+                   help="references topic (default: STREAMPROC_TOPIC_REFERENCES, the config's, or model-references)")
     b.add_argument("--score-column", default=None,
                    help="CSV or Parquet column holding the prediction score (default score, if the file has that "
                         "column; '' for none); it is not a feature")
@@ -332,8 +336,9 @@ def _reference(args) -> int:
 
     if not args.output and not args.publish:
         raise ConfigError("give --output FILE, --publish, or both")
-    if args.publish and not args.bootstrap:
-        raise ConfigError("--publish needs --bootstrap (or STREAMPROC_BOOTSTRAP)")
+    if args.publish:  # settled before the (perhaps long) build
+        bootstrap, topics, options = _kafka_settings(args)
+        topic = args.topic or topics.references
     try:
         profile = build_reference_file(args.model, args.version, args.input, args.output,
                                        args.score_column, args.label_column, bins=args.bins,
@@ -352,10 +357,10 @@ def _reference(args) -> int:
         from .kafka import publish_reference
 
         try:
-            size = asyncio.run(publish_reference(args.bootstrap, args.topic, profile.to_dict()))
+            size = asyncio.run(publish_reference(bootstrap, topic, profile.to_dict(), options))
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        print(f"published to {args.topic} at {args.bootstrap} ({size:,} bytes): {summary}")
+        print(f"published to {topic} at {bootstrap} ({size:,} bytes): {summary}")
     return 0
 
 

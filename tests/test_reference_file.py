@@ -171,3 +171,33 @@ def test_reference_build_cli_takes_score_and_label_by_default(tmp_path, capsys):
     profile = load_reference(out)
     assert sorted(profile.features) == ["amount", "country", "label", "score"]
     assert profile.score is None and profile.label is None
+
+
+def test_reference_build_publishes_where_the_other_commands_look(tmp_path, monkeypatch, capsys):
+    """``--publish`` takes the references topic, the bootstrap and the Kafka security settings as
+    ``produce`` and ``alerts`` do: ``--topic``, then STREAMPROC_TOPIC_REFERENCES, then --config."""
+    import streamproc.kafka
+    from streamproc.cli import main
+
+    sent: list = []
+
+    async def fake_publish(bootstrap, topic, profile_dict, options=None):
+        sent.append((bootstrap, topic, sorted((options or {}).items())))
+        return 1
+
+    monkeypatch.setattr(streamproc.kafka, "publish_reference", fake_publish)
+    for name in ("STREAMPROC_BOOTSTRAP", "STREAMPROC_CONFIG", "STREAMPROC_TOPIC_REFERENCES", "STREAMPROC_KAFKA_SECURITY_PROTOCOL"):
+        monkeypatch.delenv(name, raising=False)
+    cfg = tmp_path / "streamproc.yaml"
+    cfg.write_text("worker:\n  bootstrap: fromfile:9092\n  topics: {references: file-refs}\n"
+                   "  kafka: {security_protocol: SASL_PLAINTEXT, sasl_mechanism: PLAIN, sasl_username: u, sasl_password: p}\n")
+    build = ["reference", "build", "--model", "m", "--input", str(_train_csv(tmp_path)), "--publish"]
+    assert main(build + ["--config", str(cfg)]) == 0
+    assert sent[-1][:2] == ("fromfile:9092", "file-refs") and ("security_protocol", "SASL_PLAINTEXT") in sent[-1][2]
+    monkeypatch.setenv("STREAMPROC_TOPIC_REFERENCES", "env-refs")
+    assert main(build + ["--config", str(cfg)]) == 0 and sent[-1][1] == "env-refs"
+    assert main(build + ["--config", str(cfg), "--topic", "flag-refs", "--bootstrap", "k:9092"]) == 0
+    assert sent[-1][:2] == ("k:9092", "flag-refs")
+    monkeypatch.delenv("STREAMPROC_TOPIC_REFERENCES")
+    assert main(build + ["--bootstrap", "k:9092"]) == 0 and sent[-1] == ("k:9092", "model-references", [])
+    assert main(build) == 2 and "--bootstrap" in capsys.readouterr().err
