@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from typing import Optional
@@ -36,19 +37,75 @@ def broker_binary() -> str:
     return str(path)
 
 
+def port_in_use(host: str, port: int) -> bool:
+    """Whether another socket holds ``host:port``: we cannot bind it the way the broker will
+    (with SO_REUSEADDR, as Tansu's listener does, so connections lingering in TIME_WAIT after a
+    previous broker on the port do not count)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _owns_listener(pid: int, port: int) -> Optional[bool]:
+    """Whether process ``pid`` holds a TCP socket listening on ``port`` (Linux, from /proc);
+    None where that cannot be told."""
+    inodes = set()
+    try:
+        for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+            try:
+                with open(table) as f:
+                    next(f)
+                    for line in f:
+                        fields = line.split()
+                        # local_address is hex ADDR:PORT; state 0A is LISTEN; field 9 the socket's inode.
+                        if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                            inodes.add(f"socket:[{fields[9]}]")
+            except FileNotFoundError:
+                if table.endswith("tcp6"):
+                    continue
+                raise
+        fd_dir = f"/proc/{pid}/fd"
+        for fd in os.listdir(fd_dir):
+            try:
+                if os.readlink(os.path.join(fd_dir, fd)) in inodes:
+                    return True
+            except OSError:  # closed meanwhile
+                continue
+    except (OSError, ValueError, IndexError, StopIteration):
+        return None
+    return False
+
+
 def wait_for_port(host: str, port: int, timeout: float, proc: Optional[subprocess.Popen] = None) -> None:
-    """Block until ``host:port`` accepts TCP connections (or raise after ``timeout`` s)."""
+    """Block until ``host:port`` accepts TCP connections (or raise after ``timeout`` s).
+
+    With ``proc``, the listener must be that process's: a connection accepted by another
+    process holding the port (the broker then fails to bind and exits) does not count."""
     deadline = time.monotonic() + timeout
+    foreign = False
     while True:
         if proc is not None and proc.poll() is not None:
+            if foreign or port_in_use(host, port):
+                raise BrokerError(f"port {port} is already in use on {host} (by another process)")
             raise BrokerError(f"broker exited with code {proc.returncode} before listening on {host}:{port}")
         try:
             with socket.create_connection((host, port), timeout=0.5):
-                return
+                pass
         except OSError:
-            if time.monotonic() > deadline:
-                raise BrokerError(f"broker did not listen on {host}:{port} within {timeout:.0f} s") from None
-            time.sleep(0.05)
+            pass
+        else:
+            if proc is None or _owns_listener(proc.pid, port) is not False:
+                return
+            foreign = True
+        if time.monotonic() > deadline:
+            if foreign:
+                raise BrokerError(f"port {port} is already in use on {host} (by another process)")
+            raise BrokerError(f"broker did not listen on {host}:{port} within {timeout:.0f} s")
+        time.sleep(0.05)
 
 
 class EmbeddedBroker:
@@ -70,6 +127,10 @@ class EmbeddedBroker:
         return f"{self.host}:{self.port}"
 
     def start(self, timeout: float = 30.0) -> "EmbeddedBroker":
+        """Start the broker and wait until it listens; BrokerError if the port is taken, the
+        broker exits, or it does not listen within ``timeout`` s."""
+        if port_in_use(self.host, self.port):
+            raise BrokerError(f"port {self.port} is already in use on {self.host}")
         url = f"tcp://{self.host}:{self.port}"
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL
         self.proc = subprocess.Popen(
@@ -118,7 +179,7 @@ def run_foreground(port: Optional[int] = None, host: str = "127.0.0.1") -> int:
         print(f"streamproc broker (Tansu, memory storage) listening; bootstrap: {broker.bootstrap}", flush=True)
         while not stopping.wait(0.5):
             if broker.proc.poll() is not None:
-                print(f"broker exited with code {broker.proc.returncode}", flush=True)
+                print(f"streamproc: error: broker exited with code {broker.proc.returncode}", file=sys.stderr, flush=True)
                 return 1
         print("stopping broker", flush=True)
         return 0

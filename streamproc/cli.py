@@ -18,6 +18,7 @@ from typing import Optional
 
 from aiokafka.errors import KafkaConnectionError
 
+from .broker import BrokerError
 from .config import ConfigError, load_config
 from .status_view import DEFAULT_URL as DEFAULT_STATUS_URL
 
@@ -422,6 +423,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"streamproc: error: {exc}", file=sys.stderr)
         return 2
+    except BrokerError as exc:
+        print(f"streamproc: error: {exc}", file=sys.stderr)
+        return 1
     except KafkaConnectionError as exc:
         if os.environ.get("STREAMPROC_DEBUG"):
             raise

@@ -1,0 +1,60 @@
+"""``streamproc broker`` and EmbeddedBroker.start() on a port another process already holds:
+a clear error, never a broker taken to be up because the other process answered."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from streamproc import broker as broker_module
+from streamproc.broker import BrokerError, EmbeddedBroker
+
+from .conftest import ROOT
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def taken_port():
+    """A loopback port held by a listening socket of this test (another process, to the broker)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield s.getsockname()[1]
+
+
+def test_broker_command_says_the_port_is_in_use(taken_port):
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-m", "streamproc", "broker", "--port", str(taken_port)],
+                          capture_output=True, text=True, timeout=60, env=env, cwd=ROOT, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 1, (proc.stdout, proc.stderr)
+    assert "listening" not in proc.stdout
+    assert proc.stderr.strip().splitlines() == [f"streamproc: error: port {taken_port} is already in use on 127.0.0.1"]
+
+
+def test_start_refuses_a_port_in_use(taken_port):
+    broker = EmbeddedBroker(port=taken_port)
+    try:
+        with pytest.raises(BrokerError, match=f"port {taken_port} is already in use"):
+            broker.start(timeout=30)
+        assert broker.proc is None
+    finally:
+        broker.stop()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="telling which process listens needs Linux's /proc")
+def test_start_is_not_fooled_by_another_listener_taking_the_port_after_the_check(taken_port, monkeypatch):
+    # The port is free when checked, then taken before the broker binds it: the broker fails to
+    # bind and exits, while the readiness probe's connection is accepted by the other listener.
+    monkeypatch.setattr(broker_module, "port_in_use", lambda host, port: False, raising=False)
+    broker = EmbeddedBroker(port=taken_port)
+    try:
+        with pytest.raises(BrokerError, match=f"port {taken_port} is already in use"):
+            broker.start(timeout=30)
+        assert broker.proc is None
+    finally:
+        broker.stop()
