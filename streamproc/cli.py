@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog="example:\n  streamproc demo --events 30000", formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--events", type=int, default=24000, help="events per model (default 24000)")
     p.add_argument("--timeout", type=float, default=100.0, help="seconds before giving up (default 100)")
-    p.add_argument("--json", action="store_true", help="print events as JSON lines")
+    p.add_argument("--json", action="store_true", help="print alerts and retrain requests as JSON lines, alone on stdout (status lines go to stderr)")
 
     p = sub.add_parser("produce", help="send prediction events from a JSON-lines or CSV file, or synthetic ones",
                        description="Send prediction events to the predictions topic, keyed by model id. A file is checked "

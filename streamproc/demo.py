@@ -77,11 +77,13 @@ async def _wait(predicate, timeout: float, what: str, interval: float = 0.25):
 
 async def _demo(events: int, timeout: float, as_json: bool) -> int:
     started = time.monotonic()
+    # With --json, stdout carries only the events (JSON lines, for jq and the like); everything else goes to stderr.
+    say = _say(sys.stderr if as_json else sys.stdout)
     drift_at = events // 2
     streams = demo_streams(drift_at)
     logdir = tempfile.mkdtemp(prefix="streamproc-demo-")
     with EmbeddedBroker(log_path=os.path.join(logdir, "broker.log")) as broker:
-        print(f"broker (Tansu) up at {broker.bootstrap}")
+        say(f"broker (Tansu) up at {broker.bootstrap}")
         await kafka.ensure_topics(broker.bootstrap, TOPICS, partitions=4)
         port = free_port()
         worker_log = open(os.path.join(logdir, "worker.log"), "wb")
@@ -107,7 +109,7 @@ async def _demo(events: int, timeout: float, as_json: bool) -> int:
                 return http_json(base + "/healthz")[0] == 200
 
             await _wait(healthy, 60, "the worker to become ready")
-            print(f"worker ready ({base}/metrics); producing {events} events for each of "
+            say(f"worker ready ({base}/metrics); producing {events} events for each of "
                   f"{', '.join(s.model_id for s in streams)}; drift starts at event {drift_at} for fraud and churn")
             await produce(broker.bootstrap, streams, events)
 
@@ -129,13 +131,20 @@ async def _demo(events: int, timeout: float, as_json: bool) -> int:
             except subprocess.TimeoutExpired:
                 worker.kill()
             worker_log.close()
-    return _summary(seen, time.monotonic() - started, logdir)
+    return _summary(seen, time.monotonic() - started, logdir, say)
 
 
-def _summary(seen: list[dict], elapsed: float, logdir: str) -> int:
+def _say(stream):
+    def say(line: str) -> None:
+        print(line, file=stream, flush=True)
+
+    return say
+
+
+def _summary(seen: list[dict], elapsed: float, logdir: str, say) -> int:
     alerts = [e for e in seen if "alert_id" in e]
     retrains = [e for e in seen if "request_id" in e]
-    print(f"\n{len(alerts)} alerts and {len(retrains)} retrain requests in {elapsed:.0f} s (logs in {logdir})")
+    say(f"\n{len(alerts)} alerts and {len(retrains)} retrain requests in {elapsed:.0f} s (logs in {logdir})")
     problems = []
     for model, feature in (("fraud", "x0"), ("fraud", "c0"), ("churn", "x2")):
         if not any(a["model_id"] == model and a["feature"] == feature and a["type"] == "data_drift" for a in alerts):
@@ -146,9 +155,9 @@ def _summary(seen: list[dict], elapsed: float, logdir: str) -> int:
     if quiet:
         problems.append(f"{len(quiet)} alert(s) for the stationary model pricing")
     for p in problems:
-        print(f"UNEXPECTED: {p}")
+        say(f"UNEXPECTED: {p}")
     if not problems:
-        print("as expected: drift found in fraud (x0, c0, score) and churn (x2); pricing stayed quiet")
+        say("as expected: drift found in fraud (x0, c0, score) and churn (x2); pricing stayed quiet")
     return 1 if problems else 0
 
 
@@ -156,5 +165,5 @@ def run_demo(events: int = 24000, timeout: float = 100.0, as_json: bool = False)
     try:
         return asyncio.run(_demo(events, timeout, as_json))
     except KeyboardInterrupt:
-        print("interrupted")
+        print("interrupted", file=sys.stderr if as_json else sys.stdout)
         return 0
