@@ -20,6 +20,9 @@ from aiokafka.errors import KafkaConnectionError
 
 from .broker import BrokerError
 from .config import ConfigError, load_config
+from .demo import MIN_EVENTS as MIN_DEMO_EVENTS
+from .demo import WARMUP_SIZE as DEMO_WARMUP_SIZE
+from .demo import WINDOW_SIZE as DEMO_WINDOW_SIZE
 from .status_view import DEFAULT_URL as DEFAULT_STATUS_URL
 
 EPILOG_WORKER = """examples:
@@ -44,6 +47,18 @@ EPILOG_FORWARD = """examples:
   streamproc alerts forward --bootstrap kafka:9092 --webhook http://pager:8080/events --from-beginning \\
       --group-id pager-forwarder --max-retries 12
 """
+
+
+def _demo_events(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number of events per model, not {text!r}") from None
+    if n < MIN_DEMO_EVENTS:
+        raise argparse.ArgumentTypeError(
+            f"must be at least {MIN_DEMO_EVENTS}, not {n} (the drift starts halfway: before it the worker's warm-up "
+            f"of {DEMO_WARMUP_SIZE} events, after it at least a whole window of {DEMO_WINDOW_SIZE})")
+    return n
 
 
 def _add_bootstrap(p: argparse.ArgumentParser, required: bool = False) -> None:
@@ -90,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="broker + worker + drifting synthetic producer; prints alerts as they arrive",
                        epilog="example:\n  streamproc demo --events 30000", formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--events", type=int, default=24000, help="events per model (default 24000)")
+    p.add_argument("--events", type=_demo_events, default=24000,
+                   help=f"events per model, at least {MIN_DEMO_EVENTS} (the drift starts halfway, after the worker's "
+                        f"warm-up of {DEMO_WARMUP_SIZE}; default 24000)")
     p.add_argument("--timeout", type=float, default=100.0, help="seconds before giving up (default 100)")
     p.add_argument("--json", action="store_true", help="print alerts and retrain requests as JSON lines, alone on stdout (status lines go to stderr)")
 

@@ -28,6 +28,15 @@ from .tail import format_event, tail
 
 TOPICS = ["predictions", "outcomes", "drift-alerts", "retrain-requests", "streamproc-dlq"]
 
+# The demo worker's settings: its reference is each model's first WARMUP_SIZE events, then
+# windows of WINDOW_SIZE events are compared with it.
+WINDOW_SIZE = 1000
+WARMUP_SIZE = 2000
+# The drift starts halfway through, so the first half must cover the warm-up (a reference
+# without drift) and the second half at least one whole window of drifted events, wherever the
+# windows' boundaries fall (2 windows' worth).
+MIN_EVENTS = 2 * max(WARMUP_SIZE, 2 * WINDOW_SIZE)
+
 
 def demo_streams(drift_at: int) -> list[ModelStream]:
     return [
@@ -89,7 +98,7 @@ async def _demo(events: int, timeout: float, as_json: bool) -> int:
         worker_log = open(os.path.join(logdir, "worker.log"), "wb")
         worker = subprocess.Popen(
             [sys.executable, "-m", "streamproc", "worker", "--bootstrap", broker.bootstrap, "--metrics-port", str(port),
-             "--window-size", "1000", "--warmup-size", "2000", "--group-id", "streamproc-demo"],
+             "--window-size", str(WINDOW_SIZE), "--warmup-size", str(WARMUP_SIZE), "--group-id", "streamproc-demo"],
             stdout=worker_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
         seen: list[dict] = []
