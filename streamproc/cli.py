@@ -61,6 +61,16 @@ def _demo_events(text: str) -> int:
     return n
 
 
+def _positive_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
+    return seconds
+
+
 def _add_bootstrap(p: argparse.ArgumentParser, required: bool = False) -> None:
     p.add_argument("--bootstrap", default=os.environ.get("STREAMPROC_BOOTSTRAP"), required=required and not os.environ.get("STREAMPROC_BOOTSTRAP"),
                    help="Kafka bootstrap servers host:port[,host:port] (env STREAMPROC_BOOTSTRAP)")
@@ -108,7 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--events", type=_demo_events, default=24000,
                    help=f"events per model, at least {MIN_DEMO_EVENTS} (the drift starts halfway, after the worker's "
                         f"warm-up of {DEMO_WARMUP_SIZE}; default 24000)")
-    p.add_argument("--timeout", type=float, default=100.0, help="seconds before giving up (default 100)")
+    p.add_argument("--timeout", type=_positive_seconds, default=100.0,
+                   help="seconds the whole demo may take, from starting the broker to the last alert read, before it "
+                        "gives up with an error naming what it was waiting for (exit 1; default 100)")
     p.add_argument("--json", action="store_true", help="print alerts and retrain requests as JSON lines, alone on stdout (status lines go to stderr)")
 
     p = sub.add_parser("produce", help="send prediction events from a JSON-lines or CSV file, or synthetic ones",

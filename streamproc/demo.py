@@ -22,7 +22,7 @@ import urllib.request
 import orjson
 
 from . import kafka
-from .broker import EmbeddedBroker, free_port
+from .broker import BrokerError, EmbeddedBroker, free_port
 from .synth import Drift, ModelStream
 from .tail import format_event, tail
 
@@ -74,73 +74,130 @@ async def produce(bootstrap: str, streams: list[ModelStream], n: int, chunk: int
         await producer.stop()
 
 
-async def _wait(predicate, timeout: float, what: str, interval: float = 0.25):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+class DemoTimeout(Exception):
+    """The demo ran out of its --timeout; the message says what it was doing."""
+
+
+async def _wait(predicate, interval: float = 0.25):
+    """Poll ``predicate`` until it returns something truthy (the demo's deadline cancels it)."""
+    while True:
         result = predicate()
         if result:
             return result
         await asyncio.sleep(interval)
-    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 async def _demo(events: int, timeout: float, as_json: bool) -> int:
+    """The whole demo, from starting the broker to the last alert read, within ``timeout`` s
+    (DemoTimeout otherwise); stopping the worker and the broker afterwards is not counted."""
     started = time.monotonic()
+    deadline = started + timeout
     # With --json, stdout carries only the events (JSON lines, for jq and the like); everything else goes to stderr.
     say = _say(sys.stderr if as_json else sys.stdout)
+    logdir = tempfile.mkdtemp(prefix="streamproc-demo-")
+    stage = ["starting the broker"]  # what the demo is doing, for the timeout message
+    seen: list[dict] = []
+    scope = None
+    finished = False
+    broker = EmbeddedBroker(log_path=os.path.join(logdir, "broker.log"))
+    try:
+        try:
+            broker.start(timeout=max(0.0, deadline - time.monotonic()))
+        except BrokerError:
+            if time.monotonic() < deadline:
+                raise
+            raise TimeoutError from None
+        say(f"broker (Tansu) up at {broker.bootstrap}")
+        async with asyncio.timeout(deadline - time.monotonic()) as scope:
+            await _run(broker, events, as_json, say, seen, stage, deadline, logdir)
+        finished = True
+    except TimeoutError:
+        if scope is not None and not scope.expired():
+            raise  # not the demo's deadline
+        raise DemoTimeout(f"the demo gave up after {timeout:g} s (--timeout {timeout:g}) {stage[0]}; "
+                          f"logs in {logdir}") from None
+    finally:
+        # Memory storage, nothing to save: a broker still serving the killed worker's requests
+        # (it takes seconds to stop then) is not waited for.
+        broker.stop(timeout=10.0 if finished else 1.0)
+    return _summary(seen, time.monotonic() - started, logdir, say)
+
+
+async def _run(broker: EmbeddedBroker, events: int, as_json: bool, say, seen: list[dict], stage: list[str],
+               deadline: float, logdir: str) -> None:
     drift_at = events // 2
     streams = demo_streams(drift_at)
-    logdir = tempfile.mkdtemp(prefix="streamproc-demo-")
-    with EmbeddedBroker(log_path=os.path.join(logdir, "broker.log")) as broker:
-        say(f"broker (Tansu) up at {broker.bootstrap}")
-        await kafka.ensure_topics(broker.bootstrap, TOPICS, partitions=4)
-        port = free_port()
-        worker_log = open(os.path.join(logdir, "worker.log"), "wb")
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "streamproc", "worker", "--bootstrap", broker.bootstrap, "--metrics-port", str(port),
-             "--window-size", str(WINDOW_SIZE), "--warmup-size", str(WARMUP_SIZE), "--group-id", "streamproc-demo"],
-            stdout=worker_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )
-        seen: list[dict] = []
-        stop_tail = asyncio.Event()
+    stage[0] = "creating the topics"
+    await kafka.ensure_topics(broker.bootstrap, TOPICS, partitions=4)
+    port = free_port()
+    worker_log = open(os.path.join(logdir, "worker.log"), "wb")
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "streamproc", "worker", "--bootstrap", broker.bootstrap, "--metrics-port", str(port),
+         "--window-size", str(WINDOW_SIZE), "--warmup-size", str(WARMUP_SIZE), "--group-id", "streamproc-demo"],
+        stdout=worker_log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    )
+    stop_tail = asyncio.Event()
 
-        def on_event(topic: str, event: dict) -> None:
-            seen.append(event)
-            print(orjson.dumps(event).decode() if as_json else format_event(event), flush=True)
+    def on_event(topic: str, event: dict) -> None:
+        seen.append(event)
+        print(orjson.dumps(event).decode() if as_json else format_event(event), flush=True)
 
-        tailer = asyncio.create_task(tail(broker.bootstrap, ["drift-alerts", "retrain-requests"], True, as_json, on_event, stop_tail))
-        try:
-            base = f"http://127.0.0.1:{port}"
+    tailer = asyncio.create_task(tail(broker.bootstrap, ["drift-alerts", "retrain-requests"], True, as_json, on_event, stop_tail))
+    base = f"http://127.0.0.1:{port}"
 
-            def healthy():
-                if worker.poll() is not None:
-                    raise RuntimeError(f"worker exited with code {worker.returncode}; see {logdir}/worker.log")
-                return http_json(base + "/healthz")[0] == 200
+    def check() -> None:
+        """Raise if the worker or the tail has failed."""
+        if worker.poll() is not None:
+            raise RuntimeError(f"worker exited with code {worker.returncode}; see {logdir}/worker.log")
+        if tailer.done():
+            tailer.result()  # its error, if it failed
 
-            await _wait(healthy, 60, "the worker to become ready")
-            say(f"worker ready ({base}/metrics); producing {events} events for each of "
-                  f"{', '.join(s.model_id for s in streams)}; drift starts at event {drift_at} for fraud and churn")
-            await produce(broker.bootstrap, streams, events)
+    def get(path: str):
+        check()
+        return http_json(base + path, timeout=min(2.0, max(0.1, deadline - time.monotonic())))
 
-            def consumed():
-                status = http_json(base + "/status")[1] or {}
-                counts = {m["model_id"]: m["events"] for m in status.get("models", [])}
-                return status if all(counts.get(s.model_id) == events for s in streams) else None
+    finished = False
+    try:
+        stage[0] = "waiting for the worker to become ready"
+        await _wait(lambda: get("/healthz")[0] == 200)
+        say(f"worker ready ({base}/metrics); producing {events} events for each of "
+            f"{', '.join(s.model_id for s in streams)}; drift starts at event {drift_at} for fraud and churn")
+        stage[0] = "producing the events"
+        await produce(broker.bootstrap, streams, events)
 
-            remaining = lambda: max(5.0, timeout - (time.monotonic() - started))  # noqa: E731
-            status = await _wait(consumed, remaining(), "the worker to consume every event")
-            published = status["published"]["alerts"] + status["published"]["retrain_requests"]
-            await _wait(lambda: len(seen) >= published, remaining(), "the alerts to reach the tail")
-        finally:
-            stop_tail.set()
-            await tailer
+        def consumed():
+            status = get("/status")[1] or {}
+            counts = {m["model_id"]: m["events"] for m in status.get("models", [])}
+            return status if all(counts.get(s.model_id) == events for s in streams) else None
+
+        stage[0] = "waiting for the worker to consume every event"
+        status = await _wait(consumed)
+        published = status["published"]["alerts"] + status["published"]["retrain_requests"]
+        stage[0] = "waiting for the alerts to reach the tail"
+
+        def tailed() -> bool:
+            check()
+            return len(seen) >= published
+
+        await _wait(tailed)
+        finished = True
+    finally:
+        stop_tail.set()
+        # The tail ends within 0.2 s of the stop; one still starting (the demo gave up early) is cancelled.
+        if finished:
+            await asyncio.wait({tailer}, timeout=5)
+        tailer.cancel()
+        await asyncio.gather(tailer, return_exceptions=True)
+        if finished:  # a clean stop; a demo that gave up or failed does not wait for one
             worker.send_signal(signal.SIGTERM)
             try:
                 worker.wait(20)
             except subprocess.TimeoutExpired:
-                worker.kill()
-            worker_log.close()
-    return _summary(seen, time.monotonic() - started, logdir, say)
+                pass
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        worker_log.close()
 
 
 def _say(stream):
@@ -173,6 +230,9 @@ def _summary(seen: list[dict], elapsed: float, logdir: str, say) -> int:
 def run_demo(events: int = 24000, timeout: float = 100.0, as_json: bool = False) -> int:
     try:
         return asyncio.run(_demo(events, timeout, as_json))
+    except DemoTimeout as exc:
+        print(f"streamproc: error: {exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr if as_json else sys.stdout)
         return 0

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -47,3 +49,25 @@ def test_the_minimum_follows_the_demo_settings_and_is_documented():
     assert MIN_EVENTS // 2 >= WARMUP_SIZE and MIN_EVENTS - MIN_EVENTS // 2 >= 2 * WINDOW_SIZE - 1
     assert build_parser().parse_args(["demo", "--events", str(MIN_EVENTS)]).events == MIN_EVENTS
     assert f"at least {MIN_EVENTS} events per model" in README
+
+
+@pytest.mark.integration
+def test_timeout_bounds_the_whole_demo():
+    # The worker alone takes longer than a second to become ready: the demo gives up at 1 s,
+    # saying what it was doing, instead of waiting on (60 s for readiness, 5 s floors before).
+    started = time.monotonic()
+    proc = run_demo("--timeout", "1")
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert re.fullmatch(r"streamproc: error: the demo gave up after 1 s \(--timeout 1\) (starting the broker|creating "
+                        r"the topics|waiting for the worker to become ready); logs in \S+", proc.stderr.strip().splitlines()[-1])
+    assert elapsed < 10, f"{elapsed:.1f} s"  # 1 s, then stopping the worker and the broker and Python's start-up
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "soon"])
+def test_a_timeout_that_is_not_a_positive_number_is_refused_when_parsing(value, capsys):
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["demo", "--timeout", value])
+    assert exc.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error == f"streamproc demo: error: argument --timeout: must be a positive number of seconds, not '{value}'"
