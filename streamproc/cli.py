@@ -61,6 +61,16 @@ def _demo_events(text: str) -> int:
     return n
 
 
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number from 0 to 65535, not {text!r}")
+    return port
+
+
 def _positive_seconds(text: str) -> float:
     try:
         seconds = float(text)
@@ -96,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("broker", help="run the embedded Kafka-compatible broker (Tansu) in the foreground",
                        epilog="example:\n  streamproc broker --port 9092", formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--port", type=int, default=None, help="port on 127.0.0.1 (default: a free one)")
+    p.add_argument("--port", type=_port, default=None, help="port on 127.0.0.1 (default, or 0: a free one)")
 
     p = sub.add_parser("worker", help="run a monitoring worker", epilog=EPILOG_WORKER,
                        formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -12,10 +12,9 @@ import pytest
 
 from streamproc import broker as broker_module
 from streamproc.broker import BrokerError, EmbeddedBroker
+from streamproc.cli import build_parser
 
 from .conftest import ROOT
-
-pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
@@ -27,6 +26,7 @@ def taken_port():
         yield s.getsockname()[1]
 
 
+@pytest.mark.integration
 def test_broker_command_says_the_port_is_in_use(taken_port):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-m", "streamproc", "broker", "--port", str(taken_port)],
@@ -46,6 +46,7 @@ def test_start_refuses_a_port_in_use(taken_port):
         broker.stop()
 
 
+@pytest.mark.integration
 @pytest.mark.skipif(not os.path.exists("/proc/net/tcp"), reason="telling which process listens needs Linux's /proc")
 def test_start_is_not_fooled_by_another_listener_taking_the_port_after_the_check(taken_port, monkeypatch):
     # The port is free when checked, then taken before the broker binds it: the broker fails to
@@ -58,3 +59,12 @@ def test_start_is_not_fooled_by_another_listener_taking_the_port_after_the_check
         assert broker.proc is None
     finally:
         broker.stop()
+
+
+@pytest.mark.parametrize("value", ["-1", "65536", "x"])
+def test_a_port_out_of_range_is_refused_when_parsing(value, capsys):
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(["broker", "--port", value])
+    assert exc.value.code == 2
+    error = capsys.readouterr().err.strip().splitlines()[-1]
+    assert error == f"streamproc broker: error: argument --port: must be a port number from 0 to 65535, not '{value}'"
