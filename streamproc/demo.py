@@ -235,4 +235,4 @@ def run_demo(events: int = 24000, timeout: float = 100.0, as_json: bool = False)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr if as_json else sys.stdout)
-        return 0
+        return 130  # as every command does on Ctrl-C

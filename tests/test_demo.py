@@ -71,3 +71,13 @@ def test_a_timeout_that_is_not_a_positive_number_is_refused_when_parsing(value, 
     assert exc.value.code == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error == f"streamproc demo: error: argument --timeout: must be a positive number of seconds, not '{value}'"
+
+
+def test_an_interrupted_demo_exits_130_as_every_command_does(monkeypatch, capsys):
+    import streamproc.demo
+
+    async def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(streamproc.demo, "_demo", interrupted)
+    assert streamproc.demo.run_demo() == 130 and capsys.readouterr().out == "interrupted\n"
