@@ -152,8 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("CSV input")
     g.add_argument("--model", default=None, help="model id of every row (required for CSV)")
     g.add_argument("--version", default=None, help="model version of every row (CSV and --synthetic; default: none, i.e. default)")
-    g.add_argument("--score-column", default="score", help="column holding the prediction score (default score; '' for none)")
-    g.add_argument("--label-column", default="label", help="column holding the predicted label (default label; '' for none)")
+    g.add_argument("--score-column", default=None,
+                   help="column holding the prediction score (default score, if the file has that column; '' for none)")
+    g.add_argument("--label-column", default=None,
+                   help="column holding the predicted label (default label, if the file has that column; '' for none)")
     g = p.add_argument_group("synthetic events")
     g.add_argument("--models", default=None, help="comma-separated model ids (features x0..x4 numeric, c0 categorical)")
     g.add_argument("--events", type=int, default=10000, help="events per model (default 10000)")

@@ -44,7 +44,7 @@ import orjson
 from . import kafka
 from .decode import decode_predictions
 from .progress import CountingLines, Progress
-from .reference_file import EVENT_COLUMNS, _cell
+from .reference_file import DEFAULT_LABEL_COLUMN, DEFAULT_SCORE_COLUMN, EVENT_COLUMNS, _cell
 from .synth import Drift, ModelStream
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
@@ -78,11 +78,15 @@ class CsvLayout:
 
     model_id: str
     model_version: Optional[str] = None
-    score_column: str = "score"
-    label_column: str = "label"
+    score_column: str = DEFAULT_SCORE_COLUMN
+    label_column: str = DEFAULT_LABEL_COLUMN
     id_prefix: str = "row"
+    named: tuple[str, ...] = ()  # columns the user named, which the file must have
 
     def check_header(self, columns: list[str]) -> None:
+        for name in self.named:
+            if name not in columns:
+                raise InvalidInput(f"no column {name!r} (columns: {', '.join(columns)})")
         if self.score_column not in columns and self.label_column not in columns:
             raise InvalidInput(f"no prediction column: needs a {self.score_column!r} or {self.label_column!r} column "
                                f"(columns: {', '.join(columns)})")
@@ -274,8 +278,10 @@ def synthetic_drift(drift_at: Optional[int], features: Optional[str], shift: flo
 
 
 def open_source(path: str | Path, model_id: Optional[str] = None, model_version: Optional[str] = None,
-                score_column: str = "score", label_column: str = "label") -> Source:
-    """The source for an input file, by its suffix."""
+                score_column: Optional[str] = None, label_column: Optional[str] = None) -> Source:
+    """The source for an input file, by its suffix. A CSV's prediction is in ``score_column`` /
+    ``label_column``: None takes ``score`` / ``label`` if the file has them, ``""`` none, and a
+    column named must be in the file (as for ``reference build``)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in JSONL_SUFFIXES + (".csv",):
@@ -285,7 +291,9 @@ def open_source(path: str | Path, model_id: Optional[str] = None, model_version:
     if suffix == ".csv":
         if not model_id:
             raise InvalidInput("CSV input needs --model (the model id of every row)")
-        return CsvSource(path, CsvLayout(model_id, model_version, score_column, label_column, path.stem))
+        named = tuple(c for c in (score_column, label_column) if c)
+        return CsvSource(path, CsvLayout(model_id, model_version, DEFAULT_SCORE_COLUMN if score_column is None else score_column,
+                                         DEFAULT_LABEL_COLUMN if label_column is None else label_column, path.stem, named))
     if model_id or model_version:
         raise InvalidInput("--model and --version apply to CSV input; JSON-lines events carry their own model_id")
     return JsonLinesSource(path)

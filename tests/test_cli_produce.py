@@ -95,6 +95,14 @@ def test_csv_needs_a_prediction_column_and_a_model(tmp_path):
         open_source(tmp_path / "missing.jsonl")
 
 
+def test_a_named_prediction_column_the_csv_lacks_is_an_error_as_for_reference_build(tmp_path):
+    f = tmp_path / "live.csv"
+    f.write_text("x,label\n1,a\n")
+    with pytest.raises(InvalidInput, match="no column 'p_fraud'"):
+        list(open_source(f, "m", score_column="p_fraud").records())
+    assert [r for r in open_source(f, "m").records()]  # the default score column may be absent
+
+
 def test_jsonl_lines_are_sent_as_written_and_invalid_ones_named(tmp_path):
     f = tmp_path / "events.jsonl"
     lines = [json.dumps(event(1)), "", json.dumps(event(2, "churn")), '{"event_id": "e3"}', "not json"]
