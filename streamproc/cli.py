@@ -260,19 +260,23 @@ def _schemas(args) -> int:
     from .events import SCHEMA_MODELS, json_schema
 
     out = Path(args.dir)
-    out.mkdir(parents=True, exist_ok=True)
-    stale = []
+    if not args.check:
+        out.mkdir(parents=True, exist_ok=True)
+    stale, missing = [], []
     for name in SCHEMA_MODELS:
         path = out / f"{name}.v1.json"
         text = json.dumps(json_schema(name), indent=2, sort_keys=True) + "\n"
         if args.check:
-            if not path.exists() or path.read_text() != text:
+            if not path.exists():
+                missing.append(str(path))
+            elif path.read_text() != text:
                 stale.append(str(path))
         else:
             path.write_text(text)
             print(f"wrote {path}")
-    if stale:
-        print("out of date: " + ", ".join(stale) + " (run: streamproc schemas)", file=sys.stderr)
+    problems = ([f"missing: {', '.join(missing)}"] if missing else []) + ([f"out of date: {', '.join(stale)}"] if stale else [])
+    if problems:
+        print("; ".join(problems) + " (run: streamproc schemas)", file=sys.stderr)
         return 1
     return 0
 

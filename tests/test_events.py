@@ -387,3 +387,18 @@ def test_dead_letters_validate(msg, limit, truncated):
 def test_ids_with_control_characters_are_rejected_by_all():
     payload = _p('"event_id":"e","model_id":"m\\u001fx","features":{},"ts":1,"prediction":0.5')
     assert prediction_verdicts(payload) == {"pydantic": False, "jsonschema": False, "decode": False}
+
+
+def test_schemas_check_says_which_files_are_missing_and_which_out_of_date(tmp_path, capsys):
+    from streamproc.cli import main
+
+    assert main(["schemas", "--check", "--dir", str(tmp_path / "nowhere")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("missing: ") and "out of date" not in err and not (tmp_path / "nowhere").exists()
+    assert main(["schemas", "--dir", str(tmp_path)]) == 0
+    (tmp_path / "alert.v1.json").write_text("{}\n")
+    (tmp_path / "outcome.v1.json").unlink()
+    assert main(["schemas", "--check", "--dir", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "missing: " in err and "outcome.v1.json" in err.split(";")[0] and "out of date: " in err and "alert.v1.json" in err.split(";")[1]
+    assert main(["schemas", "--dir", str(tmp_path)]) == 0 and main(["schemas", "--check", "--dir", str(tmp_path)]) == 0
