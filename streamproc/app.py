@@ -15,6 +15,7 @@ import signal
 import socket
 import tempfile
 import time
+from typing import Callable
 
 import faust
 import mode
@@ -167,10 +168,12 @@ def preflight(config: StreamprocConfig) -> None:
     nothing answers, another ``KafkaError`` for a refused login)."""
     w = config.worker
     try:
-        socket.create_server((w.metrics_host, w.metrics_port)).close()
+        family = socket.AF_INET6 if ":" in w.metrics_host else socket.AF_INET
+        socket.create_server((w.metrics_host, w.metrics_port), family=family).close()
     except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno and exc.errno > 0 else str(exc)
         raise StartupError(f"the metrics port {w.metrics_host}:{w.metrics_port} (worker.metrics_port) cannot be "
-                           f"used: {os.strerror(exc.errno) if exc.errno else exc}") from None
+                           f"used: {reason}") from None
 
     async def reach() -> None:
         producer = kafka.producer(w.bootstrap, **kafka.client_options(w.kafka))
@@ -182,11 +185,13 @@ def preflight(config: StreamprocConfig) -> None:
     asyncio.run(reach())
 
 
-def run(config: StreamprocConfig) -> int:
-    """Run the worker in the foreground until SIGINT/SIGTERM."""
-    throttle_library_logs()
+def run(config: StreamprocConfig, check: Callable[[], None] = lambda: None) -> int:
+    """Run the worker in the foreground until SIGINT/SIGTERM; ``check`` (e.g. ``preflight``)
+    runs once the worker is built (a bad reference file is a configuration error, said first)."""
     with tempfile.TemporaryDirectory(prefix="streamproc-faust-") as datadir:
         app, worker = build_app(config, datadir)
+        check()
+        throttle_library_logs()  # (after the check, whose client errors must all be seen)
         fw = faust_worker(app, config)
         worker.on_failure = lambda: os.kill(os.getpid(), signal.SIGTERM)  # faust's own clean shutdown
         try:

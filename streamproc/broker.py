@@ -68,6 +68,8 @@ def _owns_listener(pid: int, port: int) -> Optional[bool]:
                 if table.endswith("tcp6"):
                     continue
                 raise
+        if not inodes:  # the caller's probe connected, so the tables are incomplete here (WSL1, some sandboxes)
+            return None
         fd_dir = f"/proc/{pid}/fd"
         for fd in os.listdir(fd_dir):
             try:

@@ -251,9 +251,12 @@ def _worker(args) -> int:
     from .app import preflight, run
 
     args.bootstrap = config.worker.bootstrap  # (named if it cannot be reached)
-    with args.client_errors:
-        preflight(config)
-    return run(config)
+
+    def check() -> None:
+        with args.client_errors:
+            preflight(config)
+
+    return run(config, check)
 
 
 def _schemas(args) -> int:
@@ -425,25 +428,34 @@ class _ClientErrors(logging.Handler):
         self.last = re.sub(r":? <AIOKafkaConnection[^>]*>", "", record.getMessage())
 
     def __enter__(self) -> "_ClientErrors":
+        self.propagate = self.client.propagate
         self.client.addHandler(self)
         self.client.propagate = False
         return self
 
     def __exit__(self, *exc) -> None:
         self.client.removeHandler(self)
-        self.client.propagate = True
+        self.client.propagate = self.propagate
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    client_errors = _ClientErrors()
-    if args.command in ("alerts", "reference", "produce"):
-        # Short-lived clients: the command reports the outcome in one line (ensure_topics logs
-        # every retry too).
+    args.client_errors = client_errors = _ClientErrors()
+    short_lived = args.command in ("alerts", "reference", "produce")
+    if short_lived:
+        # The command reports the outcome in one line (ensure_topics logs every retry too).
         client_errors.__enter__()
         logging.getLogger("streamproc.kafka").setLevel(logging.ERROR)
-    args.client_errors = client_errors
+    try:
+        return _dispatch(args)
+    finally:
+        if short_lived:
+            client_errors.__exit__()
+
+
+def _dispatch(args) -> int:
+    client_errors = args.client_errors
     try:
         if args.command == "broker":
             from .broker import run_foreground

@@ -27,6 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+LOG_LEVEL_ALIASES = {"WARN": "WARNING", "FATAL": "CRITICAL"}  # logging's own, which faust took too
 
 
 class ConfigError(Exception):
@@ -295,9 +296,10 @@ class WorkerSettings(_Strict):
     @field_validator("log_level")
     @classmethod
     def _known_level(cls, value: str) -> str:
-        if value.upper() not in LOG_LEVELS:
+        level = LOG_LEVEL_ALIASES.get(value.upper(), value.upper())
+        if level not in LOG_LEVELS:
             raise ValueError(f"{value!r} is not a log level ({', '.join(level.lower() for level in LOG_LEVELS)})")
-        return value.upper()
+        return level
 
 
 class StreamprocConfig(_Strict):

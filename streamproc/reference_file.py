@@ -114,7 +114,12 @@ def read_training_data(path: str | Path, score_column: Optional[str] = None, lab
     for n, rec in enumerate(records, 1):
         rows.append({k: cell(v) for k, v in rec.items() if k not in (score_column, label_column, *EVENT_COLUMNS)})
         s = cell(rec[score_column]) if score_column else None
-        scores.append(float(s) if isinstance(s, (int, float)) and not isinstance(s, bool) else math.nan)
+        if s is not None and not (isinstance(s, (int, float)) and not isinstance(s, bool)):
+            if suffix == ".csv":
+                f.close()
+            raise ValueError(f"{path}:{n}: {score_column} {s!r} is not a number (the {score_column!r} column is the "
+                             f"prediction score; --score-column '' makes it a feature)")
+        scores.append(float(s) if s is not None else math.nan)
         lbl = rec[label_column] if label_column else None
         labels.append(None if lbl in (None, "") else str(lbl))
         if n % 10_000 == 0:

@@ -68,3 +68,16 @@ def test_a_port_out_of_range_is_refused_when_parsing(value, capsys):
     assert exc.value.code == 2
     error = capsys.readouterr().err.strip().splitlines()[-1]
     assert error == f"streamproc broker: error: argument --port: must be a port number from 0 to 65535, not '{value}'"
+
+
+def test_a_listener_the_tables_do_not_list_is_not_taken_for_another_process(monkeypatch):
+    """Where /proc/net/tcp lists no listener on the port (WSL1, some sandboxes) though the probe
+    connected, whose it is cannot be told: the broker's own listener must not be refused."""
+    import io
+    import os
+
+    import streamproc.broker
+
+    monkeypatch.setattr(streamproc.broker, "open", lambda path, *a, **k: io.StringIO("  sl  local_address rem_address\n"),
+                        raising=False)
+    assert streamproc.broker._owns_listener(os.getpid(), 9) is None

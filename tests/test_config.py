@@ -219,6 +219,24 @@ def test_models_without_overrides_share_one_settings_instance_also_after_unpickl
 def test_a_log_level_is_one_of_loggings_in_any_case():
     assert load_config(None, {"log_level": "debug"}, environ={}).worker.log_level == "DEBUG"
     assert load_config(None, environ={"STREAMPROC_LOG_LEVEL": "Warning"}).worker.log_level == "WARNING"
+    assert [load_config(None, {"log_level": alias}, environ={}).worker.log_level for alias in ("warn", "fatal")] == \
+        ["WARNING", "CRITICAL"]  # logging's aliases, accepted before the levels were checked
+
+
+def test_a_command_leaves_the_kafka_clients_logging_as_it_found_it(capsys):
+    """The short-lived commands keep the client's error lines for their one-line error; after
+    them (tests call ``main`` many times in one process) the client logs as before."""
+    import logging
+
+    from streamproc.broker import free_port
+    from streamproc.cli import main
+
+    client = logging.getLogger("aiokafka")
+    before = (list(client.handlers), client.propagate)
+    for _ in range(2):
+        assert main(["alerts", "tail", "--bootstrap", f"127.0.0.1:{free_port()}"]) == 1
+    assert "cannot reach Kafka" in capsys.readouterr().err
+    assert (list(client.handlers), client.propagate) == before
 
 
 def test_a_worker_that_cannot_start_says_why_in_one_line(capsys):

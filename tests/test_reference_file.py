@@ -201,3 +201,12 @@ def test_reference_build_publishes_where_the_other_commands_look(tmp_path, monke
     monkeypatch.delenv("STREAMPROC_TOPIC_REFERENCES")
     assert main(build + ["--bootstrap", "k:9092"]) == 0 and sent[-1] == ("k:9092", "model-references", [])
     assert main(build) == 2 and "--bootstrap" in capsys.readouterr().err
+
+
+def test_a_score_column_that_is_not_numbers_is_an_error_as_for_produce(tmp_path):
+    f = tmp_path / "s.csv"
+    f.write_text("x,score\n1,A\n2,\n")
+    with pytest.raises(ValueError, match=r"s.csv:1: score 'A' is not a number .*--score-column ''"):
+        read_training_data(f)
+    rows, scores, _ = read_training_data(f, score_column="")
+    assert rows[0] == {"x": 1.0, "score": "A"}
