@@ -438,8 +438,25 @@ class _ClientErrors(logging.Handler):
         self.client.propagate = self.propagate
 
 
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """The arguments; an unknown one is reported by the subcommand's parser, with its usage
+    (argparse leaves it to the top-level parser, whose usage lists only the commands)."""
+    parser = build_parser()
+    todo = [parser]
+    while todo:
+        for action in todo.pop()._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    sub.set_defaults(_parser=sub)
+                    todo.append(sub)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        getattr(args, "_parser", parser).error(f"unrecognized arguments: {' '.join(unknown)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = _parse(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     args.client_errors = client_errors = _ClientErrors()
     short_lived = args.command in ("alerts", "reference", "produce")

@@ -72,3 +72,13 @@ def test_default_topics_and_a_missing_bootstrap(command, asked, capsys):
     assert asked == {"bootstrap": "k:9092", "topics": ["drift-alerts", "retrain-requests"], "options": {}}
     assert main(COMMANDS[command]) == 2
     assert capsys.readouterr().err == "streamproc: error: --bootstrap (or STREAMPROC_BOOTSTRAP) is required\n"
+
+
+@pytest.mark.parametrize("argv, command", [(["alerts", "tail", "--bogus"], "alerts tail"),
+                                           (["demo", "--bogus"], "demo"), (["worker", "--bogus"], "worker")])
+def test_an_unknown_flag_is_reported_with_its_subcommands_usage(argv, command, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and f"streamproc {command}: error: unrecognized arguments: --bogus" in err
+    assert err.startswith(f"usage: streamproc {command} ")
