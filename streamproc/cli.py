@@ -458,17 +458,14 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    args.client_errors = client_errors = _ClientErrors()
-    short_lived = args.command in ("alerts", "reference", "produce")
-    if short_lived:
-        # The command reports the outcome in one line (ensure_topics logs every retry too).
-        client_errors.__enter__()
-        logging.getLogger("streamproc.kafka").setLevel(logging.ERROR)
-    try:
+    args.client_errors = _ClientErrors()
+    if args.command not in ("alerts", "reference", "produce"):
         return _dispatch(args)
-    finally:
-        if short_lived:
-            client_errors.__exit__()
+    # Short-lived clients: the command reports the outcome in one line (ensure_topics logs
+    # every retry too).
+    logging.getLogger("streamproc.kafka").setLevel(logging.ERROR)
+    with args.client_errors:
+        return _dispatch(args)
 
 
 def _dispatch(args) -> int:

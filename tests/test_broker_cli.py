@@ -36,14 +36,19 @@ def test_broker_command_says_the_port_is_in_use(taken_port):
     assert proc.stderr.strip().splitlines() == [f"streamproc: error: port {taken_port} is already in use on 127.0.0.1"]
 
 
-def test_start_refuses_a_port_in_use(taken_port):
-    broker = EmbeddedBroker(port=taken_port)
+def assert_start_refused(port: int) -> None:
+    """``EmbeddedBroker.start`` on ``port`` fails, saying it is in use, and leaves no process."""
+    broker = EmbeddedBroker(port=port)
     try:
-        with pytest.raises(BrokerError, match=f"port {taken_port} is already in use"):
+        with pytest.raises(BrokerError, match=f"port {port} is already in use"):
             broker.start(timeout=30)
         assert broker.proc is None
     finally:
         broker.stop()
+
+
+def test_start_refuses_a_port_in_use(taken_port):
+    assert_start_refused(taken_port)
 
 
 @pytest.mark.integration
@@ -52,13 +57,7 @@ def test_start_is_not_fooled_by_another_listener_taking_the_port_after_the_check
     # The port is free when checked, then taken before the broker binds it: the broker fails to
     # bind and exits, while the readiness probe's connection is accepted by the other listener.
     monkeypatch.setattr(broker_module, "port_in_use", lambda host, port: False, raising=False)
-    broker = EmbeddedBroker(port=taken_port)
-    try:
-        with pytest.raises(BrokerError, match=f"port {taken_port} is already in use"):
-            broker.start(timeout=30)
-        assert broker.proc is None
-    finally:
-        broker.stop()
+    assert_start_refused(taken_port)
 
 
 @pytest.mark.parametrize("value", ["-1", "65536", "x"])
