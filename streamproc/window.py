@@ -29,6 +29,7 @@ import numpy as np
 
 from .policy import WindowInfo
 from .columns import numeric_columns, raw_columns, to_float_array
+from .binning import EdgeIndex
 from .feature_table import FeatureTable
 from .identity_cache import IdentityCache
 from .profile import NUMERIC, FeatureProfile
@@ -100,8 +101,8 @@ class Pane:
 
         The rows (dicts, or a ``FeatureTable`` already in columns) are turned into columns once
         per chunk (one C-level pass per row for all numeric features, one for all categorical
-        ones), then binned with numpy: no Python work per (event, feature). Small chunks (many models share a batch) bin all numeric features
-        in one call, since per-call overhead would dominate.
+        ones), then binned with numpy, all numeric features together: no Python work per (event,
+        feature), and a handful of numpy calls per chunk however many features.
         """
         table = isinstance(rows, FeatureTable)
         numeric, categorical = [], []
@@ -117,17 +118,11 @@ class Pane:
             finite = np.isfinite(matrix)
             lows = np.where(finite, matrix, math.inf).min(axis=1) if matrix.shape[1] else None
             highs = np.where(finite, matrix, -math.inf).max(axis=1) if matrix.shape[1] else None
-            if matrix.shape[1] < SMALL_CHUNK:
-                total = sketch_many([profiles[name].fine_edges for name in numeric], matrix, split=False)
-                sketches = None
-            else:
-                sketches = [profiles[name].sketch(matrix[j]) for j, name in enumerate(numeric)]
-                total = np.concatenate(sketches)
+            total = sketch_many([profiles[name].fine_edges for name in numeric], matrix, split=False)
             if self._flat is not None and len(total) == self._numeric_size and tuple(numeric) == self._numeric:
                 self._flat[:len(total)] += total  # every numeric feature's sketch at once
             else:
-                if sketches is None:
-                    sketches = np.split(total, np.cumsum([profiles[name].sketch_size for name in numeric])[:-1])
+                sketches = np.split(total, np.cumsum([profiles[name].sketch_size for name in numeric])[:-1])
                 for name, sketch in zip(numeric, sketches):
                     self.counts[name] += sketch
             if lows is not None:
@@ -172,67 +167,52 @@ class Pane:
         return WindowInfo(self.index, self.start if self.count else 0.0, self.end if self.count else 0.0, self.count)
 
 
-SMALL_CHUNK = 128  # below this many events, ``sketch_many`` beats one numpy call per feature
-
-
 def sketch_many(fine_edges: list[np.ndarray], matrix: np.ndarray, split: bool = True):
     """Window sketches of several numeric features at once; equal to
     ``[profile.sketch(row) for profile, row in ...]`` for profiles with these ``fine_edges``
     (with ``split=False``, those sketches end to end in one array).
 
-    Feature j's edges and values become complex numbers j + x·i: numpy orders complex numbers
-    by real part, then imaginary part, so one ``searchsorted`` over every feature's edges bins
-    every value within its own feature, and one ``bincount`` counts them all.
+    Every feature's values are binned together (``binning.EdgeIndex``, branch-free), so a
+    chunk costs a handful of numpy calls, not a few per feature, and one ``bincount`` counts
+    them all. The index of a reference's edges is cached for small chunks (a model with a few
+    events a batch, where building it would cost as much as the sketch); for large ones only
+    the last is kept (a busy model's batch comes in a chunk per window pane, one after the
+    other).
 
     >>> edges = [np.array([0.0, 1.0]), np.array([10.0])]
     >>> [s.tolist() for s in sketch_many(edges, np.array([[-1.0, 0.5, 2.0], [5.0, 50.0, np.nan]]))]
     [[1, 1, 1, 0], [1, 1, 1]]
     """
-    k = len(fine_edges)
-    edges, sketch_start, sketch_sizes = _edge_layout(fine_edges)
+    cache = _EDGE_LAYOUTS if matrix.shape[1] < SMALL_CHUNK else _LAST_LAYOUT
+    index, sketch_start, sketch_sizes, missing_at = cache.get(fine_edges, lambda: _edge_layout(fine_edges))
+    where = index.positions(matrix, sketch_start)
     missing = np.isnan(matrix)
     if missing.any():
-        present = ~missing
-        feature = np.broadcast_to(np.arange(k)[:, None], matrix.shape)[present]
-        imag = matrix[present]
-    else:  # the usual chunk: no value missing, no masking
-        feature = np.repeat(np.arange(k), matrix.shape[1])
-        imag = matrix.ravel()
-    values = np.empty(feature.size, dtype=np.complex128)
-    values.real = feature
-    values.imag = imag
-    # Feature j's sketch starts 2j bins after its edges do (each sketch adds a lower and a missing bin).
-    where = np.searchsorted(edges, values, side="right") + 2 * feature
-    total = np.bincount(where, minlength=int(sketch_sizes.sum()))
-    total[sketch_start + sketch_sizes - 1] += missing.sum(axis=1)
+        np.copyto(where, missing_at, where=missing)
+    total = np.bincount(where.ravel(), minlength=int(sketch_sizes.sum()))
     if not split:
         return total
-    return [total[s:s + n] for s, n in zip(sketch_start.tolist(), sketch_sizes.tolist())]
+    return [total[s:s + n] for s, n in zip(sketch_start.ravel().tolist(), sketch_sizes.tolist())]
 
+
+SMALL_CHUNK = 128  # below this many events a chunk's edge index is cached: building it costs about as much as binning
 
 # The model versions sketched in small chunks most recently: a worker whose batches hold a few
 # events each of thousands of models sketches each in every batch, and a layout rebuilt for
 # each chunk took as long as the sketch (2,000 models, 10 events a batch each: the engine 11.0
-# µs an event with 512 layouts cached, 9.2 µs with all). An entry is about 16 KB (20 features'
-# edges as complex numbers): at most 33 MB.
+# µs an event with 512 layouts cached, 9.2 µs with all). An entry is about 20 KB (20 features
+# of 39 fine edges): at most 41 MB.
 _EDGE_LAYOUTS = IdentityCache(2048)
+_LAST_LAYOUT = IdentityCache(1)  # that of the last large chunk
 
 
-def _edge_layout(fine_edges: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(every feature's edges as j + x·i end to end, each sketch's start, each sketch's size)
-    for ``sketch_many``; cached for the edge arrays of a reference (they never change)."""
-
-    def build():
-        k = len(fine_edges)
-        sizes = np.fromiter(map(len, fine_edges), dtype=np.int64, count=k)
-        sketch_sizes = sizes + 2  # value bins, then missing
-        sketch_start = np.cumsum(sketch_sizes) - sketch_sizes
-        edges = np.empty(int(sizes.sum()), dtype=np.complex128)
-        edges.real = np.repeat(np.arange(k, dtype=np.float64), sizes)
-        edges.imag = np.concatenate(fine_edges) if k else ()
-        return edges, sketch_start, sketch_sizes
-
-    return _EDGE_LAYOUTS.get(fine_edges, build)
+def _edge_layout(fine_edges: list[np.ndarray]) -> tuple:
+    """(the features' ``EdgeIndex``, each sketch's start and size, each sketch's missing bin)
+    for ``sketch_many``."""
+    k = len(fine_edges)
+    sketch_sizes = np.fromiter(map(len, fine_edges), dtype=np.int64, count=k) + 2  # value bins, then missing
+    sketch_start = np.cumsum(sketch_sizes) - sketch_sizes
+    return EdgeIndex(fine_edges), sketch_start[:, None], sketch_sizes, (sketch_start + sketch_sizes - 1)[:, None]
 
 
 def merge_all(panes: Sequence[Pane]) -> Pane:

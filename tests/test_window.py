@@ -153,7 +153,7 @@ def test_snapshot_restore_round_trips_exactly(cut, kind):
 @settings(max_examples=200, deadline=None)
 @given(st.data())
 def test_sketching_features_together_equals_one_at_a_time(data):
-    """``sketch_many`` (small chunks) bins exactly as each profile's own ``sketch``."""
+    """``sketch_many`` bins exactly as each profile's own ``sketch``."""
     from streamproc.profile import build_feature_profile
     from streamproc.window import sketch_many
 
@@ -168,6 +168,24 @@ def test_sketching_features_together_equals_one_at_a_time(data):
                        for _ in range(k)], dtype=np.float64).reshape(k, n)
     together = sketch_many([p.fine_edges for p in profiles], matrix)
     assert [s.tolist() for s in together] == [p.sketch(matrix[j]).tolist() for j, p in enumerate(profiles)]
+
+
+def test_sketching_small_and_large_chunks_of_the_same_features_alike():
+    """Small chunks use the cached edge index of their features, large ones the last one
+    built: each chunk bins as each profile's own ``sketch``, whichever came first."""
+    from streamproc.profile import build_feature_profile
+    from streamproc.window import SMALL_CHUNK, sketch_many
+
+    rng = np.random.default_rng(11)
+    samples = [rng.normal(size=500), rng.lognormal(0, 2, 500), rng.poisson(3, 500).astype(float)]
+    profiles = [build_feature_profile(f"f{j}", x.tolist(), kind="numeric") for j, x in enumerate(samples)]
+    other = [build_feature_profile(f"g{j}", (x * 3 + 1).tolist(), kind="numeric") for j, x in enumerate(samples)]
+    for n in [5, SMALL_CHUNK, 1000, 7, 2 * SMALL_CHUNK, 3]:
+        for ps in (profiles, other):
+            matrix = np.array([rng.choice(np.concatenate([x, [np.nan, np.inf, -np.inf]]), n) for x in samples])
+            matrix[:, :3] = [[p.fine_edges[0], p.fine_edges[-1], p.fine_edges[len(p.fine_edges) // 2]] for p in ps]
+            together = sketch_many([p.fine_edges for p in ps], matrix)
+            assert [s.tolist() for s in together] == [p.sketch(matrix[j]).tolist() for j, p in enumerate(ps)]
 
 
 @settings(max_examples=30, deadline=None)
