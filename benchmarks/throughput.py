@@ -2,7 +2,7 @@
 
     python benchmarks/throughput.py [--models 3,200] [--events 200000] [--partitions 4]
                                     [--live-rate 20000] [--live-seconds 30] [--routes auto] [--repeat 1]
-                                    [--bootstrap HOST:PORT]
+                                    [--bootstrap HOST:PORT] [--references]
 
 Starts the embedded broker (or uses ``--bootstrap`` / ``STREAMPROC_BOOTSTRAP``). For each
 ``--models`` scenario a topic of ``--partitions`` partitions is preloaded with ``--events``
@@ -111,6 +111,14 @@ Window settings: the configured defaults (window 1000, warm-up 2000) when every 
 at least warm-up + 4 windows (6000 events); with fewer (200 models x 1000 events) the defaults would leave every
 model warming up and the benchmark would measure buffering, so window = events per model /
 5 and warm-up = 2 windows, printed in the scenario's header.
+
+``--references``: every model's reference is published to the references topic before the
+worker starts (built as ``streamproc reference build`` would, from 2,000 events of its
+undrifted stream), and every scenario runs with the default settings: no model warms up, so
+the run measures a worker that monitors its models (with 200 models x 1,000 events, one
+window each), as it does once their references exist, not one building them. The latency
+phase drifts in stretches of 4 windows of 1,000 events per model, which 200 models reach only
+after 800,000 live events: with many models, measure latency without ``--references``.
 """
 
 from __future__ import annotations
@@ -227,15 +235,47 @@ def create_topics(bootstrap: str, topics: list[str], partitions: int) -> None:
 
 
 def publish_sentinel_references(bootstrap: str, topic: str, ids: list[str]) -> None:
-    from streamproc import kafka
     from streamproc.profile import build_reference
 
+    publish_references(bootstrap, topic, [build_reference(mid, "default", [{"s": float(i % 10)} for i in range(200)], [0.5] * 200)
+                                          for mid in ids])
+
+
+def publish_references(bootstrap: str, topic: str, refs: list) -> None:
+    """Publish reference profiles to the (compacted) references topic, with one producer."""
+    from streamproc import kafka
+
     async def run():
-        for mid in ids:
-            ref = build_reference(mid, "default", [{"s": float(i % 10)} for i in range(200)], [0.5] * 200)
-            await kafka.publish_reference(bootstrap, topic, ref.to_dict())
+        await kafka.ensure_topics(bootstrap, [topic], 1, compacted=[topic])
+        p = kafka.producer(bootstrap, max_request_size=kafka.COMPACTED_MESSAGE_BYTES)
+        await p.start()
+        try:
+            for ref in refs:
+                await p.send(topic, orjson.dumps(ref.to_dict(), option=orjson.OPT_SERIALIZE_NUMPY),
+                             key=kafka.reference_key(ref.model_id, ref.model_version))
+            await p.flush()
+        finally:
+            await p.stop()
 
     asyncio.run(run())
+
+
+def scenario_references(sc: "Scenario") -> list:
+    """Each model's reference as ``streamproc reference build`` would make it from
+    ``REFERENCE_EVENTS`` events of its undrifted stream (another seed, the same distribution),
+    with the default settings."""
+    from streamproc.config import load_config
+    from streamproc.profile import build_reference
+    from streamproc.synth import ModelStream
+
+    cfg = load_config(None, environ={}).for_model("any")
+    refs = []
+    for i in range(sc.models):
+        events = list(ModelStream(f"m{i:03d}", n_numeric=20, n_categorical=2, seed=REFERENCE_SEED + i).events(REFERENCE_EVENTS))
+        refs.append(build_reference(f"m{i:03d}", "default", [e["features"] for e in events],
+                                    [e["prediction"]["score"] for e in events], [e["prediction"]["label"] for e in events],
+                                    n_bins=cfg.psi.bins, max_categories=cfg.max_categories))
+    return refs
 
 
 def producer(bootstrap: str, linger_ms: int):
@@ -305,6 +345,7 @@ class Scenario:
     window: int
     warmup: int
     defaults: bool
+    references: bool = False  # every model's reference published before the worker starts (no warm-up)
     streams: list = field(default_factory=list)
     preload: list[bytes] = field(default_factory=list)
 
@@ -313,14 +354,16 @@ class Scenario:
         return f"{self.models} model{'s' if self.models != 1 else ''}"
 
 
-def make_scenario(models: int, events: int, size: int) -> Scenario:
+def make_scenario(models: int, events: int, size: int, references: bool = False) -> Scenario:
     from streamproc.synth import Drift, ModelStream
 
     from streamproc.config import load_config
 
     per_model = events // models
     cfg = load_config(None, environ={}).for_model("any")
-    if per_model >= cfg.warmup_size + 4 * cfg.window_size:
+    if references:  # no warm-up: the defaults whatever the events per model
+        window, warmup, defaults = cfg.window_size, 0, True
+    elif per_model >= cfg.warmup_size + 4 * cfg.window_size:
         window, warmup, defaults = cfg.window_size, cfg.warmup_size, True
     else:
         window = max(per_model // 5, 10)
@@ -329,7 +372,7 @@ def make_scenario(models: int, events: int, size: int) -> Scenario:
     streams = [ModelStream(f"m{i:03d}", n_numeric=20, n_categorical=2, seed=i, drift=drift) for i in range(models)]
     per = [[pad(orjson.dumps(e), size) for e in s.events(per_model)] for s in streams]
     msgs = [m for group in zip(*per) for m in group]
-    return Scenario(models, len(msgs), per_model, window, warmup, defaults, streams, msgs)
+    return Scenario(models, len(msgs), per_model, window, warmup, defaults, references, streams, msgs)
 
 
 class LiveEvents:
@@ -782,6 +825,10 @@ def run_and_report(pin, bootstrap, sc, partitions, route, logdir, args, topic, s
     return r
 
 
+REFERENCE_EVENTS = 2000  # with --references: each model's reference is built from this many events (the default warm-up)
+REFERENCE_SEED = 50_000  # with --references: model i's reference stream's seed is this + i
+
+
 # -- main ------------------------------------------------------------------------------------
 def main() -> None:
     if len(sys.argv) == 6 and sys.argv[1] == "--_ceiling":
@@ -801,6 +848,8 @@ def main() -> None:
     ap.add_argument("--routes", default="auto",
                     help="auto, or comma-separated worker.route values (needs a streamproc with worker.route)")
     ap.add_argument("--bootstrap", default=os.environ.get("STREAMPROC_BOOTSTRAP"), help="external Kafka (default: embedded)")
+    ap.add_argument("--references", action="store_true",
+                    help="publish every model's reference before the worker starts (no warm-up; default window)")
     ap.add_argument("--two-workers", choices=("auto", "force", "off"), default="auto",
                     help="(d): two repartitioning workers on their own cores (auto: with 4 cores or more)")
     args = ap.parse_args()
@@ -832,9 +881,14 @@ def main() -> None:
         publish_sentinel_references(bootstrap, refs_topic, sentinels)
         for models in [int(m) for m in args.models.split(",") if m.strip()]:
             t = time.monotonic()
-            sc = make_scenario(models, args.events, args.event_bytes)
+            sc = make_scenario(models, args.events, args.event_bytes, args.references)
             size = sum(map(len, sc.preload)) / len(sc.preload)
-            settings = (f"default window {sc.window} / warm-up {sc.warmup}" if sc.defaults else
+            if sc.references:  # a references topic of the scenario's own: the sentinels' and its models'
+                refs_topic = f"tp-references-{uuid.uuid4().hex[:8]}"
+                publish_references(bootstrap, refs_topic, scenario_references(sc))
+                publish_sentinel_references(bootstrap, refs_topic, sentinels)
+            settings = (f"default window {sc.window}, references published ({REFERENCE_EVENTS:,} events each)" if sc.references else
+                        f"default window {sc.window} / warm-up {sc.warmup}" if sc.defaults else
                         f"window {sc.window} / warm-up {sc.warmup} (defaults would not finish warming up "
                         f"with {sc.per_model} events per model)")
             print(f"\n== {sc.name} x 22 features: {sc.events:,} events of {size:.0f} bytes ({sc.per_model:,} per model, "
