@@ -76,3 +76,9 @@ def test_features_without_edges_or_with_one():
     edges = [np.array([]), np.array([3.0]), np.array([-1.0, 2.0])]
     matrix = np.array([[0.0, np.inf, -5.0], [3.0, 2.9, np.inf], [2.0, -1.0, -np.inf]])
     assert EdgeIndex(edges).positions(matrix).tolist() == [[0, 0, 0], [1, 0, 1], [2, 1, 0]]
+
+
+def test_an_offset_per_row():
+    index = EdgeIndex([np.array([0.0]), np.array([0.0])])
+    assert index.positions(np.array([[1.0, 1.0], [-1.0, -1.0]]), np.array([10, 20])).tolist() == [[11, 11], [20, 20]]
+    assert index.positions(np.array([[1.0, 1.0], [-1.0, -1.0]]), 5).tolist() == [[6, 6], [5, 5]]

@@ -88,7 +88,9 @@ def test_kill_9_at_several_points_loses_nothing_and_applies_nothing_twice(bootst
         assert len(expected) >= 4, expected  # the stream has drift: alerts to compare
         crash_reader = TopicReader(bootstrap, crashing_topics["alerts"])
         got = wait_until(lambda: {a["alert_id"] for a in (crash_reader.poll() and crash_reader.values())} >= expected
-                         and {a["alert_id"] for a in crash_reader.values()}, 30, "the crashing worker's alerts")
+                         and {a["alert_id"] for a in crash_reader.values()}, 30, "the crashing worker's alerts",
+                         detail=lambda: (f"missing: {sorted(expected - {a['alert_id'] for a in crash_reader.values()})}; "
+                                         f"not expected: {sorted({a['alert_id'] for a in crash_reader.values()} - expected)}"))
         crash_reader.close()
         assert got == expected  # duplicates on the topic are allowed; different ids are not
     finally:
