@@ -623,7 +623,8 @@ def run_worker(pin, bootstrap: str, sc: Scenario, partitions: int, route: Option
                    rate=(sc.events - c0) / (t_end - t0), batches=batches, batch_seconds=batch_s, cpu=cpu,
                    cpu_per_event=cpu / max(sc.events - c0, 1),
                    checkpoints=sum(v for _l, v in metric_lines(text, "streamproc_checkpoints_total")),
-                   alerts_b=sum(1 for _t, a in watch.alerts if not a["model_id"].startswith(SENTINEL)))
+                   alerts_b=sum(1 for _t, a in watch.alerts if not a["model_id"].startswith(SENTINEL)),
+                   alert_ids_b=len({a["alert_id"] for _t, a in watch.alerts if not a["model_id"].startswith(SENTINEL)}))
         if consumed != sc.events:
             res["warning"] = f"events consumed {consumed} != produced {sc.events}"
         if args.live_seconds:
@@ -798,7 +799,8 @@ def run_and_report(pin, bootstrap, sc, partitions, route, logdir, args, topic, s
     share = r["cpu"] / r["seconds"] if r["seconds"] else float("nan")
     print(f"    worker CPU time {r['cpu']:.2f} s in those {r['seconds']:.2f} s ({share:.0%} of the span): "
           f"{1e6 * r['cpu_per_event']:.1f} us per event", flush=True)
-    print(f"    {r['alerts_b']} alerts; {int(r['batches'])} batches (mean {r['batch_seconds'] / max(r['batches'], 1) * 1000:.0f} ms; "
+    dup = r["alerts_b"] - r["alert_ids_b"]  # at-least-once: a producer's retry may publish an alert twice
+    print(f"    {r['alerts_b']} alerts{f' ({dup} of them published again)' if dup else ''}; {int(r['batches'])} batches (mean {r['batch_seconds'] / max(r['batches'], 1) * 1000:.0f} ms; "
           f"batch time / wall time {busy:.2f}, the rest is fetching, unpacking records and waiting); "
           f"{int(r['checkpoints'])} checkpoints", flush=True)
     if "live_error" in r:
