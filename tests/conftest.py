@@ -46,6 +46,16 @@ def wait_until(predicate, timeout: float, what: str, interval: float = 0.1, deta
         time.sleep(interval)
 
 
+def parse_error(argv: list[str], capsys) -> str:
+    """The error line argparse prints for ``streamproc`` arguments it refuses (exit 2 asserted)."""
+    from streamproc.cli import build_parser
+
+    with pytest.raises(SystemExit) as exc:
+        build_parser().parse_args(argv)
+    assert exc.value.code == 2
+    return capsys.readouterr().err.strip().splitlines()[-1]
+
+
 class WorkerProcess:
     """``streamproc worker`` in a subprocess, on topics of its own."""
 

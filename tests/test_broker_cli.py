@@ -12,9 +12,8 @@ import pytest
 
 from streamproc import broker as broker_module
 from streamproc.broker import BrokerError, EmbeddedBroker
-from streamproc.cli import build_parser
 
-from .conftest import ROOT
+from .conftest import ROOT, parse_error
 
 
 @pytest.fixture
@@ -62,11 +61,7 @@ def test_start_is_not_fooled_by_another_listener_taking_the_port_after_the_check
 
 @pytest.mark.parametrize("value", ["-1", "65536", "x"])
 def test_a_port_out_of_range_is_refused_when_parsing(value, capsys):
-    with pytest.raises(SystemExit) as exc:
-        build_parser().parse_args(["broker", "--port", value])
-    assert exc.value.code == 2
-    error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert error == f"streamproc broker: error: argument --port: must be a port number from 0 to 65535, not '{value}'"
+    assert parse_error(["broker", "--port", value], capsys) == f"streamproc broker: error: argument --port: must be a port number from 0 to 65535, not '{value}'"
 
 
 def test_a_listener_the_tables_do_not_list_is_not_taken_for_another_process(monkeypatch):

@@ -14,7 +14,7 @@ import pytest
 from streamproc.cli import build_parser
 from streamproc.demo import MIN_EVENTS, WARMUP_SIZE, WINDOW_SIZE
 
-from .conftest import ROOT
+from .conftest import ROOT, parse_error
 from .test_readme import README
 
 
@@ -36,11 +36,8 @@ def test_json_puts_only_the_events_on_stdout_and_the_fewest_events_still_show_th
 
 @pytest.mark.parametrize("value", ["-5", "0", "1000", str(MIN_EVENTS - 1)])
 def test_too_few_events_are_refused_when_parsing(value, capsys):
-    with pytest.raises(SystemExit) as exc:
-        build_parser().parse_args(["demo", "--events", value])
-    assert exc.value.code == 2
-    error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert error.startswith(f"streamproc demo: error: argument --events: must be at least {MIN_EVENTS}, not {value} ")
+    assert parse_error(["demo", "--events", value], capsys).startswith(
+        f"streamproc demo: error: argument --events: must be at least {MIN_EVENTS}, not {value} ")
 
 
 def test_the_minimum_follows_the_demo_settings_and_is_documented():
@@ -66,11 +63,7 @@ def test_timeout_bounds_the_whole_demo():
 
 @pytest.mark.parametrize("value", ["0", "-1", "nan", "inf", "soon"])
 def test_a_timeout_that_is_not_a_positive_number_is_refused_when_parsing(value, capsys):
-    with pytest.raises(SystemExit) as exc:
-        build_parser().parse_args(["demo", "--timeout", value])
-    assert exc.value.code == 2
-    error = capsys.readouterr().err.strip().splitlines()[-1]
-    assert error == f"streamproc demo: error: argument --timeout: must be a positive number of seconds, not '{value}'"
+    assert parse_error(["demo", "--timeout", value], capsys) == f"streamproc demo: error: argument --timeout: must be a positive number of seconds, not '{value}'"
 
 
 def test_an_interrupted_demo_exits_130_as_every_command_does(monkeypatch, capsys):
