@@ -245,19 +245,7 @@ def publish_references(bootstrap: str, topic: str, refs: list) -> None:
     """Publish reference profiles to the (compacted) references topic, with one producer."""
     from streamproc import kafka
 
-    async def run():
-        await kafka.ensure_topics(bootstrap, [topic], 1, compacted=[topic])
-        p = kafka.producer(bootstrap, max_request_size=kafka.COMPACTED_MESSAGE_BYTES)
-        await p.start()
-        try:
-            for ref in refs:
-                await p.send(topic, orjson.dumps(ref.to_dict(), option=orjson.OPT_SERIALIZE_NUMPY),
-                             key=kafka.reference_key(ref.model_id, ref.model_version))
-            await p.flush()
-        finally:
-            await p.stop()
-
-    asyncio.run(run())
+    asyncio.run(kafka.publish_references(bootstrap, topic, [ref.to_dict() for ref in refs]))
 
 
 def scenario_references(sc: "Scenario") -> list:
