@@ -106,6 +106,11 @@ class ModelMonitor:
         if reference is not None:
             self.set_reference(reference)
 
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state.pop("_profiles_of", None)  # derived from the reference
+        return state
+
     def __setstate__(self, state: dict) -> None:
         warm = state.get("_warm")
         if warm is not None and not isinstance(warm, Warmup):  # an earlier streamproc's: the events as decoded
@@ -145,12 +150,18 @@ class ModelMonitor:
         return out
 
     def _profiles(self) -> dict:
+        """The reference's profiles by name, the score's and label's included: the same dict
+        while the reference is (panes defer small chunks of the same profiles, see ``Pane``)."""
         ref = self.reference
+        cached = self.__dict__.get("_profiles_of")
+        if cached is not None and cached[0] is ref:
+            return cached[1]
         profiles = dict(ref.features)
         if ref.score is not None:
             profiles[SCORE_KEY] = ref.score
         if ref.label is not None:
             profiles[LABEL_KEY] = ref.label
+        self._profiles_of = (ref, profiles)
         return profiles
 
     def _new_pane(self, index: int) -> Pane:
@@ -344,6 +355,8 @@ class ModelMonitor:
         if len(self.unknown_features) >= MAX_REPORTED_UNKNOWN or not len(rows):
             return []
         names = rows.unknown_names() if isinstance(rows, FeatureTable) else set().union(*rows)
+        if not names:
+            return []
         new = names - self.reference.features.keys() - self.unknown_features - set(self.cfg.ignore_features)
         findings = []
         for name in sorted(new)[: MAX_REPORTED_UNKNOWN - len(self.unknown_features)]:

@@ -244,6 +244,41 @@ def test_batch_splitting_does_not_change_alert_ids():
         assert [r["data_window"]["index"] for r in retrains] == [r["data_window"]["index"] for r in first_retrains]
 
 
+def test_small_chunks_of_decoded_tables_give_the_alerts_large_ones_give():
+    """Monitors of a known reference get their events as tables, and panes defer chunks of
+    fewer than ``window.DEFER_EVENTS`` (as each of thousands of models gets per batch): one
+    event at a time, odd chunk sizes and whole windows give the very same alerts and retrain
+    requests, values included."""
+    from streamproc.feature_table import FeatureTable, layout_for
+
+    events = list(drifting_events())
+    cfg = MonitorConfig(window_size=500, warmup_size=1000)
+    warm = ModelMonitor("m", "default", cfg)
+    feed(warm, to_batch(events[:1000]), [1000])
+    reference = warm.reference
+    batches, rejected = decode_predictions([orjson.dumps(e) for e in events[1000:]],
+                                           layouts=lambda _key: layout_for(reference))
+    assert rejected == [] and len(batches) == 1
+    batch = next(iter(batches.values()))
+    assert isinstance(batch.features, FeatureTable)
+
+    def timeless(run):
+        """Without the decision times; an immediate alert (schema, stream detectors) says the
+        open pane's extent so far, which depends on where its chunk ended: only its index."""
+        alerts, retrains, closed = run
+        for a in alerts:
+            if a["detector"] in ("schema", "feature_cap", "category_cap", "adwin", "page_hinkley"):
+                a["window"] = {"index": a["window"]["index"]}
+        return ([{k: v for k, v in a.items() if k != "detected_at"} for a in alerts],
+                [{k: v for k, v in r.items() if k != "created_at"} for r in retrains], closed)
+
+    runs = [timeless(feed(ModelMonitor("m", "default", cfg, reference=reference), batch, sizes))
+            for sizes in ([7000], [1], [5, 31, 2, 40, 33, 1, 17])]
+    alerts, retrains, closed = runs[0]
+    assert {a["detector"] for a in alerts} >= {"psi", "schema", "page_hinkley"} and retrains and closed == 14
+    assert runs[1] == runs[0] and runs[2] == runs[0]
+
+
 def test_batch_splitting_does_not_change_retrain_request_ids():
     runs = _split_runs(_SIZES)
     first = runs[0][1]

@@ -229,3 +229,101 @@ def test_a_pane_fed_its_profiles_in_another_order_still_adds_each_feature_to_its
     pane.add({"y": y, "x": x}, [{"x": 5.0, "y": 95.0}], [1.0])
     assert x.sketch([5.0]).tolist() == pane.counts["x"].tolist()
     assert y.sketch([95.0]).tolist() == pane.counts["y"].tolist()
+
+
+def _table(events, layout):
+    from streamproc.feature_table import FeatureTable
+
+    table = FeatureTable(layout)
+    for e in events:
+        table.add(e["features"])
+    return table
+
+
+def _irregular_events():
+    """REF_EVENTS' features with some rows irregular (a feature absent, an unknown one, a
+    null, a numeric string, a number as a category) and some event times out of order."""
+    events = []
+    for i, e in enumerate(REF_EVENTS[:400]):
+        f = dict(e["features"])
+        if i % 13 == 0:
+            del f["x1"]
+        if i % 17 == 0:
+            f["new"] = i
+        if i % 19 == 0:
+            f["x2"] = None
+        if i % 23 == 0:
+            f["x0"] = str(f["x0"])
+        if i % 29 == 0:
+            f["c0"] = i
+        events.append({**e, "features": f, "ts": e["ts"] - (50.0 if i % 11 == 0 else 0.0)})
+    return events
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 45), st.sampled_from(["table", "dicts", "reordered", "narrow"]),
+                          st.sampled_from(["none", "read", "pickle"])), min_size=1, max_size=20))
+def test_small_chunks_wait_in_the_pane_and_sketch_as_one(steps):
+    """Chunks of a known layout smaller than ``DEFER_EVENTS`` wait in the pane until that many
+    are pending or the pane is read or pickled; whatever the chunking, whatever is read when,
+    the pane equals one that sketched every event at once, and its count and time range are
+    right before anything is sketched. (A table of another layout than the profiles', its
+    numeric features in another order or one of them missing, is sketched at once: the rows
+    carrying what the layout lacks are kept whole in the table, not in pending rows.)"""
+    import pickle
+
+    from streamproc.feature_table import FeatureLayout, layout_for
+    from streamproc.window import DEFER_EVENTS
+
+    events = _irregular_events()
+    layout = layout_for(REFERENCE)
+    others = {"reordered": FeatureLayout(layout.numeric[::-1], layout.other),
+              "narrow": FeatureLayout(layout.numeric[:-1], layout.other)}
+    profiles = {**PROFILES, "prediction.score": REFERENCE.score, "prediction.label": REFERENCE.label}
+    pane, pos, waited = Pane.empty(0, profiles), 0, False
+    for n, kind, then in steps:
+        chunk = events[pos:pos + n]
+        pos += len(chunk)
+        b = to_batch(chunk) if chunk else None
+        if not chunk:
+            rows = []
+        else:
+            rows = b.features if kind == "dicts" else _table(chunk, others.get(kind, layout))
+        pane.add(profiles, rows, b.ts_array() if chunk else np.zeros(0), b.score_array() if chunk else np.zeros(0),
+                 b.labels if chunk else [])
+        waited |= pane._pending is not None
+        assert pane._pending is None or pane._pending.n < DEFER_EVENTS
+        ts = [e["ts"] for e in events[:pos]]
+        assert (pane.count, pane.start, pane.end) == (pos, min(ts, default=np.inf), max(ts, default=-np.inf))
+        if then == "read":
+            assert pane.counts and pane._pending is None
+        elif then == "pickle":
+            state = pane.__getstate__()
+            assert {"counts", "lo", "hi"} <= state.keys() and "_pending" not in state  # as panes were saved before
+            pane = pickle.loads(pickle.dumps(pane))
+    whole = Pane.empty(0, profiles)
+    if pos:
+        b = to_batch(events[:pos])
+        whole.add(profiles, _table(events[:pos], layout), b.ts_array(), b.score_array(), b.labels)
+    assert same(pane, whole)
+    assert waited or not any(0 < n < DEFER_EVENTS and kind == "table" for n, kind, _ in steps)
+
+
+def test_waiting_rows_are_copies_that_do_not_keep_their_batch_alive():
+    import gc
+    import weakref
+
+    from streamproc.feature_table import layout_for
+
+    layout = layout_for(REFERENCE)
+    batch = _table(REF_EVENTS[:2000], layout)
+    numbers = weakref.ref(batch.numbers)
+    pane = Pane.empty(0, PROFILES)
+    chunk = batch[100:105]
+    pane.add(PROFILES, chunk, np.arange(5.0))
+    assert pane._pending is not None and pane._pending.n == 5
+    del batch, chunk
+    gc.collect()
+    assert numbers() is None
+    expected = pane_of(REF_EVENTS[100:105])
+    assert all(np.array_equal(pane.counts[k], expected.counts[k]) for k in PROFILES) and pane.lo == expected.lo
