@@ -643,6 +643,8 @@ def live(w: Worker, watch: AlertWatch, bootstrap: str, sc: Scenario, topic: str,
         if err is None:
             acked[j] = time.monotonic()
 
+    before = w.metrics()  # the live phase's batches: what its latency is made of
+    cpu0 = cpu_seconds(w.proc.pid)
     p = producer(bootstrap, linger_ms=5)
     start = time.monotonic()
     sent = 0
@@ -662,6 +664,12 @@ def live(w: Worker, watch: AlertWatch, bootstrap: str, sc: Scenario, topic: str,
     last_ack = float(np.nanmax(acked))
     end_markers(p, topic, partitions, sentinels, "live")
     done = wait_sentinels(w, watch, "live", len(sentinels), timeout=max(300.0, total / 200))
+    cpu = cpu_seconds(w.proc.pid) - cpu0
+    after = w.metrics()
+    batches = [b - a for a, b in zip(histogram(before, "streamproc_batch_duration_seconds"),
+                                      histogram(after, "streamproc_batch_duration_seconds"))]
+    sizes = [b - a for a, b in zip(histogram(before, "streamproc_batch_size_messages"),
+                                    histogram(after, "streamproc_batch_size_messages"))]
     t = time.monotonic()
     while time.monotonic() - t < 1.0:  # stragglers
         watch.poll(0.01)
@@ -687,7 +695,8 @@ def live(w: Worker, watch: AlertWatch, bootstrap: str, sc: Scenario, topic: str,
         to_topic.append(arrived - decided)
     return {"live_events": total, "live_rate_achieved": total / produced_s, "lost_acks": int(np.isnan(acked).sum()),
             "drain": done - last_ack, "window_lat": window_lat, "stream_lat": stream_lat, "unmatched": unmatched,
-            "to_decision": to_decision, "to_topic": to_topic}
+            "to_decision": to_decision, "to_topic": to_topic, "live_batches": batches[1],
+            "live_batch_seconds": batches[0], "live_batch_events": sizes[0], "live_cpu": cpu, "live_span": done - start}
 
 
 # -- (d) -------------------------------------------------------------------------------------
@@ -812,6 +821,10 @@ def run_and_report(pin, bootstrap, sc, partitions, route, logdir, args, topic, s
           f"{'; ' + str(r['unmatched']) + ' alerts not matched to a live event' if r['unmatched'] else ''}"
           f"{'; ' + str(r['lost_acks']) + ' events without delivery report' if r['lost_acks'] else ''}",
           flush=True)
+    n = max(r["live_batches"], 1)
+    print(f"    live phase: {int(r['live_batches'])} batches, mean {r['live_batch_events'] / n:,.0f} messages and "
+          f"{1000 * r['live_batch_seconds'] / n:.0f} ms; worker CPU {r['live_cpu'] / r['live_span']:.0%} of the "
+          f"{r['live_span']:.1f} s", flush=True)
     return r
 
 
