@@ -203,10 +203,11 @@ class ModelMonitor:
                 self._extend_warmup(batch.slice(pos, pos + take))
             elif self.cfg.window.kind == "count":
                 take = min(n - pos, self.pane_size - self.pane.count)
-                self._add(batch.slice(pos, pos + take), result)
+                # A model's few events a batch mostly fit in its pane: no slice to build then.
+                self._add(batch if take == n else batch.slice(pos, pos + take), result)
             else:
                 take = n - pos
-                self._add(batch.slice(pos, n), result)
+                self._add(batch if pos == 0 else batch.slice(pos, n), result)
             pos += take
             self.events += take
         return result
