@@ -280,9 +280,10 @@ def test_small_chunks_wait_in_the_pane_and_sketch_as_one(steps):
     others = {"reordered": FeatureLayout(layout.numeric[::-1], layout.other),
               "narrow": FeatureLayout(layout.numeric[:-1], layout.other)}
     profiles = {**PROFILES, "prediction.score": REFERENCE.score, "prediction.label": REFERENCE.label}
-    pane, pos, waited = Pane.empty(0, profiles), 0, False
+    pane, pos, waited, fed = Pane.empty(0, profiles), 0, False, []
     for n, kind, then in steps:
-        chunk = events[pos:pos + n]
+        chunk = events[pos:pos + n]  # shorter (or empty) once the events run out
+        fed.append((len(chunk), kind))
         pos += len(chunk)
         b = to_batch(chunk) if chunk else None
         if not chunk:
@@ -306,7 +307,7 @@ def test_small_chunks_wait_in_the_pane_and_sketch_as_one(steps):
         b = to_batch(events[:pos])
         whole.add(profiles, _table(events[:pos], layout), b.ts_array(), b.score_array(), b.labels)
     assert same(pane, whole)
-    assert waited or not any(0 < n < DEFER_EVENTS and kind == "table" for n, kind, _ in steps)
+    assert waited or not any(0 < n < DEFER_EVENTS and kind == "table" for n, kind in fed)
 
 
 def test_waiting_rows_are_copies_that_do_not_keep_their_batch_alive():
