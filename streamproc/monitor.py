@@ -79,6 +79,8 @@ class ModelMonitor:
     # since this was introduced): see ``MonitorEngine.retire_idle_versions``. A class default,
     # so states saved before it read as None.
     last_active: Optional[float] = None
+    # (reference, its profiles by name): see ``_profiles``; derived, so not pickled.
+    _profiles_of: Optional[tuple] = None
 
     def __init__(self, model_id: str, model_version: str, cfg: MonitorConfig, reference: Optional[ReferenceProfile] = None):
         self.model_id = model_id
@@ -153,7 +155,7 @@ class ModelMonitor:
         """The reference's profiles by name, the score's and label's included: the same dict
         while the reference is (panes defer small chunks of the same profiles, see ``Pane``)."""
         ref = self.reference
-        cached = self.__dict__.get("_profiles_of")
+        cached = self._profiles_of
         if cached is not None and cached[0] is ref:
             return cached[1]
         profiles = dict(ref.features)

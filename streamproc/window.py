@@ -133,9 +133,9 @@ class Pane:
 
     def __setstate__(self, state: dict) -> None:
         packed = state.pop("_packed", None)
-        for name in ("counts", "lo", "hi"):
-            if name in state:
-                state["_" + name] = state.pop(name)
+        for attribute, saved in _SAVED_AS.items():
+            if saved in state:
+                state[attribute] = state.pop(saved)
         self.__dict__.update(state)
         if packed is not None:
             data, numeric = packed[:2]
