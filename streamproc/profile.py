@@ -290,14 +290,24 @@ def numeric_bin_counts(x: np.ndarray, edges: np.ndarray) -> np.ndarray:
 
 
 def categorical_bin_counts(values: Sequence[Any], categories: Sequence[str]) -> np.ndarray:
-    counts = np.zeros(len(categories) + 2, dtype=np.int64)
-    index = {c: i for i, c in enumerate(categories)}
     unseen = len(categories)
+    index = {c: i for i, c in enumerate(categories)}
     tally = Counter(values)
+    missing = tally.pop(None, 0)
+    if all(type(v) is str for v in tally):  # the usual values: each its own text
+        counts = [0] * (unseen + 2)
+        get = index.get
+        for value, n in tally.items():
+            counts[get(value, unseen)] += n
+        counts[-1] = missing
+        return np.array(counts, dtype=np.int64)
+    counts = np.zeros(unseen + 2, dtype=np.int64)
     if any(isinstance(v, (bool, int, float)) for v in tally):
         # True == 1 == 1.0 hash alike in a Counter: count by text instead (rare: categories
-        # are normally strings).
+        # are normally strings); null among them again.
         tally = Counter(category_text(v) for v in values)
+    else:
+        counts[-1] = missing
     for value, n in tally.items():
         text = category_text(value)
         if text is None:

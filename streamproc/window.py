@@ -222,9 +222,10 @@ class Pane:
             counts[LABEL_KEY] += profiles[LABEL_KEY].sketch(labels)
         if numeric:
             matrix = rows.numeric_matrix(numeric) if table else numeric_columns(rows, numeric)
-            finite = np.isfinite(matrix)
-            lows = np.where(finite, matrix, math.inf).min(axis=1) if matrix.shape[1] else None
-            highs = np.where(finite, matrix, -math.inf).max(axis=1) if matrix.shape[1] else None
+            # Extremes ignoring NaN; a row whose are not finite (an infinity among its values, or
+            # none but NaN) is settled alone below.
+            lows = np.fmin.reduce(matrix, axis=1) if matrix.shape[1] else None
+            highs = np.fmax.reduce(matrix, axis=1) if matrix.shape[1] else None
             total = sketch_many([profiles[name].fine_edges for name in numeric], matrix, split=False)
             if self._flat is not None and len(total) == self._numeric_size and tuple(numeric) == self._numeric:
                 self._flat[:len(total)] += total  # every numeric feature's sketch at once
@@ -234,12 +235,16 @@ class Pane:
                     counts[name] += sketch
             if lows is not None:
                 lo, hi = self._lo, self._hi
-                for name, low, high in zip(numeric, lows.tolist(), highs.tolist()):
-                    if low <= high:  # some finite value
-                        if low < lo.get(name, math.inf):
-                            lo[name] = low
-                        if high > hi.get(name, -math.inf):
-                            hi[name] = high
+                for j, (name, low, high) in enumerate(zip(numeric, lows.tolist(), highs.tolist())):
+                    if not -math.inf < low <= high < math.inf:
+                        finite = matrix[j][np.isfinite(matrix[j])]
+                        if not finite.size:
+                            continue  # no finite value
+                        low, high = float(finite.min()), float(finite.max())
+                    if low < lo.get(name, math.inf):
+                        lo[name] = low
+                    if high > hi.get(name, -math.inf):
+                        hi[name] = high
         if categorical:
             columns = rows.columns(categorical) if table else raw_columns(rows, categorical)
             for name, column in zip(categorical, columns):

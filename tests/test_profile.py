@@ -17,6 +17,8 @@ from streamproc.profile import (
     ReferenceProfile,
     build_feature_profile,
     build_reference,
+    categorical_bin_counts,
+    category_text,
     infer_kind,
     to_float_array,
 )
@@ -167,6 +169,24 @@ def test_categorical_counts_do_not_conflate_true_and_one():
     p = build_feature_profile("c", [1, True, 1, True], kind=CATEGORICAL)
     assert p.categories == ["1", "true"]
     assert p.proportions == pytest.approx([0.5, 0.5, 0.0, 0.0])
+
+
+_category_values = st.one_of(st.sampled_from(["a", "b", "1", "true", "1.0", "", "zz"]), st.none(), st.booleans(),
+                             st.integers(-2, 2), st.sampled_from([1.0, 2.5, math.nan, math.inf]), st.just(np.str_("a")))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_category_values, max_size=30),
+       st.lists(st.sampled_from(["a", "b", "1", "true", "false", "1.0", "0", "inf", ""]), max_size=6, unique=True))
+def test_categorical_counts_count_each_value_by_its_text(values, categories):
+    # Each value counts in the bin of its text (category_text): its category's, else unseen;
+    # null and NaN are missing. Strings take a fast path, anything else mixed in the general one.
+    expected = [0] * (len(categories) + 2)
+    for v in values:
+        text = category_text(v)
+        expected[-1 if text is None else categories.index(text) if text in categories else len(categories)] += 1
+    counts = categorical_bin_counts(values, categories)
+    assert counts.dtype == np.int64 and counts.tolist() == expected
 
 
 # -- kinds and float conversion ------------------------------------------------------------

@@ -328,3 +328,23 @@ def test_waiting_rows_are_copies_that_do_not_keep_their_batch_alive():
     assert numbers() is None
     expected = pane_of(REF_EVENTS[100:105])
     assert all(np.array_equal(pane.counts[k], expected.counts[k]) for k in PROFILES) and pane.lo == expected.lo
+
+
+_extreme_values = st.one_of(st.none(), st.sampled_from([0.0, -3.5, 1e300, -1e300, np.nan, np.inf, -np.inf]),
+                            st.floats(-10, 10))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(st.dictionaries(st.sampled_from(["x0", "x1", "x2"]), _extreme_values), min_size=1, max_size=8),
+                min_size=1, max_size=4))
+def test_a_panes_lows_and_highs_are_its_smallest_and_largest_finite_values(chunks):
+    # Infinities, NaN, nulls and absent values are not values for lo and hi; a feature with
+    # none finite in the pane has neither.
+    pane = Pane.empty(0, PROFILES)
+    for rows in chunks:
+        pane.add(PROFILES, rows, np.zeros(len(rows)))
+    finite = {name: [v for rows in chunks for row in rows if (v := row.get(name)) is not None and np.isfinite(v)]
+              for name in ("x0", "x1", "x2")}
+    assert pane.lo == {name: min(vs) for name, vs in finite.items() if vs}
+    assert pane.hi == {name: max(vs) for name, vs in finite.items() if vs}
+
