@@ -17,7 +17,7 @@ from .feature_table import FeatureLayout, layout_for
 from .model_decoder import ModelDecoder
 from .monitor import ModelMonitor, StepResult
 from .outcomes import OutcomeJoiner
-from .profile import ReferenceProfile
+from .profile import ReferenceProfile, narrow_reference
 from .restarts import PartitionRestarts
 
 STATE_FORMAT = 1
@@ -57,10 +57,10 @@ def _forgotten(tp: str, partitions: Optional[set[str]]) -> bool:
 class MonitorEngine:
     def __init__(self, config: StreamprocConfig, references: Optional[dict[ModelKey, ReferenceProfile]] = None):
         self.config = config
-        self.references = dict(references or {})
+        self._configs: dict[str, MonitorConfig] = {}
+        self.references = {key: self._narrowed(ref) for key, ref in (references or {}).items()}
         self.monitors: dict[ModelKey, ModelMonitor] = {}
         self.joiners: dict[str, OutcomeJoiner] = {}
-        self._configs: dict[str, MonitorConfig] = {}
         # Persistence: what changed since the last export, and, after an import, the input
         # position up to which some restored state is already ahead (events before it are
         # checked against each state's own watermark and skipped if already applied).
@@ -124,8 +124,16 @@ class MonitorEngine:
             mon = self.monitors[key] = ModelMonitor(key[0], key[1], cfg, self.references.get(key))
         return mon
 
+    def _narrowed(self, reference: ReferenceProfile) -> ReferenceProfile:
+        """The reference without the features its model's settings ignore or cap (see
+        ``profile.narrow_reference``)."""
+        cfg = self.config_for(reference.model_id)
+        return narrow_reference(reference, cfg.ignore_features, cfg.max_features)
+
     def set_reference(self, reference: ReferenceProfile) -> None:
-        """A new reference for one model version (e.g. published to the references topic)."""
+        """A new reference for one model version (e.g. published to the references topic),
+        without the features its model's settings ignore or cap."""
+        reference = self._narrowed(reference)
         key = (reference.model_id, reference.model_version)
         self.references[key] = reference
         if key in self.monitors:

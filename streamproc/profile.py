@@ -13,7 +13,7 @@ anything else, then the "missing" bin.
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache
 from itertools import chain
 from typing import Any, Literal, Optional, Sequence
@@ -582,3 +582,31 @@ def build_reference(
     if any(lbl is not None for lbl in labels):
         label = build_feature_profile("prediction.label", list(labels), kind=CATEGORICAL, max_categories=max_categories)
     return ReferenceProfile(model_id, model_version, len(rows), features, score, label, source, dropped[:100])
+
+
+def narrow_reference(reference: ReferenceProfile, ignore: Sequence[str] = (), max_features: int = 500) -> ReferenceProfile:
+    """The reference a model's settings monitor: without the ``ignore``d features, and with at
+    most ``max_features`` of the others (the most often present, ties by name, as
+    ``build_reference`` keeps them; the rest named in ``dropped_features``). A reference built
+    from a warm-up is already so; one from a file or the references topic was built without
+    the model's settings. The same object when nothing is left out.
+
+    >>> ref = build_reference("m", "v", [{"x": 1.0, "request_id": "r1", "y": None}, {"x": 2.0, "request_id": "r2", "y": 3.0}])
+    >>> narrowed = narrow_reference(ref, ignore=["request_id"], max_features=1)
+    >>> list(narrowed.features), narrowed.dropped_features, narrow_reference(narrowed, ["request_id"], 1) is narrowed
+    (['x'], ['y'], True)
+    """
+    ignored = set(ignore)
+    kept = [name for name in reference.features if name not in ignored]
+    dropped: list[str] = []
+    if len(kept) > max_features:
+        profiles = reference.features
+        present = {name: round(profiles[name].count * (1.0 - profiles[name].missing_rate)) for name in kept}
+        ranked = sorted(kept, key=lambda name: (-present[name], name))
+        chosen = set(ranked[:max_features])
+        dropped = sorted(ranked[max_features:])
+        kept = [name for name in kept if name in chosen]
+    if len(kept) == len(reference.features):
+        return reference
+    return replace(reference, features={name: reference.features[name] for name in kept},
+                   dropped_features=sorted(set(reference.dropped_features) | set(dropped))[:100])

@@ -210,3 +210,43 @@ def test_a_score_column_that_is_not_numbers_is_an_error_as_for_produce(tmp_path)
         read_training_data(f)
     rows, scores, _ = read_training_data(f, score_column="")
     assert rows[0] == {"x": 1.0, "score": "A"}
+
+
+def test_a_file_reference_is_monitored_by_the_models_ignore_features_and_max_features(tmp_path):
+    # reference build profiles every column of its file; the worker monitors what the model's
+    # settings say, as for a reference built from the warm-up: a per-request id and a snapshot
+    # date, ignored, must not alert on a stationary stream, and max_features caps the rest.
+    import numpy as np
+
+    from streamproc.config import load_config
+    from streamproc.decode import PredictionBatch
+    from streamproc.engine import MonitorEngine
+
+    rng = np.random.default_rng(3)
+    f = tmp_path / "train.csv"
+    f.write_text("request_id,snapshot_date,amount,rare,score\n" + "".join(
+        f"r{i},2026-11-0{1 + i % 3},{rng.normal():.6f},{'' if i % 4 else 1.0},{rng.random():.6f}\n" for i in range(2000)))
+    ref = build_reference_file("fraud", "v1", f, tmp_path / "ref.json")
+    assert set(ref.features) == {"request_id", "snapshot_date", "amount", "rare"}
+    cfg = tmp_path / "streamproc.yaml"
+    cfg.write_text("models:\n  fraud:\n    ignore_features: [request_id, snapshot_date]\n    max_features: 1\n")
+    config = load_config(str(cfg), environ={})
+    engine = MonitorEngine(config, {("fraud", "v1"): load_reference(tmp_path / "ref.json")})
+
+    def batch(start: int, n: int = 1000) -> PredictionBatch:
+        rows = [{"request_id": f"live-{start + i}", "snapshot_date": "2026-12-04", "amount": float(rng.normal()),
+                 "rare": None if i % 4 else 1.0} for i in range(n)]
+        return PredictionBatch("fraud", "v1", [f"e{start + i}" for i in range(n)], [float(start + i) for i in range(n)],
+                               rows, rng.random(n).tolist(), [None] * n)
+
+    alerts = []
+    for start in range(0, 6000, 1000):
+        alerts += engine.process({("fraud", "v1"): batch(start)}).alerts
+    mon = engine.monitors[("fraud", "v1")]
+    assert list(mon.reference.features) == ["amount"]  # the most often present of the rest
+    assert mon.reference.dropped_features == ["rare"]
+    assert not [a for a in alerts if a["feature"] in ("request_id", "snapshot_date")]
+    assert [(a["detector"], a["statistic"]) for a in alerts if a["type"] == "data_quality"] == [("feature_cap", 2.0)]
+    # A reference published for it is narrowed the same way; the engine's and the monitor's are one object.
+    engine.set_reference(ref)
+    assert list(mon.reference.features) == ["amount"] and mon.reference is engine.references[("fraud", "v1")]
