@@ -287,6 +287,11 @@ class WorkerSettings(_Strict):
                                       "1,048,588); it must hold the largest event (256 KiB) with its key.")
     max_idle_ms: int = Field(1000, ge=0, description="A caught-up prediction partition silent this long stops holding back the others' events (see streamproc.ordering).")
     dlq_payload_limit: int = Field(16384, ge=0, description="Bytes of a bad message kept in its dead letter.")
+    max_future_seconds: Optional[float] = Field(86_400.0, gt=0, description="A prediction whose ts is further than this "
+                                                "ahead of the worker's clock is dead-lettered (null: none is): one event "
+                                                "in the far future, such as epoch milliseconds read as seconds, would move "
+                                                "its model's event-time clock past every later event (time windows, "
+                                                "outcomes waiting).")
     checkpoint_seconds: float = Field(5.0, gt=0, description="How often monitoring state is saved and input offsets committed "
                                       "(less often when saving would take over 10% of the worker's time).")
     topics: TopicsConfig = Field(default_factory=TopicsConfig)

@@ -191,6 +191,14 @@ def _empty(raw: Optional[bytes]) -> str:
     return "empty message (null value)" if raw is None else "empty message (zero-length value)"
 
 
+def _future(ts: float, not_after: float) -> str:
+    """Why an event dated after ``not_after`` is rejected (only ever called for one)."""
+    ahead = ts - not_after
+    hint = ": epoch milliseconds, not seconds?" if ts > 1e11 else ""
+    return (f"ts {ts:.3f} is after the worker's clock plus worker.max_future_seconds "
+            f"({not_after:.3f}) by {ahead:,.0f} s{hint}")
+
+
 def _reason(exc: Exception, raw: Optional[bytes] = None) -> str:
     """The one-line reason of a rejected message (only ever called for a rejected one)."""
     if isinstance(exc, msgspec.ValidationError):
@@ -214,6 +222,7 @@ def decode_predictions(payloads: Iterable[Optional[bytes]], positions: Optional[
                        max_bytes: int = MAX_EVENT_BYTES,
                        layouts: Optional[Callable[[ModelKey], Optional[FeatureLayout]]] = None,
                        known: Optional["ModelDecoder"] = None,
+                       not_after: float = math.inf,
                        ) -> tuple[dict[ModelKey, PredictionBatch], list[Rejected]]:
     """Decode raw prediction messages, grouped by (model_id, model_version) in input order.
 
@@ -223,6 +232,10 @@ def decode_predictions(payloads: Iterable[Optional[bytes]], positions: Optional[
     go straight into a ``FeatureTable`` instead of staying dicts. With ``known`` (a
     ``model_decoder.ModelDecoder``, which the engine teaches), events of the models it knows
     are decoded straight into their layout's fields; the result is the same.
+    ``not_after``: the latest event time accepted (the worker's clock plus
+    ``worker.max_future_seconds``); an event after it is rejected: one event dated in the far
+    future (epoch milliseconds read as seconds) would otherwise move its model's event-time
+    clock, by which time windows close and outcomes stop waiting, past every later event.
     """
     batches: dict[ModelKey, PredictionBatch] = {}
     appends: dict[ModelKey, tuple] = {}
@@ -248,6 +261,9 @@ def decode_predictions(payloads: Iterable[Optional[bytes]], positions: Optional[
             ts = ev.ts
             if type(ts) is not float or ts - ts != 0.0:  # a string, NaN or an infinity
                 ts = _event_time(ts)
+            if ts > not_after:
+                rejected.append(Rejected(i, _future(ts, not_after)))
+                continue
             pred = ev.prediction
             if type(pred) is _WirePrediction and pred.probabilities is None and type(pred.label) in _TEXT_OR_NONE:
                 score = pred.score

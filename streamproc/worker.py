@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import math
 import time
 from collections import defaultdict
 from datetime import datetime, timezone
@@ -777,8 +778,10 @@ class MonitorWorker:
             return []
         # Each event's position is its index in msgs; ("topic:partition", offset) only where the
         # engine checks them (replaying after a restore, or deduplicating repartitioned input).
+        future = self.settings.max_future_seconds
         batches, rejected = decode_predictions([m.value for m in msgs], range(len(msgs)),
-                                               layouts=self.engine.feature_layout, known=self.engine.decoder)
+                                               layouts=self.engine.feature_layout, known=self.engine.decoder,
+                                               not_after=math.inf if future is None else time.time() + future)
         at = msgs
         if self.engine.replay_until or self.engine.dedupe:
             tags = [(f"{m.topic}:{m.partition}", m.offset) for m in msgs]

@@ -211,6 +211,21 @@ def test_good_events_in_the_same_batch_are_unaffected():
     assert batches[("other", "default")].event_ids == ["g1"]
 
 
+def test_a_prediction_dated_after_not_after_is_rejected_saying_how_far():
+    # The worker passes its clock plus worker.max_future_seconds: an event dated beyond it (here
+    # epoch milliseconds read as seconds) would carry its model's event-time clock past every
+    # later event. At or before it, and without it, events are accepted as ever.
+    payloads = [raw(ev("ms", ts=T0 * 1000)), raw(ev("edge", ts=T0 + 60)), raw(ev("rfc", ts="2026-01-01T00:02:00.5Z")),
+                raw(ev("ok", ts=T0))]
+    batches, rejected = decode_predictions(payloads, not_after=T0 + 60)
+    assert [r.index for r in rejected] == [0, 2]
+    assert rejected[0].reason.startswith("ts 1767225600000.000 is after the worker's clock plus")
+    assert "epoch milliseconds" in rejected[0].reason
+    assert "by 60 s" in rejected[1].reason and "milliseconds" not in rejected[1].reason
+    assert batches[("fraud", "default")].event_ids == ["edge", "ok"]
+    assert decode_predictions(payloads)[1] == []
+
+
 def test_empty_input():
     assert decode_predictions([]) == ({}, [])
     assert decode_outcomes([]) == ([], [])

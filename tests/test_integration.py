@@ -208,6 +208,8 @@ def test_malformed_messages_are_dead_lettered_and_good_ones_counted(bootstrap, s
         b'{"event_id": "x3", "model_id": "delta", "ts": "2026-01-01T00:00:00", "features": {}, "prediction": 0.5}': "UTC offset",
         b'{"event_id": "x4", "model_id": "delta", "ts": 1.0, "features": {"a": [1, 2]}, "prediction": 0.5}': "features",
         b'[1, 2, 3]': "object",
+        # epoch milliseconds read as seconds: 55,000 years ahead of the worker's clock
+        b'{"event_id": "x5", "model_id": "delta", "ts": 1767225600000, "features": {}, "prediction": 0.5}': "milliseconds",
     }
     payloads = list(good)
     for i, raw in enumerate(bad):  # spread the bad messages among the good ones

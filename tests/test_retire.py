@@ -252,7 +252,7 @@ def test_the_workers_batches_advance_the_models_clocks(monkeypatch):
     w = MonitorWorker(load_config(None, overrides={"window_size": 50, "warmup_size": 100}, environ={}))
     msgs = [SimpleNamespace(value=raw, topic="predictions", partition=0, offset=i, timestamp=0, key=None, headers=())
             for i, raw in enumerate(_events("m", "v1", 20))]
-    now = [1_000.0]
+    now = [1_767_225_600.0 + DAY]  # (a clock after the events' times: later ones would be dead-lettered)
     monkeypatch.setattr(worker_module.time, "time", lambda: now[0])
     assert w._process_predictions(msgs[:10]) == []
     now[0] += HOUR
