@@ -14,6 +14,7 @@ from .bounded_series import Bounded, LatestGauge
 __all__ = ["Metrics", "CONTENT_TYPE_LATEST", "dead_letter_reason", "Bounded"]
 
 DEFAULT_MAX_SERIES = 10_000
+WINDOW_DETECTORS = ("psi", "missing_rate", "unseen_categories")  # streamproc_statistic's of a closed window
 
 
 def dead_letter_reason(reason: str) -> str:
@@ -163,6 +164,16 @@ class Metrics:
         """The gauges of a model version's latest values (what goes with the model)."""
         return (self.psi, self.psi_threshold, self.statistic, self.statistic_threshold, self.error_rate,
                 self.score_quantile, self.drift_active)
+
+    def forget_window_statistics(self, model_id: str, version: str) -> None:
+        """Drop a model version's statistics of its latest closed window (PSI, data quality, score
+        quantiles): a new reference was adopted, and its windows, perhaps of other features,
+        set their own. The stream detectors' statistics stay (they are set after every batch)."""
+        for gauge in (self.psi, self.psi_threshold, self.score_quantile):
+            gauge.remove_matching(model_id=model_id, model_version=version)
+        for gauge in (self.statistic, self.statistic_threshold):
+            for detector in WINDOW_DETECTORS:
+                gauge.remove_matching(model_id=model_id, model_version=version, detector=detector)
 
     def forget_model(self, model_id: str) -> None:
         """Drop the latest-value series of a model this worker no longer holds (counters stay)."""

@@ -129,7 +129,10 @@ class ModelMonitor:
         self.closed.clear()
         self.pane = self._new_pane(index) if self.cfg.window.kind == "count" else None
         self._notify_caps = True
-        self.latest_quality_hits = None  # rows of the previous reference's features
+        # The latest statistics were of the previous reference's windows (and features).
+        self.latest_quality_hits = None
+        self.latest.clear()
+        self.quantiles.clear()
         self.detectors = None
         if reference.score is not None and (self.cfg.adwin.enabled or self.cfg.page_hinkley.enabled):
             self.detectors = StreamDetectors(reference.score.mean, reference.score.std, self.cfg.adwin,
@@ -410,10 +413,10 @@ class ModelMonitor:
         layout = layout_for(self.reference, profiles)
         values, bins = layout.evaluate([win.counts[name] for name in layout.names], psi_cfg.smoothing)
         spread = [name for name in (layout.names[j] for j in layout.numeric) if name in win.lo]
-        if spread:
-            qs = sketch_quantiles([profiles[n].fine_edges for n in spread], [win.counts[n] for n in spread], QUANTILES,
-                                  [win.lo[n] for n in spread], [win.hi[n] for n in spread])
-            self.quantiles.update(zip(spread, qs))
+        # Quantiles of this window only: a signal without a finite value in it has none.
+        self.quantiles = dict(zip(spread, sketch_quantiles(
+            [profiles[n].fine_edges for n in spread], [win.counts[n] for n in spread], QUANTILES,
+            [win.lo[n] for n in spread], [win.hi[n] for n in spread]))) if spread else {}
         # Thresholds raised for the window's size (psi.effective_threshold), every signal at once.
         noise = layout.noise(win.count, psi_cfg.alpha)
         # The configured threshold's own float where it wins (most signals): ``latest`` keeps

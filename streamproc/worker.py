@@ -427,6 +427,7 @@ class MonitorWorker:
                         futures.append(self._dead_letter(msg, f"invalid reference profile: {type(exc).__name__}: {exc}"))
                         continue
                     self.engine.set_reference(profile)
+                    self.metrics.forget_window_statistics(profile.model_id, profile.model_version)
                     applied += 1
                     log.info("reference for %s/%s from %s", profile.model_id, profile.model_version, msg.topic)
             if futures:
@@ -806,7 +807,10 @@ class MonitorWorker:
                 psi((key[0], key[1], name), value)
                 psi_threshold((key[0], key[1], name), threshold)
             m.set_statistics(key[0], key[1], mon.window_statistics())
-            for q, v in zip(QUANTILES, mon.quantiles.get(SCORE_KEY, ())):
+            score_qs = mon.quantiles.get(SCORE_KEY)
+            if score_qs is None and mon.reference.score is not None:
+                score_qs = [math.nan] * len(QUANTILES)  # no finite score in this window
+            for q, v in zip(QUANTILES, score_qs or ()):
                 m.score_quantile.set((key[0], key[1], str(q)), v)
             m.set_counter(m.late_events, key, mon.late_events)
         for key in out.events:  # the score's stream detectors ran on this batch's events

@@ -214,3 +214,57 @@ def test_latest_values_are_exported_as_prometheus_client_exports_a_gauge():
         with pytest.raises(ValueError, match="are not 2 strings"):
             latest.set(bad, 1.0)
     assert generate_latest(ours) == generate_latest(theirs)
+
+
+def test_a_published_reference_drops_the_window_statistics_of_the_one_before(worker):
+    # A new reference (here without x2) starts fresh windows, perhaps of other features: the
+    # latest window's series of the reference before go until its own windows set theirs, and
+    # a feature it lacks is never exported again. The stream detectors' series stay.
+    import asyncio
+
+    from streamproc.profile import build_reference
+
+    events = list(ModelStream("m", n_numeric=3, n_categorical=1, seed=44).events(2500))
+    worker._process_predictions(messages("predictions", events[:1500]))
+    assert ("m", "default", "x2") in psi_samples(worker.metrics, "streamproc_psi")
+    assert ("m", "default", "x2", "missing_rate") in samples(worker.metrics, "streamproc_statistic")
+    head = events[:1000]
+    ref = build_reference("m", "default", [{k: v for k, v in e["features"].items() if k != "x2"} for e in head],
+                          [e["prediction"]["score"] for e in head], [e["prediction"]["label"] for e in head])
+
+    class References:  # the references topic, as the worker's consumer of it reads it
+        def __init__(self, values):
+            self.batches = [{"references": [Msg("model-references", 0, 0, orjson.dumps(v)) for v in values]}]
+
+        async def getmany(self, timeout_ms=0):
+            return self.batches.pop(0) if self.batches else {}
+
+    worker.ref_consumer = References([ref.to_dict()])
+    assert asyncio.run(worker._read_references()) == 1
+    assert not [k for k in psi_samples(worker.metrics, "streamproc_psi") if k[0] == "m"]
+    assert [k for k in worker.metrics.score_quantile.series if k[0] == "m"] == []
+    assert {k[3] for k in samples(worker.metrics, "streamproc_statistic")} == {"adwin", "page_hinkley"}
+    mon = worker.engine.monitors[("m", "default")]
+    assert mon.latest == {} and mon.quantiles == {}
+    worker._process_predictions(messages("predictions", events[1500:], start=1500))
+    psi = psi_samples(worker.metrics, "streamproc_psi")
+    assert {k[2] for k in psi} == {"x0", "x1", "c0", "prediction.score", "prediction.label"}
+    assert set(mon.quantiles) == {"x0", "x1", "prediction.score"}
+    assert len([k for k in worker.metrics.score_quantile.series if k[0] == "m"]) == 5
+
+
+def test_a_window_without_a_score_exports_nan_score_quantiles(worker):
+    # Not the quantiles of the window before: a window whose predictions carried labels only.
+    import math
+
+    events = list(ModelStream("m", n_numeric=2, n_categorical=1, seed=45).events(2000))
+    worker._process_predictions(messages("predictions", events[:1500]))
+    before = {k: v for k, v in worker.metrics.score_quantile.series.items() if k[0] == "m"}
+    assert len(before) == 5
+    for e in events[1500:]:
+        e["prediction"] = {"label": e["prediction"]["label"]}
+    worker._process_predictions(messages("predictions", events[1500:], start=1500))
+    text = worker.metrics.render().decode()
+    values = [s.value for f in text_string_to_metric_families(text) for s in f.samples
+              if s.name == "streamproc_prediction_score_quantile" and s.labels["model_id"] == "m"]
+    assert len(values) == 5 and all(math.isnan(v) for v in values)

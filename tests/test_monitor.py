@@ -444,3 +444,15 @@ def test_stream_statistics_of_the_monitor():
     assert stats[(ERROR_SIGNAL, "adwin")][0] >= (0.26 - 0.1) / base_std - 1e-9
     assert stats[(ERROR_SIGNAL, "adwin")][1] == mon.cfg.concept.signal.min_effect
     assert stats[(ERROR_SIGNAL, "page_hinkley")][1] == pytest.approx(mon.cfg.page_hinkley.threshold_sigma)
+
+
+def test_quantiles_are_the_latest_windows_only():
+    # A numeric feature with no value in the latest window has no quantiles, not an older window's.
+    events = list(ModelStream("m", n_numeric=2, n_categorical=1, seed=33).events(200))
+    for i in range(150, 200):
+        events[i]["features"]["x0"] = None
+    mon = ModelMonitor("m", "default", small_cfg(window_size=50, warmup_size=100))
+    feed(mon, to_batch(events[:150]), [50])
+    assert set(mon.quantiles) == {"x0", "x1", "prediction.score"}
+    feed(mon, to_batch(events[150:]), [50])
+    assert set(mon.quantiles) == {"x1", "prediction.score"}
