@@ -23,13 +23,13 @@ from typing import Optional
 
 import orjson
 
-from .decode import split_prediction
+from .decode import label_text, split_prediction
 from .profile import ReferenceProfile, build_reference
 from .progress import CountingLines, Progress
 
 
-def _cell(text: str):
-    if text == "":
+def _cell(text: Optional[str]):
+    if not text:  # empty, or (a row shorter than the header) absent
         return None
     try:
         value = float(text)
@@ -83,10 +83,16 @@ def read_training_data(path: str | Path, score_column: Optional[str] = None, lab
                     continue
                 try:
                     ev = orjson.loads(line)
-                    rows.append(ev["features"])
-                    score, label = split_prediction(ev["prediction"]) if "prediction" in ev else (math.nan, None)
-                except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
-                    raise ValueError(f"{path}:{n}: not a prediction event ({exc})") from None
+                    features = ev["features"]
+                    if not isinstance(features, dict):
+                        raise TypeError(f"features is {type(features).__name__}, not an object")
+                    prediction = ev.get("prediction")
+                    if isinstance(prediction, (bool, list)) or (prediction is None and "prediction" in ev):
+                        raise TypeError(f"prediction is {orjson.dumps(prediction).decode()[:40]}")
+                    score, label = split_prediction(prediction) if prediction is not None else (math.nan, None)
+                except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as exc:
+                    raise ValueError(f"{path}:{n}: not a prediction event ({type(exc).__name__}: {exc})") from None
+                rows.append(features)
                 scores.append(score)
                 labels.append(label)
                 if n % 10_000 == 0:
@@ -112,6 +118,9 @@ def read_training_data(path: str | Path, score_column: Optional[str] = None, lab
         raise
     cell = _cell if suffix == ".csv" else _parquet_cell
     for n, rec in enumerate(records, 1):
+        if suffix == ".csv" and None in rec:  # csv.DictReader's key for the cells past the header's
+            f.close()
+            raise ValueError(f"{path}: row {n}: {len(rec[None])} more cell(s) than the header has columns")
         rows.append({k: cell(v) for k, v in rec.items() if k not in (score_column, label_column, *EVENT_COLUMNS)})
         s = cell(rec[score_column]) if score_column else None
         if s is not None and not (isinstance(s, (int, float)) and not isinstance(s, bool)):
@@ -121,7 +130,8 @@ def read_training_data(path: str | Path, score_column: Optional[str] = None, lab
                              f"prediction score; --score-column '' makes it a feature)")
         scores.append(float(s) if s is not None else math.nan)
         lbl = rec[label_column] if label_column else None
-        labels.append(None if lbl in (None, "") else str(lbl))
+        # As the worker reads a live label (decode.label_text): booleans 'true' / 'false'.
+        labels.append(None if lbl is None or lbl == "" else lbl if suffix == ".csv" else label_text(_parquet_cell(lbl)))
         if n % 10_000 == 0:
             bar.update(lines.done if suffix == ".csv" else bar.total * n // max(len(records), 1), len(rows))
     if suffix == ".csv":

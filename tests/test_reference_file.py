@@ -250,3 +250,46 @@ def test_a_file_reference_is_monitored_by_the_models_ignore_features_and_max_fea
     # A reference published for it is narrowed the same way; the engine's and the monitor's are one object.
     engine.set_reference(ref)
     assert list(mon.reference.features) == ["amount"] and mon.reference is engine.references[("fraud", "v1")]
+
+
+def test_a_short_csv_row_has_its_missing_cells_missing_and_a_long_one_is_refused(tmp_path):
+    # csv gives None for the cells a row lacks (read as missing, as produce reads them), and
+    # puts extra cells under None (refused, naming the row, rather than silently dropped).
+    f = tmp_path / "short.csv"
+    f.write_text("x,c,score\n1.5,a,0.2\n2.5\n3.5,b\n")
+    rows, scores, labels = read_training_data(f)
+    assert rows == [{"x": 1.5, "c": "a"}, {"x": 2.5, "c": None}, {"x": 3.5, "c": "b"}]
+    assert scores[0] == 0.2 and math.isnan(scores[1]) and math.isnan(scores[2])
+    f = tmp_path / "long.csv"
+    f.write_text("x,c\n1.5,a\n2.5,b,extra,more\n")
+    with pytest.raises(ValueError, match=r"long.csv: row 2: 2 more cell\(s\) than the header has columns"):
+        read_training_data(f)
+
+
+@pytest.mark.parametrize("line, why", [
+    (b'{"event_id": "e", "model_id": "m", "ts": 1, "features": null, "prediction": 0.5}', "features is NoneType"),
+    (b'{"event_id": "e", "model_id": "m", "ts": 1, "features": [1], "prediction": 0.5}', "features is list"),
+    (b'{"event_id": "e", "model_id": "m", "ts": 1, "features": {}, "prediction": true}', "prediction is true"),
+    (b'{"event_id": "e", "model_id": "m", "ts": 1, "features": {}, "prediction": [0.5]}', "prediction is [0.5]"),
+    (b'{"event_id": "e", "model_id": "m", "ts": 1, "features": {}, "prediction": null}', "prediction is null"),
+    (b'{"event_id": "e", "model_id": "m", "ts": 1, "features": {}, "prediction": {"score": "high"}}', "ValueError"),
+    (b'[1, 2]', "TypeError"),
+])
+def test_a_jsonl_line_that_is_no_prediction_event_is_refused_naming_it(tmp_path, line, why):
+    f = tmp_path / "train.jsonl"
+    f.write_bytes(b'{"event_id": "ok", "model_id": "m", "ts": 1, "features": {"x": 1}, "prediction": 0.5}\n' + line + b"\n")
+    with pytest.raises(ValueError, match=r"train.jsonl:2: not a prediction event") as info:
+        read_training_data(f)
+    assert why in str(info.value)
+
+
+def test_parquet_labels_read_as_live_labels_are(tmp_path):
+    # A live label true is 'true' (decode.label_text), so a boolean label column must be too, or
+    # every live label would be unseen.
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"x": [1.0, 2.0, 3.0, 4.0], "label": [True, False, None, True]}), tmp_path / "b.parquet")
+    assert read_training_data(tmp_path / "b.parquet")[2] == ["true", "false", None, "true"]
+    pq.write_table(pa.table({"x": [1.0, 2.0], "label": [1, 0]}), tmp_path / "i.parquet")
+    assert read_training_data(tmp_path / "i.parquet")[2] == ["1", "0"]
