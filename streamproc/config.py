@@ -154,8 +154,8 @@ class WindowConfig(_Shared):
 
     ``count``: tumbling windows of ``window_size`` events (the default). ``time``: tumbling
     windows of ``seconds`` of event time; an event later than ``allowed_lateness`` behind the
-    newest event time seen is counted as late and added to the oldest open window (never
-    dropped). ``slide`` > 1 makes the windows sliding: each window is ``slide`` panes (of
+    newest event time seen is counted as late and added to the oldest open window that holds
+    events (never dropped). ``slide`` > 1 makes the windows sliding: each window is ``slide`` panes (of
     ``window_size / slide`` events or ``seconds / slide`` seconds), evaluated every pane.
     """
 

@@ -9,6 +9,7 @@ pickles whole (see ``streamproc.engine``).
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, insort
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Optional
@@ -176,13 +177,12 @@ class ModelMonitor:
         """The window stream findings are reported in: the open pane (an empty one before any)."""
         return self.pane.info() if self.pane is not None else WindowInfo(0, 0.0, 0.0, 0)
 
-    def _info_at(self, ts: float) -> WindowInfo:
-        """The window an event of this chunk belongs to (so ids do not depend on batching)."""
-        if self.cfg.window.kind == "count":
+    def _info_at(self, pids: Optional[np.ndarray], position: int) -> WindowInfo:
+        """The window the event at ``position`` of this chunk went to (``pids``: each event's
+        time pane, None for count windows), so ids do not depend on batching."""
+        if pids is None:
             return self._info()
-        pid = max(int(ts // (self.cfg.window.seconds / self.cfg.window.slide)), self._lowest_open or 0)
-        pane = self.open_panes.get(pid)
-        return pane.info() if pane is not None else WindowInfo(pid, ts, ts, 0)
+        return self.open_panes[int(pids[position])].info()
 
     @property
     def pane_size(self) -> int:
@@ -240,10 +240,11 @@ class ModelMonitor:
         scores = chunk.score_array()
         ts = chunk.ts_array()
         profiles = self._profiles()
+        pids = None
         if self.cfg.window.kind == "count":
             self.pane.add(profiles, rows, ts, scores, chunk.labels)
         else:
-            self._add_by_time(profiles, chunk, rows, ts, scores)
+            pids = self._add_by_time(profiles, chunk, rows, ts, scores)
         # Stream detectors and schema checks alert at once, not at the window's end.
         immediate = []
         if self._notify_caps:
@@ -252,7 +253,7 @@ class ModelMonitor:
         immediate += self._unknown_features(rows)
         if self.detectors is not None:
             immediate += [self._stream_finding("prediction_drift", "prediction_score", ch, self.cfg.score,
-                                               self._info_at(float(ts[ch.position])), self.events)
+                                               self._info_at(pids, ch.position), self.events)
                           for ch in self.detectors.update(scores)]
         if immediate:
             result.alerts.extend(self.policy.decide(immediate))
@@ -263,17 +264,17 @@ class ModelMonitor:
         else:
             self._close_due_panes(result)
 
-    def _add_by_time(self, profiles, chunk: PredictionBatch, rows, ts: np.ndarray, scores: np.ndarray) -> None:
-        wc = self.cfg.window
-        width = wc.seconds / wc.slide
-        pids = np.floor(ts / width).astype(np.int64)
-        floor = self._lowest_open
-        if floor is None:
-            floor = self._lowest_open = int(pids.min())
-        late = pids < floor
-        if late.any():
-            self.late_events += int(late.sum())
-            pids[late] = floor
+    def _add_by_time(self, profiles, chunk: PredictionBatch, rows, ts: np.ndarray, scores: np.ndarray) -> np.ndarray:
+        """Add a chunk to the panes of its events' times; return each event's pane.
+
+        Event by event, as if each came alone: an event whose pane the events before it have
+        closed (it ends ``allowed_lateness`` or more before the newest event time seen) is late,
+        and goes to the oldest pane open then that holds events. So which pane an event joins
+        does not depend on how the input is batched; panes are evaluated at a chunk's end.
+        """
+        pids, late = self._time_panes(ts)
+        if late is not None:
+            self.late_events += len(late)
         for pid in np.unique(pids).tolist():
             idx = np.flatnonzero(pids == pid)
             pane = self.open_panes.get(pid)
@@ -286,25 +287,61 @@ class ModelMonitor:
                 pane.add(profiles, part.features, ts[idx], scores[idx], part.labels)
         self.watermark = max(self.watermark, float(ts.max()))
         self.pane = self.open_panes[max(self.open_panes)]
+        return pids
+
+    def _time_scale(self) -> float:
+        """Panes per second of event time: pane ``p`` covers ``[p, p + 1) / scale``. One float
+        for pane ids and for closing them (``seconds / slide`` rounded puts a time on a pane
+        boundary into the pane before: ``ts * scale`` is exact for whole seconds)."""
+        wc = self.cfg.window
+        return wc.slide / wc.seconds
+
+    def _time_panes(self, ts: np.ndarray) -> tuple[np.ndarray, Optional[np.ndarray]]:
+        """(each event's pane, the positions of the late ones or None)."""
+        wc = self.cfg.window
+        scale = self._time_scale()
+        pids = np.floor(ts * scale).astype(np.int64)
+        before = np.maximum.accumulate(np.concatenate(([self.watermark], ts[:-1])))  # the watermark each event finds
+        closed_below = (before - wc.allowed_lateness) * scale  # panes p with p + 1 <= this are closed
+        late = pids + 1 <= closed_below
+        if not late.any():
+            return pids, None
+        # The panes holding events, in order; a late event goes to the first one still open.
+        # (The pane of the newest event time always is, unless a new reference dropped it.)
+        held = sorted(self.open_panes)
+        in_time = np.flatnonzero(~late)
+        _, first = np.unique(pids[in_time], return_index=True)
+        late_at = np.flatnonzero(late)
+        steps = sorted([(int(i), False) for i in in_time[first]] + [(int(i), True) for i in late_at])
+        for i, is_late in steps:
+            if is_late:
+                k = bisect_left(held, math.floor(closed_below[i]))
+                if k == len(held):
+                    pids[i] = math.floor(before[i] * scale)
+                    insort(held, int(pids[i]))
+                else:
+                    pids[i] = held[k]
+            else:
+                k = bisect_left(held, int(pids[i]))
+                if k == len(held) or held[k] != pids[i]:
+                    held.insert(k, int(pids[i]))
+        return pids, late_at
 
     def _close_due_panes(self, result: StepResult) -> None:
-        """Close, oldest first, the time panes that end before the watermark minus the lateness."""
+        """Close, oldest first, the time panes that end ``allowed_lateness`` or more before the watermark."""
         wc = self.cfg.window
-        width = wc.seconds / wc.slide
-        limit = self.watermark - wc.allowed_lateness
+        closed_below = (self.watermark - wc.allowed_lateness) * self._time_scale()
         for pid in sorted(self.open_panes):
-            if (pid + 1) * width > limit:
+            if pid + 1 > closed_below:
                 break
             pane = self.open_panes.pop(pid)
             # Sliding windows over time hold only the panes of the last ``slide`` intervals.
             while self.closed and self.closed[0].index <= pid - wc.slide:
                 self.closed.popleft()
             self._close_pane(pane, result)
-            self._lowest_open = pid + 1
         if self.open_panes:
             self.pane = self.open_panes[max(self.open_panes)]
 
-    _lowest_open: Optional[int] = None
     # State saved before these existed restores without them.
     latest_quality_hits: Optional[np.ndarray] = None
     latest_window_count: int = 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -348,3 +350,93 @@ def test_a_panes_lows_and_highs_are_its_smallest_and_largest_finite_values(chunk
     assert pane.lo == {name: min(vs) for name, vs in finite.items() if vs}
     assert pane.hi == {name: max(vs) for name, vs in finite.items() if vs}
 
+
+
+def _time_monitor(seconds: float, lateness: float, slide: int = 1) -> ModelMonitor:
+    cfg = MonitorConfig(window_size=100 * slide, window={"kind": "time", "seconds": seconds, "slide": slide,
+                                                         "allowed_lateness": lateness, "min_events": 1})
+    return ModelMonitor("w", "default", cfg, REFERENCE)
+
+
+def _at(times, start: int = 0) -> PredictionBatch:
+    """Reference-like events at these event times."""
+    evs = REF_EVENTS[start:start + len(times)]
+    return PredictionBatch("w", "default", [f"e{start + i}" for i in range(len(times))], [float(t) for t in times],
+                           [dict(e["features"]) for e in evs], [e["prediction"]["score"] for e in evs],
+                           [e["prediction"]["label"] for e in evs])
+
+
+def _windows(mon: ModelMonitor, times, cuts) -> list:
+    """Feed events at ``times`` in chunks ending at ``cuts``; every pane closed and evaluated,
+    then those left open, as (index, count, start, end, sketch totals)."""
+    seen = []
+    close = mon._close_pane
+    mon._close_pane = lambda pane, result: (seen.append(pane), close(pane, result))[1]
+    start = 0
+    for stop in sorted(set(cuts) | {len(times)}):
+        if stop > start:
+            mon.update(_at(times[start:stop], start))
+            start = stop
+    shape = lambda p: (p.index, p.count, p.start, p.end, {k: int(v.sum()) for k, v in p.counts.items()})  # noqa: E731
+    return [shape(p) for p in seen] + ["open"] + [shape(mon.open_panes[k]) for k in sorted(mon.open_panes)]
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.one_of(st.floats(0, 3), st.floats(-40, 0), st.just(0.0)), min_size=1, max_size=60),
+       st.lists(st.integers(1, 59), max_size=8), st.sampled_from([(10, 0, 1), (10, 5, 1), (10, 2, 2), (600, 0, 9)]))
+def test_time_windows_do_not_depend_on_batching(steps, cuts, window):
+    # Each event goes where it would had it come alone: to the pane of its time, or, when the
+    # events before it closed that pane (late), to the oldest open pane holding events; so the
+    # panes evaluated, their events and the late count are the same however the input is cut.
+    seconds, lateness, slide = window
+    times, t = [], 1_767_225_600.0
+    for step in steps:  # mostly forward, some events behind the newest, some far behind
+        t += step if step >= 0 else 0.0
+        times.append(t + min(step, 0.0))
+    one, many = _time_monitor(seconds, lateness, slide), _time_monitor(seconds, lateness, slide)
+    assert _windows(one, times, []) == _windows(many, times, cuts)
+    scale = slide / seconds  # panes per second, as the monitor reckons them
+    assert one.late_events == many.late_events == sum(
+        1 for i, ts in enumerate(times) if i and math.floor(ts * scale) + 1 <= (max(times[:i]) - lateness) * scale)
+
+
+def test_an_event_within_the_lateness_is_not_late_whatever_batch_it_comes_in():
+    a, b = _time_monitor(10, 60), _time_monitor(10, 60)
+    a.update(_at([100.0, 95.0]))
+    b.update(_at([100.0]))
+    b.update(_at([95.0], 1))
+    assert a.late_events == b.late_events == 0
+    assert sorted(b.open_panes) == [9, 10] and b.open_panes[9].count == 1
+
+
+def test_a_late_event_after_a_gap_joins_the_oldest_open_pane_not_one_of_its_own():
+    mon = _time_monitor(10, 5)
+    mon.update(_at([1.0 + i * 0.05 for i in range(100)]))
+    mon.update(_at([500.0 + i * 0.05 for i in range(100)], 100))  # pane 0 closes
+    result = mon.update(_at([200.0] * 10 + [3.0] * 10, 200))  # 300 s and more behind: late
+    assert mon.late_events == 20 and result.windows_closed == 0
+    assert list(mon.open_panes) == [50] and mon.open_panes[50].count == 120
+
+
+def test_an_event_on_a_window_boundary_opens_that_window():
+    # seconds / slide = 66.66... rounded put t0 (a multiple of 600) in the pane before it.
+    mon = _time_monitor(600, 0, slide=9)
+    t0 = 1_767_225_600.0
+    mon.update(_at([t0 - 1.0, t0, t0 + 1000.0]))
+    assert [(p.index, p.start) for p in mon.closed][-2:] == [(int(t0) * 9 // 600 - 1, t0 - 1.0), (int(t0) * 9 // 600, t0)]
+
+
+def test_a_late_event_after_a_new_reference_joins_the_pane_of_the_newest_event_time():
+    # A new reference starts fresh windows (no pane open) but keeps the event-time clock.
+    mon = _time_monitor(10, 5)
+    mon.update(_at([1.0, 100.0]))
+    mon.set_reference(REFERENCE)
+    mon.update(_at([2.0, 3.0], 2))
+    assert mon.late_events == 2 and list(mon.open_panes) == [10] and mon.open_panes[10].count == 2
+
+
+def test_a_late_event_joins_the_oldest_open_pane_even_one_opened_in_its_own_chunk():
+    mon = _time_monitor(10, 30)
+    mon.update(_at([1.0]))
+    mon.update(_at([100.0, 125.0, 2.0], 1))  # 2.0 is late: panes below 9 are closed at 125
+    assert mon.late_events == 1 and {k: p.count for k, p in mon.open_panes.items()} == {10: 2, 12: 1}
