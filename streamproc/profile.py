@@ -266,7 +266,8 @@ def sketch_quantiles(fine_edges: Sequence[np.ndarray], sketches: Sequence[np.nda
     bounds[inner] = np.concatenate(fine_edges)
     bounds = np.clip(bounds, np.repeat(lo_a, sizes + 1), np.repeat(hi_a, sizes + 1))
     b = i + bstart[:, None]
-    out = bounds[b] + frac * (bounds[b + 1] - bounds[b])
+    # (Rounded, the interpolation can pass its upper bound by an ulp: never past the window's largest value.)
+    out = np.minimum(bounds[b] + frac * (bounds[b + 1] - bounds[b]), bounds[b + 1])
     out[totals == 0] = np.nan
     return out.tolist()
 

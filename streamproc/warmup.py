@@ -141,6 +141,7 @@ class _Column:
 
     def __setstate__(self, state) -> None:
         self.absent = None
+        self.start = 0  # (the first columnar version's columns had no start: they began at row 0)
         for name, value in state[1].items():
             setattr(self, name, value)
         if "absent" not in state[1] and self.present < self.rows:
@@ -348,9 +349,12 @@ class WarmupSample:
         self._recount()
 
     def categorical_columns(self) -> list[list]:
-        """The values of each categorical feature kept as a column (as held: None where absent)."""
+        """The values of each categorical feature, kept as a column or sparsely, one per row of
+        the sample (None where absent): row ``r`` at index ``r``, as ``thin`` counts rows."""
         self.flush()
-        return [col.objects for col in self.columns.values() if col.objects is not None and col.kind() == CATEGORICAL]
+        names = [name for name, col in self.columns.items() if col.objects is not None and col.kind() == CATEGORICAL]
+        names += [name for name, rows in self.sparse.items() if infer_kind(list(rows.values())) == CATEGORICAL]
+        return [self.values(name) for name in names]
 
     def nbytes(self) -> int:
         """Bytes held, estimated: columns, strings (each distinct one once, by its size), sparse

@@ -424,3 +424,13 @@ def test_sorted_quantiles_equal_numpys_bit_for_bit(n, n_bins, seed, shape):
     got = sorted_quantiles(np.sort(x, axis=1), n_bins)
     assert got.shape == expected.shape and (got == expected).all()
     assert (sorted_quantiles(np.sort(x[0]), n_bins) == np.quantile(x[0], points)).all()
+
+
+def test_window_quantiles_stay_within_the_windows_values():
+    # The top quantile interpolates to the window's largest value: rounding must not pass it.
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        p = build_feature_profile("x", rng.normal(size=300).tolist(), kind="numeric")
+        w = rng.normal(size=100)
+        qs = p.quantiles(p.sketch(w), [0.0, 0.5, 1.0], float(w.min()), float(w.max()))
+        assert w.min() <= qs[0] <= qs[1] <= qs[2] <= w.max()

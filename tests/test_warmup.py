@@ -570,3 +570,45 @@ def test_one_models_warmups_that_cannot_be_thinned_further_are_not_looked_at_eve
     # Over the cap from about 150 events on, with 190 batches of 10: from then on a look each
     # time the warm-up grew by an eighth (about 20 looks), not one per batch (about 175).
     assert 0 < len(looks) <= 30, len(looks)
+
+
+def _rows_batch(rows: list[dict]) -> PredictionBatch:
+    n = len(rows)
+    return PredictionBatch("m", "v", [str(i) for i in range(n)], [0.0] * n, rows, [0.5] * n, [None] * n)
+
+
+def test_thinning_guards_an_optional_categorical_feature_kept_sparsely():
+    # A long tail of categories in a feature 40 % of events carry (kept sparsely, not as a
+    # column) would be thinned to noise if only columns were checked.
+    rng = np.random.default_rng(0)
+    p = 1 / np.arange(1, 101)
+    rows = [{"x": float(rng.normal()), **({"opt": f"cat{rng.choice(100, p=p / p.sum())}"} if i % 5 < 2 else {})}
+            for i in range(2000)]
+    warm = Warmup.of(_rows_batch(rows))
+    assert "opt" in warm.features.sparse
+    assert not warm.thinnable(2)
+    assert Warmup.of(_rows_batch([{k: v for k, v in r.items() if k != "opt"} for r in rows])).thinnable(16)
+
+
+@pytest.mark.parametrize("kept_rare, thinnable", [(True, False), (False, True)])
+def test_thinning_checks_the_rows_thinning_keeps(kept_rare, thinnable):
+    # A column from sample row 41 on: thin(2) keeps its even sample rows. Rare values on exactly
+    # those rows must stop it; rare values only on the rows it drops must not.
+    warm = Warmup()
+    warm.extend(_rows_batch([{"x": 0.0}] * 41))
+    rare_parity = 0 if kept_rare else 1
+    warm.extend(_rows_batch([{"x": 0.0, "c": f"rare{r}" if r % 2 == rare_parity else "common"} for r in range(41, 441)]))
+    assert warm.features.columns["c"].start == 41
+    assert warm.thinnable(2) is thinnable
+
+
+def test_a_column_pickled_without_its_start_restores_from_row_0():
+    # The first columnar warm-up's columns had no start (every column began at row 0).
+    col = warmup_module._Column(0)
+    col.extend(0, [1.5, 2.5], {})
+    col.present = 2
+    state = col.__getstate__()
+    del state[1]["start"]
+    restored = warmup_module._Column.__new__(warmup_module._Column)
+    restored.__setstate__(state)
+    assert restored.values(3) == [1.5, 2.5, None]
