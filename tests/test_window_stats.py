@@ -65,7 +65,7 @@ def reference_quantiles(fine_edges, sketch, qs, lo, hi):
         i = min(bisect.bisect_left(cum, target), len(counts) - 1)
         before = cum[i - 1] if i else 0.0
         frac = (target - before) / counts[i] if counts[i] else 0.0
-        out.append(bounds[i] + frac * (bounds[i + 1] - bounds[i]))
+        out.append(min(bounds[i] + frac * (bounds[i + 1] - bounds[i]), bounds[i + 1]))  # never past the bin's top
     return out
 
 
