@@ -12,6 +12,7 @@ optional field is a minor change; removing or retyping a field bumps the major n
 from __future__ import annotations
 
 import re
+import sys
 from datetime import datetime
 from typing import Annotated, Literal, Union
 
@@ -45,7 +46,13 @@ def _check_rfc3339(text: str) -> str:
 
 Timestamp = Annotated[StrictStr, Field(pattern=RFC3339_PATTERN, json_schema_extra={"format": "date-time"}),
                       AfterValidator(_check_rfc3339)]
-EventTime = Union[StrictFloat, StrictInt, Timestamp]
+# The largest integer a double holds without overflowing (read as one, larger ones round up
+# to infinity): a number's bounds, as the fast decoder applies them to numbers read as doubles.
+DOUBLE_INT_MAX = 2 ** 1024 - 2 ** 970 - 1
+DoubleInt = Annotated[StrictInt, Field(ge=-DOUBLE_INT_MAX, le=DOUBLE_INT_MAX)]
+# Bounded too, for the JSON Schema: its "number" takes integers as well, of any size.
+DoubleFloat = Annotated[StrictFloat, Field(ge=-sys.float_info.max, le=sys.float_info.max)]
+EventTime = Union[DoubleFloat, DoubleInt, Timestamp]
 FeatureValue = Union[StrictBool, StrictInt, StrictFloat, StrictStr, None]
 ID_PATTERN = r"^[^\x00-\x1f]+$"  # no control characters (ids name state records and metric labels)
 NonEmptyStr = Annotated[StrictStr, Field(min_length=1, max_length=256, pattern=ID_PATTERN)]
@@ -54,7 +61,8 @@ NonEmptyStr = Annotated[StrictStr, Field(min_length=1, max_length=256, pattern=I
 class _Input(BaseModel):
     """Inputs tolerate unknown fields (producers may add metadata); outputs do not.
 
-    Numbers must be finite doubles: NaN/Infinity literals and overflowing numbers are rejected.
+    Numbers must be finite doubles: NaN/Infinity literals and overflowing numbers are rejected
+    (an integer feature value beyond the doubles' range is accepted, and counts as missing).
     """
 
     model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
@@ -69,9 +77,9 @@ class PredictionObject(BaseModel):
 
     model_config = ConfigDict(extra="allow", strict=True, allow_inf_nan=False)
 
-    score: Union[StrictFloat, StrictInt, None] = None
+    score: Union[DoubleFloat, DoubleInt, None] = None
     label: Union[StrictStr, StrictInt, StrictBool, None] = None
-    probabilities: Union[dict[str, Union[StrictFloat, StrictInt]], None] = None
+    probabilities: Union[dict[str, Union[DoubleFloat, DoubleInt]], None] = None
 
 
 class PredictionEvent(_Input):
@@ -84,7 +92,7 @@ class PredictionEvent(_Input):
     )
     ts: EventTime = Field(description="Event time: RFC 3339 with offset, or epoch seconds.")
     features: dict[str, FeatureValue]
-    prediction: Union[StrictFloat, StrictInt, StrictStr, PredictionObject]
+    prediction: Union[DoubleFloat, DoubleInt, StrictStr, PredictionObject]
 
 
 class OutcomeEvent(_Input):
@@ -103,7 +111,7 @@ class OutcomeEvent(_Input):
     model_id: NonEmptyStr
     ts: EventTime
     label: Union[StrictStr, StrictInt, StrictBool, None] = None
-    value: Union[StrictFloat, StrictInt, None] = None
+    value: Union[DoubleFloat, DoubleInt, None] = None
 
     @model_validator(mode="after")
     def _has_truth(self) -> "OutcomeEvent":

@@ -174,6 +174,7 @@ def test_prediction_corpus_validators_agree(case):
 # laxer than RFC 3339 and took NaN/Infinity; msgspec took a space separator. All three now
 # reject them.
 _TS_BASE = '"event_id":"e","model_id":"m","features":{},"prediction":0.5,"ts":'
+_BIG = str(10 ** 400)
 FORMERLY_DISPUTED = {
     "ts without seconds": _p(_TS_BASE + '"2026-01-01T00:00Z"'),
     "ts digits as string": _p(_TS_BASE + '"1767225600"'),
@@ -184,6 +185,12 @@ FORMERLY_DISPUTED = {
     "NaN ts": _p(_TS_BASE + "NaN"),
     "Infinity score": _p('"event_id":"e","model_id":"m","features":{},"ts":1,"prediction":Infinity'),
     "overflowing feature": _p('"event_id":"e","model_id":"m","features":{"a":1e400},"ts":1,"prediction":0'),
+    # Integer literals beyond the doubles' range: the decoder reads these as doubles, and they
+    # overflow; the JSON Schema's "number" takes integers of any size unless bounded.
+    "overflowing integer ts": _p(_TS_BASE.replace('"ts":', '"ts":' + _BIG)),
+    "overflowing integer score": _p('"event_id":"e","model_id":"m","features":{},"ts":1,"prediction":' + _BIG),
+    "overflowing integer score object": _p('"event_id":"e","model_id":"m","features":{},"ts":1,"prediction":{"score":-' + _BIG + '}'),
+    "overflowing integer probability": _p('"event_id":"e","model_id":"m","features":{},"ts":1,"prediction":{"probabilities":{"a":' + _BIG + '}}'),
 }
 
 
@@ -211,6 +218,9 @@ OUTCOMES = {
     "naive timestamp": (_p('"event_id":"e","model_id":"m","ts":"2026-01-01T00:00:00","label":"x"'), False),
     "float label": (_p(_O + ',"label":0.5'), False),
     "string value": (_p(_O + ',"value":"3"'), False),
+    "overflowing integer value": (_p(_O + ',"value":' + str(10 ** 400)), False),
+    "the largest integer a double holds": (_p(_O + ',"value":' + str(2 ** 1024 - 2 ** 970 - 1)), True),
+    "an integer label beyond any double": (_p(_O + ',"label":' + str(10 ** 400)), True),
     "empty event_id": (_p('"event_id":"","model_id":"m","ts":1,"label":"x"'), False),
 }
 
