@@ -34,17 +34,33 @@ _NUMBER_TYPES = frozenset({int, float, type(None)})
 _TEXT_TYPES = frozenset({str, type(None)})
 
 
+MAX_STRAY_SHARE = 0.01  # of a numeric feature's present values, at most this share may be strings
+
+
 def infer_kind(values: Sequence[Any]) -> Kind:
-    """Numeric when every present value is a number (booleans are categories)."""
+    """Numeric when the present values are numbers, but for at most ``MAX_STRAY_SHARE`` strings
+    (a producer's occasional "N/A": read as missing, or as the number they spell, as windows
+    read strings in a numeric feature); categorical with any boolean, or more strings.
+
+    One stray string made a continuous feature categorical, its categories the text of a few
+    numbers and every other value unseen, so it was in effect no longer monitored.
+
+    >>> infer_kind([0.5] * 99 + ["N/A"]), infer_kind([0.5] * 98 + ["N/A"] * 2), infer_kind([1, True])
+    ('numeric', 'categorical', 'categorical')
+    """
     types = set(map(type, values))
     if types <= _NUMBER_TYPES:  # what JSON decodes to: settled without a Python step per value
         return NUMERIC
+    present = strings = 0
     for v in values:
         if v is None:
             continue
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
+        present += 1
+        if type(v) is str:
+            strings += 1
+        elif isinstance(v, bool) or not isinstance(v, (int, float)):
             return CATEGORICAL
-    return NUMERIC
+    return NUMERIC if strings <= MAX_STRAY_SHARE * present else CATEGORICAL
 
 
 def category_text(v: Any) -> Optional[str]:

@@ -456,3 +456,15 @@ def test_quantiles_are_the_latest_windows_only():
     assert set(mon.quantiles) == {"x0", "x1", "prediction.score"}
     feed(mon, to_batch(events[150:]), [50])
     assert set(mon.quantiles) == {"x1", "prediction.score"}
+
+
+def test_a_stray_string_in_a_numeric_feature_does_not_stop_its_monitoring():
+    # One "N/A" among 300 warm-up values: still numeric (the string counts as missing), so a
+    # shift of it is found, as without the string.
+    events = list(ModelStream("m", n_numeric=2, n_categorical=1, seed=34, drift=Drift(700, ("x0",), 1.0)).events(1000))
+    events[150]["features"]["x0"] = "N/A"
+    mon = ModelMonitor("m", "default", small_cfg(window_size=100, warmup_size=300))
+    alerts, _retrains, _closed = feed(mon, to_batch(events), [100])
+    assert mon.reference.features["x0"].kind == "numeric"
+    assert mon.reference.features["x0"].missing_rate == 1 / 300
+    assert any(a["feature"] == "x0" and a["detector"] == "psi" for a in alerts)

@@ -204,6 +204,10 @@ def test_categorical_counts_count_each_value_by_its_text(values, categories):
         ([True, False], CATEGORICAL),
         ([1, True], CATEGORICAL),
         ([None, "x", None], CATEGORICAL),
+        ([0.5] * 99 + ["N/A"], NUMERIC),  # a stray string in 100 values: missing, not a category
+        ([0.5] * 99 + ["N/A", None, None], NUMERIC),
+        ([0.5] * 98 + ["N/A", "3"], CATEGORICAL),
+        ([0.5] * 99 + [True], CATEGORICAL),
     ],
 )
 def test_infer_kind(values, kind):
