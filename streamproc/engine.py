@@ -17,7 +17,7 @@ from .feature_table import FeatureLayout, layout_for
 from .model_decoder import ModelDecoder
 from .monitor import ModelMonitor, StepResult
 from .outcomes import OutcomeJoiner
-from .profile import ReferenceProfile, narrow_reference
+from .profile import ReferenceProfile, narrow_reference, same_reference
 from .restarts import PartitionRestarts
 
 STATE_FORMAT = 1
@@ -544,11 +544,12 @@ class MonitorEngine:
             key = (model_id, version)
             self.monitors[key] = mon
             keys.append(key)
-            if mon.reference is None and key in self.references:
-                # Warming up when saved, but a reference is known now (from the references topic
-                # while another worker held the model, or a reference_file added since): it wins,
-                # as it would have had the model been here.
-                mon.set_reference(self.references[key])
+            known = self.references.get(key)
+            if known is not None and (mon.reference is None or not same_reference(mon.reference, known)):
+                # Warming up when saved, or on another reference, but one is known now (published
+                # while no worker held the model, or while another did, or a reference_file added
+                # since): it wins, as it would have had the model been here.
+                mon.set_reference(known)
                 self.dirty_monitors.add(key)
             self._track_warmup(key, mon)
         if state["joiner"] is not None:

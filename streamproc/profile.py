@@ -601,6 +601,27 @@ def build_reference(
     return ReferenceProfile(model_id, model_version, len(rows), features, score, label, source, dropped[:100])
 
 
+def _same_profile(a: Optional[FeatureProfile], b: Optional[FeatureProfile]) -> bool:
+    if a is None or b is None:
+        return a is b
+    return (a.kind == b.kind and a.count == b.count and a.edges == b.edges and a.categories == b.categories
+            and a.proportions == b.proportions)
+
+
+def same_reference(a: ReferenceProfile, b: ReferenceProfile) -> bool:
+    """Whether two references profile the same features alike (one restored from a model's
+    state, say, and one read from the references topic: never the same object).
+
+    >>> ref = build_reference("m", "v", [{"x": float(i)} for i in range(20)])
+    >>> same_reference(ref, ReferenceProfile.from_dict(ref.to_dict())), same_reference(ref, narrow_reference(ref, ["x"]))
+    (True, False)
+    """
+    return (a.model_id == b.model_id and a.model_version == b.model_version and a.count == b.count
+            and a.source == b.source and a.dropped_features == b.dropped_features
+            and list(a.features) == list(b.features)
+            and all(_same_profile(p, b.features[name]) for name, p in a.features.items())
+            and _same_profile(a.score, b.score) and _same_profile(a.label, b.label))
+
 def narrow_reference(reference: ReferenceProfile, ignore: Sequence[str] = (), max_features: int = 500) -> ReferenceProfile:
     """The reference a model's settings monitor: without the ``ignore``d features, and with at
     most ``max_features`` of the others (the most often present, ties by name, as

@@ -275,7 +275,7 @@ class MonitorWorker:
             return
         async with self.lock:
             self._apply_restarts()
-            if not self.failed and not self._in_flight:  # else the state may be ahead of its output
+            if self._may_checkpoint():
                 try:
                     await asyncio.wait_for(self.checkpoint(), 2 * COMMIT_TIMEOUT)
                 except Exception as exc:  # the next owner replays from the last checkpoint
@@ -302,6 +302,8 @@ class MonitorWorker:
                 restored = await self._load_models(assigned)
             except Exception as exc:  # retried by the loop (see _rewind) before anything is processed
                 log.warning("could not load the models of the assigned partitions (%s); will retry", exc)
+                # What was read so far may be older records of some models: never saved over newer ones.
+                self._forget_models()
                 self._must_rewind = True
                 return
             self._apply_restarts()
@@ -475,12 +477,16 @@ class MonitorWorker:
                     task.cancel()
                     finished = False
         if finished and not self.failed and self.consumer is not None and self.state is not None:
-            try:
-                async with self.lock:
-                    self._apply_restarts()
-                    await asyncio.wait_for(self.checkpoint(), timeout)
-            except Exception as exc:  # a dead broker: the next start replays from the last checkpoint
-                log.warning("final checkpoint failed (%s: %s)", type(exc).__name__, exc)
+            if not self._may_checkpoint():
+                log.warning("final checkpoint skipped: the state holds a batch whose output was not delivered, or "
+                            "models not fully loaded; the next start replays from the last checkpoint")
+            else:
+                try:
+                    async with self.lock:
+                        self._apply_restarts()
+                        await asyncio.wait_for(self.checkpoint(), timeout)
+                except Exception as exc:  # a dead broker: the next start replays from the last checkpoint
+                    log.warning("final checkpoint failed (%s: %s)", type(exc).__name__, exc)
         self.ready = False
         self.metrics.ready.set(0)
         for client in (self.router_consumer, self.consumer, self.ref_consumer, self.producer):
@@ -489,6 +495,13 @@ class MonitorWorker:
                     await client.stop()
                 except Exception:  # closing a client on a dead broker must not block shutdown
                     log.warning("error while closing a Kafka client", exc_info=True)
+
+    def _may_checkpoint(self) -> bool:
+        """Whether the models may be saved now, outside the loop (a revocation, a stop): not
+        when they hold a batch whose output the broker did not acknowledge (they are ahead of
+        it: the loop rewinds), nor when they are not the state to go on from (a load that failed
+        part-way, to be redone)."""
+        return not self.failed and not self._in_flight and not self._must_rewind
 
     async def _loop(self, step, in_flight, rewind, what: str) -> None:
         backoff = 0.5

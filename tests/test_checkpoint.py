@@ -374,3 +374,56 @@ def test_a_rewind_checks_the_restored_positions_even_when_a_rebalance_overlaps_i
 
     restarted, paused, checked = asyncio.run(main())
     assert restarted == [({"predictions:0"}, True, {}, set())] and paused == set() and checked
+
+
+class Stoppable:
+    async def stop(self):
+        pass
+
+
+@pytest.mark.parametrize("why", ["in_flight", "must_rewind"])
+def test_a_stop_saves_nothing_while_the_state_is_not_one_to_go_on_from(why):
+    """A batch applied whose output the broker did not acknowledge (the loop was backing off to
+    rewind when SIGTERM came), or models loaded part-way: saving them would stamp state ahead
+    of, or older than, the committed offsets, so a restart would apply the batch twice or lose
+    events. The stop leaves the last checkpoint as it is; the same goes for a revocation."""
+    w = worker_with_changes(["a"])
+    setattr(w, f"_{why}", True)
+    w.producer.stop = w.consumer.stop = Stoppable().stop
+    w.input.drop = lambda tps: None
+    asyncio.run(w.stop(timeout=5))
+    assert w.producer.sent == [] and w.consumer.commits == []
+    w = worker_with_changes(["a"])
+    setattr(w, f"_{why}", True)
+    w.input.drop = lambda tps: None
+    asyncio.run(w._revoked({TopicPartition("predictions", 0)}))
+    assert w.producer.sent == [] and w.consumer.commits == []
+
+
+def test_a_load_that_fails_part_way_keeps_nothing_it_read():
+    """The records read before the failure may be older ones of some models (the state topic is
+    compacted lazily): held, a later checkpoint would save them over the newer ones."""
+    from types import SimpleNamespace
+
+    from streamproc.engine import MonitorEngine
+
+    w = MonitorWorker(load_config(None, overrides={"window_size": 20, "warmup_size": 20, "route": "direct"}, environ={}))
+    owner = MonitorEngine(w.config)
+    owner.process(decode_predictions([orjson.dumps(e) for e in ModelStream("a", n_numeric=2, seed=5).events(30)])[0])
+    record = owner.export_dirty({"predictions:0": 30})["a"]
+    held = []
+
+    async def read(apply, timeout=60.0):
+        apply("a", record)
+        held.append(set(w.engine.dormant) | {key[0] for key in w.engine.monitors})
+        raise KafkaTimeoutError("state topic not read to its end")
+
+    async def nothing():
+        pass
+
+    w.state = SimpleNamespace(read=read)
+    w.input = SimpleNamespace(assigned=lambda tps: None, hold=lambda tps: None, restored=lambda tps, offsets: None)
+    w._ensure_topics = nothing
+    asyncio.run(w._assigned({TopicPartition("predictions", 0)}))
+    assert held == [{"a"}] and w._must_rewind
+    assert not w.engine.monitors and not w.engine.dormant and not w.engine.dirty_monitors

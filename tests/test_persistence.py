@@ -465,3 +465,35 @@ def test_a_reference_published_while_a_warming_model_is_packed_is_adopted_once()
     publish_reference_of_a(full, packed)
     assert process(full, LOG[300:1500]) == process(packed, LOG[300:1500])
     assert summary(full) == summary(packed)
+
+
+def test_a_reference_published_while_no_worker_held_the_model_is_adopted_when_it_is_restored():
+    """The worker reads the references topic before it loads the models: a reference published
+    after the model's last checkpoint (the worker down, or the model between workers) must reach
+    it, in full or packed, as it would have reached a worker holding it; a reference it already
+    has (read back from the topic) changes nothing."""
+    from streamproc.profile import build_reference
+
+    engine = MonitorEngine(CONFIG)
+    process(engine, LOG[:1500])  # both models on their warm-up's reference
+    records = engine.export_dirty({"predictions:0": 700, "predictions:1": 700, "outcomes:2": 300})
+    ref = build_reference("a", "default", [{"x0": float(i), "x1": 1.0, "x2": 2.0} for i in range(300)], source="file:new")
+    for lazy in (False, True):
+        restored = MonitorEngine(CONFIG)
+        restored.set_reference(ref)  # read from the references topic at start
+        for model_id, record in records.items():
+            restored.import_record(model_id, record, lazy=lazy)
+        restored.thaw("a") if lazy else None
+        assert restored.monitors[("a", "default")].reference is restored.references[("a", "default")]
+        assert ("a", "default") in restored.dirty_monitors
+    # A model whose saved reference is the one the topic holds keeps its windows going.
+    engine.set_reference(ref)
+    process(engine, LOG[1500:1700])
+    records = engine.export_dirty({"predictions:0": 800, "predictions:1": 800, "outcomes:2": 300})
+    restored = MonitorEngine(CONFIG)
+    restored.set_reference(build_reference("a", "default", [{"x0": float(i), "x1": 1.0, "x2": 2.0} for i in range(300)],
+                                           source="file:new"))  # the same profile, read back
+    restored.import_state(records)
+    mon = restored.monitors[("a", "default")]
+    assert mon.reference is not restored.references[("a", "default")] and mon.pane.count > 0
+    assert ("a", "default") not in restored.dirty_monitors
