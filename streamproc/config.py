@@ -111,6 +111,13 @@ class SignalConfig(_Shared):
     confirm: int = Field(100, ge=1, le=100_000, description="Values after a detection that its effect is measured on.")
 
 
+class ErrorSignalConfig(SignalConfig):
+    """``SignalConfig`` for the error signal: a rise of 0.3 baseline standard deviations in the
+    error rate is critical (a class of its own, so that a partial section keeps this default)."""
+
+    critical_effect: float = Field(0.3, ge=0, description="Changes at least this large are critical.")
+
+
 class ConceptConfig(_Shared):
     """Concept drift: outcomes joined to predictions by event_id, error rate watched by ADWIN and Page-Hinkley."""
 
@@ -122,7 +129,7 @@ class ConceptConfig(_Shared):
     max_pending: int = Field(100_000, ge=1, description="Predictions kept waiting per model; the oldest are dropped beyond this.")
     warmup: int = Field(500, ge=10, description="Labelled events that set the baseline error before detection starts.")
     positive_threshold: float = Field(0.5, description="A score at or above this predicts the positive class when the prediction has no label.")
-    signal: SignalConfig = Field(default_factory=lambda: SignalConfig(min_effect=0.1, critical_effect=0.3))
+    signal: ErrorSignalConfig = Field(default_factory=ErrorSignalConfig)
 
 
 class PageHinkleyConfig(_Shared):
@@ -312,17 +319,22 @@ class StreamprocConfig(_Strict):
     defaults: MonitorConfig = Field(default_factory=MonitorConfig)
     models: dict[str, Optional[dict[str, Any]]] = Field(default_factory=dict, description="Per model id: overrides of defaults.")
 
-    def for_model(self, model_id: str) -> MonitorConfig:
+    def for_model(self, model_id: Optional[str]) -> MonitorConfig:
         """The defaults, with the model's overrides (nested sections merge), and worker overrides."""
         base = self.defaults.model_dump()
+        overridden = []
         for key in ("window_size", "warmup_size"):
             if getattr(self.worker, key) is not None:
                 base[key] = getattr(self.worker, key)
-        merged = _deep_merge(base, self.models.get(model_id) or {})
+                overridden.append(f"worker.{key} {getattr(self.worker, key)}")
+        merged = _deep_merge(base, (self.models.get(model_id) if model_id is not None else None) or {})
         try:
             return MonitorConfig.model_validate(merged)
         except ValidationError as exc:
-            raise ConfigError(f"invalid configuration: {_describe(exc, f'models.{model_id}')}") from None
+            where = f"models.{model_id}" if model_id in self.models else "defaults"
+            if overridden:  # (a flag or variable, not the file, may be what is wrong)
+                where += f" with {', '.join(overridden)}"
+            raise ConfigError(f"invalid configuration: {_describe(exc, where)}") from None
 
 
 def _resolve_paths(raw: dict, base: Path) -> None:
@@ -407,8 +419,12 @@ def load_config(path: Optional[str | Path] = None, overrides: Optional[dict[str,
         config = StreamprocConfig.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(f"invalid configuration: {_describe(exc)}") from None
+    if config.defaults.reference_file is not None:
+        raise ConfigError("invalid configuration: defaults.reference_file: a reference is of one model version; "
+                          "set reference_file under models.<model id>")
     for model_id, overrides in config.models.items():
         if overrides is not None and not isinstance(overrides, dict):
             raise ConfigError(f"invalid configuration: models.{model_id}: must be a mapping")
         config.for_model(model_id)  # raises naming models.<id>.<field>
+    config.for_model(None)  # the settings of every model not named: defaults with the worker's overrides
     return config

@@ -261,3 +261,32 @@ def test_a_worker_that_cannot_start_says_why_in_one_line(capsys):
     assert code == 1 and "cannot reach Kafka at 127.0.0.1:" in err
     code, err = one_line(["--log-level", "loud"])
     assert code == 2 and "worker.log_level" in err and "'loud' is not a log level" in err
+
+
+def test_a_partial_concept_signal_under_defaults_keeps_its_critical_effect(tmp_path):
+    # The error signal's critical effect is 0.3 (the score's 0.5): a section naming only another
+    # field of it, under defaults as under a model, must not bring the score's back.
+    f = tmp_path / "c.yaml"
+    f.write_text("defaults:\n  concept: {signal: {confirm: 50}}\nmodels:\n  fraud:\n    concept: {signal: {confirm: 40}}\n")
+    config = load_config(f, environ={})
+    for model in ("fraud", "other"):
+        assert config.for_model(model).concept.signal.critical_effect == 0.3
+    assert (config.for_model("other").concept.signal.confirm, config.for_model("fraud").concept.signal.confirm) == (50, 40)
+    assert config.for_model("other").score.critical_effect == 0.5
+
+
+def test_a_window_size_flag_at_odds_with_the_defaults_fails_at_start_naming_it(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("defaults:\n  window: {slide: 3}\n  window_size: 999\n")
+    assert load_config(f, environ={}).for_model("m").window_size == 999
+    with pytest.raises(ConfigError, match=r"^invalid configuration: defaults with worker\.window_size 1000: .*multiple of window\.slide"):
+        load_config(f, overrides={"window_size": 1000}, environ={})
+    with pytest.raises(ConfigError, match=r"worker\.window_size 1000"):
+        load_config(f, environ={"STREAMPROC_WINDOW_SIZE": "1000"})
+
+
+def test_a_reference_file_under_defaults_is_refused(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("defaults:\n  reference_file: refs/all.json\n")
+    with pytest.raises(ConfigError, match=r"defaults\.reference_file: a reference is of one model version"):
+        load_config(f, environ={})
