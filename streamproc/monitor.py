@@ -387,8 +387,11 @@ class ModelMonitor:
         changes, start = self.errors.update(matches)
         if changes:
             ts = [m.ts for m in matches]
-            info = WindowInfo(start // self.cfg.window_size, min(ts), max(ts), len(matches))
-            findings = [self._stream_finding("concept_drift", "error", ch, self.cfg.concept.signal, info, start)
+            # The window of the labelled event the change was found at (its index is in the alert's
+            # id, so not of where this batch of outcomes began).
+            findings = [self._stream_finding("concept_drift", "error", ch, self.cfg.concept.signal,
+                                             WindowInfo((start + ch.position) // self.cfg.window_size, min(ts), max(ts),
+                                                        len(matches)), start)
                         for ch in changes]
             result.alerts.extend(self.policy.decide(findings))
         return result

@@ -141,3 +141,28 @@ def test_eviction_drops_what_is_over_the_cap_or_too_old_oldest_first(max_pending
             latest = max(latest, max(ts))
         expired += _evict_one_at_a_time(plain, max_pending, latest - ttl)
         assert list(j.pending.items()) == list(plain.items()) and j.expired == expired
+
+
+def test_concept_drift_alert_ids_do_not_depend_on_how_outcomes_were_batched():
+    # The window index in an alert's id is that of the labelled event the change was found at,
+    # not of where its batch of outcomes began: a replay in larger batches repeats the same ids.
+    import numpy as np
+
+    from streamproc.config import MonitorConfig
+    from streamproc.monitor import ModelMonitor
+    from streamproc.outcomes import Match
+
+    rng = np.random.default_rng(1)
+    wrong = np.concatenate([rng.random(1500) < 0.1, rng.random(1500) < 0.5])
+    matches = [Match(f"e{i}", "v1", float(i), 0.9, "1", "0" if w else "1", None) for i, w in enumerate(wrong)]
+
+    def alerts(batch: int) -> list[tuple]:
+        mon = ModelMonitor("m", "v1", MonitorConfig())
+        out = []
+        for start in range(0, len(matches), batch):
+            out += mon.update_errors(matches[start:start + batch]).alerts
+        return [(a["detector"], a["window"]["index"], a["alert_id"]) for a in out]
+
+    one = alerts(1)
+    assert one and {index for _, index, _ in one} == {1}  # found after the 1000th labelled event
+    assert alerts(100) == alerts(250) == alerts(3000) == one
