@@ -20,6 +20,7 @@ Rules (per model version):
 
 from __future__ import annotations
 
+import math
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -150,7 +151,8 @@ class AlertPolicy:
                 }
             )
         self.state.pending_critical.extend(
-            {"alert_id": a["alert_id"], "type": a["type"], "detector": a["detector"], "feature": a["feature"], "signal": a["signal"]}
+            {"alert_id": a["alert_id"], "type": a["type"], "detector": a["detector"], "feature": a["feature"], "signal": a["signal"],
+             "window": a["window"]["index"]}
             for a in alerts if a["severity"] == "critical"
         )
         return alerts
@@ -162,7 +164,13 @@ class AlertPolicy:
         the input was split into batches; its id depends only on the model version and window.
         """
         st = self.state
-        critical, st.pending_critical = st.pending_critical, []
+        # The critical alerts of this window and those before it; a stream detector's alert of a
+        # later window (an event time window still open, its event in the same batch) waits for it.
+        critical = [a for a in st.pending_critical if a.get("window", -math.inf) <= window.index]
+        if len(critical) < len(st.pending_critical):
+            st.pending_critical = [a for a in st.pending_critical if a.get("window", -math.inf) > window.index]
+        else:
+            st.pending_critical = []
         rc = self.cfg.retrain
         if not rc.enabled or not critical:
             return None

@@ -266,3 +266,34 @@ def test_retrain_request_id_is_deterministic():
     r2 = step(policy(), 3, *reversed(f))[1][0]
     assert r1["request_id"] == r2["request_id"]
     assert sorted(r1["alert_ids"]) == sorted(r2["alert_ids"])
+
+
+def test_a_time_windows_retrain_request_does_not_depend_on_batching():
+    # A stream detector's critical alert found at an event of a later (still open) time window,
+    # in the same batch as events that close an earlier one, waits for its own window: credited
+    # to the earlier one, the request's window (its id, its data) depended on the batching.
+    import numpy as np
+
+    from streamproc.config import MonitorConfig
+    from streamproc.decode import PredictionBatch
+    from streamproc.monitor import ModelMonitor
+
+    cfg = MonitorConfig.model_validate({"warmup_size": 500, "window": {"kind": "time", "seconds": 100,
+                                                                         "allowed_lateness": 0, "min_events": 10}})
+    rng = np.random.default_rng(3)
+    scores = np.concatenate([rng.normal(0, 1, 1200), rng.normal(2, 1, 800)])  # the score shifts at event 1200
+    x = rng.normal(0, 1, 2000)
+    events = [(f"e{i}", 1_000_000.0 + i, {"x": float(x[i])}, float(scores[i])) for i in range(2000)]
+
+    def requests(size: int) -> list[tuple]:
+        mon = ModelMonitor("m", "v", cfg)
+        out = []
+        for start in [0] + list(range(500, 2000, size)):
+            rows = events[start:500] if start == 0 else events[start:start + size]
+            out += mon.update(PredictionBatch("m", "v", [r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows],
+                                              [r[3] for r in rows], [None] * len(rows))).retrains
+        return [(q["data_window"]["index"], q["request_id"], q["alert_ids"]) for q in out]
+
+    one = requests(1)
+    assert len(one) == 1 and one[0][0] == 10012  # the window the shift starts in
+    assert requests(1500) == requests(37) == one
