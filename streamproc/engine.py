@@ -61,6 +61,10 @@ class MonitorEngine:
         self.references = {key: self._narrowed(ref) for key, ref in (references or {}).items()}
         self.monitors: dict[ModelKey, ModelMonitor] = {}
         self.joiners: dict[str, OutcomeJoiner] = {}
+        # Per model id, its retired versions and how many times each was retired: one that comes
+        # back numbers its windows from 0 again, and its alerts' ids must not be its first life's
+        # (receivers de-duplicate by them). Saved with the model.
+        self._retired: dict[str, dict[str, int]] = {}
         # Persistence: what changed since the last export, and, after an import, the input
         # position up to which some restored state is already ahead (events before it are
         # checked against each state's own watermark and skipped if already applied).
@@ -121,7 +125,13 @@ class MonitorEngine:
         mon = self.monitors.get(key)
         if mon is None:
             cfg = self.config_for(key[0])
-            mon = self.monitors[key] = ModelMonitor(key[0], key[1], cfg, self.references.get(key))
+            retired = self._retired.get(key[0])
+            incarnation = retired.pop(key[1], 0) if retired else 0
+            if incarnation:  # a retired version back (a rollback): its model's record changes
+                self.dirty_models.add(key[0])
+                if not retired:
+                    del self._retired[key[0]]
+            mon = self.monitors[key] = ModelMonitor(key[0], key[1], cfg, self.references.get(key), incarnation)
         return mon
 
     def _narrowed(self, reference: ReferenceProfile) -> ReferenceProfile:
@@ -483,6 +493,8 @@ class MonitorEngine:
                         obj.applied = {tp: max(off, applied.get(tp, 0)) for tp, off in {**applied, **watermark}.items()}
                         self.restarts.stamp(obj, watermark)
                 state = {"format": STATE_FORMAT, "monitors": monitors, "joiner": joiner, "clock": self._clocks.get(model_id)}
+                if self._retired.get(model_id):
+                    state["retired"] = dict(self._retired[model_id])
                 yield model_id, zlib.compress(pickle.dumps(state, protocol=4), 1)
         except BaseException:
             self.dirty_models.update(models)
@@ -539,6 +551,8 @@ class MonitorEngine:
     def _install(self, model_id: str, state: dict) -> list[ModelKey]:
         if state.get("clock") is not None:  # (records saved before clocks existed have none)
             self._clocks[model_id] = list(state["clock"])
+        if state.get("retired"):
+            self._retired[model_id] = dict(state["retired"])
         keys = []
         for version, mon in state["monitors"].items():
             key = (model_id, version)
@@ -615,7 +629,8 @@ class MonitorEngine:
             if horizon is not None and clock[0] - mon.last_active > horizon:
                 retired.append(key)
         for key in retired:
-            del self.monitors[key]
+            mon = self.monitors.pop(key)
+            self._retired.setdefault(key[0], {})[key[1]] = mon.policy.incarnation + 1
             self._track_warmup(key, None)
             self.dirty_monitors.discard(key)
             self.dirty_models.add(key[0])
@@ -628,6 +643,7 @@ class MonitorEngine:
             self._track_warmup(key, None)
         self.joiners.pop(model_id, None)
         self._clocks.pop(model_id, None)
+        self._retired.pop(model_id, None)
         self._fed.discard(model_id)
         self.dormant.pop(model_id, None)
         self._dormant_refs.pop(model_id, None)
@@ -641,6 +657,7 @@ class MonitorEngine:
         self._dormant_refs.clear()
         self._dormant_forget.clear()
         self._clocks.clear()
+        self._retired.clear()
         self._fed.clear()
         self.dirty_monitors.clear()
         self.dirty_models.clear()
@@ -653,7 +670,7 @@ class MonitorEngine:
         for model_id in list(self.dormant):
             self.thaw(model_id)
         return pickle.dumps({"format": STATE_FORMAT, "monitors": self.monitors, "references": self.references,
-                             "joiners": self.joiners, "clocks": self._clocks})
+                             "joiners": self.joiners, "clocks": self._clocks, "retired": self._retired})
 
     def restore(self, data: bytes) -> None:
         state = pickle.loads(data)
@@ -663,6 +680,7 @@ class MonitorEngine:
         self.references = state["references"]
         self.joiners = state["joiners"]
         self._clocks = state.get("clocks", {})
+        self._retired = state.get("retired", {})
         self._fed = set()
         self.dormant, self._dormant_refs, self._dormant_forget = {}, {}, {}
         self._retrack_warmups()

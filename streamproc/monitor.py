@@ -83,11 +83,13 @@ class ModelMonitor:
     # (reference, its profiles by name): see ``_profiles``; derived, so not pickled.
     _profiles_of: Optional[tuple] = None
 
-    def __init__(self, model_id: str, model_version: str, cfg: MonitorConfig, reference: Optional[ReferenceProfile] = None):
+    def __init__(self, model_id: str, model_version: str, cfg: MonitorConfig, reference: Optional[ReferenceProfile] = None,
+                 incarnation: int = 0):
         self.model_id = model_id
         self.model_version = model_version
         self.cfg = cfg
-        self.policy = AlertPolicy(model_id, model_version, cfg)
+        # incarnation: how many times this version was retired before (its alerts' ids differ).
+        self.policy = AlertPolicy(model_id, model_version, cfg, incarnation=incarnation)
         self.events = 0  # predictions applied, warmup included
         self.reference: Optional[ReferenceProfile] = None
         self.pane: Optional[Pane] = None  # the open pane (the newest, for time windows)

@@ -66,8 +66,13 @@ class Finding:
         return (self.type, self.detector, self.signal, self.feature)
 
 
-def alert_id(model_id: str, model_version: str, f: Finding) -> str:
+def alert_id(model_id: str, model_version: str, f: Finding, incarnation: int = 0) -> str:
+    """The alert's id: the same finding of the same window gives the same id. ``incarnation``:
+    how many times the version was retired before this monitor (0: never, and not in the id,
+    so ids are as before); a version that comes back numbers its windows from 0 again."""
     parts = [model_id, model_version, *map(str, f.key), str(f.window.index), str(f.severity), str(f.position)]
+    if incarnation:
+        parts.append(f"incarnation {incarnation}")
     return str(uuid.uuid5(ALERT_NAMESPACE, "\x1f".join(parts)))
 
 
@@ -88,11 +93,16 @@ class PolicyState:
 class AlertPolicy:
     """Turns the findings of one model version into alert and retrain-request events (dicts)."""
 
-    def __init__(self, model_id: str, model_version: str, cfg: MonitorConfig, state: Optional[PolicyState] = None):
+    incarnation = 0  # (policies saved before retired versions were counted restore without one)
+
+    def __init__(self, model_id: str, model_version: str, cfg: MonitorConfig, state: Optional[PolicyState] = None,
+                 incarnation: int = 0):
         self.model_id = model_id
         self.model_version = model_version
         self.cfg = cfg
         self.state = state or PolicyState()
+        if incarnation:
+            self.incarnation = incarnation  # see alert_id
 
     @property
     def cooldown_events(self) -> int:
@@ -136,7 +146,7 @@ class AlertPolicy:
             alerts.append(
                 {
                     "schema_version": "1.0",
-                    "alert_id": alert_id(self.model_id, self.model_version, f),
+                    "alert_id": alert_id(self.model_id, self.model_version, f, self.incarnation),
                     "model_id": self.model_id,
                     "model_version": self.model_version,
                     "type": f.type,
@@ -182,7 +192,8 @@ class AlertPolicy:
             return None
         st.last_retrain_window = window.index
         drifted = sorted({k[3] for k in st.active if k[0] == "data_drift" and k[3]})
-        key = "\x1f".join(["retrain", self.model_id, self.model_version, str(window.index)])
+        key = "\x1f".join(["retrain", self.model_id, self.model_version, str(window.index)]
+                         + ([f"incarnation {self.incarnation}"] if self.incarnation else []))
         return {
             "schema_version": "1.0",
             "request_id": str(uuid.uuid5(ALERT_NAMESPACE, key)),

@@ -283,3 +283,39 @@ def test_a_clock_that_stepped_back_counts_on_from_there():
     _feed(engine, _events("m", "v1", 120), now=30 * DAY)  # 30 days ahead
     _hourly(engine, "m", "v2", HOUR, 8 * 24)  # then the right time, 8 days of v2 alone
     assert engine.retire_idle_versions() == [("m", "v1")]
+
+
+def test_a_version_back_after_its_retirement_gives_its_alerts_new_ids_also_after_a_restart():
+    """A rolled-back version starts afresh and numbers its windows from 0 again: its alerts and
+    retrain requests must not repeat its first life's ids, which receivers de-duplicate by
+    (they would drop them). How many times it was retired is saved with its model."""
+    import numpy as np
+
+    from streamproc.config import StreamprocConfig
+    from streamproc.decode import PredictionBatch
+    from streamproc.profile import build_reference
+
+    rng = np.random.default_rng(0)
+    ref = build_reference("m", "v1", [{"x": float(v)} for v in rng.normal(0, 1, 2000)], [0.5] * 2000, [None] * 2000)
+    engine = MonitorEngine(StreamprocConfig(), {("m", "v1"): ref})
+    n = [0]
+
+    def batch(version: str, k: int, shift: float) -> dict:
+        b = PredictionBatch("m", version, [f"e{n[0] + i}" for i in range(k)], [float(n[0] + i) for i in range(k)],
+                            [{"x": float(v)} for v in rng.normal(shift, 1, k)], [0.5] * k, [None] * k)
+        n[0] += k
+        return {("m", version): b}
+
+    def ids(out) -> set:
+        return {a["alert_id"] for a in out.alerts} | {r["request_id"] for r in out.retrains}
+
+    first = ids(engine.process(batch("v1", 1000, 2.0), now=0.0))
+    for d in range(1, 33):  # v2 takes the traffic for a month
+        engine.process(batch("v2", 10, 0.0), now=d * DAY)
+    assert engine.retire_idle_versions() == [("m", "v1")]
+    restarted = MonitorEngine(StreamprocConfig(), {("m", "v1"): ref})
+    restarted.import_state(engine.export_dirty({"predictions:0": n[0]}))
+    for e in (engine, restarted):
+        again = ids(e.process(batch("v1", 1000, 2.0), now=33 * DAY))
+        assert len(again) == len(first) >= 2 and not again & first
+        assert e.monitors[("m", "v1")].policy.incarnation == 1 and not e._retired
