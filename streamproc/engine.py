@@ -54,6 +54,9 @@ def _forgotten(tp: str, partitions: Optional[set[str]]) -> bool:
     return partitions is None or tp in partitions
 
 
+MAX_RETIRED_VERSIONS = 1000  # retired versions a model remembers (a version's retirements: see _retired)
+
+
 class MonitorEngine:
     def __init__(self, config: StreamprocConfig, references: Optional[dict[ModelKey, ReferenceProfile]] = None):
         self.config = config
@@ -630,7 +633,10 @@ class MonitorEngine:
                 retired.append(key)
         for key in retired:
             mon = self.monitors.pop(key)
-            self._retired.setdefault(key[0], {})[key[1]] = mon.policy.incarnation + 1
+            counts = self._retired.setdefault(key[0], {})
+            counts[key[1]] = mon.policy.incarnation + 1
+            if len(counts) > MAX_RETIRED_VERSIONS:  # the longest retired forgotten first
+                del counts[next(iter(counts))]
             self._track_warmup(key, None)
             self.dirty_monitors.discard(key)
             self.dirty_models.add(key[0])
