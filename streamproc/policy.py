@@ -188,6 +188,8 @@ class AlertPolicy:
         other = [a for a in critical if a["type"] in ("prediction_drift", "concept_drift")]
         if not ((rc.on_critical and other) or len(data) >= rc.min_critical_features):
             return None
+        causes = ("data_drift", "prediction_drift", "concept_drift") if rc.on_critical else ("data_drift",)
+        critical = [a for a in critical if a["type"] in causes]  # what caused it (data quality never does)
         if st.last_retrain_window is not None and window.index - st.last_retrain_window < rc.cooldown_windows:
             return None
         st.last_retrain_window = window.index

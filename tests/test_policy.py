@@ -297,3 +297,18 @@ def test_a_time_windows_retrain_request_does_not_depend_on_batching():
     one = requests(1)
     assert len(one) == 1 and one[0][0] == 10012  # the window the shift starts in
     assert requests(1500) == requests(37) == one
+
+
+def test_a_retrain_request_names_only_the_alerts_that_caused_it():
+    # A critical data-quality alert of the same window never causes a retrain: not in alert_ids
+    # nor in the reason. With on_critical off, neither is a critical prediction drift.
+    quality = Finding("data_quality", "missing_rate", "feature", "x1", 0.5, 0.2, "critical", win(3))
+    score = psi_finding(3, 0.4, "x9", kind="prediction_drift")
+    p = policy()
+    alerts, (request,) = step(p, 3, psi_finding(3, 0.4, "x0"), quality, score)
+    by_type = {a["type"]: a["alert_id"] for a in alerts}
+    assert request["alert_ids"] == [by_type["data_drift"], by_type["prediction_drift"]]
+    assert "data_quality" not in request["reason"] and request["reason"].startswith("2 critical")
+    p = policy(retrain={"on_critical": False})
+    alerts, (request,) = step(p, 3, psi_finding(3, 0.4, "x0"), quality, score)
+    assert request["alert_ids"] == [a["alert_id"] for a in alerts if a["type"] == "data_drift"]
