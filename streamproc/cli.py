@@ -171,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--url", default=os.environ.get("STREAMPROC_STATUS_URL", DEFAULT_STATUS_URL),
                    help=f"the worker's HTTP address, its --metrics-host and --metrics-port (env STREAMPROC_STATUS_URL, default {DEFAULT_STATUS_URL})")
     p.add_argument("--json", action="store_true", help="print the JSON the worker answered, unchanged")
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the answer (default 5)")
+    p.add_argument("--timeout", type=_positive_seconds, default=5.0, help="seconds to wait for the answer (default 5)")
 
     p = sub.add_parser("alerts", help="read the alert topics",
                        epilog="examples:\n  streamproc alerts tail --bootstrap 127.0.0.1:9092\n"
@@ -202,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a group without committed offsets starts at the oldest retained message (default: new ones only)")
     f.add_argument("--group-id", default="streamproc-forwarder", help="consumer group (default streamproc-forwarder)")
     f.add_argument("--max-retries", type=int, default=8, help="retries of one message before giving up (default 8)")
-    f.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the webhook's answer (default 10)")
+    f.add_argument("--timeout", type=_positive_seconds, default=10.0, help="seconds to wait for the webhook's answer (default 10)")
 
     p = sub.add_parser("reference", help="reference profiles",
                        epilog="example:\n  streamproc reference build --model fraud --input train.csv --output refs/fraud.json",

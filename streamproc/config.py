@@ -92,6 +92,12 @@ class QualityConfig(_Shared):
     min_increase: float = Field(0.05, ge=0, le=1, description="Smallest rise of the rate (absolute) that alerts.")
     critical_increase: float = Field(0.2, ge=0, le=1, description="A rise at least this large is critical.")
 
+    @model_validator(mode="after")
+    def _ordered(self) -> "QualityConfig":
+        if self.critical_increase < self.min_increase:
+            raise ValueError("critical_increase must be >= min_increase")
+        return self
+
 
 class ADWINConfig(_Shared):
     enabled: bool = True
@@ -109,6 +115,12 @@ class SignalConfig(_Shared):
     min_effect: float = Field(0.1, ge=0, description="Ignore changes smaller than this (baseline standard deviations).")
     critical_effect: float = Field(0.5, ge=0, description="Changes at least this large are critical.")
     confirm: int = Field(100, ge=1, le=100_000, description="Values after a detection that its effect is measured on.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "SignalConfig":
+        if self.critical_effect < self.min_effect:
+            raise ValueError("critical_effect must be >= min_effect")
+        return self
 
 
 class ErrorSignalConfig(SignalConfig):

@@ -82,3 +82,12 @@ def test_an_unknown_flag_is_reported_with_its_subcommands_usage(argv, command, c
     err = capsys.readouterr().err
     assert exc.value.code == 2 and f"streamproc {command}: error: unrecognized arguments: --bogus" in err
     assert err.startswith(f"usage: streamproc {command} ")
+
+
+@pytest.mark.parametrize("argv", [["alerts", "forward", "--bootstrap", "k:9092", "--webhook", "http://h/x", "--timeout", "0"],
+                                  ["status", "--timeout", "-1"], ["status", "--timeout", "nan"]])
+def test_a_timeout_must_be_a_positive_number_of_seconds(argv, capsys):
+    # 0 or less would leave the HTTP client waiting for ever on a webhook or worker that hangs.
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2 and "--timeout: must be a positive number of seconds" in capsys.readouterr().err

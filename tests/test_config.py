@@ -290,3 +290,14 @@ def test_a_reference_file_under_defaults_is_refused(tmp_path):
     f.write_text("defaults:\n  reference_file: refs/all.json\n")
     with pytest.raises(ConfigError, match=r"defaults\.reference_file: a reference is of one model version"):
         load_config(f, environ={})
+
+
+@pytest.mark.parametrize("text, field, rule", [
+    ("quality: {min_increase: 0.3, critical_increase: 0.1}", "defaults.quality", "critical_increase must be >= min_increase"),
+    ("score: {min_effect: 0.6, critical_effect: 0.5}", "defaults.score", "critical_effect must be >= min_effect"),
+    ("concept: {signal: {min_effect: 0.4}}", "defaults.concept.signal", "critical_effect must be >= min_effect"),
+])
+def test_a_critical_bar_below_its_warning_bar_is_rejected(tmp_path, text, field, rule):
+    # Every alert would be critical (and request retraining).
+    message = _error(tmp_path, "defaults:\n  " + text + "\n")
+    assert field in message and rule in message
