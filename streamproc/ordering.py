@@ -6,7 +6,8 @@ before any of partition 1, and a count window of one model would then mix events
 apart (a drift would show before it happened, and a reference could contain drifted data).
 Like Kafka Streams, records are buffered per partition and released in (timestamp, partition,
 offset) order only up to the *horizon*: the smallest latest timestamp seen on any partition,
-since a partition's later records carry later timestamps. A partition that is *idle* (caught
+since a partition's later records carry later timestamps (and those at it, from a partition
+whose buffer is full: see ``release``). A partition that is *idle* (caught
 up with its high watermark and silent for ``max_idle`` seconds, Kafka Streams'
 ``max.task.idle.ms``) holds nothing back, so a quiet partition cannot stall the others. The
 released order is then a function of the topics' contents (as long as no partition lags the
@@ -143,6 +144,12 @@ class MergeBuffer:
             # Keys and arrivals are non-decreasing: records may go up to the first key at the
             # horizon, and (when holding) the first key at ``held`` that arrived after ``ripe``.
             cut = bisect_left(part.keys, limit, h, end)
+            if cut == h and end - h >= self.max_buffered:
+                # Full (so no longer fetched) and every record keyed at the horizon or later: those
+                # at it go, or this partition, which sets the horizon, would hold the merge for ever
+                # (a burst of one timestamp; ordinary records after one stamped ahead). No later
+                # record of any partition is keyed below the horizon.
+                cut = bisect_right(part.keys, limit, h, end)
             if held != float("inf"):
                 cut = min(cut, max(bisect_left(part.keys, held, h, end), bisect_right(part.arrivals, ripe, h, end)))
             if cut > h:

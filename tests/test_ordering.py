@@ -144,3 +144,60 @@ def test_the_hold_is_bounded_by_arrival_and_skips_partitions_never_seen():
     fresh.add(("t", 0), [_rec(0, 0, 5000), _rec(0, 1, 5001)], arrival=10.0)
     assert [m.timestamp for m in fresh.release({("t", 1)}, [("t", 0), ("t", 1)], hold_after=4000,
                                                 arrived_before=9.0)] == [5000]
+
+
+def test_a_full_partition_whose_records_all_sit_at_the_horizon_releases_them():
+    # Full, a partition is no longer fetched, so it can never show a later timestamp: a burst of
+    # one timestamp, or ordinary records after one stamped ahead (keyed at it), held the merge,
+    # and every partition behind it, for ever.
+    buf = MergeBuffer(max_buffered=5)
+    a = ("t", 0)
+    buf.add(a, [Msg("t", 0, i, 100) for i in range(4)])
+    assert buf.release(set(), [a]) == []  # not full: more records of 100 may come
+    buf.add(a, [Msg("t", 0, 4, 100)])
+    assert [m.offset for m in buf.release(set(), [a])] == [0, 1, 2, 3, 4]
+    b, c = ("t", 1), ("t", 2)
+    buf = MergeBuffer(max_buffered=5)
+    buf.add(b, [Msg("t", 1, 0, 500)] + [Msg("t", 1, i, 100 + i) for i in range(1, 5)])  # keyed 500 from the first
+    buf.add(c, [Msg("t", 2, i, 200 * i) for i in range(4)])  # up to 600: the horizon is 500
+    released = buf.release(set(), [b, c])
+    assert [(m.partition, m.offset) for m in released] == [(2, 0), (2, 1), (2, 2), (1, 0), (1, 1), (1, 2), (1, 3), (1, 4)]
+    assert buf.commit_offsets() == {b: 5, c: 3}
+
+
+@settings(max_examples=300, deadline=None)
+@given(topic_and_fetches(clocks_step_back=True), st.integers(1, 6))
+def test_a_merge_with_small_buffers_never_stalls_and_releases_in_timestamp_order(data, max_buffered):
+    # As the consumer does: a full partition is not fetched until it has released some. Whatever
+    # the fetches, while records wait unfetched some are released, and those released come in
+    # (merge key) order, each partition's in offset order.
+    parts, steps = data
+    buf = MergeBuffer(max_buffered=max_buffered)
+    assigned = [("t", p) for p in range(len(parts))]
+    pos = [0] * len(parts)
+    released = []
+    def fetch(p: int, k: int) -> None:  # one poll: a fetch (none while full), then a release
+        nonlocal released
+        if not buf.full(("t", p)):
+            chunk = parts[p][pos[p]:pos[p] + k]
+            pos[p] += len(chunk)
+            buf.add(("t", p), chunk)
+        caught_up = {("t", q) for q in range(len(parts)) if pos[q] >= len(parts[q])}
+        released += buf.release(caught_up, assigned)
+
+    for p, k in steps:
+        fetch(p, k)
+    for _ in range(sum(map(len, parts)) + 1):  # then every partition in turn, to its end
+        for p in range(len(parts)):
+            fetch(p, 7)
+    assert pos == [len(msgs) for msgs in parts]  # the merge never stopped the fetching
+    released += buf.release(set(assigned), assigned)
+    assert sorted(released) == sorted(m for msgs in parts for m in msgs)
+    keys = {}
+    for msgs in parts:
+        latest = float("-inf")
+        for m in msgs:
+            latest = keys[m] = max(latest, m.timestamp)
+    assert [keys[m] for m in released] == sorted(keys[m] for m in released)
+    for p in range(len(parts)):
+        assert [m.offset for m in released if m.partition == p] == list(range(len(parts[p])))
