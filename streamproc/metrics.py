@@ -187,13 +187,5 @@ class Metrics:
         for metric in (*self._latest_values(), self.events, self.windows, self.late_events):
             metric.remove_matching(model_id=model_id, model_version=version)
 
-    @staticmethod
-    def set_counter(counter, labels: tuple, total: float) -> None:
-        """Advance a labelled counter to ``total`` (a cumulative count kept by the core)."""
-        child = counter.labels(*labels)
-        delta = total - child._value.get()
-        if delta > 0:
-            child.inc(delta)
-
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -209,6 +209,7 @@ class MonitorWorker:
         self._checkpoints_started = 0
         self._restarted: list = []  # input partitions read again from their beginning, to forget (see _apply_restarts)
         self._in_flight = False  # a batch is applied to the state but its output not yet acknowledged
+        self._unexported: set[str] = set()  # models loaded whose latest-value series are not exported yet
         self._too_large: set[str] = set()  # models whose state is over the record limit (see _state_too_large)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -343,6 +344,9 @@ class MonitorWorker:
         await self.state.read(restore)
         self.engine.settle_restarts()
         self._restored(assigned)
+        # Their latest statistics and active drifts went with the models before (_forget_models):
+        # exported again once each is unpacked (see _update_gauges).
+        self._unexported.update(versions)
         return len(versions)
 
     def _restored(self, assigned) -> None:
@@ -388,6 +392,7 @@ class MonitorWorker:
         """Forget every model held (partitions moved, or back to the last checkpoint)."""
         for model_id in {key[0] for key in self.engine.monitors} | set(self.engine.joiners):
             self.metrics.forget_model(model_id)
+        self._unexported.clear()
         self.engine.drop_all()
         self.state_sizes.clear()
         self._too_large.clear()
@@ -676,7 +681,34 @@ class MonitorWorker:
             m.lag.remove_matching(topic=topic, partition=partition)
         self._lag_series = owned
         m.features.set(sum(len(mon.reference.features) for mon in self.engine.monitors.values() if mon.reference))
+        m.models.set(len(self.engine.monitors))
         m.warmup_bytes.set(self.engine.warmup_bytes)
+        if self._unexported:
+            for model_id in [x for x in self._unexported if x not in self.engine.dormant]:
+                self._unexported.discard(model_id)
+                for key in [k for k in self.engine.monitors if k[0] == model_id]:
+                    self._export_latest(key, self.engine.monitors[key])
+
+    def _export_latest(self, key: ModelKey, mon) -> None:
+        """A restored model version's latest-value series, from its monitor (otherwise set when
+        one of its windows closes, outcomes come or an alert is published)."""
+        m = self.metrics
+        for (_signal, name), (value, threshold) in mon.latest.items():
+            m.psi.set((key[0], key[1], name), value)
+            m.psi_threshold.set((key[0], key[1], name), threshold)
+        m.set_statistics(key[0], key[1], mon.window_statistics())
+        if mon.detectors is not None:
+            m.set_statistics(key[0], key[1], mon.stream_statistics(SCORE_KEY))
+        for q, v in zip(QUANTILES, mon.quantiles.get(SCORE_KEY, ())):
+            m.score_quantile.set((key[0], key[1], str(q)), v)
+        errors = mon.errors
+        if errors is not None:
+            if errors.rolling:
+                m.error_rate.labels(*key).set(errors.rolling_error)
+            if errors.detectors is not None:
+                m.set_statistics(key[0], key[1], mon.stream_statistics(ERROR_SIGNAL))
+        for (kind, detector, signal, feature), severity in mon.policy.state.active.items():
+            m.drift_active.labels(key[0], key[1], kind, detector, feature or signal, severity).set(1)
 
     async def checkpoint(self, force: bool = True) -> None:
         """Save the changed models' state, then commit the input offsets it reflects.
@@ -803,6 +835,8 @@ class MonitorWorker:
                 batch.positions = [tags[i] for i in batch.positions]
             at = dict(zip(tags, msgs))
         futures = self._dead_letters(msgs, rejected)
+        # (Decoding thawed the batch's packed models: their counts so far are their history.)
+        late_before = {key: mon.late_events for key in batches if (mon := self.engine.monitors.get(key)) is not None}
         out = self.engine.process(batches, now=time.time())
         if out.refused:
             for batch in out.refused:
@@ -825,7 +859,10 @@ class MonitorWorker:
                 score_qs = [math.nan] * len(QUANTILES)  # no finite score in this window
             for q, v in zip(QUANTILES, score_qs or ()):
                 m.score_quantile.set((key[0], key[1], str(q)), v)
-            m.set_counter(m.late_events, key, mon.late_events)
+        for key in batches:  # the late events of this batch (not the model's history)
+            mon = self.engine.monitors.get(key)
+            if mon is not None and mon.late_events > late_before.get(key, 0):
+                m.late_events.labels(*key).inc(mon.late_events - late_before.get(key, 0))
         for key in out.events:  # the score's stream detectors ran on this batch's events
             mon = self.engine.monitors.get(key)
             if mon is not None and mon.detectors is not None:
@@ -857,6 +894,15 @@ class MonitorWorker:
             counts[o.model_id] += 1
         for model_id, c in counts.items():
             self.metrics.outcomes.labels(model_id).inc(c)
+        # The joins this worker makes (a joiner's counts are its model's history, on whichever
+        # worker held it: exported whole, a model moving back and forth was counted twice).
+        joins_before = {}
+        for model_id in counts:
+            if model_id in self.engine.dormant:
+                self.engine.thaw(model_id)
+            joiner = self.engine.joiners.get(model_id)
+            if joiner is not None:
+                joins_before[model_id] = (joiner.matched, joiner.unmatched, joiner.expired)
         out = self.engine.process_outcomes(outcomes)
         if out.refused_outcomes:
             at = {(f"{x.topic}:{x.partition}", x.offset): x for x in msgs}
@@ -865,8 +911,10 @@ class MonitorWorker:
         for model_id in counts:
             joiner = self.engine.joiners.get(model_id)
             if joiner is not None:
-                for result in ("matched", "unmatched", "expired"):
-                    self.metrics.set_counter(self.metrics.joins, (model_id, result), getattr(joiner, result))
+                before = joins_before.get(model_id, (0, 0, 0))
+                for result, was in zip(("matched", "unmatched", "expired"), before):
+                    if getattr(joiner, result) > was:
+                        self.metrics.joins.labels(model_id, result).inc(getattr(joiner, result) - was)
         for key in out.errors_updated:
             mon = self.engine.monitors[key]
             errors = mon.errors

@@ -12,7 +12,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from streamproc.config import load_config
 from streamproc.metrics import Metrics
-from streamproc.synth import ModelStream
+from streamproc.decode import decode_outcomes, decode_predictions
+from streamproc.synth import Drift, ModelStream
 from streamproc.worker import MonitorWorker
 
 CONFIG = """
@@ -268,3 +269,63 @@ def test_a_window_without_a_score_exports_nan_score_quantiles(worker):
     values = [s.value for f in text_string_to_metric_families(text) for s in f.samples
               if s.name == "streamproc_prediction_score_quantile" and s.labels["model_id"] == "m"]
     assert len(values) == 5 and all(math.isnan(v) for v in values)
+
+
+def _series(metrics: Metrics, name: str) -> dict:
+    return {tuple(sorted(s.labels.items())): s.value for f in text_string_to_metric_families(metrics.render().decode())
+            for s in f.samples if s.name == name}
+
+
+def test_a_restored_model_exports_its_latest_statistics_and_drifts_again(worker):
+    # A rebalance or a rewind forgets every model's series and reloads the models: those series
+    # (active drifts among them) came back only at each model's next window or alert.
+    import asyncio
+    from types import SimpleNamespace
+
+    from aiokafka import TopicPartition
+
+    events = list(ModelStream("m", n_numeric=3, n_categorical=1, seed=46, drift=Drift(1000, ("x0",), 2.0)).events(2000))
+    worker._process_predictions(messages("predictions", events))
+    names = ("streamproc_drift_active", "streamproc_psi", "streamproc_statistic", "streamproc_prediction_score_quantile")
+    before = {name: _series(worker.metrics, name) for name in names}
+    assert before["streamproc_drift_active"] and before["streamproc_psi"]
+    records = worker.engine.export_dirty({"predictions:0": 2000})
+    worker._forget_models()
+    worker._last_gauges = 0.0
+    asyncio.run(worker._update_gauges())
+    assert all(not _series(worker.metrics, name) for name in names)
+    assert _series(worker.metrics, "streamproc_models") == {(): 0.0}
+
+    async def read(apply, timeout=60.0):
+        for model_id, record in records.items():
+            apply(model_id, record)
+
+    async def nothing():
+        pass
+
+    worker.state = SimpleNamespace(read=read)
+    worker.input = SimpleNamespace(assigned=lambda tps: None, hold=lambda tps: None, restored=lambda tps, offsets: None)
+    worker._ensure_topics = nothing
+    asyncio.run(worker._assigned({TopicPartition("predictions", 0)}))
+    worker.engine.thaw("m")  # (the direct route loads models packed: its next input unpacks it)
+    worker._last_gauges = 0.0
+    asyncio.run(worker._update_gauges())
+    assert {name: _series(worker.metrics, name) for name in names} == before
+    assert _series(worker.metrics, "streamproc_models") == {(): 1.0}
+
+
+def test_outcome_joins_count_what_this_worker_joined_not_the_models_history(worker):
+    # A joiner's counts travel with its model: exported whole, a model moving between workers
+    # was counted on each (and again on coming back).
+    from streamproc.engine import MonitorEngine
+
+    events = list(ModelStream("m", n_numeric=2, n_categorical=1, seed=47).events(400))
+    outcomes = [{"event_id": e["event_id"], "model_id": "m", "ts": e["ts"] + 1, "label": "1"} for e in events]
+    elsewhere = MonitorEngine(worker.config)  # the worker that held the model before
+    elsewhere.process(decode_predictions([orjson.dumps(e) for e in events])[0])
+    elsewhere.process_outcomes(decode_outcomes([orjson.dumps(o) for o in outcomes[:300]])[0])
+    worker.engine.import_state(elsewhere.export_dirty({"predictions:0": 400}))
+    worker._process_outcomes(messages("outcomes", outcomes[300:]))
+    joins = {s.labels["result"]: s.value for f in text_string_to_metric_families(worker.metrics.render().decode())
+             for s in f.samples if s.name == "streamproc_outcome_joins_total"}
+    assert joins == {"matched": 100.0}
