@@ -61,6 +61,28 @@ def worker_with_changes(models: list[str]) -> MonitorWorker:
     return w
 
 
+
+def load_from(w: MonitorWorker, store: dict, fail_after: int | None = None) -> None:
+    """Stand-ins for what loading models needs: a state topic holding ``store``'s records (read
+    in order, as they are when read; a ``KafkaTimeoutError`` after ``fail_after`` of them), and
+    an input that takes note of nothing."""
+    from types import SimpleNamespace
+
+    async def read(apply, timeout=60.0):
+        for n, (model_id, record) in enumerate(list(store.items())):
+            if n == fail_after:
+                raise KafkaTimeoutError("state topic not read to its end")
+            apply(model_id, record)
+        if fail_after is not None and fail_after >= len(store):
+            raise KafkaTimeoutError("state topic not read to its end")
+
+    async def nothing():
+        pass
+
+    w.state = SimpleNamespace(read=read)
+    w.input = SimpleNamespace(assigned=lambda tps: None, hold=lambda tps: None, restored=lambda tps, offsets: None)
+    w._ensure_topics = nothing
+
 def test_offsets_are_committed_once_the_state_is_acknowledged_and_batches_go_on_meanwhile():
     async def main():
         w = worker_with_changes(["a", "b"])
@@ -272,17 +294,7 @@ def test_a_standby_worker_loads_the_state_when_it_is_given_partitions():
     events = [orjson.dumps(e) for e in ModelStream("a", n_numeric=2, seed=5).events(60)]
     owner.process(decode_predictions(events[:30])[0])
     store = dict(owner.export_dirty({"predictions:0": 30}))
-
-    async def read(apply, timeout=60.0):
-        for model_id, record in store.items():
-            apply(model_id, record)
-
-    async def nothing():
-        pass
-
-    w.state = SimpleNamespace(read=read)
-    w.input = SimpleNamespace(assigned=lambda tps: None, hold=lambda tps: None, restored=lambda tps, offsets: None)
-    w._ensure_topics = nothing
+    load_from(w, store)
 
     async def main():
         await w._assigned(set())  # the standby
@@ -410,20 +422,10 @@ def test_a_load_that_fails_part_way_keeps_nothing_it_read():
     w = MonitorWorker(load_config(None, overrides={"window_size": 20, "warmup_size": 20, "route": "direct"}, environ={}))
     owner = MonitorEngine(w.config)
     owner.process(decode_predictions([orjson.dumps(e) for e in ModelStream("a", n_numeric=2, seed=5).events(30)])[0])
-    record = owner.export_dirty({"predictions:0": 30})["a"]
+    load_from(w, owner.export_dirty({"predictions:0": 30}), fail_after=1)
     held = []
-
-    async def read(apply, timeout=60.0):
-        apply("a", record)
-        held.append(set(w.engine.dormant) | {key[0] for key in w.engine.monitors})
-        raise KafkaTimeoutError("state topic not read to its end")
-
-    async def nothing():
-        pass
-
-    w.state = SimpleNamespace(read=read)
-    w.input = SimpleNamespace(assigned=lambda tps: None, hold=lambda tps: None, restored=lambda tps, offsets: None)
-    w._ensure_topics = nothing
+    install = w.engine.import_record
+    w.engine.import_record = lambda *a, **k: (install(*a, **k), held.append(set(w.engine.dormant)))[0]
     asyncio.run(w._assigned({TopicPartition("predictions", 0)}))
     assert held == [{"a"}] and w._must_rewind
     assert not w.engine.monitors and not w.engine.dormant and not w.engine.dirty_monitors

@@ -280,9 +280,10 @@ def test_a_restored_model_exports_its_latest_statistics_and_drifts_again(worker)
     # A rebalance or a rewind forgets every model's series and reloads the models: those series
     # (active drifts among them) came back only at each model's next window or alert.
     import asyncio
-    from types import SimpleNamespace
 
     from aiokafka import TopicPartition
+
+    from .test_checkpoint import load_from
 
     events = list(ModelStream("m", n_numeric=3, n_categorical=1, seed=46, drift=Drift(1000, ("x0",), 2.0)).events(2000))
     worker._process_predictions(messages("predictions", events))
@@ -296,16 +297,7 @@ def test_a_restored_model_exports_its_latest_statistics_and_drifts_again(worker)
     assert all(not _series(worker.metrics, name) for name in names)
     assert _series(worker.metrics, "streamproc_models") == {(): 0.0}
 
-    async def read(apply, timeout=60.0):
-        for model_id, record in records.items():
-            apply(model_id, record)
-
-    async def nothing():
-        pass
-
-    worker.state = SimpleNamespace(read=read)
-    worker.input = SimpleNamespace(assigned=lambda tps: None, hold=lambda tps: None, restored=lambda tps, offsets: None)
-    worker._ensure_topics = nothing
+    load_from(worker, records)
     asyncio.run(worker._assigned({TopicPartition("predictions", 0)}))
     worker.engine.thaw("m")  # (the direct route loads models packed: its next input unpacks it)
     worker._last_gauges = 0.0
