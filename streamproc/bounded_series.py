@@ -50,6 +50,9 @@ class _Series:
         self.dropped = dropped  # a Counter labelled by metric name
         self.series: dict[tuple[str, ...], object] = {}
         self.by_first: dict[str, set[tuple[str, ...]]] = {}
+        # Combinations dropped so far (each counted once; at most ``cap`` remembered, past which
+        # a flood of new ones counts each attempt).
+        self._dropped_keys: set[tuple[str, ...]] = set()
 
     def _admit(self, key: tuple[str, ...]) -> bool:
         """Whether a series not held yet may be created (it is then indexed; the caller stores it).
@@ -58,9 +61,13 @@ class _Series:
         if len(key) != len(self.labelnames) or not all(type(v) is str for v in key):
             raise ValueError(f"{self.name}: label values {key!r} are not {len(self.labelnames)} strings")
         if len(self.series) >= self.cap:
-            self.dropped.labels(self.name).inc()
+            if key not in self._dropped_keys:
+                self.dropped.labels(self.name).inc()
+                if len(self._dropped_keys) < self.cap:
+                    self._dropped_keys.add(key)
             return False
         self.by_first.setdefault(key[0], set()).add(key)
+        self._dropped_keys.discard(key)  # (dropped before, there is room now)
         return True
 
     def remove_matching(self, **labels) -> None:
@@ -91,6 +98,7 @@ class _Series:
     def clear(self) -> None:
         self.series.clear()
         self.by_first.clear()
+        self._dropped_keys.clear()
 
 
 class Bounded(_Series):
@@ -106,7 +114,8 @@ class Bounded(_Series):
     """
 
     def __init__(self, metric, cap: int, dropped):
-        super().__init__(metric._name, metric._labelnames, cap, dropped)
+        # The name it is exported under (prometheus_client keeps a counter's without _total).
+        super().__init__(metric._name + ("_total" if metric._type == "counter" else ""), metric._labelnames, cap, dropped)
         self.metric = metric  # series: label values -> the metric's child (labels() is not free)
 
     def labels(self, *values):

@@ -321,3 +321,17 @@ def test_outcome_joins_count_what_this_worker_joined_not_the_models_history(work
     joins = {s.labels["result"]: s.value for f in text_string_to_metric_families(worker.metrics.render().decode())
              for s in f.samples if s.name == "streamproc_outcome_joins_total"}
     assert joins == {"matched": 100.0}
+
+
+def test_series_dropped_at_the_cap_are_counted_once_each_under_their_exported_name():
+    # A label combination refused at every window close is one combination; and a counter is
+    # exported as <name>_total, which is what the dropped counter's metric label must say.
+    metrics = Metrics(max_series=1)
+    for _ in range(100):
+        metrics.psi.set(("m", "v", "x0"), 0.1)
+        metrics.psi.set(("m", "v", "x1"), 0.2)
+        metrics.events.labels("m", "v").inc()
+        metrics.events.labels("m", "w").inc()
+    dropped = {s.labels["metric"]: s.value for f in text_string_to_metric_families(metrics.render().decode())
+               for s in f.samples if s.name == "streamproc_metric_series_dropped_total"}
+    assert dropped == {"streamproc_psi": 1.0, "streamproc_events_consumed_total": 1.0}
