@@ -1,4 +1,4 @@
-"""Reading input in batches: one topic's partitions merged in timestamp order, the others as they come.
+"""Reading input in batches: one topic's partitions merged in timestamp order, the others after them.
 
 Shared by the worker (which reads predictions and outcomes directly, or the repartitioned
 topic) and the router (which reads predictions and outcomes to repartition them by model).
@@ -110,7 +110,10 @@ class BatchedInput:
     """A subscribed consumer read a batch at a time.
 
     Records of ``merged_topic`` (None: no topic) are released in the order of
-    ``MergeBuffer``; records of other topics are released at once, in partition order.
+    ``MergeBuffer``; records of other topics (outcomes) once every merged record stamped before
+    them is (an outcome handed out before its prediction would find nothing to join: on a
+    backlog, outcomes, small, are fetched far ahead of the predictions the merge holds back),
+    and without a merged topic at once, in partition order.
     ``positions()`` gives, per partition, the next offset not yet handled (handed out and
     marked ``done``): what may be committed. ``generation`` changes when partitions are
     dropped, so a caller can tell that a batch it polled before a rebalance is stale.
@@ -125,6 +128,7 @@ class BatchedInput:
         self.on_restart = on_restart
         self.merged_topic = merged_topic
         self.merge = MergeBuffer(max_buffered=max_buffered)
+        self.after = MergeBuffer(max_buffered=max_buffered)  # other topics' records, with a merged topic
         self.max_idle = max_idle_ms / 1000
         self.next: dict = {}  # next offset per unmerged partition, once its records are done
         self.last_arrival: dict = {}  # monotonic time records last arrived, per merged partition
@@ -163,13 +167,16 @@ class BatchedInput:
         for tp, msgs in records.items():
             if tp.topic == self.merged_topic:
                 self.merge.add(tp, msgs, arrival)
+            elif self.merged_topic is not None:
+                self.after.add(tp, msgs, arrival)
             else:
                 others.extend(msgs)
         merged_tps = [tp for tp in c.assignment() if tp.topic == self.merged_topic]
         if not merged_tps:
-            return [], others, records
-        for tp in merged_tps:
-            if self.merge.full(tp) and tp not in self._unconfirmed:  # (an unconfirmed end needs a fetch)
+            return [], others + self.after.release_below(math.inf), records
+        for tp in c.assignment():
+            buffer = self.merge if tp.topic == self.merged_topic else self.after
+            if buffer.full(tp) and tp not in self._unconfirmed:  # (an unconfirmed end needs a fetch)
                 c.pause(tp)
             elif tp in c.paused():
                 c.resume(tp)
@@ -182,7 +189,8 @@ class BatchedInput:
         # Records stamped (by their producers, in ms) within the last max_idle may still have
         # earlier records of an idle partition in flight; they wait, up to max_idle after arrival.
         hold_after = time.time() * 1000 - self.max_idle * 1000
-        return self.merge.release(idle, merged_tps, hold_after, now - self.max_idle), others, records
+        merged = self.merge.release(idle, merged_tps, hold_after, now - self.max_idle)
+        return merged, others + self.after.release_below(self.merge.frontier(merged_tps, idle)), records
 
     @property
     def ends_checked(self) -> bool:
@@ -458,10 +466,11 @@ class BatchedInput:
 
     def done(self, records: dict) -> None:
         """Everything the last ``poll`` handed out is handled (its output acknowledged)."""
-        for tp, msgs in records.items():
-            if tp.topic != self.merged_topic and msgs:
-                self.next[tp] = msgs[-1].offset + 1
-        self._done = {**self.merge.commit_offsets(), **self.next}
+        if self.merged_topic is None:
+            for tp, msgs in records.items():
+                if msgs:
+                    self.next[tp] = msgs[-1].offset + 1
+        self._done = {**self.merge.commit_offsets(), **self.after.commit_offsets(), **self.next}
 
     def positions(self) -> dict:
         assigned = self.consumer.assignment()
@@ -484,6 +493,7 @@ class BatchedInput:
 
     def _forget(self, tps) -> None:
         self.merge.drop(tps)
+        self.after.drop(tps)
         for tp in tps:
             self.next.pop(tp, None)
             self.last_arrival.pop(tp, None)

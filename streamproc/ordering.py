@@ -157,15 +157,36 @@ class MergeBuffer:
                 self.next_offset[tp] = run[-1].offset + 1
                 runs.append(run)
                 keys.append(run_keys)
-        if not runs:
-            return []
-        if len(runs) == 1:
-            return runs[0]
-        # A stable sort by (timestamp, partition) keeps each run's (offset) order among equals.
-        partition = np.repeat([run[0].partition for run in runs], [len(run) for run in runs])
-        order = np.lexsort((partition, np.concatenate(keys)))
-        merged = [m for run in runs for m in run]
-        return [merged[i] for i in order.tolist()]
+        return _merged(runs, keys)
+
+    def frontier(self, assigned: Iterable[Hashable], idle: set) -> float:
+        """The smallest key of these partitions' records not released yet, or of a record that
+        may still come (a partition seen and not idle: its latest; one never seen: -inf)."""
+        bound = float("inf")
+        for tp in assigned:
+            part = self.parts.get(tp)
+            if part:
+                bound = min(bound, part.keys[part.head])
+            elif tp not in idle:
+                if part is None:
+                    return float("-inf")
+                bound = min(bound, part.latest)
+        return bound
+
+    def release_below(self, limit: float) -> list:
+        """Remove and return every partition's records keyed below ``limit`` (another merge's
+        ``frontier``), in (timestamp, partition, offset) order."""
+        runs, keys = [], []
+        for tp, part in self.parts.items():
+            if not part:
+                continue
+            cut = bisect_left(part.keys, limit, part.head, len(part.records))
+            if cut > part.head:
+                run, run_keys = part.take(cut - part.head)
+                self.next_offset[tp] = run[-1].offset + 1
+                runs.append(run)
+                keys.append(run_keys)
+        return _merged(runs, keys)
 
     def commit_offsets(self) -> dict:
         """Per partition, the offset to commit: the first record not yet released."""
@@ -180,3 +201,17 @@ class MergeBuffer:
         for tp in tps:
             self.parts.pop(tp, None)
             self.next_offset.pop(tp, None)
+
+
+def _merged(runs: list, keys: list) -> list:
+    """Runs of records (each in offset order) merged by (key, partition), each run's order kept."""
+    if not runs:
+        return []
+    if len(runs) == 1:
+        return runs[0]
+    # A stable sort by (timestamp, partition) keeps each run's (offset) order among equals.
+    partition = np.repeat([run[0].partition for run in runs], [len(run) for run in runs])
+    order = np.lexsort((partition, np.concatenate(keys)))
+    merged = [m for run in runs for m in run]
+    return [merged[i] for i in order.tolist()]
+

@@ -595,3 +595,31 @@ def test_records_fetched_while_the_models_are_restored_wait_for_the_end_check():
 
     restarts, handed_out = asyncio.run(main())
     assert restarts == [{TP}] and handed_out == [0, 1, 2]
+
+
+def test_an_outcome_is_handed_out_only_after_the_predictions_stamped_before_it():
+    # Predictions wait in the merge for every partition to pass them; outcomes handed out at once
+    # would find nothing to join (on a backlog, outcomes, small, are fetched far ahead of them).
+    p0, p1, o0 = TopicPartition("predictions", 0), TopicPartition("predictions", 1), TopicPartition("outcomes", 0)
+
+    def rec(tp, offset, ts):
+        return SimpleNamespace(topic=tp.topic, partition=tp.partition, offset=offset, timestamp=ts)
+
+    async def main():
+        c = Consumer((p0, p1, o0))
+        source = BatchedInput(c, "predictions", 1000, 60_000)
+        source.assigned({p0, p1, o0})
+        handed = []
+        for fetch in ({o0: [rec(o0, 0, 150)], p0: [rec(p0, 0, 100)]},  # p1 not seen yet: anything may come
+                      {p1: [rec(p1, 0, 50), rec(p1, 1, 200)]},  # predictions before 100 go; 100 may still have company
+                      {p0: [rec(p0, 1, 300)]}):  # everything before 200 goes: the prediction at 100, then its outcome
+            c.fetches.append(fetch)
+            merged, others, got = await source.poll(0, 100)
+            handed.append(([(m.partition, m.offset) for m in merged], [(m.topic, m.offset) for m in others]))
+            source.done(got)
+            if len(handed) == 2:
+                assert source.positions()[o0] == 0  # the outcome, not handed out, is not committed past
+        assert handed == [([], []), ([(1, 0)], []), ([(0, 0)], [("outcomes", 0)])]
+        assert source.positions()[o0] == 1
+
+    asyncio.run(main())
