@@ -51,6 +51,7 @@ ENVELOPE_BYTES = 1_000_000
 _ENTRY_BYTES = 1 + 5 + 5 + 9 + (2 + len(b"prediction")) + 5 + 5 + 9
 _ARRAY_BYTES = 5  # the envelope's own array header, at most
 PREDICTION, OUTCOME = b"prediction", b"outcome"
+MAX_CACHED_MODELS = 100_000  # model ids whose routed partition is remembered (computing one is murmur2 in Python)
 _ENCODER = msgspec.msgpack.Encoder()
 
 
@@ -178,6 +179,8 @@ class Router:
                 continue
             part = part_of.get(key)
             if part is None:
+                if len(part_of) >= MAX_CACHED_MODELS:  # ids come from the data: a flood of new ones
+                    part_of.clear()
                 part = part_of[key] = model_partition(key, self.partitions)
             by_partition.setdefault(part, []).append(
                 (msg.topic, msg.partition, msg.offset, self.topics[msg.topic], msg.key, msg.value, msg.timestamp))

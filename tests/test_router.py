@@ -42,3 +42,22 @@ def test_an_entry_larger_than_the_limit_travels_alone():
     small = ("predictions", 0, 2, PREDICTION, None, b"y", 0)
     out = envelopes([small, big, small], limit=1000)
     assert [len(unwrap_envelope(v)) for v in out] == [1, 1, 1]
+
+
+def test_the_routed_partitions_remembered_are_bounded(monkeypatch):
+    # Model ids come from the data: a flood of new ones must not grow the router's memory.
+    from types import SimpleNamespace
+
+    import streamproc.router as router_module
+    from streamproc.router import Router, model_partition
+
+    monkeypatch.setattr(router_module, "MAX_CACHED_MODELS", 10)
+    sent = []
+    producer = SimpleNamespace(send=lambda topic, value, partition, headers: sent.append((partition, value)))
+    r = Router(None, producer, "predictions", "outcomes", "routed", 4, dead_letter=None, max_buffered=10, max_idle_ms=0)
+    msgs = [SimpleNamespace(topic="predictions", partition=0, offset=i, key=None, timestamp=0,
+                            value=b'{"model_id": "m%d"}' % i) for i in range(25)]
+    r._forward(msgs)
+    assert len(r._partition_of) <= 10
+    routed = {entry.offset: part for part, value in sent for entry in unwrap_envelope(value)}
+    assert routed == {i: model_partition(f"m{i}", 4) for i in range(25)}
