@@ -335,3 +335,26 @@ def test_series_dropped_at_the_cap_are_counted_once_each_under_their_exported_na
     dropped = {s.labels["metric"]: s.value for f in text_string_to_metric_families(metrics.render().decode())
                for s in f.samples if s.name == "streamproc_metric_series_dropped_total"}
     assert dropped == {"streamproc_psi": 1.0, "streamproc_events_consumed_total": 1.0}
+
+
+def test_late_events_count_what_this_worker_saw_late():
+    # As outcome joins: the monitor's count is its model's history, the counter this worker's.
+    cfg = load_config(None, overrides={"route": "direct", "window_size": 100, "warmup_size": 200}, environ={})
+    cfg.defaults.window = cfg.defaults.window.model_copy(update={"kind": "time", "seconds": 10, "allowed_lateness": 0,
+                                                                 "min_events": 1})
+    events = list(ModelStream("m", n_numeric=2, seed=48, rate=10).events(400))  # 10 events a second
+    late = lambda i: dict(events[i], event_id=f"late{i}")  # noqa: E731  (a copy of an early event, sent after)
+
+    def late_total(w: MonitorWorker) -> float:
+        return sum(s.value for f in text_string_to_metric_families(w.metrics.render().decode())
+                   for s in f.samples if s.name == "streamproc_late_events_total")
+
+    first = MonitorWorker(cfg)
+    first.producer = Producer()
+    first._process_predictions(messages("predictions", events[:350] + [late(210), late(220)]))
+    assert first.engine.monitors[("m", "default")].late_events == 2 and late_total(first) == 2
+    second = MonitorWorker(cfg)
+    second.producer = Producer()
+    second.engine.import_state(first.engine.export_dirty({"predictions:0": 352}))
+    second._process_predictions(messages("predictions", events[350:] + [late(230)], start=352))
+    assert second.engine.monitors[("m", "default")].late_events == 3 and late_total(second) == 1
