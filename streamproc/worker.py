@@ -863,6 +863,8 @@ class MonitorWorker:
             mon = self.engine.monitors.get(key)
             if mon is not None and mon.late_events > late_before.get(key, 0):
                 m.late_events.labels(*key).inc(mon.late_events - late_before.get(key, 0))
+            elif key in out.windows_closed:
+                m.late_events.labels(*key)  # the series, at 0 until there are some (as dashboards expect)
         for key in out.events:  # the score's stream detectors ran on this batch's events
             mon = self.engine.monitors.get(key)
             if mon is not None and mon.detectors is not None:
@@ -913,8 +915,9 @@ class MonitorWorker:
             if joiner is not None:
                 before = joins_before.get(model_id, (0, 0, 0))
                 for result, was in zip(("matched", "unmatched", "expired"), before):
+                    series = self.metrics.joins.labels(model_id, result)  # (at 0 until it has some)
                     if getattr(joiner, result) > was:
-                        self.metrics.joins.labels(model_id, result).inc(getattr(joiner, result) - was)
+                        series.inc(getattr(joiner, result) - was)
         for key in out.errors_updated:
             mon = self.engine.monitors[key]
             errors = mon.errors

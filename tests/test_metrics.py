@@ -320,7 +320,7 @@ def test_outcome_joins_count_what_this_worker_joined_not_the_models_history(work
     worker._process_outcomes(messages("outcomes", outcomes[300:]))
     joins = {s.labels["result"]: s.value for f in text_string_to_metric_families(worker.metrics.render().decode())
              for s in f.samples if s.name == "streamproc_outcome_joins_total"}
-    assert joins == {"matched": 100.0}
+    assert joins == {"matched": 100.0, "unmatched": 0.0, "expired": 0.0}
 
 
 def test_series_dropped_at_the_cap_are_counted_once_each_under_their_exported_name():
