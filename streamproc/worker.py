@@ -684,29 +684,44 @@ class MonitorWorker:
         m.models.set(len(self.engine.monitors))
         m.warmup_bytes.set(self.engine.warmup_bytes)
         if self._unexported:
-            for model_id in [x for x in self._unexported if x not in self.engine.dormant]:
-                self._unexported.discard(model_id)
-                for key in [k for k in self.engine.monitors if k[0] == model_id]:
-                    self._export_latest(key, self.engine.monitors[key])
+            # A restored model's latest-value series (otherwise set when one of its windows closes,
+            # outcomes come or an alert is published), once it is unpacked. One pass over the monitors.
+            ready = {model_id for model_id in self._unexported if model_id not in self.engine.dormant}
+            self._unexported -= ready
+            for key, mon in self.engine.monitors.items():
+                if key[0] in ready:
+                    self._export_window(key, mon)
+                    if mon.detectors is not None:
+                        m.set_statistics(key[0], key[1], mon.stream_statistics(SCORE_KEY))
+                    if mon.errors is not None:
+                        self._export_errors(key, mon)
+                    self._export_drifts(key, mon)
 
-    def _export_latest(self, key: ModelKey, mon) -> None:
-        """A restored model version's latest-value series, from its monitor (otherwise set when
-        one of its windows closes, outcomes come or an alert is published)."""
+    def _export_window(self, key: ModelKey, mon) -> None:
+        """The statistics of a model version's latest closed window: PSI, data quality, score quantiles."""
         m = self.metrics
         for (_signal, name), (value, threshold) in mon.latest.items():
             m.psi.set((key[0], key[1], name), value)
             m.psi_threshold.set((key[0], key[1], name), threshold)
         m.set_statistics(key[0], key[1], mon.window_statistics())
-        if mon.detectors is not None:
-            m.set_statistics(key[0], key[1], mon.stream_statistics(SCORE_KEY))
-        for q, v in zip(QUANTILES, mon.quantiles.get(SCORE_KEY, ())):
+        score_qs = mon.quantiles.get(SCORE_KEY)
+        if score_qs is None and mon.reference is not None and mon.reference.score is not None:
+            score_qs = [math.nan] * len(QUANTILES)  # no finite score in the window
+        for q, v in zip(QUANTILES, score_qs or ()):
             m.score_quantile.set((key[0], key[1], str(q)), v)
+
+    def _export_errors(self, key: ModelKey, mon) -> None:
+        """A model version's error rate and its detectors' statistics."""
         errors = mon.errors
-        if errors is not None:
-            if errors.rolling:
-                m.error_rate.labels(*key).set(errors.rolling_error)
-            if errors.detectors is not None:
-                m.set_statistics(key[0], key[1], mon.stream_statistics(ERROR_SIGNAL))
+        if errors.rolling:
+            self.metrics.error_rate.labels(*key).set(errors.rolling_error)
+        if errors.detectors is not None:
+            self.metrics.set_statistics(key[0], key[1], mon.stream_statistics(ERROR_SIGNAL))
+
+    def _export_drifts(self, key: ModelKey, mon) -> None:
+        """A model version's active drifts (``streamproc_drift_active``), as its policy holds them."""
+        m = self.metrics
+        m.drift_active.remove_matching(model_id=key[0], model_version=key[1])
         for (kind, detector, signal, feature), severity in mon.policy.state.active.items():
             m.drift_active.labels(key[0], key[1], kind, detector, feature or signal, severity).set(1)
 
@@ -849,16 +864,7 @@ class MonitorWorker:
         for key, closed in out.windows_closed.items():
             mon = self.engine.monitors[key]
             m.windows.labels(*key).inc(closed)
-            psi, psi_threshold = m.psi.set, m.psi_threshold.set
-            for (_signal, name), (value, threshold) in mon.latest.items():
-                psi((key[0], key[1], name), value)
-                psi_threshold((key[0], key[1], name), threshold)
-            m.set_statistics(key[0], key[1], mon.window_statistics())
-            score_qs = mon.quantiles.get(SCORE_KEY)
-            if score_qs is None and mon.reference.score is not None:
-                score_qs = [math.nan] * len(QUANTILES)  # no finite score in this window
-            for q, v in zip(QUANTILES, score_qs or ()):
-                m.score_quantile.set((key[0], key[1], str(q)), v)
+            self._export_window(key, mon)
         for key in batches:  # the late events of this batch (not the model's history)
             mon = self.engine.monitors.get(key)
             if mon is not None and mon.late_events > late_before.get(key, 0):
@@ -919,12 +925,7 @@ class MonitorWorker:
                     if getattr(joiner, result) > was:
                         series.inc(getattr(joiner, result) - was)
         for key in out.errors_updated:
-            mon = self.engine.monitors[key]
-            errors = mon.errors
-            if errors.rolling:
-                self.metrics.error_rate.labels(*key).set(errors.rolling_error)
-            if errors.detectors is not None:
-                self.metrics.set_statistics(key[0], key[1], mon.stream_statistics(ERROR_SIGNAL))
+            self._export_errors(key, self.engine.monitors[key])
         return futures + self._publish(out)
 
 
@@ -933,11 +934,8 @@ class MonitorWorker:
         t, m = self.settings.topics, self.metrics
         for key in set(out.windows_closed) | set(out.errors_updated) | {(a["model_id"], a["model_version"]) for a in out.alerts}:
             mon = self.engine.monitors.get(key)
-            if mon is None:
-                continue
-            m.drift_active.remove_matching(model_id=key[0], model_version=key[1])
-            for (kind, detector, signal, feature), severity in mon.policy.state.active.items():
-                m.drift_active.labels(key[0], key[1], kind, detector, feature or signal, severity).set(1)
+            if mon is not None:
+                self._export_drifts(key, mon)
         futures = []
         now = time.time()
         for a in out.alerts:
