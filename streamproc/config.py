@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
@@ -60,6 +60,18 @@ def shared(cls: type, data: str):
 class _Shared(_Strict):
     """Monitoring settings: pickled as their JSON and unpickled to the shared instance."""
 
+    # (warning bar, critical bar): fields whose critical bar may not be below the warning one
+    # (every alert would be critical, and request retraining).
+    ordered_bars: ClassVar[Optional[tuple[str, str]]] = None
+
+    @model_validator(mode="after")
+    def _bars_ordered(self):
+        if self.ordered_bars is not None:
+            low, high = self.ordered_bars
+            if getattr(self, high) < getattr(self, low):
+                raise ValueError(f"{high} must be >= {low}")
+        return self
+
     def __reduce__(self):
         return (shared, (type(self), self.model_dump_json()))
 
@@ -69,6 +81,8 @@ class _Shared(_Strict):
 
 
 class PSIConfig(_Shared):
+    ordered_bars = ("warning", "critical")
+
     warning: float = Field(0.1, gt=0, description="PSI at or above which a warning is raised.")
     critical: float = Field(0.25, gt=0, description="PSI at or above which the alert is critical.")
     alpha: float = Field(1e-6, gt=0, lt=1, description="Per-test false-alarm rate used to raise thresholds on small samples.")
@@ -77,26 +91,16 @@ class PSIConfig(_Shared):
     clear_windows: int = Field(3, ge=1, description="Drift ends after this many calm windows in a row.")
     smoothing: float = Field(0.5, ge=0, description="Pseudo-count added to every bin.")
 
-    @model_validator(mode="after")
-    def _ordered(self) -> "PSIConfig":
-        if self.critical < self.warning:
-            raise ValueError("critical must be >= warning")
-        return self
-
 
 class QualityConfig(_Shared):
     """Data-quality alerts: a feature's missing rate, or its share of unseen categories, jumping."""
+
+    ordered_bars = ("min_increase", "critical_increase")
 
     enabled: bool = True
     alpha: float = Field(1e-6, gt=0, lt=1, description="Per-test false-alarm rate of the rate comparison.")
     min_increase: float = Field(0.05, ge=0, le=1, description="Smallest rise of the rate (absolute) that alerts.")
     critical_increase: float = Field(0.2, ge=0, le=1, description="A rise at least this large is critical.")
-
-    @model_validator(mode="after")
-    def _ordered(self) -> "QualityConfig":
-        if self.critical_increase < self.min_increase:
-            raise ValueError("critical_increase must be >= min_increase")
-        return self
 
 
 class ADWINConfig(_Shared):
@@ -112,15 +116,11 @@ class SignalConfig(_Shared):
     in baseline standard deviations.
     """
 
+    ordered_bars = ("min_effect", "critical_effect")
+
     min_effect: float = Field(0.1, ge=0, description="Ignore changes smaller than this (baseline standard deviations).")
     critical_effect: float = Field(0.5, ge=0, description="Changes at least this large are critical.")
     confirm: int = Field(100, ge=1, le=100_000, description="Values after a detection that its effect is measured on.")
-
-    @model_validator(mode="after")
-    def _ordered(self) -> "SignalConfig":
-        if self.critical_effect < self.min_effect:
-            raise ValueError("critical_effect must be >= min_effect")
-        return self
 
 
 class ErrorSignalConfig(SignalConfig):

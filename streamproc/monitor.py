@@ -9,7 +9,7 @@ pickles whole (see ``streamproc.engine``).
 from __future__ import annotations
 
 import math
-from bisect import bisect_left, insort
+from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Optional
@@ -311,22 +311,23 @@ class ModelMonitor:
         # The panes holding events, in order; a late event goes to the first one still open.
         # (The pane of the newest event time always is, unless a new reference dropped it.)
         held = sorted(self.open_panes)
+
+        def hold(pid: int) -> None:  # (in order, each once)
+            k = bisect_left(held, pid)
+            if k == len(held) or held[k] != pid:
+                held.insert(k, pid)
+
         in_time = np.flatnonzero(~late)
         _, first = np.unique(pids[in_time], return_index=True)
         late_at = np.flatnonzero(late)
         steps = sorted([(int(i), False) for i in in_time[first]] + [(int(i), True) for i in late_at])
         for i, is_late in steps:
-            if is_late:
-                k = bisect_left(held, math.floor(closed_below[i]))
-                if k == len(held):
-                    pids[i] = math.floor(before[i] * scale)
-                    insort(held, int(pids[i]))
-                else:
-                    pids[i] = held[k]
-            else:
-                k = bisect_left(held, int(pids[i]))
-                if k == len(held) or held[k] != pids[i]:
-                    held.insert(k, int(pids[i]))
+            if not is_late:
+                hold(int(pids[i]))
+                continue
+            k = bisect_left(held, math.floor(closed_below[i]))
+            pids[i] = held[k] if k < len(held) else math.floor(before[i] * scale)
+            hold(int(pids[i]))
         return pids, late_at
 
     def _close_due_panes(self, result: StepResult) -> None:

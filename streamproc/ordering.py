@@ -152,12 +152,16 @@ class MergeBuffer:
                 cut = bisect_right(part.keys, limit, h, end)
             if held != float("inf"):
                 cut = min(cut, max(bisect_left(part.keys, held, h, end), bisect_right(part.arrivals, ripe, h, end)))
-            if cut > h:
-                run, run_keys = part.take(cut - h)
-                self.next_offset[tp] = run[-1].offset + 1
-                runs.append(run)
-                keys.append(run_keys)
+            self._take(tp, part, cut, runs, keys)
         return _merged(runs, keys)
+
+    def _take(self, tp: Hashable, part: _Partition, cut: int, runs: list, keys: list) -> None:
+        """Release a partition's records up to ``cut`` (a run, and its keys)."""
+        if cut > part.head:
+            run, run_keys = part.take(cut - part.head)
+            self.next_offset[tp] = run[-1].offset + 1
+            runs.append(run)
+            keys.append(run_keys)
 
     def frontier(self, assigned: Iterable[Hashable], idle: set) -> float:
         """The smallest key of these partitions' records not released yet, or of a record that
@@ -178,14 +182,8 @@ class MergeBuffer:
         ``frontier``), in (timestamp, partition, offset) order."""
         runs, keys = [], []
         for tp, part in self.parts.items():
-            if not part:
-                continue
-            cut = bisect_left(part.keys, limit, part.head, len(part.records))
-            if cut > part.head:
-                run, run_keys = part.take(cut - part.head)
-                self.next_offset[tp] = run[-1].offset + 1
-                runs.append(run)
-                keys.append(run_keys)
+            if part:
+                self._take(tp, part, bisect_left(part.keys, limit, part.head, len(part.records)), runs, keys)
         return _merged(runs, keys)
 
     def commit_offsets(self) -> dict:
@@ -214,4 +212,3 @@ def _merged(runs: list, keys: list) -> list:
     order = np.lexsort((partition, np.concatenate(keys)))
     merged = [m for run in runs for m in run]
     return [merged[i] for i in order.tolist()]
-

@@ -71,9 +71,12 @@ def alert_id(model_id: str, model_version: str, f: Finding, incarnation: int = 0
     how many times the version was retired before this monitor (0: never, and not in the id,
     so ids are as before); a version that comes back numbers its windows from 0 again."""
     parts = [model_id, model_version, *map(str, f.key), str(f.window.index), str(f.severity), str(f.position)]
-    if incarnation:
-        parts.append(f"incarnation {incarnation}")
-    return str(uuid.uuid5(ALERT_NAMESPACE, "\x1f".join(parts)))
+    return _uuid(parts, incarnation)
+
+
+def _uuid(parts: list[str], incarnation: int) -> str:
+    """An alert's or retrain request's id from what identifies it (and, past 0, the incarnation)."""
+    return str(uuid.uuid5(ALERT_NAMESPACE, "\x1f".join(parts + ([f"incarnation {incarnation}"] if incarnation else []))))
 
 
 def _now() -> str:
@@ -176,11 +179,10 @@ class AlertPolicy:
         st = self.state
         # The critical alerts of this window and those before it; a stream detector's alert of a
         # later window (an event time window still open, its event in the same batch) waits for it.
-        critical = [a for a in st.pending_critical if a.get("window", -math.inf) <= window.index]
-        if len(critical) < len(st.pending_critical):
-            st.pending_critical = [a for a in st.pending_critical if a.get("window", -math.inf) > window.index]
-        else:
-            st.pending_critical = []
+        critical, later = [], []
+        for a in st.pending_critical:
+            (critical if a.get("window", -math.inf) <= window.index else later).append(a)
+        st.pending_critical = later
         rc = self.cfg.retrain
         if not rc.enabled or not critical:
             return None
@@ -194,11 +196,9 @@ class AlertPolicy:
             return None
         st.last_retrain_window = window.index
         drifted = sorted({k[3] for k in st.active if k[0] == "data_drift" and k[3]})
-        key = "\x1f".join(["retrain", self.model_id, self.model_version, str(window.index)]
-                         + ([f"incarnation {self.incarnation}"] if self.incarnation else []))
         return {
             "schema_version": "1.0",
-            "request_id": str(uuid.uuid5(ALERT_NAMESPACE, key)),
+            "request_id": _uuid(["retrain", self.model_id, self.model_version, str(window.index)], self.incarnation),
             "model_id": self.model_id,
             "model_version": self.model_version,
             "alert_ids": [a["alert_id"] for a in critical],

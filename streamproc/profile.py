@@ -622,6 +622,7 @@ def same_reference(a: ReferenceProfile, b: ReferenceProfile) -> bool:
             and all(_same_profile(p, b.features[name]) for name, p in a.features.items())
             and _same_profile(a.score, b.score) and _same_profile(a.label, b.label))
 
+
 def narrow_reference(reference: ReferenceProfile, ignore: Sequence[str] = (), max_features: int = 500) -> ReferenceProfile:
     """The reference a model's settings monitor: without the ``ignore``d features, and with at
     most ``max_features`` of the others (the most often present, ties by name, as

@@ -109,33 +109,27 @@ def read_training_data(path: str | Path, score_column: Optional[str] = None, lab
             f.close()
             raise ValueError(f"{path}: empty CSV file")
         records, columns = reader, list(reader.fieldnames)
-    try:
+    try:  # (a CSV file is closed however this ends)
         score_column = _prediction_column(path, columns, score_column, DEFAULT_SCORE_COLUMN)
         label_column = _prediction_column(path, columns, label_column, DEFAULT_LABEL_COLUMN)
-    except ValueError:
+        cell = _cell if suffix == ".csv" else _parquet_cell
+        for n, rec in enumerate(records, 1):
+            if suffix == ".csv" and None in rec:  # csv.DictReader's key for the cells past the header's
+                raise ValueError(f"{path}: row {n}: {len(rec[None])} more cell(s) than the header has columns")
+            rows.append({k: cell(v) for k, v in rec.items() if k not in (score_column, label_column, *EVENT_COLUMNS)})
+            s = cell(rec[score_column]) if score_column else None
+            if s is not None and not (isinstance(s, (int, float)) and not isinstance(s, bool)):
+                raise ValueError(f"{path}:{n}: {score_column} {s!r} is not a number (the {score_column!r} column is "
+                                 f"the prediction score; --score-column '' makes it a feature)")
+            scores.append(float(s) if s is not None else math.nan)
+            lbl = rec[label_column] if label_column else None
+            # As the worker reads a live label (decode.label_text): booleans 'true' / 'false'.
+            labels.append(None if lbl == "" else label_text(_parquet_cell(lbl)))
+            if n % 10_000 == 0:
+                bar.update(lines.done if suffix == ".csv" else bar.total * n // max(len(records), 1), len(rows))
+    finally:
         if suffix == ".csv":
             f.close()
-        raise
-    cell = _cell if suffix == ".csv" else _parquet_cell
-    for n, rec in enumerate(records, 1):
-        if suffix == ".csv" and None in rec:  # csv.DictReader's key for the cells past the header's
-            f.close()
-            raise ValueError(f"{path}: row {n}: {len(rec[None])} more cell(s) than the header has columns")
-        rows.append({k: cell(v) for k, v in rec.items() if k not in (score_column, label_column, *EVENT_COLUMNS)})
-        s = cell(rec[score_column]) if score_column else None
-        if s is not None and not (isinstance(s, (int, float)) and not isinstance(s, bool)):
-            if suffix == ".csv":
-                f.close()
-            raise ValueError(f"{path}:{n}: {score_column} {s!r} is not a number (the {score_column!r} column is the "
-                             f"prediction score; --score-column '' makes it a feature)")
-        scores.append(float(s) if s is not None else math.nan)
-        lbl = rec[label_column] if label_column else None
-        # As the worker reads a live label (decode.label_text): booleans 'true' / 'false'.
-        labels.append(None if lbl is None or lbl == "" else lbl if suffix == ".csv" else label_text(_parquet_cell(lbl)))
-        if n % 10_000 == 0:
-            bar.update(lines.done if suffix == ".csv" else bar.total * n // max(len(records), 1), len(rows))
-    if suffix == ".csv":
-        f.close()
     bar.update(bar.total, len(rows), final=True)
     return rows, scores, labels
 

@@ -352,9 +352,7 @@ class WarmupSample:
         """The values of each categorical feature, kept as a column or sparsely, one per row of
         the sample (None where absent): row ``r`` at index ``r``, as ``thin`` counts rows."""
         self.flush()
-        names = [name for name, col in self.columns.items() if col.objects is not None and col.kind() == CATEGORICAL]
-        names += [name for name, rows in self.sparse.items() if infer_kind(list(rows.values())) == CATEGORICAL]
-        return [self.values(name) for name in names]
+        return [self.values(name) for name in [*self.columns, *self.sparse] if self.kind(name) == CATEGORICAL]
 
     def nbytes(self) -> int:
         """Bytes held, estimated: columns, strings (each distinct one once, by its size), sparse

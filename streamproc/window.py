@@ -222,8 +222,8 @@ class Pane:
             counts[LABEL_KEY] += profiles[LABEL_KEY].sketch(labels)
         if numeric:
             matrix = rows.numeric_matrix(numeric) if table else numeric_columns(rows, numeric)
-            # Extremes ignoring NaN; a row whose are not finite (an infinity among its values, or
-            # none but NaN) is settled alone below.
+            # Extremes ignoring NaN; a row whose extremes are not finite (an infinity among its
+            # values, or none but NaN) is settled alone below.
             lows = np.fmin.reduce(matrix, axis=1) if matrix.shape[1] else None
             highs = np.fmax.reduce(matrix, axis=1) if matrix.shape[1] else None
             total = sketch_many([profiles[name].fine_edges for name in numeric], matrix, split=False)
