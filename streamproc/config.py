@@ -165,7 +165,7 @@ class RetrainConfig(_Shared):
     enabled: bool = True
     on_critical: bool = Field(True, description="Request a retrain when any critical drift alert is raised.")
     min_critical_features: int = Field(1, ge=1, description="Critical data-drift alerts needed (in one window) when no prediction drift is critical.")
-    cooldown_windows: int = Field(10, ge=0, description="At most one request per model version per this many windows.")
+    cooldown_windows: int = Field(10, ge=0, description="At most one request per model version per this many windows (whole windows, also when they slide).")
 
 
 class WindowConfig(_Shared):

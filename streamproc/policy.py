@@ -192,7 +192,9 @@ class AlertPolicy:
             return None
         causes = ("data_drift", "prediction_drift", "concept_drift") if rc.on_critical else ("data_drift",)
         critical = [a for a in critical if a["type"] in causes]  # what caused it (data quality never does)
-        if st.last_retrain_window is not None and window.index - st.last_retrain_window < rc.cooldown_windows:
+        # Windows are counted in panes, evaluated every pane: the cooldown is in whole windows.
+        if (st.last_retrain_window is not None
+                and window.index - st.last_retrain_window < rc.cooldown_windows * self.cfg.window.slide):
             return None
         st.last_retrain_window = window.index
         drifted = sorted({k[3] for k in st.active if k[0] == "data_drift" and k[3]})

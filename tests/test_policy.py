@@ -237,6 +237,14 @@ def test_retrain_cooldown():
     assert p.state.last_retrain_window == 7
 
 
+def test_retrain_cooldown_counts_whole_windows_when_windows_slide():
+    # slide 4: a window is 4 panes, evaluated (and indexed) every pane, so 2 windows are 8 panes.
+    p = policy(window_size=1000, window={"slide": 4}, retrain={"cooldown_windows": 2})
+    assert len(step(p, 3, psi_finding(3, 0.4, "x0"))[1]) == 1
+    assert step(p, 10, psi_finding(10, 0.4, "x1"))[1] == []
+    assert len(step(p, 11, psi_finding(11, 0.4, "x2"))[1]) == 1
+
+
 def test_retrain_on_critical_prediction_drift():
     p = policy(retrain={"min_critical_features": 3})
     _, retrains = step(p, 1, psi_finding(1, 0.5, kind="prediction_drift"))
