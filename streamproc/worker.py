@@ -607,11 +607,7 @@ class MonitorWorker:
             started = time.perf_counter()
             self._in_flight = True
             alerts_before = self.published["alerts"]
-            with gc_paused():
-                sends = self._process_predictions(predictions) + self._process_outcomes(outcomes)
-            if sends:
-                # send() enqueues and returns a delivery future: wait until all are acknowledged.
-                await asyncio.gather(*await asyncio.gather(*sends))
+            await self._apply(predictions, outcomes)
             self._in_flight = False
             if self.published["alerts"] > alerts_before:
                 oldest = min((r.timestamp for r in predictions + outcomes if r.timestamp and r.timestamp > 0), default=None)
@@ -658,6 +654,21 @@ class MonitorWorker:
         if retired:
             self.metrics.models.set(len(self.engine.monitors))
 
+    async def _apply(self, predictions: list, outcomes: list) -> None:
+        """Apply a batch and wait until the broker has acknowledged all it published. ``published``
+        (in ``/status``) counts acknowledged output: a batch whose output failed is replayed after a
+        rewind (see ``_rewind``), and would otherwise be counted twice."""
+        published = dict(self.published)
+        try:
+            with gc_paused():
+                sends = self._process_predictions(predictions) + self._process_outcomes(outcomes)
+            if sends:
+                # send() enqueues and returns a delivery future: wait until all are acknowledged.
+                await asyncio.gather(*await asyncio.gather(*sends))
+        except BaseException:
+            self.published = published
+            raise
+
     async def _update_gauges(self) -> None:
         """Gauges that cost a pass over partitions or models: at most once a second."""
         now = time.monotonic()
@@ -683,6 +694,7 @@ class MonitorWorker:
         m.features.set(sum(len(mon.reference.features) for mon in self.engine.monitors.values() if mon.reference))
         m.models.set(len(self.engine.monitors))
         m.warmup_bytes.set(self.engine.warmup_bytes)
+        m.state_bytes_total.set(sum(self.state_sizes.values()))  # also after a load or a hand-over
         if self._unexported:
             # A restored model's latest-value series (otherwise set when one of its windows closes,
             # outcomes come or an alert is published), once it is unpacked. One pass over the monitors.

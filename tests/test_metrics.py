@@ -306,6 +306,31 @@ def test_a_restored_model_exports_its_latest_statistics_and_drifts_again(worker)
     assert _series(worker.metrics, "streamproc_models") == {(): 1.0}
 
 
+def test_state_bytes_follow_the_models_held_after_a_load_and_a_hand_over(worker):
+    # Set only by checkpoints, the gauge kept the bytes of models handed over, and after a load
+    # showed nothing of the restored models until the next checkpoint.
+    import asyncio
+
+    from aiokafka import TopicPartition
+
+    from .test_checkpoint import load_from
+
+    events = list(ModelStream("m", n_numeric=3, n_categorical=1, seed=48).events(600))
+    worker._process_predictions(messages("predictions", events))
+    records = worker.engine.export_dirty({"predictions:0": 600})
+    worker._forget_models()
+    load_from(worker, records)
+    asyncio.run(worker._assigned({TopicPartition("predictions", 0)}))
+    worker._last_gauges = 0.0
+    asyncio.run(worker._update_gauges())
+    assert _series(worker.metrics, "streamproc_state_bytes") == {(): float(sum(len(r) for r in records.values()))} != {(): 0.0}
+
+    worker._forget_models()  # its partitions went to another worker
+    worker._last_gauges = 0.0
+    asyncio.run(worker._update_gauges())
+    assert _series(worker.metrics, "streamproc_state_bytes") == {(): 0.0}
+
+
 def test_outcome_joins_count_what_this_worker_joined_not_the_models_history(worker):
     # A joiner's counts travel with its model: exported whole, a model moving between workers
     # was counted on each (and again on coming back).
@@ -358,3 +383,39 @@ def test_late_events_count_what_this_worker_saw_late():
     second.engine.import_state(first.engine.export_dirty({"predictions:0": 352}))
     second._process_predictions(messages("predictions", events[350:] + [late(230)], start=352))
     assert second.engine.monitors[("m", "default")].late_events == 3 and late_total(second) == 1
+
+
+@pytest.mark.parametrize("delivered", [True, False])
+def test_status_counts_output_the_broker_acknowledged(worker, delivered):
+    # A batch whose output failed is replayed after a rewind; counted at sending, its alerts and
+    # dead letters were counted twice (and the demo, which waits until it has read as many
+    # alerts as /status says were published, would wait for alerts that never come).
+    import asyncio
+
+    from aiokafka.errors import KafkaTimeoutError
+
+    class Acks:
+        async def send(self, topic, value, key=None):
+            fut = asyncio.get_running_loop().create_future()
+            if delivered:
+                fut.set_result(None)
+            else:
+                fut.set_exception(KafkaTimeoutError())
+            return fut
+
+    worker.producer = Acks()
+    events = list(ModelStream("m", n_numeric=3, n_categorical=1, seed=49, drift=Drift(1000, ("x0",), 2.0)).events(2000))
+    batch = messages("predictions", events) + [Msg("predictions", 0, 2000, b"not json")]
+
+    async def apply():
+        try:
+            await worker._apply(batch, [])
+        except KafkaTimeoutError:
+            assert not delivered
+
+    asyncio.run(apply())
+    counts = worker.status()["published"]
+    if delivered:
+        assert counts["alerts"] >= 1 and counts["dead_letters"] == 1
+    else:
+        assert counts == {"alerts": 0, "retrain_requests": 0, "dead_letters": 0}
