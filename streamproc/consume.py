@@ -96,6 +96,22 @@ async def commit(consumer, offsets: dict, timeout: float = COMMIT_TIMEOUT) -> No
     await _within(consumer.commit(offsets), "offset commit not acknowledged", timeout)
 
 
+async def confirm_membership(consumer, timeout: float = COMMIT_TIMEOUT) -> None:
+    """Fail unless ``consumer`` is still a member of its group's current generation.
+
+    It commits again the group's committed offset of each assigned partition: a no-op for a
+    member, refused by the broker for one it evicted (a stall longer than the session timeout;
+    aiokafka raises ``CommitFailedError``), which may not know it yet. Partitions the group never
+    committed are left out, so before the group's first commit this checks nothing.
+    """
+    assigned = list(consumer.assignment())
+    committed = await asyncio.gather(*(_within(consumer.committed(tp), "committed offsets not known", timeout)
+                                       for tp in assigned))
+    offsets = {tp: off for tp, off in zip(assigned, committed) if off is not None}
+    if offsets:
+        await commit(consumer, offsets, timeout)
+
+
 async def seek_committed(consumer, tps) -> None:
     """Move each partition back to its committed offset (the beginning if none), as a restart would."""
     for tp in tps:

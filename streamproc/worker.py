@@ -28,7 +28,8 @@ from aiokafka.errors import KafkaError
 
 from . import kafka
 from .config import ConfigError, StreamprocConfig
-from .consume import COMMIT_TIMEOUT, BatchedInput, caught_up, commit, fetched_since, lags, seek_committed
+from .consume import (COMMIT_TIMEOUT, BatchedInput, caught_up, commit, confirm_membership, fetched_since, lags,
+                      seek_committed)
 from .decode import ModelKey, decode_outcomes, decode_predictions
 from .engine import MODEL_WARMUP_BYTES, MonitorEngine
 from .gc_policy import gc_paused, tune_gc
@@ -778,6 +779,11 @@ class MonitorWorker:
             # The restart counts go with the checkpoint whose offsets are the first of the new
             # logs committed: its offsets are committed only once all its records are acknowledged.
             restarts = dict(self.engine.restarts.unsaved)
+            if records or restarts:
+                # A worker evicted from its group (stalled past the session timeout, say) must not
+                # save: its partitions' new owner may have saved newer state of the same models,
+                # which this older state would replace on the compacted topic.
+                await confirm_membership(self.consumer)
             futures = await self.state.send(self.producer, records)
             futures += await self.state.send(self.producer, restart_records(restarts, self.engine.restarts.lost))
         except Exception:

@@ -11,7 +11,7 @@ import asyncio
 import orjson
 import pytest
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaError, KafkaTimeoutError
+from aiokafka.errors import CommitFailedError, KafkaError, KafkaTimeoutError
 
 from streamproc.config import load_config
 from streamproc.decode import decode_predictions
@@ -35,11 +35,25 @@ class Producer:
 
 
 class Consumer:
+    """A group member of one partition; ``evicted``: the broker refuses its commits (as Kafka's
+    and Tansu's do for a member whose session expired)."""
+
     def __init__(self):
         self.commits: list[dict] = []
+        self.group: dict = {}  # the group's committed offsets
+        self.evicted = False
+
+    def assignment(self):
+        return {TopicPartition("predictions", 0)}
+
+    async def committed(self, tp):
+        return self.group.get(tp)
 
     async def commit(self, offsets):
+        if self.evicted:
+            raise CommitFailedError("the group has rebalanced and assigned the partitions to another member")
         self.commits.append(dict(offsets))
+        self.group.update(offsets)
 
 
 class Input:
@@ -99,6 +113,25 @@ def test_offsets_are_committed_once_the_state_is_acknowledged_and_batches_go_on_
         # The offsets of the state that was saved, not the newer ones.
         assert w.consumer.commits == [{TopicPartition("predictions", 0): 10}]
         assert w.metrics.checkpoints._value.get() == 1
+
+    asyncio.run(main())
+
+
+def test_a_worker_its_group_evicted_sends_no_state():
+    """Its partitions' new owner may have saved newer state of the same models: this older state,
+    sent after it, would be the one the compacted state topic keeps."""
+    async def main():
+        w = worker_with_changes(["a"])
+        w.consumer.group = {TopicPartition("predictions", 0): 5}  # the group has committed before
+        w.consumer.evicted = True
+        with pytest.raises(CommitFailedError):
+            await w.checkpoint(force=True)
+        assert w.producer.sent == [] and w.engine.dirty_models == {"a"}
+        w.consumer.evicted = False  # (a member: the same commit is a no-op, and the state goes)
+        w.pacer.next_at = float("-inf")
+        await w.checkpoint(force=False)
+        assert [k[-1:] for _t, k in w.producer.sent] == [b"a"]
+        assert w.consumer.commits == [{TopicPartition("predictions", 0): 5}]
 
     asyncio.run(main())
 

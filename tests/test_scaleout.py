@@ -11,6 +11,8 @@ import uuid
 import pytest
 
 from streamproc.config import load_config
+from streamproc.engine import MonitorEngine
+from streamproc.state import StateStore
 from streamproc.synth import Drift, ModelStream
 from streamproc.worker import MonitorWorker
 
@@ -171,3 +173,67 @@ def test_on_the_direct_route_a_restarted_worker_holds_the_models_it_is_not_fed_p
         assert status["packed_models"] == 0
     finally:
         second.stop()
+
+
+def test_a_worker_evicted_from_its_group_does_not_save_over_its_successors_state(bootstrap, tmp_path):
+    """A stalls longer than the session timeout (SIGSTOP) with a model changed since its last
+    checkpoint; B is given A's partitions, applies more of that model's events and saves them.
+    When A wakes, its heartbeat fails and its revocation checkpoint would save the model as A
+    had it, after B's record: on the compacted state topic the older state would win, and the
+    next owner would resume without B's events (100 of 400 lost here, without any crash)."""
+    import os
+    import signal
+
+    topics = unique_topics()
+    group = f"fence-{uuid.uuid4().hex[:8]}"
+    args = ("--window-size", "100", "--warmup-size", "200")
+    stream = ModelStream("m", n_numeric=3, seed=5)
+
+    def send(n: int, start: int) -> None:
+        produce(bootstrap, topics["predictions"], [json.dumps(e).encode() for e in stream.events(n, start=start)])
+
+    def held(w) -> int:
+        return sum(m["events"] for m in w.status().get("models", []) if m["model_id"] == "m")
+
+    def saved() -> int:
+        """Events of m in its latest record on the state topic."""
+        latest = {}
+        asyncio.run(StateStore(bootstrap, "streamproc-state", group).read(latest.__setitem__))
+        if not latest.get("m"):
+            return 0
+        engine = MonitorEngine(load_config(None, environ={}))
+        engine.import_record("m", latest["m"])
+        return sum(mon.events for mon in engine.monitors.values())
+
+    def assignments(w) -> int:
+        return w.log_text().count("partitions assigned:")
+
+    # A saves only on revocation: the stall comes before its periodic checkpoint.
+    a = WorkerProcess(bootstrap, topics, tmp_path / "a.log", args, env={"STREAMPROC_CHECKPOINT_SECONDS": "3600"},
+                      group_id=group)
+    b = None
+    try:
+        a.wait_ready()
+        send(300, 0)
+        wait_until(lambda: held(a) == 300, 60, "A to apply 300 events")
+        os.kill(a.proc.pid, signal.SIGSTOP)
+        b = WorkerProcess(bootstrap, topics, tmp_path / "b.log", args, env={"STREAMPROC_CHECKPOINT_SECONDS": "0.5"},
+                          group_id=group)
+        b.wait_ready(timeout=90)  # once the group has evicted A
+        wait_until(lambda: held(b) == 300, 90, "B to replay A's 300 events")
+        send(100, 300)
+        wait_until(lambda: held(b) == 400, 60, "B to apply 100 more")
+        wait_until(lambda: saved() == 400, 30, "B to save the 400 events")
+        a_before, b_before = assignments(a), assignments(b)
+        os.kill(a.proc.pid, signal.SIGCONT)
+        # A finds it was evicted and rejoins; the partitions are dealt out again and loaded.
+        wait_until(lambda: assignments(a) > a_before and assignments(b) > b_before, 90, "the group to rebalance")
+        holders = wait_until(lambda: [n for n in (held(a), held(b)) if n], 60, "a worker to load m")
+        assert holders == [400] and saved() == 400, (holders, a.warnings(), b.warnings())
+        send(50, 400)
+        wait_until(lambda: held(a) + held(b) == 450, 60, "the next 50 events applied")
+    finally:
+        os.kill(a.proc.pid, signal.SIGCONT)
+        a.stop()
+        if b is not None:
+            b.stop()
