@@ -9,7 +9,7 @@ from __future__ import annotations
 import pickle
 import zlib
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 from .config import MonitorConfig, StreamprocConfig
 from .decode import ModelKey, Outcome, PredictionBatch
@@ -413,9 +413,10 @@ class MonitorEngine:
         return (batch if len(keep) == len(batch) else batch.take(keep)), fresh
 
     def forget_positions(self, partitions: Optional[set[str]] = None, count: bool = False,
-                         lost: Optional[dict[str, int]] = None, again: Iterable[str] = ()) -> Optional[set[str]]:
-        """Forget the input positions applied from these ``topic:partition``s (None: from all);
-        return those forgotten.
+                         lost: Optional[dict[str, int]] = None, again: Iterable[str] = (),
+                         models: Optional[Callable[[str], bool]] = None) -> Optional[set[str]]:
+        """Forget the input positions applied from these ``topic:partition``s (None: from all)
+        by the models ``models`` selects (None: every model); return the partitions forgotten.
 
         For partitions read again from their beginning because the broker lost their data:
         their offsets start again from 0, and records below the old watermarks are new.
@@ -433,9 +434,14 @@ class MonitorEngine:
                 return partitions
         else:
             for model_id in self.dormant:
-                self._dormant_forget.setdefault(model_id, []).append(partitions)
-        self._forget_positions(self.monitors.items(), self.joiners.items(), partitions)
-        self.replay_until = {tp: off for tp, off in self.replay_until.items() if not _forgotten(tp, partitions)}
+                if models is None or models(model_id):
+                    self._dormant_forget.setdefault(model_id, []).append(partitions)
+        if models is None:
+            self._forget_positions(self.monitors.items(), self.joiners.items(), partitions)
+            self.replay_until = {tp: off for tp, off in self.replay_until.items() if not _forgotten(tp, partitions)}
+        else:  # (the other models' replays go on: replay_until stays)
+            self._forget_positions([(key, mon) for key, mon in self.monitors.items() if models(key[0])],
+                                   [(model_id, j) for model_id, j in self.joiners.items() if models(model_id)], partitions)
         return partitions
 
     def _forget_positions(self, monitors, joiners, partitions: Optional[set[str]], lost_only: bool = False) -> None:

@@ -361,19 +361,22 @@ class MonitorWorker:
         """Input partitions are read again from their beginning (see ``BatchedInput``): the
         offsets the models applied from them no longer mean anything (forgotten under the lock,
         see ``_apply_restarts``)."""
-        self._restarted.append(({f"{tp.topic}:{tp.partition}" for tp in tps}, False, None, ()))
+        self._restarted.append(({f"{tp.topic}:{tp.partition}" for tp in tps}, False, None, (), None))
 
     def _input_restarted(self, tps, lost: Optional[dict] = None, again=(), every: bool = False) -> None:
-        """Partitions of the monitoring consumer restarted: as ``_source_restarted`` (every
-        watermark when ``every``), and a checkpoint on its way commits nothing for them (its
-        offsets are of the lost log). ``lost`` and ``again``: see ``BatchedInput.on_restart``."""
+        """Partitions of the monitoring consumer restarted: as ``_source_restarted`` (when
+        ``every``, routed partitions: every watermark of the models they hold), and a checkpoint
+        on its way commits nothing for them (its offsets are of the lost log). ``lost`` and
+        ``again``: see ``BatchedInput.on_restart``."""
         # Counted (see streamproc.restarts) when they are what the saved positions stamp.
         if every:
-            self._restarted.append((None, False, None, ()))
+            # Not the models of the other routed partitions: their watermarks still skip what a
+            # router forwards again (a router that crashed between forwarding and committing).
+            self._restarted.append((None, False, None, (), {tp.partition for tp in tps}))
         else:
             name = "{0.topic}:{0.partition}".format
             self._restarted.append(({name(tp) for tp in tps}, True, {name(tp): off for tp, off in (lost or {}).items()},
-                                    {name(tp) for tp in again}))
+                                    {name(tp) for tp in again}, None))
         if self._saving is not None:
             futures, offsets, records, restarts = self._saving
             self._saving = (futures, {tp: off for tp, off in offsets.items() if tp not in tps}, records, restarts)
@@ -383,8 +386,9 @@ class MonitorWorker:
         before models are used or saved: a poll runs outside it, and may notice a restart while
         ``_assigned`` is loading models; forgotten then, the models loaded after would keep them."""
         while self._restarted:
-            partitions, count, lost, again = self._restarted.pop(0)
-            forgotten = self.engine.forget_positions(partitions, count=count, lost=lost, again=again)
+            partitions, count, lost, again, routed = self._restarted.pop(0)
+            held = None if routed is None else (lambda model_id: model_partition(model_id, self.routed_partitions) in routed)
+            forgotten = self.engine.forget_positions(partitions, count=count, lost=lost, again=again, models=held)
             for tp in sorted(partitions - forgotten if partitions is not None and forgotten is not None else ()):
                 log.warning("%s: this restart was counted before, by a worker that stopped before committing the new "
                             "log (committed offset %d); the positions the models saved since stand", tp, lost[tp])

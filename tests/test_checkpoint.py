@@ -276,6 +276,27 @@ def test_a_restart_noticed_while_models_load_is_applied_to_the_models_loaded():
     assert w.engine.replay_until == {"predictions:1": 4} and not w._restarted
 
 
+def test_a_routed_partition_read_again_forgets_the_watermarks_of_its_models_only():
+    """Repartitioned: a restart of one routed partition forgot every model's source watermarks,
+    so what a router forwards again (it crashed between forwarding and committing) was applied
+    twice to the models of the other routed partitions (reproduced on the real broker: 200
+    events of a model applied twice, after a restart of a routed partition holding no model)."""
+    from streamproc.router import model_partition
+
+    models = ["a", "b", "c", "d", "e", "f"]
+    w = worker_with_changes(models)
+    w.repartition, w.routed_partitions = True, 4
+    for obj in [*w.engine.monitors.values(), *w.engine.joiners.values()]:
+        obj.applied = {"predictions:0": 30, "predictions:1": 4}
+    restarted = model_partition("a", 4)
+    w._input_restarted({TopicPartition("g-routed", restarted)}, every=True)
+    w._apply_restarts()
+    forgot = {key[0] for key, mon in w.engine.monitors.items() if not mon.applied}
+    assert forgot == {m for m in models if model_partition(m, 4) == restarted} != set(models)
+    for model_id, joiner in w.engine.joiners.items():
+        assert bool(joiner.applied) == (model_id not in forgot)
+
+
 def test_a_state_over_the_record_limit_is_not_sent_the_others_are_saved_and_committed(caplog):
     async def main():
         w = worker_with_changes(["small"])
@@ -418,7 +439,7 @@ def test_a_rewind_checks_the_restored_positions_even_when_a_rebalance_overlaps_i
         return w._restarted, c.paused(), w.input.ends_checked
 
     restarted, paused, checked = asyncio.run(main())
-    assert restarted == [({"predictions:0"}, True, {}, set())] and paused == set() and checked
+    assert restarted == [({"predictions:0"}, True, {}, set(), None)] and paused == set() and checked
 
 
 class Stoppable:
