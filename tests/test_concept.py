@@ -166,3 +166,65 @@ def test_concept_drift_alert_ids_do_not_depend_on_how_outcomes_were_batched():
     one = alerts(1)
     assert one and {index for _, index, _ in one} == {1}  # found after the 1000th labelled event
     assert alerts(100) == alerts(250) == alerts(3000) == one
+
+
+def test_a_rate_of_wrong_labels_waits_for_enough_wrong_ones():
+    # From 500 outcomes of a model wrong 3 % of the time (15 or so wrong), the rate came out as
+    # low as 1.2 %, and the detectors scaled to it raised critical alerts on a stationary stream.
+    mon = ErrorMonitor(MonitorConfig())  # concept.warmup 500
+    wrong = [1 if i % 33 == 0 else 0 for i in range(3000)]  # 3 %
+    mon.update(matches(wrong[:500]))
+    assert mon.baseline is None
+    mon.update(matches(wrong[500:], 500))
+    assert mon.baseline[0] == 50 / (49 * 33 + 1)  # at the 50th wrong one
+    # A near-perfect model: the warm-up ends at ten times its length, wrong ones or not.
+    mon = ErrorMonitor(MonitorConfig())
+    mon.update(matches([1 if i % 1000 == 0 else 0 for i in range(4999)]))
+    assert mon.baseline is None
+    mon.update(matches([0], 4999))
+    assert mon.baseline[0] == 5 / 5000
+
+
+def test_a_label_rate_warming_up_in_older_state_goes_on_from_its_errors():
+    # Saved by a streamproc that kept the warm-up's errors in a list.
+    mon = ErrorMonitor(MonitorConfig())
+    mon.update(matches([1, 0, 0, 0]))
+    state = mon.__dict__.copy()
+    for name in ("_warm_labels", "_warm_wrong"):
+        state.pop(name)
+    state["_warm"] = [1.0] * 30 + [0.0] * 370
+    old = ErrorMonitor.__new__(ErrorMonitor)
+    old.__dict__.update(state)
+    old.update(matches([1] * 20 + [0] * 80, 400))
+    assert old.baseline[0] == 50 / 500
+
+
+def values(errors, start=0, truth=None):
+    return [Match(f"e{start + i}", "v", float(start + i), 10.0 + e, None, truth, 10.0) for i, e in enumerate(errors)]
+
+
+def test_a_glitch_in_the_warm_up_does_not_blind_the_detectors():
+    # One error of 1e9 among errors of about 1 made the baseline's spread so wide (4.5e7) that a
+    # tenfold rise was never detected.
+    rng = np.random.default_rng(5)
+    errors = np.abs(rng.normal(1.0, 0.3, 500))
+    errors[100] = 1e9
+    mon = ErrorMonitor(MonitorConfig())
+    mon.update(values(errors))
+    mean, std = mon.baseline
+    assert abs(mean - 1.0) < 0.1 and std < 1
+    assert mon.update(values(np.abs(rng.normal(1.0, 0.3, 500)), 500))[0] == []
+    changes, _ = mon.update(values(np.abs(rng.normal(10.0, 0.3, 300)), 1000))
+    assert changes and changes[0].critical
+
+
+def test_errors_that_cannot_be_compared_are_not_scored():
+    mon = ErrorMonitor(MonitorConfig())
+    # Two huge values of opposite signs: an infinite error.
+    mon.update([Match("e0", "v", 0.0, -1.5e308, None, None, 1.5e308)])
+    assert (mon.count, mon.unscorable, mon.kind) == (0, 1, None)
+    # A version whose outcomes were labels: values (|score - value|) are another error.
+    mon.update(matches([0, 1, 0], 1))
+    mon.update(values([0.5, 0.25], 4) + matches([1], 6))
+    assert (mon.count, mon.unscorable, mon.kind) == (4, 3, "classification")
+    assert list(mon.rolling) == [0, 1, 0, 1]

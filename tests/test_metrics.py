@@ -136,7 +136,7 @@ def test_error_signal_statistics_and_forgetting_the_model(worker):
     stats = samples(worker.metrics, "streamproc_statistic")
     limits = samples(worker.metrics, "streamproc_statistic_threshold")
     base_mean, base_std = worker.engine.monitors[("m", "default")].errors.baseline
-    assert base_mean == pytest.approx(0.1)
+    assert base_mean == pytest.approx(50 / 491)  # a rate's baseline waits for 50 wrong (the 50th: outcome 491)
     # ADWIN's window is the errors after the baseline (34 % wrong) or, after a cut, a more recent
     # part of them (about as many or more wrong): in baseline sigmas, signed, the error rose.
     assert stats[("m", "default", "error", "adwin")] >= (0.33 - base_mean) / base_std

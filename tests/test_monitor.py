@@ -424,13 +424,14 @@ def test_stream_statistics_of_the_monitor():
     from streamproc.monitor import ERROR_SIGNAL
     from streamproc.outcomes import Match
 
-    events = list(ModelStream("m", seed=35).events(300))
-    mon = ModelMonitor("m", "default", small_cfg(window_size=100, warmup_size=100, concept={"warmup": 50}))
+    events = list(ModelStream("m", seed=35).events(750))
+    mon = ModelMonitor("m", "default", small_cfg(window_size=100, warmup_size=100, concept={"warmup": 500}))
     assert mon.stream_statistics() == [] and mon.stream_statistics(ERROR_SIGNAL) == []
-    feed(mon, to_batch(events), [300])
+    feed(mon, to_batch(events), [750])
     assert {(f, d) for f, d, _, _ in mon.stream_statistics()} == {(SCORE_KEY, "adwin"), (SCORE_KEY, "page_hinkley")}
-    # The error signal: every 10th prediction wrong, then every other one.
-    wrong = [i % 10 == 0 if i < 200 else i % 2 == 0 for i in range(len(events))]
+    # The error signal: every 10th prediction wrong (a baseline of 500, 50 of them wrong), then
+    # every other one.
+    wrong = [i % 10 == 0 if i < 650 else i % 2 == 0 for i in range(len(events))]
     matches = [Match(event_id=e["event_id"], version="default", ts=e["ts"], score=e["prediction"]["score"],
                      label=e["prediction"]["label"], truth="x" if w else e["prediction"]["label"], value=None)
                for e, w in zip(events, wrong)]
