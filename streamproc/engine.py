@@ -47,6 +47,9 @@ class EngineOutput:
     thinned_large: dict[ModelKey, int] = field(default_factory=dict)
     # Waiting predictions dropped to keep all models' within ``waiting_budget``.
     waiting_dropped: int = 0
+    # Per model id, its waiting predictions dropped in this step (too old, over max_pending or
+    # over waiting_budget): counted as expired.
+    expired: dict[str, int] = field(default_factory=dict)
 
 
 def _forgotten(tp: str, partitions: Optional[set[str]]) -> bool:
@@ -188,7 +191,10 @@ class MonitorEngine:
                 joiner = self._joiner(key[0])
             if joiner is not None:
                 self.dirty_models.add(key[0])
+                expired = joiner.expired
                 joiner.add_predictions(key[1], batch.event_ids, batch.ts, batch.scores, batch.labels)
+                if joiner.expired > expired:
+                    out.expired[key[0]] = out.expired.get(key[0], 0) + joiner.expired - expired
                 joined = True
             mon = self.monitor(key)
             self._fed.add(key[0])
@@ -209,7 +215,7 @@ class MonitorEngine:
         if self.warmup_budget is not None and self.warmup_bytes > max(self.warmup_budget, self._sweep_above):
             out.thinned = self._thin_warmups()
         if joined and self.waiting_budget is not None:
-            out.waiting_dropped = self._bound_waiting()
+            out.waiting_dropped = self._bound_waiting(out.expired)
         refused = {(b.model_id, b.model_version) for b in out.refused}
         self.decoder.learn({key: b for key, b in batches.items() if key not in refused} if refused else batches)
         return out
@@ -364,9 +370,10 @@ class MonitorEngine:
                 out.errors_updated.add(key)
         return out
 
-    def _bound_waiting(self) -> int:
+    def _bound_waiting(self, expired: dict[str, int]) -> int:
         """Keep the predictions waiting for outcomes in all models within ``waiting_budget``
-        (each model's ``concept.max_pending`` bounds only its own); return how many were dropped.
+        (each model's ``concept.max_pending`` bounds only its own); return how many were dropped
+        (and add each model's to ``expired``).
 
         Over it, the models holding the most are cut to one level, so that three quarters of
         the budget stays (the oldest dropped first, as ``max_pending`` drops them): a model
@@ -389,6 +396,7 @@ class MonitorEngine:
             n = joiner.trim(level)
             if n:
                 dropped += n
+                expired[model_id] = expired.get(model_id, 0) + n
                 self.dirty_models.add(model_id)
         return dropped
 

@@ -893,6 +893,8 @@ class MonitorWorker:
                 m.late_events.labels(*key).inc(mon.late_events - late_before.get(key, 0))
             elif key in out.windows_closed:
                 m.late_events.labels(*key)  # the series, at 0 until there are some (as dashboards expect)
+        for model_id, n in out.expired.items():  # (outcomes count the other join results)
+            m.joins.labels(model_id, "expired").inc(n)
         for key in out.events:  # the score's stream detectors ran on this batch's events
             mon = self.engine.monitors.get(key)
             if mon is not None and mon.detectors is not None:

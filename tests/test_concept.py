@@ -105,12 +105,12 @@ def test_the_cut_leaves_three_quarters_of_the_bound_the_smallest_untouched():
     # Fed by this worker's input, all but "foreign": loaded from the state topic and never fed
     # (on the direct route every worker loads every model; its owner may be another worker).
     engine._fed.update(["small", "busy", "big"])
-    assert engine._bound_waiting() == 300 + 3000 + 4000 - 4500
+    assert engine._bound_waiting({}) == 300 + 3000 + 4000 - 4500
     # 4,500 left: 300 of the small model, and an equal 2,100 of each of the others (their newest).
     assert {m: len(j.pending) for m, j in engine.joiners.items()} == {"small": 300, "busy": 2100, "big": 2100, "foreign": 5000}
     assert next(iter(engine.joiners["big"].pending)) == "big-1900" and engine.joiners["big"].expired == 1900
     assert engine.dirty_models == {"busy", "big"}  # the foreign model is not saved over its owner's record
-    assert engine._bound_waiting() == 0  # within the bound: nothing more
+    assert engine._bound_waiting({}) == 0  # within the bound: nothing more
 
 
 def _evict_one_at_a_time(pending: dict, max_pending: int, horizon: float) -> int:

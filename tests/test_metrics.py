@@ -419,3 +419,22 @@ def test_status_counts_output_the_broker_acknowledged(worker, delivered):
         assert counts["alerts"] >= 1 and counts["dead_letters"] == 1
     else:
         assert counts == {"alerts": 0, "retrain_requests": 0, "dead_letters": 0}
+
+
+def test_expired_predictions_are_counted(tmp_path):
+    # Predictions expire as later predictions arrive (too old, or over max_pending), not when
+    # outcomes come: counted only around the outcomes, the expired series never moved.
+    path = tmp_path / "streamproc.yaml"
+    path.write_text("worker: {route: direct, window_size: 500, warmup_size: 1000}\n"
+                    "defaults:\n  concept: {join: always, warmup: 200, max_pending: 1000, ttl_seconds: 5}\n")
+    w = MonitorWorker(load_config(path, environ={}))
+    w.producer = Producer()
+    events = list(ModelStream("m", n_numeric=2, seed=1).events(3000))  # 100 events a second of event time
+    outcomes = [{"event_id": e["event_id"], "model_id": "m", "ts": e["ts"] + 1, "label": "1"} for e in events]
+    for s in range(0, 3000, 500):
+        w._process_predictions(messages("predictions", events[s:s + 500], s))
+        w._process_outcomes(messages("outcomes", outcomes[s:s + 100], s))  # the first 100 of each 500 answered
+    joiner = w.engine.joiners["m"]
+    assert joiner.expired > 1000
+    assert _series(w.metrics, "streamproc_outcome_joins_total") == {
+        (("model_id", "m"), ("result", result)): getattr(joiner, result) for result in ("matched", "unmatched", "expired")}
