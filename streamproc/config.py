@@ -340,13 +340,22 @@ class StreamprocConfig(_Strict):
                 base[key] = getattr(self.worker, key)
                 overridden.append(f"worker.{key} {getattr(self.worker, key)}")
         merged = _deep_merge(base, (self.models.get(model_id) if model_id is not None else None) or {})
+        where = f"models.{model_id}" if model_id in self.models else "defaults"
         try:
-            return MonitorConfig.model_validate(merged)
+            cfg = MonitorConfig.model_validate(merged)
         except ValidationError as exc:
-            where = f"models.{model_id}" if model_id in self.models else "defaults"
             if overridden:  # (a flag or variable, not the file, may be what is wrong)
                 where += f" with {', '.join(overridden)}"
             raise ConfigError(f"invalid configuration: {_describe(exc, where)}") from None
+        future = self.worker.max_future_seconds
+        if cfg.concept.enabled and future is not None and cfg.concept.ttl_seconds < future:
+            # A prediction may be dated that far ahead: its model's joiner would take that as
+            # the time, and drop every prediction waiting for an outcome as too old.
+            raise ConfigError(f"invalid configuration: {where}.concept.ttl_seconds ({cfg.concept.ttl_seconds:g}) is "
+                              f"shorter than worker.max_future_seconds ({future:g}): one prediction dated that far "
+                              "ahead would expire every prediction waiting for its outcome; lower "
+                              "worker.max_future_seconds (STREAMPROC_MAX_FUTURE_SECONDS) to the ttl or less")
+        return cfg
 
 
 def _resolve_paths(raw: dict, base: Path) -> None:

@@ -301,3 +301,19 @@ def test_a_critical_bar_below_its_warning_bar_is_rejected(tmp_path, text, field,
     # Every alert would be critical (and request retraining).
     message = _error(tmp_path, "defaults:\n  " + text + "\n")
     assert field in message and rule in message
+
+
+def test_a_wait_for_outcomes_shorter_than_the_future_a_prediction_may_be_dated_is_refused(tmp_path):
+    # One prediction dated up to max_future_seconds ahead moves its joiner's event-time clock
+    # that far: with a shorter ttl every prediction waiting for its outcome expired at once, and
+    # every later one on arrival (about a third of the timely outcomes matched, in a reproduction).
+    path = tmp_path / "c.yaml"
+    path.write_text("models:\n  fraud:\n    concept: {ttl_seconds: 3600}\n")
+    with pytest.raises(ConfigError, match=r"models\.fraud\.concept\.ttl_seconds \(3600\) is shorter than "
+                                          r"worker\.max_future_seconds \(86400\)"):
+        load_config(path, environ={})
+    assert load_config(path, environ={"STREAMPROC_MAX_FUTURE_SECONDS": "3600"}).for_model("fraud").concept.ttl_seconds == 3600
+    for fine in ("worker: {max_future_seconds: null}\nmodels:\n  fraud:\n    concept: {ttl_seconds: 3600}\n",
+                 "models:\n  fraud:\n    concept: {ttl_seconds: 3600, enabled: false}\n"):
+        path.write_text(fine)
+        assert load_config(path, environ={}).for_model("fraud").concept.ttl_seconds == 3600

@@ -425,7 +425,7 @@ def test_expired_predictions_are_counted(tmp_path):
     # Predictions expire as later predictions arrive (too old, or over max_pending), not when
     # outcomes come: counted only around the outcomes, the expired series never moved.
     path = tmp_path / "streamproc.yaml"
-    path.write_text("worker: {route: direct, window_size: 500, warmup_size: 1000}\n"
+    path.write_text("worker: {route: direct, window_size: 500, warmup_size: 1000, max_future_seconds: 5}\n"
                     "defaults:\n  concept: {join: always, warmup: 200, max_pending: 1000, ttl_seconds: 5}\n")
     w = MonitorWorker(load_config(path, environ={}))
     w.producer = Producer()
