@@ -367,6 +367,14 @@ def _forward(args) -> int:
 
     if not args.webhook.startswith(("http://", "https://")):
         raise ConfigError(f"--webhook must be an http:// or https:// URL, not {args.webhook!r}")
+    import yarl
+
+    try:
+        url = yarl.URL(args.webhook)
+    except ValueError as exc:
+        raise ConfigError(f"--webhook {args.webhook!r} is not a valid URL ({exc})") from None
+    if not url.host or any(c.isspace() for c in url.host):
+        raise ConfigError(f"--webhook {args.webhook!r} is not a valid URL (no host)")
     if args.max_retries < 0:
         raise ConfigError("--max-retries must be 0 or more")
     bootstrap, names, options, partitions = _output_topics(args)

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import re
 import signal
 import sys
 import time
@@ -91,7 +92,7 @@ class RecentIds:
 
 def backoff_delay(attempt: int, base: float = 0.5, cap: float = 30.0) -> float:
     """Seconds to wait before retry number ``attempt + 1``: base, 2·base, 4·base, ... up to cap."""
-    return min(cap, base * (2 ** attempt))
+    return min(cap, base * 2.0 ** min(attempt, 64))  # (2 ** 1024 is past a float)
 
 
 def parse_retry_after(value: Optional[str], now: Optional[float] = None) -> Optional[float]:
@@ -146,6 +147,8 @@ async def deliver(post: Post, body: bytes, headers: dict, what: str, max_retries
     while True:
         try:
             answer = await post(body, headers)
+        except _invalid_url() as exc:  # (a ClientError, but no retry will mend it)
+            raise GiveUp(f"{what}: the webhook's URL is not valid ({exc})") from None
         except (OSError, asyncio.TimeoutError, _client_errors()) as exc:
             problem = f"cannot reach the webhook ({type(exc).__name__}{': ' + str(exc) if str(exc) else ''})"
             delay = backoff_delay(attempt, base, cap)
@@ -171,6 +174,16 @@ def _client_errors():
     return aiohttp.ClientError
 
 
+def _invalid_url():
+    import aiohttp
+
+    return aiohttp.InvalidURL
+
+
+MAX_ID_LENGTH = 256  # streamproc's ids are UUIDs (36 characters)
+_ID = re.compile(rf"[\x21-\x7e]{{1,{MAX_ID_LENGTH}}}")
+
+
 def identify(value: Optional[bytes]) -> tuple[str, str]:
     """(kind, id) of an alert or retrain request; ValueError saying why it is neither."""
     if value is None:
@@ -181,10 +194,14 @@ def identify(value: Optional[bytes]) -> tuple[str, str]:
         raise ValueError("not JSON") from None
     if not isinstance(event, dict):
         raise ValueError("not a JSON object")
-    if isinstance(event.get("alert_id"), str) and event["alert_id"]:
-        return "alert", event["alert_id"]
-    if isinstance(event.get("request_id"), str) and event["request_id"]:
-        return "retrain_request", event["request_id"]
+    for kind, field_name in (("alert", "alert_id"), ("retrain_request", "request_id")):
+        value = event.get(field_name)
+        if isinstance(value, str) and value:
+            # It goes in the Idempotency-Key header: a control character or a huge id could not
+            # be sent at all, and stopped the forwarder on that message at every restart.
+            if not _ID.fullmatch(value):
+                raise ValueError(f"{field_name} is not an id (at most {MAX_ID_LENGTH} printable ASCII characters)")
+            return kind, value
     raise ValueError("neither an alert (alert_id) nor a retrain request (request_id)")
 
 
@@ -366,7 +383,6 @@ async def forward(bootstrap: str, webhook: str, topics: list[str], group_id: str
     import aiohttp
 
     options = options or {}
-    await kafka.ensure_topics(bootstrap, topics, partitions, timeout=15.0, options=options)
     consumer = kafka.consumer(bootstrap, group_id=group_id, auto_offset_reset="earliest" if from_beginning else "latest",
                               session_timeout_ms=10_000, heartbeat_interval_ms=1_000, **options)
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout))
@@ -378,9 +394,13 @@ async def forward(bootstrap: str, webhook: str, topics: list[str], group_id: str
 
     forwarder = Forwarder(consumer, post, max_retries, base, cap, out=sys.stdout)
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig in (signal.SIGTERM, signal.SIGINT):  # (also while the topics are made: a stop then is a clean one)
         loop.add_signal_handler(sig, forwarder.stop.set)
     try:
+        made, _ = await forwarder._until_stopped(kafka.ensure_topics(bootstrap, topics, partitions, timeout=15.0,
+                                                                     options=options))
+        if not made:
+            return forwarder.counts
         consumer.subscribe(topics, listener=CommitOnRevoke(forwarder))
         started, _ = await forwarder._until_stopped(consumer.start())
         if started:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from datetime import datetime, timezone
 from typing import Callable, Optional
 
@@ -37,6 +38,28 @@ def format_event(event: dict) -> str:
     return orjson.dumps(event).decode()
 
 
+def _event(msg) -> Optional[dict]:
+    """The JSON object a message holds; None, said on stderr, when it holds none (one bad
+    message ended the tail, and every restart from the beginning ended on it again)."""
+    try:
+        event = orjson.loads(msg.value) if msg.value is not None else None
+    except orjson.JSONDecodeError:
+        event = None
+    if isinstance(event, dict):
+        return event
+    why = "empty" if msg.value is None else "not JSON" if event is None else "not a JSON object"
+    print(f"streamproc: skipped {msg.topic}[{msg.partition}]@{msg.offset}: {why}", file=sys.stderr, flush=True)
+    return None
+
+
+def _line(event: dict) -> str:
+    """``format_event``, or the event's JSON when it lacks what the line shows."""
+    try:
+        return format_event(event)
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError, OSError):
+        return orjson.dumps(event).decode()
+
+
 async def tail(bootstrap: str, topics: list[str], from_beginning: bool = False, as_json: bool = False,
                on_event: Optional[Callable[[str, dict], None]] = None, stop: Optional[asyncio.Event] = None,
                options: Optional[dict] = None) -> None:
@@ -55,10 +78,12 @@ async def tail(bootstrap: str, topics: list[str], from_beginning: bool = False, 
             batch = await consumer.getmany(timeout_ms=200)
             for tp, msgs in batch.items():
                 for m in msgs:
-                    event = orjson.loads(m.value)
+                    event = _event(m)
+                    if event is None:
+                        continue
                     if on_event is not None:
                         on_event(tp.topic, event)
                     else:
-                        print(orjson.dumps(event).decode() if as_json else format_event(event), flush=True)
+                        print(orjson.dumps(event).decode() if as_json else _line(event), flush=True)
     finally:
         await consumer.stop()

@@ -252,6 +252,9 @@ def test_every_subcommand_help_has_an_example():
     (["produce", "--bootstrap", "x:1", "--synthetic", "--models", "a", "--rate", "0"], 2, "--rate must be a positive"),
     (["produce", "--synthetic", "--models", "a"], 2, "--bootstrap (or STREAMPROC_BOOTSTRAP) is required"),
     (["alerts", "forward", "--bootstrap", "x:1", "--webhook", "ftp://x"], 2, "--webhook must be an http"),
+    # (retried as "cannot reach the webhook" for 97 s, from the first alert on, before)
+    (["alerts", "forward", "--bootstrap", "x:1", "--webhook", "http://hooks:99999/x"], 2, "is not a valid URL (Port"),
+    (["alerts", "forward", "--bootstrap", "x:1", "--webhook", "http:///x"], 2, "is not a valid URL (no host)"),
     (["status", "--url", "http://127.0.0.1:1"], 1, "cannot reach a worker at http://127.0.0.1:1/status"),
 ])
 def test_errors_are_one_line_on_stderr(argv, code, message, capsys, monkeypatch, tmp_path):

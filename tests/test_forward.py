@@ -96,6 +96,27 @@ def test_identify_alerts_and_retrain_requests():
     for raw, why in ((None, "empty"), (b"not json", "not JSON"), (b"[1]", "not a JSON object"), (b'{"x": 1}', "neither")):
         with pytest.raises(ValueError, match=why):
             identify(raw)
+    # An id goes in the Idempotency-Key header: one that cannot (a control character, 70,000
+    # characters) stopped the forwarder on that message at every restart. It is unreadable.
+    for bad in ("a\r\nX-Evil: 1", "a\x00b", "x" * 70_000, "with space"):
+        with pytest.raises(ValueError, match="alert_id is not an id"):
+            identify(json.dumps({**a, "alert_id": bad}).encode())
+    assert identify(json.dumps({**a, "alert_id": "x" * 256}).encode()) == ("alert", "x" * 256)
+
+
+def test_many_retries_do_not_overflow_the_backoff():
+    # --max-retries 2000 to ride out a long outage: 2 ** 1024 is past a float, and the forwarder
+    # crashed at its 1,024th retry.
+    assert backoff_delay(1024) == backoff_delay(10_000) == 30.0
+    result, waits = run_deliver(FakeWebhook([OSError("refused")] * 1100), max_retries=2000)
+    assert result.delivered and len(waits) == 1100
+
+
+def test_a_url_the_client_cannot_use_is_not_retried():
+    import aiohttp
+
+    with pytest.raises(GiveUp, match="URL is not valid"):
+        run_deliver(FakeWebhook([aiohttp.InvalidURL("http://hooks:99999/x")]))
 
 
 class FakeWebhook:
@@ -426,3 +447,28 @@ def test_an_undeliverable_alert_stops_the_forwarder_and_a_restart_delivers_it(bo
         assert up.ids() == [a1["alert_id"], a2["alert_id"]]
     finally:
         up.close()
+
+
+def test_a_stop_while_the_topics_are_made_is_a_clean_one():
+    # SIGTERM or SIGINT while the forwarder still waited for Kafka (up to 15 s, to make its
+    # topics) killed it (-15) or exited 130, where the README promises a clean stop, exit 0.
+    import os
+    import signal
+    import socket
+
+    from streamproc.forward import forward
+
+    with socket.socket() as s:  # a port nothing listens on: Kafka is not there (yet)
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    async def main():
+        task = asyncio.create_task(forward(f"127.0.0.1:{port}", "http://127.0.0.1:1/x", ["alerts-x"], "g"))
+        while signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # until the forwarder handles it
+            assert not task.done()
+            await asyncio.sleep(0)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return await asyncio.wait_for(task, 10)
+
+    counts = asyncio.run(main())
+    assert counts.forwarded == 0 and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
