@@ -85,8 +85,9 @@ class ErrorMonitor:
     def rolling_error(self) -> float:
         return sum(self.rolling) / len(self.rolling) if self.rolling else math.nan
 
-    def update(self, matches: list[Match]) -> tuple[list[Change], int]:
-        """Changes found in the error of these matches, and the error count before them."""
+    def update(self, matches: list[Match], ts_out: Optional[list] = None) -> tuple[list[Change], int]:
+        """Changes found in the error of these matches, and the error count before them (a
+        change's position counts the errors of these matches; ``ts_out`` gets their times)."""
         errors = []
         for m in matches:
             e = error_of(m, self.cfg.positive_threshold)
@@ -96,6 +97,8 @@ class ErrorMonitor:
             else:
                 errors.append(e)
                 self.kind = kind
+                if ts_out is not None:
+                    ts_out.append(m.ts)
         start = self.count
         self.count += len(errors)
         self.rolling.extend(errors)

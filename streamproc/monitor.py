@@ -346,6 +346,7 @@ class ModelMonitor:
             self.pane = self.open_panes[max(self.open_panes)]
 
     # State saved before these existed restores without them.
+    error_window_start: Optional[float] = None  # time of the first labelled event of the open error window
     latest_quality_hits: Optional[np.ndarray] = None
     latest_window_count: int = 0
 
@@ -387,16 +388,28 @@ class ModelMonitor:
         result = StepResult()
         if self.errors is None or not matches:
             return result
-        changes, start = self.errors.update(matches)
+        ts: list[float] = []
+        changes, start = self.errors.update(matches, ts)
+        size = self.cfg.window_size
         if changes:
-            ts = [m.ts for m in matches]
-            # The window of the labelled event the change was found at (its index is in the alert's
-            # id, so not of where this batch of outcomes began).
+            # The window of labelled events the change was found in (its index is in the alert's
+            # id), from its first labelled event to the one of the change: not where this batch
+            # of outcomes began and ended, so the alert is the same however they were batched.
+            def info(position: int) -> WindowInfo:
+                index = (start + position) // size
+                first = index * size - start
+                began = ts[first] if first >= 0 else self.error_window_start
+                return WindowInfo(index, ts[position] if began is None else began, ts[position],
+                                  (start + position) % size + 1)
+
             findings = [self._stream_finding("concept_drift", "error", ch, self.cfg.concept.signal,
-                                             WindowInfo((start + ch.position) // self.cfg.window_size, min(ts), max(ts),
-                                                        len(matches)), start)
+                                             info(ch.position), start)
                         for ch in changes]
             result.alerts.extend(self.policy.decide(findings))
+        if ts:
+            first = (start + len(ts) - 1) // size * size - start
+            if first >= 0:
+                self.error_window_start = ts[first]
         return result
 
     def _unknown_features(self, rows: "list[dict] | FeatureTable") -> list[Finding]:

@@ -161,11 +161,14 @@ def test_concept_drift_alert_ids_do_not_depend_on_how_outcomes_were_batched():
         out = []
         for start in range(0, len(matches), batch):
             out += mon.update_errors(matches[start:start + batch]).alerts
-        return [(a["detector"], a["window"]["index"], a["alert_id"]) for a in out]
+        return [(a["detector"], a["window"]["index"], a["alert_id"], a["window"]) for a in out]
 
     one = alerts(1)
-    assert one and {index for _, index, _ in one} == {1}  # found after the 1000th labelled event
-    assert alerts(100) == alerts(250) == alerts(3000) == one
+    assert one and {index for _, index, _, _ in one} == {1}  # found after the 1000th labelled event
+    # The whole window, not only its index: it described the batch of outcomes (count 1 here, 3000 there).
+    assert alerts(7) == alerts(100) == alerts(250) == alerts(3000) == one
+    for _, _, _, window in one:
+        assert window["start"] == 1000.0 and window["count"] == window["end"] - 1000.0 + 1
 
 
 def test_a_rate_of_wrong_labels_waits_for_enough_wrong_ones():
