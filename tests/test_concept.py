@@ -231,3 +231,38 @@ def test_errors_that_cannot_be_compared_are_not_scored():
     mon.update(values([0.5, 0.25], 4) + matches([1], 6))
     assert (mon.count, mon.unscorable, mon.kind) == (4, 3, "classification")
     assert list(mon.rolling) == [0, 1, 0, 1]
+
+
+def test_an_event_predicted_by_two_versions_is_joined_to_both():
+    # A shadow version scoring the live traffic: its prediction replaced the live one's, whose
+    # error was then never watched (and 2000 of its predictions were in none of the counts).
+    from streamproc.engine import MonitorEngine
+    from streamproc.config import load_config
+    from streamproc.decode import decode_outcomes, decode_predictions
+    import orjson
+    from streamproc.synth import ModelStream
+
+    events = list(ModelStream("m", n_numeric=2, seed=8).events(600))
+    shadow = [{**e, "model_version": "shadow", "prediction": {"score": 1 - e["prediction"]["score"]}} for e in events]
+    engine = MonitorEngine(load_config(None, environ={"STREAMPROC_WARMUP_SIZE": "100"}))
+    engine.process_outcomes(decode_outcomes([b'{"event_id": "none", "model_id": "m", "ts": 0, "label": "1"}'])[0])
+    for part in (events[:300], shadow[:300], shadow[300:], events[300:]):
+        engine.process(decode_predictions([orjson.dumps(e) for e in part])[0])
+    joiner = engine.joiners["m"]
+    assert len(joiner.pending) == 600
+    outcomes = [{"event_id": e["event_id"], "model_id": "m", "ts": e["ts"] + 1, "label": "1"} for e in events]
+    engine.process_outcomes(decode_outcomes([orjson.dumps(o) for o in outcomes])[0])
+    assert (joiner.matched, joiner.unmatched, len(joiner.pending)) == (1200, 1, 0)
+    live, other = engine.monitors[("m", "default")].errors, engine.monitors[("m", "shadow")].errors
+    assert live.count == other.count == 600
+    # The same version predicting an event again replaces its prediction (one match, not two).
+    j = OutcomeJoiner(ttl_seconds=100, max_pending=10)
+    j.add_predictions("v1", ["a"], [0.0], [0.1], [None])
+    j.add_predictions("v2", ["a"], [1.0], [0.2], [None])
+    j.add_predictions("v1", ["a"], [2.0], [0.3], [None])
+    assert [(m.version, m.score) for m in j.match([("a", 5.0, None, 1.0)])] == [("v1", 0.3), ("v2", 0.2)]
+    # Waiting since the first prediction: expired by its time.
+    j.add_predictions("v1", ["b"], [3.0], [0.1], [None])
+    j.add_predictions("v2", ["b"], [50.0], [0.1], [None])
+    j.add_predictions("v1", ["c"], [104.0], [0.1], [None])
+    assert list(j.pending) == ["c"] and j.expired == 2  # (predictions, as matches count)
