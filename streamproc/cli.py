@@ -20,6 +20,7 @@ from aiokafka.errors import KafkaConnectionError
 
 from .broker import BrokerError
 from .config import ConfigError, load_config
+from .events import ID_PATTERN
 from .demo import MIN_EVENTS as MIN_DEMO_EVENTS
 from .demo import WARMUP_SIZE as DEMO_WARMUP_SIZE
 from .demo import WINDOW_SIZE as DEMO_WINDOW_SIZE
@@ -79,6 +80,26 @@ def _positive_seconds(text: str) -> float:
     if not 0 < seconds < float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text!r}")
     return seconds
+
+
+def _at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = low - 1
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be a whole number of at least {low}, not {text!r}")
+        return value
+    return parse
+
+
+def _event_id_text(text: str) -> str:
+    """A model id or version as the event contract allows them (a reference for any other would
+    never meet an event)."""
+    if not re.fullmatch(ID_PATTERN.strip("^$"), text) or len(text) > 256:
+        raise argparse.ArgumentTypeError(f"must be 1 to 256 characters without control characters, not {text!r}")
+    return text
 
 
 def _add_bootstrap(p: argparse.ArgumentParser, required: bool = False) -> None:
@@ -213,8 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
                         epilog="example:\n  streamproc reference build --model fraud --version 2026-11-01 "
                                "--input train.csv --score-column p_fraud --output refs/fraud.json",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
-    b.add_argument("--model", required=True, help="model id")
-    b.add_argument("--version", default="default", help="model version (default: default)")
+    b.add_argument("--model", required=True, type=_event_id_text, help="model id")
+    b.add_argument("--version", default="default", type=_event_id_text, help="model version (default: default)")
     b.add_argument("--input", required=True, help="training data: .csv (a column per feature) or .jsonl (prediction events)")
     b.add_argument("--output", default=None, help="profile JSON to write (name it as reference_file in the config)")
     b.add_argument("--publish", action="store_true", help="publish the profile to the references topic; running workers pick it up")
@@ -230,8 +251,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--label-column", default=None,
                    help="CSV or Parquet column holding the predicted label (default label, if the file has that "
                         "column; '' for none); it is not a feature")
-    b.add_argument("--bins", type=int, default=10, help="quantile bins per numeric feature (default 10)")
-    b.add_argument("--max-categories", type=int, default=50, help="categories kept per feature (default 50)")
+    b.add_argument("--bins", type=_at_least(2), default=10, help="quantile bins per numeric feature (default 10)")
+    b.add_argument("--max-categories", type=_at_least(1), default=50, help="categories kept per feature (default 50)")
 
     p = sub.add_parser("schemas", help="write or check the JSON Schema files of the event contract",
                        epilog="examples:\n  streamproc schemas --dir schemas\n  streamproc schemas --check",
@@ -332,7 +353,8 @@ def _produce(args) -> int:
         else:
             if args.models or args.drift_at is not None or args.drift_features:
                 raise ConfigError("--models and --drift-* go with --synthetic")
-            source = open_source(args.input, args.model, args.version, args.score_column, args.label_column)
+            source = open_source(args.input, args.model, args.version, args.score_column, args.label_column,
+                                 load_config(args.config).worker.max_future_seconds)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     except InvalidInput as exc:

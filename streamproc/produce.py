@@ -42,6 +42,7 @@ from typing import Callable, Iterator, Optional
 import orjson
 
 from . import kafka
+from .config import WorkerSettings
 from .decode import decode_predictions
 from .progress import CountingLines, Progress
 from .reference_file import DEFAULT_LABEL_COLUMN, DEFAULT_SCORE_COLUMN, EVENT_COLUMNS, _cell
@@ -62,9 +63,13 @@ class Record:
     value: bytes
 
 
-def check_event(raw: bytes) -> str:
-    """The model id of a prediction event, checked as the worker checks it; InvalidInput if it is not one."""
-    batches, rejected = decode_predictions([raw])
+MAX_FUTURE_SECONDS = WorkerSettings.model_fields["max_future_seconds"].default
+
+
+def check_event(raw: bytes, max_future: Optional[float] = MAX_FUTURE_SECONDS) -> str:
+    """The model id of a prediction event, checked as the worker checks it (``max_future``: its
+    ``worker.max_future_seconds``); InvalidInput if it is not one."""
+    batches, rejected = decode_predictions([raw], not_after=math.inf if max_future is None else time.time() + max_future)
     if rejected:
         raise InvalidInput(rejected[0].reason)
     return next(iter(batches))[0]
@@ -84,6 +89,9 @@ class CsvLayout:
     named: tuple[str, ...] = ()  # columns the user named, which the file must have
 
     def check_header(self, columns: list[str]) -> None:
+        repeated = sorted({c for c in columns if columns.count(c) > 1})
+        if repeated:  # (csv.DictReader keeps the last cell of each: the others would be lost)
+            raise InvalidInput(f"repeated column name(s): {', '.join(repeated)}")
         for name in self.named:
             if name not in columns:
                 raise InvalidInput(f"no column {name!r} (columns: {', '.join(columns)})")
@@ -168,8 +176,9 @@ class Source:
 class JsonLinesSource(Source):
     checkable = True
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, max_future: Optional[float] = MAX_FUTURE_SECONDS):
         self.path = path
+        self.max_future = max_future
         self.label = path.name
         self.total = path.stat().st_size
 
@@ -182,7 +191,7 @@ class JsonLinesSource(Source):
                 if not raw:
                     continue
                 try:
-                    model_id = check_event(raw)
+                    model_id = check_event(raw, self.max_future)
                 except InvalidInput as exc:
                     self._invalid(f"{self.path}:{n}", str(exc), skip_invalid, report)
                     continue
@@ -192,8 +201,10 @@ class JsonLinesSource(Source):
 class CsvSource(Source):
     checkable = True
 
-    def __init__(self, path: Path, layout: CsvLayout, now: Callable[[], float] = time.time):
+    def __init__(self, path: Path, layout: CsvLayout, now: Callable[[], float] = time.time,
+                 max_future: Optional[float] = MAX_FUTURE_SECONDS):
         self.path = path
+        self.max_future = max_future
         self.layout = layout
         self.now = now
         self.label = path.name
@@ -209,6 +220,8 @@ class CsvSource(Source):
                 columns = reader.fieldnames
             except UnicodeDecodeError:
                 raise InvalidInput(f"{self.path}: not UTF-8 text") from None
+            except csv.Error as exc:
+                raise InvalidInput(f"{self.path}: not readable CSV ({exc})") from None
             if not columns:
                 raise InvalidInput(f"{self.path}: empty CSV file (a header row is needed)")
             try:
@@ -227,7 +240,7 @@ class CsvSource(Source):
                 row_number += 1
                 try:
                     raw = orjson.dumps(row_to_event(row, row_number, self.layout, self.now))
-                    check_event(raw)
+                    check_event(raw, self.max_future)
                 except InvalidInput as exc:
                     self._invalid(f"{self.path}:{reader.line_num}", str(exc), skip_invalid, report)
                     continue
@@ -278,10 +291,12 @@ def synthetic_drift(drift_at: Optional[int], features: Optional[str], shift: flo
 
 
 def open_source(path: str | Path, model_id: Optional[str] = None, model_version: Optional[str] = None,
-                score_column: Optional[str] = None, label_column: Optional[str] = None) -> Source:
+                score_column: Optional[str] = None, label_column: Optional[str] = None,
+                max_future: Optional[float] = MAX_FUTURE_SECONDS) -> Source:
     """The source for an input file, by its suffix. A CSV's prediction is in ``score_column`` /
     ``label_column``: None takes ``score`` / ``label`` if the file has them, ``""`` none, and a
-    column named must be in the file (as for ``reference build``)."""
+    column named must be in the file (as for ``reference build``). ``max_future``: the workers'
+    ``worker.max_future_seconds`` (an event dated further ahead is one they dead-letter)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in JSONL_SUFFIXES + (".csv",):
@@ -293,10 +308,11 @@ def open_source(path: str | Path, model_id: Optional[str] = None, model_version:
             raise InvalidInput("CSV input needs --model (the model id of every row)")
         named = tuple(c for c in (score_column, label_column) if c)
         return CsvSource(path, CsvLayout(model_id, model_version, DEFAULT_SCORE_COLUMN if score_column is None else score_column,
-                                         DEFAULT_LABEL_COLUMN if label_column is None else label_column, path.stem, named))
+                                         DEFAULT_LABEL_COLUMN if label_column is None else label_column, path.stem, named),
+                         max_future=max_future)
     if model_id or model_version:
         raise InvalidInput("--model and --version apply to CSV input; JSON-lines events carry their own model_id")
-    return JsonLinesSource(path)
+    return JsonLinesSource(path, max_future)
 
 
 # ---------------------------------------------------------------------------------- pacing

@@ -23,19 +23,21 @@ from typing import Optional
 
 import orjson
 
-from .decode import label_text, split_prediction
+from .decode import decode_predictions, label_text, split_prediction
 from .profile import ReferenceProfile, build_reference
 from .progress import CountingLines, Progress
 
 
 def _cell(text: Optional[str]):
+    """A CSV cell's value: a number, a category, or None (empty, absent, or not finite: JSON
+    has no infinity, so ``produce`` sends those as null, and a reference must read them so)."""
     if not text:  # empty, or (a row shorter than the header) absent
         return None
     try:
         value = float(text)
     except ValueError:
         return text
-    return value if math.isfinite(value) or text.lower() in ("inf", "-inf", "infinity", "-infinity") else None
+    return value if math.isfinite(value) else None
 
 
 class _Progress(Progress):
@@ -60,11 +62,13 @@ def _prediction_column(path: Path, columns: list[str], name: Optional[str], defa
 
 
 def read_training_data(path: str | Path, score_column: Optional[str] = None, label_column: Optional[str] = None,
-                       progress: bool = False):
+                       progress: bool = False, model: Optional[tuple[str, str]] = None):
     """(feature rows, scores, labels) from a CSV, JSON-lines or Parquet file.
 
     For CSV and Parquet, ``score_column`` / ``label_column`` name the prediction columns;
     None (the default) takes ``score`` / ``label`` when the file has that column, ``""`` none.
+    JSON-lines events are checked as the worker checks them (one it would dead-letter is an
+    error naming its line) and, given ``model`` (model id, version), only its events are read.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -81,6 +85,11 @@ def read_training_data(path: str | Path, score_column: Optional[str] = None, lab
                 done += len(line)
                 if not line.strip():
                     continue
+                batches, rejected = decode_predictions([line], not_after=math.inf)
+                if rejected:
+                    raise ValueError(f"{path}:{n}: not a prediction event ({rejected[0].reason})")
+                if model is not None and next(iter(batches)) != model:
+                    continue  # another model's, or version's
                 try:
                     ev = orjson.loads(line)
                     features = ev["features"]
@@ -105,15 +114,25 @@ def read_training_data(path: str | Path, score_column: Optional[str] = None, lab
         f = path.open("rb")
         lines = CountingLines(f)  # text files cannot tell() while csv iterates them
         reader = csv.DictReader(lines)
-        if reader.fieldnames is None:
+        try:
+            try:
+                fieldnames = reader.fieldnames
+            except (csv.Error, UnicodeDecodeError) as exc:
+                raise ValueError(f"{path}: not readable CSV ({exc})") from None
+            if fieldnames is None:
+                raise ValueError(f"{path}: empty CSV file")
+            repeated = sorted({c for c in fieldnames if fieldnames.count(c) > 1})
+            if repeated:  # (csv.DictReader keeps the last cell of each: the others would be lost)
+                raise ValueError(f"{path}: repeated column name(s): {', '.join(repeated)}")
+        except ValueError:
             f.close()
-            raise ValueError(f"{path}: empty CSV file")
-        records, columns = reader, list(reader.fieldnames)
+            raise
+        records, columns = reader, list(fieldnames)
     try:  # (a CSV file is closed however this ends)
         score_column = _prediction_column(path, columns, score_column, DEFAULT_SCORE_COLUMN)
         label_column = _prediction_column(path, columns, label_column, DEFAULT_LABEL_COLUMN)
         cell = _cell if suffix == ".csv" else _parquet_cell
-        for n, rec in enumerate(records, 1):
+        for n, rec in enumerate(_readable(records, path), 1):
             if suffix == ".csv" and None in rec:  # csv.DictReader's key for the cells past the header's
                 raise ValueError(f"{path}: row {n}: {len(rec[None])} more cell(s) than the header has columns")
             rows.append({k: cell(v) for k, v in rec.items() if k not in (score_column, label_column, *EVENT_COLUMNS)})
@@ -132,6 +151,14 @@ def read_training_data(path: str | Path, score_column: Optional[str] = None, lab
             f.close()
     bar.update(bar.total, len(rows), final=True)
     return rows, scores, labels
+
+
+def _readable(records, path: Path):
+    """The records, a CSV's unreadable row an error naming the file (csv's own said only "Error")."""
+    try:
+        yield from records
+    except (csv.Error, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: not readable CSV ({exc})") from None
 
 
 def _parquet_cell(v):
@@ -156,9 +183,11 @@ def build_reference_file(model_id: str, model_version: str, input_path: str | Pa
                          score_column: Optional[str] = None, label_column: Optional[str] = None,
                          bins: int = 10, max_categories: int = 50, progress: bool = False) -> ReferenceProfile:
     """Build a profile from training data; write it to ``output_path`` if given."""
-    rows, scores, labels = read_training_data(input_path, score_column, label_column, progress)
+    rows, scores, labels = read_training_data(input_path, score_column, label_column, progress,
+                                              (model_id, model_version))
     if not rows:
-        raise ValueError(f"{input_path}: no rows")
+        raise ValueError(f"{input_path}: no rows" + (f" of {model_id}/{model_version}" if Path(input_path).suffix.lower()
+                                                      in (".jsonl", ".ndjson", ".json") else ""))
     profile = build_reference(model_id, model_version, rows, scores, labels, n_bins=bins,
                               max_categories=max_categories, source=f"file:{Path(input_path).name}")
     if output_path:

@@ -64,6 +64,35 @@ def test_csv_rows_that_cannot_be_events(row, message):
         row_to_event(row, 1, LAYOUT)
 
 
+def test_what_the_worker_dead_letters_as_dated_in_the_future_is_refused_before_sending(tmp_path):
+    # Epoch milliseconds, or a date years ahead, passed the check and were dead-lettered by the
+    # worker (past its worker.max_future_seconds, a day by default).
+    import time
+
+    from streamproc.produce import JsonLinesSource
+
+    now = time.time()
+    ok = {"event_id": "a", "model_id": "m", "ts": now, "features": {"x": 1.0}, "prediction": 0.5}
+    f = tmp_path / "live.jsonl"
+    for ts in (now * 1000, "2099-01-01T00:00:00Z"):
+        f.write_text(json.dumps(ok) + "\n" + json.dumps({**ok, "event_id": "b", "ts": ts}) + "\n")
+        with pytest.raises(InvalidInput, match=r"live\.jsonl:2: .*after the worker's clock plus worker\.max_future_seconds"):
+            list(JsonLinesSource(f).records())
+        assert len(list(JsonLinesSource(f, max_future=None).records())) == 2  # (the setting null: none is)
+    c = tmp_path / "live.csv"
+    c.write_text(f"event_id,ts,x,score\na,{now},1,0.5\nb,{now * 1000},1,0.5\n")
+    with pytest.raises(InvalidInput, match=r"live\.csv:3: .*max_future_seconds"):
+        list(CsvSource(c, CsvLayout("m")).records())
+
+
+def test_a_csv_header_with_a_name_twice_is_refused(tmp_path):
+    # csv.DictReader keeps the last cell of each name: the first amount was silently lost.
+    f = tmp_path / "live.csv"
+    f.write_text("amount,country,amount,score\n1,DE,99999,0.5\n")
+    with pytest.raises(InvalidInput, match=r"live\.csv: repeated column name\(s\): amount"):
+        list(CsvSource(f, CsvLayout("m")).records())
+
+
 def test_csv_source_checks_every_row_and_names_the_line(tmp_path):
     f = tmp_path / "live.csv"
     f.write_text('event_id,ts,note,score\na,1795350000,"two\nlines",0.1\nb,yesterday,x,0.2\nc,1795350002,y,0.3\n')

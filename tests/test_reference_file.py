@@ -1,6 +1,8 @@
 import json
 import math
 
+import json
+
 import pytest
 
 from streamproc.reference_file import build_reference_file, load_reference, read_training_data, write_reference
@@ -276,11 +278,44 @@ def test_a_short_csv_row_has_its_missing_cells_missing_and_a_long_one_is_refused
     (b'[1, 2]', "TypeError"),
 ])
 def test_a_jsonl_line_that_is_no_prediction_event_is_refused_naming_it(tmp_path, line, why):
+    # The worker's own reason (its decoder's): what it would dead-letter, no reference takes.
+    from streamproc.decode import decode_predictions
+
     f = tmp_path / "train.jsonl"
     f.write_bytes(b'{"event_id": "ok", "model_id": "m", "ts": 1, "features": {"x": 1}, "prediction": 0.5}\n' + line + b"\n")
     with pytest.raises(ValueError, match=r"train.jsonl:2: not a prediction event") as info:
         read_training_data(f)
-    assert why in str(info.value)
+    reason = decode_predictions([line])[1][0].reason
+    assert f"({reason})" in str(info.value), why
+
+
+def test_a_jsonl_reference_is_built_from_its_models_events_only(tmp_path):
+    # It took every event of the file: another model's, another version's, and events the worker
+    # dead-letters (a score "0.5", no event_id), so it differed from the model's own warm-up.
+    import json
+
+    from streamproc.config import load_config
+    from streamproc.decode import decode_predictions
+    from streamproc.engine import MonitorEngine
+    from streamproc.synth import ModelStream
+
+    mine = list(ModelStream("m", n_numeric=3, n_categorical=1, seed=3).events(200))
+    other = list(ModelStream("other", n_numeric=3, n_categorical=1, seed=4).events(100))
+    v2 = [{**e, "model_version": "v2", "event_id": e["event_id"] + "-2"} for e in mine[:50]]
+    f = tmp_path / "train.jsonl"
+    f.write_text("".join(json.dumps(e) + "\n" for e in [x for pair in zip(mine, other + v2) for x in pair] + mine[150:]))
+    built = build_reference_file("m", "default", f, None)
+    engine = MonitorEngine(load_config(None, environ={"STREAMPROC_WARMUP_SIZE": "200"}))
+    engine.process(decode_predictions([json.dumps(e).encode() for e in mine])[0])
+    warm = engine.monitors[("m", "default")].reference
+    assert built.count == warm.count == 200
+    assert {n: p.to_dict() for n, p in built.features.items()} == {n: p.to_dict() for n, p in warm.features.items()}
+    with pytest.raises(ValueError, match=r"train.jsonl: no rows of nobody/default"):
+        build_reference_file("nobody", "default", f, None)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps(mine[0]) + "\n" + json.dumps({**mine[1], "prediction": {"score": "0.5"}}) + "\n")
+    with pytest.raises(ValueError, match=r"bad.jsonl:2: not a prediction event"):
+        build_reference_file("m", "default", bad, None)
 
 
 def test_parquet_labels_read_as_live_labels_are(tmp_path):
@@ -293,3 +328,40 @@ def test_parquet_labels_read_as_live_labels_are(tmp_path):
     assert read_training_data(tmp_path / "b.parquet")[2] == ["true", "false", None, "true"]
     pq.write_table(pa.table({"x": [1.0, 2.0], "label": [1, 0]}), tmp_path / "i.parquet")
     assert read_training_data(tmp_path / "i.parquet")[2] == ["1", "0"]
+
+
+def test_a_csv_reference_reads_cells_as_produce_sends_them(tmp_path):
+    # An "inf" cell: produce sends it as null (JSON has no infinity), so live it is missing; the
+    # reference took it as a value, and the same file raised a critical drift and a missing-rate alert.
+    from streamproc.produce import CsvLayout, CsvSource
+
+    f = tmp_path / "train.csv"
+    f.write_text("x,score\n" + "".join(f"{'inf' if i % 10 == 0 else i},0.5\n" for i in range(100)))
+    rows, _, _ = read_training_data(f)
+    sent = [json.loads(r.value)["features"] for r in CsvSource(f, CsvLayout("m")).records()]
+    assert rows == sent and sum(r["x"] is None for r in rows) == 10
+
+
+@pytest.mark.parametrize("text, why", [("amount,country,amount,score\n1,DE,2,0.5\n", "repeated column name\\(s\\): amount"),
+                                       ("x,score\r1,0.5\r2,0.5\r", "not readable CSV")])
+def test_a_csv_that_cannot_be_read_as_it_is_meant_is_refused_naming_the_file(tmp_path, text, why):
+    f = tmp_path / "train.csv"
+    f.write_bytes(text.encode())
+    with pytest.raises(ValueError, match=rf"train\.csv: {why}"):
+        read_training_data(f)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--bins", "0"], "--bins: must be a whole number of at least 2, not '0'"),
+    (["--bins", "-3"], "--bins: must be a whole number of at least 2"),
+    (["--max-categories", "-1"], "--max-categories: must be a whole number of at least 1"),
+    (["--version", ""], "--version: must be 1 to 256 characters without control characters"),
+    (["--version", "a\tb"], "--version: must be 1 to 256"),
+])
+def test_reference_build_flags_that_could_build_no_useful_reference_are_refused(flags, message, capsys):
+    # All accepted before: --max-categories -1 dropped the last category, --version '' was even
+    # published, for a version no event can have.
+    from .conftest import parse_error
+
+    argv = ["reference", "build", "--model", "m", "--input", "train.csv", "--output", "r.json", *flags]
+    assert message in parse_error(argv, capsys)
