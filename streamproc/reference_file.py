@@ -142,6 +142,11 @@ def read_training_data(path: str | Path, score_column: Optional[str] = None, lab
                                  f"the prediction score; --score-column '' makes it a feature)")
             scores.append(float(s) if s is not None else math.nan)
             lbl = rec[label_column] if label_column else None
+            if isinstance(lbl, float) and lbl == lbl:  # (Parquet: integers with a null become floats)
+                if not lbl.is_integer():
+                    raise ValueError(f"{path}:{n}: {label_column} {lbl!r} is not a label (events carry text, "
+                                     "integers or booleans)")
+                lbl = int(lbl)
             # As the worker reads a live label (decode.label_text): booleans 'true' / 'false'.
             labels.append(None if lbl == "" else label_text(_parquet_cell(lbl)))
             if n % 10_000 == 0:
@@ -172,10 +177,22 @@ def _parquet_records(path: Path):
         import pyarrow.parquet as pq
     except ImportError:
         raise ValueError("reading Parquet needs pyarrow: pip install 'streamproc[parquet]'") from None
+    import pyarrow as pa
+
     try:
         table = pq.read_table(path)
     except Exception as exc:  # pyarrow raises several types for a bad file
         raise ValueError(f"{path}: not a readable Parquet file ({exc})") from None
+    # As events carry them: decimals are numbers (not categories, one per value), and a time
+    # is no feature value (a producer would send it as text, or a number).
+    temporal = [f.name for f in table.schema if f.name not in EVENT_COLUMNS
+                and (pa.types.is_temporal(f.type) or pa.types.is_interval(f.type))]
+    if temporal:
+        raise ValueError(f"{path}: column(s) {', '.join(temporal)} hold dates or times, which events carry as text or "
+                         "numbers: convert them (epoch seconds, say) or drop them")
+    for i, f in enumerate(table.schema):
+        if pa.types.is_decimal(f.type):
+            table = table.set_column(i, f.name, table.column(i).cast(pa.float64()))
     return table.to_pylist(), table.column_names
 
 

@@ -328,6 +328,31 @@ def test_parquet_labels_read_as_live_labels_are(tmp_path):
     assert read_training_data(tmp_path / "b.parquet")[2] == ["true", "false", None, "true"]
     pq.write_table(pa.table({"x": [1.0, 2.0], "label": [1, 0]}), tmp_path / "i.parquet")
     assert read_training_data(tmp_path / "i.parquet")[2] == ["1", "0"]
+    # Integers with a null, as pandas writes them, are floats: read '1.0', no live label matched
+    # (a critical label drift on the training data itself).
+    pq.write_table(pa.table({"x": [1.0, 2.0, 3.0], "label": [1.0, 0.0, None]}), tmp_path / "f.parquet")
+    assert read_training_data(tmp_path / "f.parquet")[2] == ["1", "0", None]
+    pq.write_table(pa.table({"x": [1.0], "label": [0.5]}), tmp_path / "h.parquet")
+    with pytest.raises(ValueError, match=r"h.parquet:1: label 0.5 is not a label"):
+        read_training_data(tmp_path / "h.parquet")
+
+
+def test_parquet_decimals_are_numbers_and_times_are_refused(tmp_path):
+    # A decimal column was profiled as categories (one per value: a category cap alert live), a
+    # timestamp column as categories like '2026-01-01 00:00:00'.
+    import datetime
+    import decimal
+
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    amounts = pa.array([decimal.Decimal("12.50"), decimal.Decimal("3.25"), None], pa.decimal128(10, 2))
+    pq.write_table(pa.table({"amount": amounts, "score": [0.1, 0.2, 0.3]}), tmp_path / "d.parquet")
+    assert [r["amount"] for r in read_training_data(tmp_path / "d.parquet")[0]] == [12.5, 3.25, None]
+    when = [datetime.datetime(2026, 1, 1), datetime.datetime(2026, 1, 2)]
+    pq.write_table(pa.table({"opened": when, "ts": when, "score": [0.1, 0.2]}), tmp_path / "t.parquet")
+    with pytest.raises(ValueError, match=r"t.parquet: column\(s\) opened hold dates or times"):
+        read_training_data(tmp_path / "t.parquet")
 
 
 def test_a_csv_reference_reads_cells_as_produce_sends_them(tmp_path):
