@@ -51,7 +51,9 @@ def _window(w) -> str:
 
 
 def _top_psi(latest: dict, n: int = 3) -> str:
-    top = sorted(latest.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+    # (JSON has no NaN or infinity: the worker's orjson writes them as null)
+    values = {name: value for name, value in latest.items() if isinstance(value, (int, float))}
+    top = sorted(values.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
     return ", ".join(f"{name} {value:.3g}" for name, value in top) or "-"
 
 

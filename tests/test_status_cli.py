@@ -71,6 +71,13 @@ def test_a_worker_without_models():
                                  "no models yet (no prediction events applied)"]
 
 
+def test_a_statistic_json_could_not_carry_is_left_out_of_the_top_psi():
+    # NaN or infinity: the worker's JSON says null, and the table crashed on it.
+    model = {**STATUS["models"][1], "latest_psi": {"x0": None, "x1": 0.5, "x2": 0.25}}
+    row = next(line for line in render({**STATUS, "models": [model]}).splitlines() if "x1 0.5" in line)
+    assert "x1 0.5, x2 0.25" in row and "x0" not in row
+
+
 def test_a_worker_holding_packed_models_says_how_many():
     """The direct route loads every model's saved state, packed until an event of it arrives."""
     text = render({"ready": True, "published": {}, "partitions": ["predictions[0]"], "models": [], "packed_models": 1200})
