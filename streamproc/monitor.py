@@ -141,10 +141,9 @@ class ModelMonitor:
             self.detectors = StreamDetectors(reference.score.mean, reference.score.std, self.cfg.adwin,
                                              self.cfg.page_hinkley, self.cfg.score)
 
-    def _cap_findings(self) -> list[Finding]:
+    def _cap_findings(self, info: WindowInfo) -> list[Finding]:
         """Data-quality findings, once per reference, for the caps that bound memory."""
         ref = self.reference
-        info = self._info()
         out = []
         if ref.dropped_features:
             # One alert for the cap; the dropped features are not then reported one by one as unknown.
@@ -175,16 +174,20 @@ class ModelMonitor:
     def _new_pane(self, index: int) -> Pane:
         return Pane.empty(index, self._profiles())
 
-    def _info(self) -> WindowInfo:
-        """The window stream findings are reported in: the open pane (an empty one before any)."""
-        return self.pane.info() if self.pane is not None else WindowInfo(0, 0.0, 0.0, 0)
-
-    def _info_at(self, pids: Optional[np.ndarray], position: int) -> WindowInfo:
-        """The window the event at ``position`` of this chunk went to (``pids``: each event's
-        time pane, None for count windows), so ids do not depend on batching."""
+    def _info_at(self, pids: Optional[np.ndarray], position: int, ts: np.ndarray, before: dict) -> WindowInfo:
+        """The window the event at ``position`` of a chunk just applied went to (``pids``: each
+        event's time pane, None for count windows; ``ts``: their times; ``before``: each pane's
+        count, start and end before the chunk), as it stood at that event: its index is in alert
+        ids, and none of it may depend on how the input was batched."""
         if pids is None:
-            return self._info()
-        return self.open_panes[int(pids[position])].info()
+            pane, seen = self.pane, ts[:position + 1]
+        else:
+            pane = self.open_panes[int(pids[position])]
+            seen = ts[:position + 1][pids[:position + 1] == pids[position]]
+        count, start, end = before.get(pane.index, (0, math.inf, -math.inf))
+        if not count:
+            start, end = math.inf, -math.inf
+        return WindowInfo(pane.index, min(start, float(seen.min())), max(end, float(seen.max())), count + len(seen))
 
     @property
     def pane_size(self) -> int:
@@ -243,19 +246,25 @@ class ModelMonitor:
         ts = chunk.ts_array()
         profiles = self._profiles()
         pids = None
+        panes = [self.pane] if self.cfg.window.kind == "count" else self.open_panes.values()
+        before = {p.index: (p.count, p.start, p.end) for p in panes}
         if self.cfg.window.kind == "count":
             self.pane.add(profiles, rows, ts, scores, chunk.labels)
         else:
             pids = self._add_by_time(profiles, chunk, rows, ts, scores)
+
+        def at(position: int) -> WindowInfo:
+            return self._info_at(pids, position, ts, before)
+
         # Stream detectors and schema checks alert at once, not at the window's end.
         immediate = []
         if self._notify_caps:
             self._notify_caps = False
-            immediate = self._cap_findings()
-        immediate += self._unknown_features(rows)
+            immediate = self._cap_findings(at(0))
+        immediate += self._unknown_features(rows, at)
         if self.detectors is not None:
             immediate += [self._stream_finding("prediction_drift", "prediction_score", ch, self.cfg.score,
-                                               self._info_at(pids, ch.position), self.events)
+                                               at(ch.position), self.events)
                           for ch in self.detectors.update(scores)]
         if immediate:
             result.alerts.extend(self.policy.decide(immediate))
@@ -412,18 +421,29 @@ class ModelMonitor:
                 self.error_window_start = ts[first]
         return result
 
-    def _unknown_features(self, rows: "list[dict] | FeatureTable") -> list[Finding]:
-        """A data-quality finding, once, for each feature the reference does not know."""
+    def _unknown_features(self, rows: "list[dict] | FeatureTable", at) -> list[Finding]:
+        """A data-quality finding, once, for each feature the reference does not know (in the
+        window of the first event that carried it)."""
         if len(self.unknown_features) >= MAX_REPORTED_UNKNOWN or not len(rows):
             return []
         names = rows.unknown_names() if isinstance(rows, FeatureTable) else set().union(*rows)
         if not names:
             return []
         new = names - self.reference.features.keys() - self.unknown_features - set(self.cfg.ignore_features)
+        if not new:
+            return []
+        first: dict[str, int] = {}
+        carriers = (sorted(rows.irregular.items()) if isinstance(rows, FeatureTable) else enumerate(rows))
+        for i, row in carriers:
+            for name in new.intersection(row):
+                first.setdefault(name, i)
+            if len(first) == len(new):
+                break
         findings = []
         for name in sorted(new)[: MAX_REPORTED_UNKNOWN - len(self.unknown_features)]:
             self.unknown_features.add(name)
-            findings.append(Finding("data_quality", "schema", "feature", name, 1.0, 0.0, "warning", self._info()))
+            findings.append(Finding("data_quality", "schema", "feature", name, 1.0, 0.0, "warning",
+                                    at(first[name])))
         return findings
 
     @staticmethod
