@@ -50,6 +50,8 @@ class EngineOutput:
     # Per model id, its waiting predictions dropped in this step (too old, over max_pending or
     # over waiting_budget): counted as expired.
     expired: dict[str, int] = field(default_factory=dict)
+    # Per model id this worker monitors no version of, its outcomes (unmatched: no joiner is kept).
+    unknown_outcomes: dict[str, int] = field(default_factory=dict)
 
 
 def _forgotten(tp: str, partitions: Optional[set[str]]) -> bool:
@@ -328,11 +330,19 @@ class MonitorEngine:
         for o in outcomes:
             by_model.setdefault(o.model_id, []).append((o.event_id, o.ts, o.label, o.value))
             by_outcome.setdefault(o.model_id, []).append(o)
+        monitored: Optional[set[str]] = None
         for model_id, items in by_model.items():
             if self.dormant and model_id in self.dormant:
                 self.thaw(model_id)
             joiner = self.joiners.get(model_id)
             if joiner is None:
+                if monitored is None:
+                    monitored = {key[0] for key in self.monitors}
+                if model_id not in monitored:
+                    # No prediction of it was ever applied here: nothing to join, and no joiner
+                    # (outcomes of stray ids took max_models places from monitored models').
+                    out.unknown_outcomes[model_id] = len(items)
+                    continue
                 if self.max_models is not None and len(self.joiners) >= self.max_models:
                     out.refused_outcomes.extend(by_outcome[model_id])
                     continue
