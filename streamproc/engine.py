@@ -60,6 +60,10 @@ def _forgotten(tp: str, partitions: Optional[set[str]]) -> bool:
 
 
 MAX_RETIRED_VERSIONS = 1000  # retired versions a model remembers (a version's retirements: see _retired)
+# In a model's retired counts, the most retirements of a version forgotten (no version id has a
+# control character): a version it does not remember starts above it, so that one forgotten
+# does not come back with the ids of an earlier life.
+_FORGOTTEN = "\x00"
 
 
 class MonitorEngine:
@@ -134,7 +138,7 @@ class MonitorEngine:
         if mon is None:
             cfg = self.config_for(key[0])
             retired = self._retired.get(key[0])
-            incarnation = retired.pop(key[1], 0) if retired else 0
+            incarnation = (retired.pop(key[1], None) or retired.get(_FORGOTTEN, 0)) if retired else 0
             if incarnation:  # a retired version back (a rollback): its model's record changes
                 self.dirty_models.add(key[0])
                 if not retired:
@@ -659,8 +663,9 @@ class MonitorEngine:
             mon = self.monitors.pop(key)
             counts = self._retired.setdefault(key[0], {})
             counts[key[1]] = mon.policy.incarnation + 1
-            if len(counts) > MAX_RETIRED_VERSIONS:  # the longest retired forgotten first
-                del counts[next(iter(counts))]
+            if len(counts) - (_FORGOTTEN in counts) > MAX_RETIRED_VERSIONS:  # the longest retired forgotten first
+                oldest = next(version for version in counts if version != _FORGOTTEN)
+                counts[_FORGOTTEN] = max(counts.get(_FORGOTTEN, 0), counts.pop(oldest))
             self._track_warmup(key, None)
             self.dirty_monitors.discard(key)
             self.dirty_models.add(key[0])

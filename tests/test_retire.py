@@ -319,3 +319,32 @@ def test_a_version_back_after_its_retirement_gives_its_alerts_new_ids_also_after
         again = ids(e.process(batch("v1", 1000, 2.0), now=33 * DAY))
         assert len(again) == len(first) >= 2 and not again & first
         assert e.monitors[("m", "v1")].policy.incarnation == 1 and not e._retired
+
+
+def test_a_version_the_model_no_longer_remembers_retiring_does_not_come_back_with_old_ids(monkeypatch):
+    """A model remembers the retirements of its last MAX_RETIRED_VERSIONS retired versions: one
+    forgotten came back as in its first life (incarnation 0), with its first life's ids."""
+    import streamproc.engine as engine_module
+    from streamproc.config import StreamprocConfig
+    from streamproc.decode import PredictionBatch
+
+    monkeypatch.setattr(engine_module, "MAX_RETIRED_VERSIONS", 2)
+    engine = MonitorEngine(StreamprocConfig())
+    n = [0]
+
+    def feed(version: str, day: int) -> None:
+        b = PredictionBatch("m", version, [f"e{n[0]}"], [float(n[0])], [{"x": 1.0}], [0.5], [None])
+        n[0] += 1
+        engine.process({("m", version): b}, now=day * DAY)
+
+    retired = []
+    for k, version in enumerate(["v0", "v1", "v2", "v3", "v4"]):  # each replaced by the next a month on
+        for day in range(32):
+            feed(version, 32 * k + day)
+        retired += engine.retire_idle_versions()
+    assert retired == [("m", "v0"), ("m", "v1"), ("m", "v2"), ("m", "v3")]
+    assert set(engine._retired["m"]) == {"v2", "v3", "\x00"}  # v0 and v1 forgotten
+    restarted = MonitorEngine(StreamprocConfig())
+    restarted.import_state(engine.export_dirty({}))
+    for e in (engine, restarted):
+        assert e.monitor(("m", "v0")).policy.incarnation == 1  # v0 rolled back: not its first life's ids
