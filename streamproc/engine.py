@@ -50,8 +50,6 @@ class EngineOutput:
     # Per model id, its waiting predictions dropped in this step (too old, over max_pending or
     # over waiting_budget): counted as expired.
     expired: dict[str, int] = field(default_factory=dict)
-    # Per model id this worker monitors no version of, its outcomes (unmatched: no joiner is kept).
-    unknown_outcomes: dict[str, int] = field(default_factory=dict)
 
 
 def _forgotten(tp: str, partitions: Optional[set[str]]) -> bool:
@@ -342,12 +340,11 @@ class MonitorEngine:
             if joiner is None:
                 if monitored is None:
                     monitored = {key[0] for key in self.monitors}
-                if model_id not in monitored:
-                    # No prediction of it was ever applied here: nothing to join, and no joiner
-                    # (outcomes of stray ids took max_models places from monitored models').
-                    out.unknown_outcomes[model_id] = len(items)
-                    continue
-                if self.max_models is not None and len(self.joiners) >= self.max_models:
+                # A model this worker monitors always gets its joiner; only ids of no monitored
+                # model are bounded (their outcomes took max_models places, and then monitored
+                # models' were refused). So joiners stay within twice max_models.
+                if (model_id not in monitored and self.max_models is not None
+                        and len(self.joiners) >= self.max_models):
                     out.refused_outcomes.extend(by_outcome[model_id])
                     continue
                 joiner = self._joiner(model_id)

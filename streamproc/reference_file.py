@@ -68,7 +68,9 @@ def read_training_data(path: str | Path, score_column: Optional[str] = None, lab
     For CSV and Parquet, ``score_column`` / ``label_column`` name the prediction columns;
     None (the default) takes ``score`` / ``label`` when the file has that column, ``""`` none.
     JSON-lines events are checked as the worker checks them (one it would dead-letter is an
-    error naming its line) and, given ``model`` (model id, version), only its events are read.
+    error naming its line) and, given ``model`` (model id, version), only the model's events are
+    read: the version's where the file has some, else all of them (a new version's reference
+    from its predecessor's events).
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -80,6 +82,7 @@ def read_training_data(path: str | Path, score_column: Optional[str] = None, lab
     rows, scores, labels = [], [], []
     if suffix in (".jsonl", ".ndjson", ".json"):
         done = 0
+        versions: list[str] = []
         with path.open("rb") as f:
             for n, line in enumerate(f, 1):
                 done += len(line)
@@ -88,8 +91,9 @@ def read_training_data(path: str | Path, score_column: Optional[str] = None, lab
                 batches, rejected = decode_predictions([line], not_after=math.inf)
                 if rejected:
                     raise ValueError(f"{path}:{n}: not a prediction event ({rejected[0].reason})")
-                if model is not None and next(iter(batches)) != model:
-                    continue  # another model's, or version's
+                key = next(iter(batches))
+                if model is not None and key[0] != model[0]:
+                    continue  # another model's
                 try:
                     ev = orjson.loads(line)
                     features = ev["features"]
@@ -104,9 +108,15 @@ def read_training_data(path: str | Path, score_column: Optional[str] = None, lab
                 rows.append(features)
                 scores.append(score)
                 labels.append(label)
+                versions.append(key[1])
                 if n % 10_000 == 0:
                     bar.update(done, len(rows))
         bar.update(done, len(rows), final=True)
+        if model is not None and model[1] in versions and len(set(versions)) > 1:
+            # The version's own events; a file without any is a new version's reference from
+            # its predecessor's events (all the model's).
+            keep = [i for i, v in enumerate(versions) if v == model[1]]
+            rows, scores, labels = [rows[i] for i in keep], [scores[i] for i in keep], [labels[i] for i in keep]
         return rows, scores, labels
     if suffix in (".parquet", ".pq"):
         records, columns = _parquet_records(path)
@@ -203,7 +213,7 @@ def build_reference_file(model_id: str, model_version: str, input_path: str | Pa
     rows, scores, labels = read_training_data(input_path, score_column, label_column, progress,
                                               (model_id, model_version))
     if not rows:
-        raise ValueError(f"{input_path}: no rows" + (f" of {model_id}/{model_version}" if Path(input_path).suffix.lower()
+        raise ValueError(f"{input_path}: no rows" + (f" of model {model_id}" if Path(input_path).suffix.lower()
                                                       in (".jsonl", ".ndjson", ".json") else ""))
     profile = build_reference(model_id, model_version, rows, scores, labels, n_bins=bins,
                               max_categories=max_categories, source=f"file:{Path(input_path).name}")

@@ -948,8 +948,6 @@ class MonitorWorker:
                     series = self.metrics.joins.labels(model_id, result)  # (at 0 until it has some)
                     if getattr(joiner, result) > was:
                         series.inc(getattr(joiner, result) - was)
-        for model_id, n in out.unknown_outcomes.items():
-            self.metrics.joins.labels(model_id, "unmatched").inc(n)
         for key in out.errors_updated:
             self._export_errors(key, self.engine.monitors[key])
         return futures + self._publish(out)

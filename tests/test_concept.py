@@ -245,7 +245,6 @@ def test_an_event_predicted_by_two_versions_is_joined_to_both():
     events = list(ModelStream("m", n_numeric=2, seed=8).events(600))
     shadow = [{**e, "model_version": "shadow", "prediction": {"score": 1 - e["prediction"]["score"]}} for e in events]
     engine = MonitorEngine(load_config(None, environ={"STREAMPROC_WARMUP_SIZE": "100"}))
-    engine.process(decode_predictions([orjson.dumps({**events[0], "event_id": "first"})])[0])
     engine.process_outcomes(decode_outcomes([b'{"event_id": "none", "model_id": "m", "ts": 0, "label": "1"}'])[0])
     for part in (events[:300], shadow[:300], shadow[300:], events[300:]):
         engine.process(decode_predictions([orjson.dumps(e) for e in part])[0])

@@ -310,8 +310,10 @@ def test_a_jsonl_reference_is_built_from_its_models_events_only(tmp_path):
     warm = engine.monitors[("m", "default")].reference
     assert built.count == warm.count == 200
     assert {n: p.to_dict() for n, p in built.features.items()} == {n: p.to_dict() for n, p in warm.features.items()}
-    with pytest.raises(ValueError, match=r"train.jsonl: no rows of nobody/default"):
+    with pytest.raises(ValueError, match=r"train.jsonl: no rows of model nobody"):
         build_reference_file("nobody", "default", f, None)
+    # A version the file has no event of: a new version's reference, from all the model's events.
+    assert build_reference_file("m", "v3", f, None).count == 250
     bad = tmp_path / "bad.jsonl"
     bad.write_text(json.dumps(mine[0]) + "\n" + json.dumps({**mine[1], "prediction": {"score": "0.5"}}) + "\n")
     with pytest.raises(ValueError, match=r"bad.jsonl:2: not a prediction event"):
