@@ -20,7 +20,7 @@ from aiokafka.errors import KafkaConnectionError
 
 from .broker import BrokerError
 from .config import ConfigError, load_config
-from .events import ID_PATTERN
+from .events import NonEmptyStr
 from .demo import MIN_EVENTS as MIN_DEMO_EVENTS
 from .demo import WARMUP_SIZE as DEMO_WARMUP_SIZE
 from .demo import WINDOW_SIZE as DEMO_WINDOW_SIZE
@@ -97,9 +97,12 @@ def _at_least(low: int):
 def _event_id_text(text: str) -> str:
     """A model id or version as the event contract allows them (a reference for any other would
     never meet an event)."""
-    if not re.fullmatch(ID_PATTERN.strip("^$"), text) or len(text) > 256:
-        raise argparse.ArgumentTypeError(f"must be 1 to 256 characters without control characters, not {text!r}")
-    return text
+    from pydantic import TypeAdapter, ValidationError
+
+    try:
+        return TypeAdapter(NonEmptyStr).validate_python(text)
+    except ValidationError:
+        raise argparse.ArgumentTypeError(f"must be 1 to 256 characters without control characters, not {text!r}") from None
 
 
 def _add_bootstrap(p: argparse.ArgumentParser, required: bool = False) -> None:

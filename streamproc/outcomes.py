@@ -96,17 +96,11 @@ class OutcomeJoiner:
         over = len(pending) - self.max_pending
         n = predictions = 0
         for entry in pending.values():
-            if type(entry) is Shadowed:
-                if n < over or entry.ts < horizon:
-                    n += 1
-                    predictions += len(entry)
-                    continue
+            shadowed = type(entry) is Shadowed
+            if not (n < over or (entry.ts if shadowed else entry[1]) < horizon):
                 break
-            if n < over or entry[1] < horizon:
-                n += 1
-                predictions += 1
-            else:
-                break
+            n += 1
+            predictions += len(entry) if shadowed else 1
         if n:
             for event_id in list(islice(pending, n)):
                 del pending[event_id]
@@ -114,8 +108,8 @@ class OutcomeJoiner:
 
     def trim(self, keep: int) -> int:
         """Drop the oldest waiting events beyond ``keep`` (their predictions counted as expired);
-        return how many predictions. The dict is rebuilt: deleting from its front would leave a run of dead slots that
-        every later look at the oldest entry (``_evict``) walks over."""
+        return how many predictions. The dict is rebuilt: deleting from its front would leave a
+        run of dead slots that every later look at the oldest entry (``_evict``) walks over."""
         excess = len(self.pending) - keep
         if excess <= 0:
             return 0

@@ -45,7 +45,7 @@ from . import kafka
 from .config import WorkerSettings
 from .decode import decode_predictions
 from .progress import CountingLines, Progress
-from .reference_file import DEFAULT_LABEL_COLUMN, DEFAULT_SCORE_COLUMN, EVENT_COLUMNS, _cell
+from .reference_file import DEFAULT_LABEL_COLUMN, DEFAULT_SCORE_COLUMN, EVENT_COLUMNS, _cell, repeated_columns
 from .synth import Drift, ModelStream
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
@@ -89,9 +89,9 @@ class CsvLayout:
     named: tuple[str, ...] = ()  # columns the user named, which the file must have
 
     def check_header(self, columns: list[str]) -> None:
-        repeated = sorted({c for c in columns if columns.count(c) > 1})
-        if repeated:  # (csv.DictReader keeps the last cell of each: the others would be lost)
-            raise InvalidInput(f"repeated column name(s): {', '.join(repeated)}")
+        repeated = repeated_columns(columns)
+        if repeated:
+            raise InvalidInput(repeated)
         for name in self.named:
             if name not in columns:
                 raise InvalidInput(f"no column {name!r} (columns: {', '.join(columns)})")

@@ -52,6 +52,13 @@ DEFAULT_LABEL_COLUMN = "label"
 EVENT_COLUMNS = ("event_id", "ts")  # a CSV row's event id and time (``streamproc produce``): never features
 
 
+def repeated_columns(columns: list[str]) -> str:
+    """What is wrong with a CSV header naming a column twice ("" if none does): csv.DictReader
+    keeps the last cell of each name, and the others would be lost."""
+    repeated = sorted({c for c in columns if columns.count(c) > 1})
+    return f"repeated column name(s): {', '.join(repeated)}" if repeated else ""
+
+
 def _prediction_column(path: Path, columns: list[str], name: Optional[str], default: str) -> Optional[str]:
     """The column to use: a named one must exist; None means ``default`` if the file has it; "" none."""
     if name is None:
@@ -131,9 +138,9 @@ def read_training_data(path: str | Path, score_column: Optional[str] = None, lab
                 raise ValueError(f"{path}: not readable CSV ({exc})") from None
             if fieldnames is None:
                 raise ValueError(f"{path}: empty CSV file")
-            repeated = sorted({c for c in fieldnames if fieldnames.count(c) > 1})
-            if repeated:  # (csv.DictReader keeps the last cell of each: the others would be lost)
-                raise ValueError(f"{path}: repeated column name(s): {', '.join(repeated)}")
+            repeated = repeated_columns(fieldnames)
+            if repeated:
+                raise ValueError(f"{path}: {repeated}")
         except ValueError:
             f.close()
             raise
