@@ -463,6 +463,39 @@ class MonitorEngine:
                                    [(model_id, j) for model_id, j in self.joiners.items() if models(model_id)], partitions)
         return partitions
 
+    def forget_source(self, source: str, end: int, routed: str, offset: int, models: Callable[[str], bool]) -> set[str]:
+        """A router's restart marker (see ``streamproc.router``), read at ``offset`` of the routed
+        partition ``routed``: the models ``models`` selects forget their watermark of the source
+        partition ``source`` ("topic:partition") if it is past ``end`` (-1: any), the partition's
+        offsets having started again. Not those whose state was saved past the marker (restored
+        from a checkpoint whose routed position is past ``offset``): they read it then, and the
+        new log's records they applied since must stay applied. Returns the models that forgot.
+
+        >>> from types import SimpleNamespace as NS
+        >>> e = MonitorEngine.__new__(MonitorEngine)
+        >>> e.dormant, e.dirty_monitors, e.dirty_models, e.joiners = {}, set(), set(), {}
+        >>> e.monitors = {("a", "1"): NS(applied={"p:0": 900}), ("b", "1"): NS(applied={"p:0": 40, "r:0": 12})}
+        >>> sorted(e.forget_source("p:0", -1, "r:0", 10, lambda m: True)), e.monitors[("b", "1")].applied
+        (['a'], {'p:0': 40, 'r:0': 12})
+        >>> sorted(e.forget_source("p:0", 50, "r:0", 20, lambda m: True)), e.monitors[("b", "1")].applied
+        ([], {'p:0': 40, 'r:0': 12})
+        """
+        for model_id in [model_id for model_id in self.dormant if models(model_id)]:
+            self.thaw(model_id)  # (only the direct route packs models; it has no markers)
+        forgot: set[str] = set()
+
+        def forget(model_id: str, obj) -> bool:
+            applied = getattr(obj, "applied", None)
+            if not applied or not models(model_id) or applied.get(source, -1) <= end or applied.get(routed, 0) > offset:
+                return False
+            obj.applied = {tp: off for tp, off in applied.items() if tp != source}
+            forgot.add(model_id)
+            return True
+
+        self.dirty_monitors.update(key for key, mon in self.monitors.items() if forget(key[0], mon))
+        self.dirty_models.update(model_id for model_id, joiner in self.joiners.items() if forget(model_id, joiner))
+        return forgot
+
     def _forget_positions(self, monitors, joiners, partitions: Optional[set[str]], lost_only: bool = False) -> None:
         """``forget_positions`` for these (key, monitor) and (model id, joiner) pairs, marking
         those that had a watermark to forget as changed. ``lost_only``: forget, instead, each

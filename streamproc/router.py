@@ -19,6 +19,21 @@ Each entry keeps where it came from; after a router crash the same source record
 forwarded twice, and the worker applies a record only if its source offset is past what the
 model's state has applied from that source partition, so duplicates change nothing.
 
+Those per-source watermarks mean nothing once a source partition's offsets start again (its
+data was lost, its topic recreated), and the models that hold them may be in any worker. So a
+router tells them through the routed topic itself, in order with the records: before it
+forwards a source partition's first records since it was assigned, and whenever it notices
+that partition started again, it writes a *restart marker* (header ``streamproc-restart: 1``;
+value a msgpack array ``[topic, partition, end]``) to every routed partition. A model that
+reads one forgets its watermark of that source partition if it is past ``end``: past the
+partition's end when the router first read it (a log that holds fewer records than the model
+applied is not the log it applied them from: a topic recreated, its committed offsets gone
+with it), or at once (``end`` -1) for a restart the router noticed. The router commits the new
+log's beginning before it forwards any of its records, so a marker noticed twice (a router
+that crashed between the two) has no records between its copies. A model restored from a
+state saved after it read a marker (its saved routed position is past the marker's) does not
+apply it again on the replay (see ``MonitorEngine.forget_source``).
+
 Ordering: one router merges its prediction partitions in timestamp order (see
 ``streamproc.ordering``), so with one worker the routed order is reproducible. With several,
 a model whose events are spread over partitions read by different routers is windowed in
@@ -42,6 +57,8 @@ from .decode import route_keys
 log = logging.getLogger(__name__)
 
 ENVELOPE_HEADER = "streamproc-envelope"
+RESTART_HEADER = "streamproc-restart"
+RESTARTED = -1  # a marker's end when the router noticed the restart: any watermark is of the lost log
 # An envelope's encoded size, at most: under Kafka's default message.max.bytes (1,048,588) with
 # room for the record batch's own headers. An entry larger than this alone (an event is at most
 # 256 KiB, decode.MAX_EVENT_BYTES) travels alone.
@@ -78,6 +95,25 @@ class SourceRecord(msgspec.Struct, array_like=True, frozen=True, gc=False):
 
 
 _DECODER = msgspec.msgpack.Decoder(list[SourceRecord])
+
+
+class RestartMarker(msgspec.Struct, array_like=True, frozen=True):
+    """A source partition that may have started again: a watermark of it past ``end`` is of a
+    lost log (``RESTARTED``: any). ``routed`` and ``offset``: where the marker was read (set by
+    ``routed_segments``, not sent)."""
+
+    topic: str
+    partition: int
+    end: int
+    routed: str = ""
+    offset: int = -1
+
+    @property
+    def source(self) -> str:
+        return f"{self.topic}:{self.partition}"
+
+
+_MARKER_DECODER = msgspec.msgpack.Decoder(RestartMarker)
 
 
 def envelopes(entries: list[tuple], limit: int = ENVELOPE_BYTES) -> list[bytes]:
@@ -121,12 +157,51 @@ def unwrap(msg) -> list[SourceRecord]:
     return [SourceRecord(msg.topic, msg.partition, msg.offset, PREDICTION, msg.key, msg.value, msg.timestamp)]
 
 
+def restart_marker(msg) -> Optional[RestartMarker]:
+    """The restart marker a routed message is, or None; one that cannot be read is None too
+    (taken as a prediction, it is dead-lettered as one)."""
+    if not msg.headers or not any(name == RESTART_HEADER for name, _ in msg.headers):
+        return None
+    try:
+        m = _MARKER_DECODER.decode(msg.value)
+    except (msgspec.DecodeError, TypeError):
+        log.warning("%s[%d]@%d: a restart marker that cannot be read", msg.topic, msg.partition, msg.offset)
+        return None
+    return RestartMarker(m.topic, m.partition, m.end, f"{msg.topic}:{msg.partition}", msg.offset)
+
+
+def routed_segments(msgs: list) -> list[tuple[list[SourceRecord], Optional[RestartMarker]]]:
+    """The source records of routed messages (in their order), cut at the restart markers
+    among them: (records, the marker read after them, or None for the last run).
+
+    >>> class M:
+    ...     def __init__(self, offset, headers, value):
+    ...         self.topic, self.partition, self.offset, self.headers, self.value = "r", 0, offset, headers, value
+    ...         self.key, self.timestamp = None, 0
+    >>> marker = M(1, [(RESTART_HEADER, b"1")], _ENCODER.encode(["p", 3, -1]))
+    >>> [(len(records), m and (m.source, m.routed, m.offset)) for records, m in routed_segments([M(0, [], b"{}"), marker, M(2, [], b"{}")])]
+    [(1, ('p:3', 'r:0', 1)), (1, None)]
+    """
+    out: list = []
+    records: list = []
+    for msg in msgs:
+        headers = msg.headers
+        if headers:
+            marker = restart_marker(msg)
+            if marker is not None:
+                out.append((records, marker))
+                records = []
+                continue
+        records.extend(unwrap(msg))
+    out.append((records, None))
+    return out
+
+
 class Router:
     """Forwards predictions and outcomes to the routed topic, partitioned by model id."""
 
     def __init__(self, consumer, producer, predictions: str, outcomes: str, routed: str, partitions: int,
-                 dead_letter: Callable, max_buffered: int, max_idle_ms: int, on_restart: Optional[Callable] = None,
-                 envelope_bytes: int = ENVELOPE_BYTES):
+                 dead_letter: Callable, max_buffered: int, max_idle_ms: int, envelope_bytes: int = ENVELOPE_BYTES):
         self.consumer = consumer
         self.producer = producer
         self.topics = {predictions: PREDICTION, outcomes: OUTCOME}
@@ -134,7 +209,9 @@ class Router:
         self.partitions = partitions
         self.envelope_bytes = envelope_bytes
         self.dead_letter = dead_letter  # (msg, reason) -> delivery future, from the worker
-        self.input = BatchedInput(consumer, predictions, max_buffered, max_idle_ms, on_restart)
+        self.input = BatchedInput(consumer, predictions, max_buffered, max_idle_ms, self._restarted)
+        self._noticed: set = set()  # source partitions noticed to have started again, not yet marked
+        self._marked: set = set()  # source partitions marked since they were assigned (see the module's doc)
         self.lock = asyncio.Lock()  # a batch in hand finishes before partitions are revoked
         self.forwarded = 0
         self.in_flight = False  # a batch consumed but not yet acknowledged by the broker
@@ -153,6 +230,8 @@ class Router:
                         except Exception as exc:  # the next owner re-forwards; duplicates are skipped
                             log.warning("router commit on revocation failed: %s", exc)
                     router.input.drop(revoked)
+                    router._noticed.difference_update(revoked)  # (the next owner notices them)
+                    router._marked.difference_update(revoked)
 
             async def on_partitions_assigned(self, assigned) -> None:
                 router.input.assigned(assigned)
@@ -164,8 +243,48 @@ class Router:
         async with self.lock:
             assigned = self.consumer.assignment()
             self.input.drop(assigned)
+            self._marked.difference_update(assigned)  # (marked again: a no-op for models that read them)
             await seek_committed(self.consumer, assigned)
             self.in_flight = False
+
+    def _restarted(self, tps, lost=None, again=None) -> None:
+        """Source partitions read again from their beginning (see ``BatchedInput``): marked
+        before any of their new records is forwarded."""
+        self._noticed.update(tps)
+
+    async def _mark(self, records: dict) -> None:
+        """Write the restart markers due (see the module's doc) to every routed partition, and
+        commit the beginning of each new log noticed, before any of their records is forwarded."""
+        assigned = self.consumer.assignment()
+        noticed = self._noticed & assigned
+        self._noticed.clear()
+        due = {tp: RESTARTED for tp in noticed}
+        for tp, got in records.items():
+            if got and tp not in self._marked and tp not in due:
+                due[tp] = max(self.consumer.highwater(tp) or 0, got[-1].offset + 1)
+        if not due:
+            return
+        try:
+            futures = [self.producer.send(self.routed, _ENCODER.encode([tp.topic, tp.partition, end]), partition=part,
+                                          headers=[(RESTART_HEADER, b"1")])
+                       for tp, end in due.items() for part in range(self.partitions)]
+            await asyncio.gather(*await asyncio.gather(*futures))
+            positions = self.input.positions()
+            starts = {}
+            for tp in noticed:
+                got = records.get(tp)
+                start = got[0].offset if got else positions.get(tp)
+                if start is not None:
+                    starts[tp] = start
+            if starts:
+                await commit(self.consumer, starts)
+        except BaseException:
+            self._noticed |= noticed  # marked again after the rewind (if not noticed again then)
+            raise
+        self._marked.update(due)
+        for tp in noticed:
+            log.info("%s[%d] started again: restart marker sent to the %d routed partitions", tp.topic, tp.partition,
+                     self.partitions)
 
     def _forward(self, msgs) -> tuple[list, int]:
         """Send one batch to the routed topic and its unroutable messages to the dead-letter
@@ -194,12 +313,16 @@ class Router:
         generation = self.input.generation
         merged, others, records = await self.input.poll(timeout_ms, max_records)
         msgs = merged + others
-        if not msgs:
+        if not msgs and not self._noticed and all(tp in self._marked for tp in records):
             return 0
         async with self.lock:
             if self.input.generation != generation:
                 return 0  # polled before a rebalance: the partitions' new owner forwards these
             self.in_flight = True
+            await self._mark(records)
+            if not msgs:
+                self.in_flight = False
+                return 0
             with gc_paused():
                 futures, rejected = self._forward(msgs)
             await asyncio.gather(*await asyncio.gather(*futures))

@@ -38,7 +38,7 @@ from .monitor import ERROR_SIGNAL, QUANTILES
 from .window import SCORE_KEY
 from .profile import ReferenceProfile
 from .reference_file import load_reference
-from .router import OUTCOME, Router, model_partition, unwrap
+from .router import MAX_CACHED_MODELS, OUTCOME, Router, model_partition, routed_segments
 from .state import MAX_STATE_BYTES, StateStore, restart_count, restart_records
 
 log = logging.getLogger(__name__)
@@ -208,6 +208,7 @@ class MonitorWorker:
         # checkpoints started before: a rewind reloads them, and their retiring again is the same one.
         self._retired_unsaved: dict[ModelKey, int] = {}
         self._checkpoints_started = 0
+        self._routed_of: dict[str, int] = {}  # model id -> routed partition, of the models held (see _forget_source)
         self._restarted: list = []  # input partitions read again from their beginning, to forget (see _apply_restarts)
         self._in_flight = False  # a batch is applied to the state but its output not yet acknowledged
         self._unexported: set[str] = set()  # models loaded whose latest-value series are not exported yet
@@ -252,7 +253,7 @@ class MonitorWorker:
             self.router_consumer = kafka.consumer(s.bootstrap, group_id=f"{s.group_id}-router", **consumer_opts)
             self.router = Router(self.router_consumer, self.producer, t.predictions, t.outcomes, routed,
                                  self.routed_partitions, self._dead_letter, MERGE_BUFFER, s.max_idle_ms,
-                                 on_restart=self._source_restarted, envelope_bytes=s.routed_message_bytes)
+                                 envelope_bytes=s.routed_message_bytes)
             self.router_consumer.subscribe([t.predictions, t.outcomes], listener=self.router.listener())
             self._watch("router")
         else:
@@ -357,17 +358,14 @@ class MonitorWorker:
         names = {f"{tp.topic}:{tp.partition}": tp for tp in assigned} if not self.repartition else {}
         self.input.restored(assigned, {names[tp]: off for tp, off in self.engine.replay_until.items() if tp in names})
 
-    def _source_restarted(self, tps, lost=None, again=None) -> None:
-        """Input partitions are read again from their beginning (see ``BatchedInput``): the
-        offsets the models applied from them no longer mean anything (forgotten under the lock,
-        see ``_apply_restarts``)."""
-        self._restarted.append(({f"{tp.topic}:{tp.partition}" for tp in tps}, False, None, (), None))
-
     def _input_restarted(self, tps, lost: Optional[dict] = None, again=(), every: bool = False) -> None:
-        """Partitions of the monitoring consumer restarted: as ``_source_restarted`` (when
-        ``every``, routed partitions: every watermark of the models they hold), and a checkpoint
-        on its way commits nothing for them (its offsets are of the lost log). ``lost`` and
-        ``again``: see ``BatchedInput.on_restart``."""
+        """Partitions of the monitoring consumer were read again from their beginning (see
+        ``BatchedInput``): the offsets the models applied from them no longer mean anything
+        (forgotten under the lock, see ``_apply_restarts``; when ``every``, routed partitions:
+        every watermark of the models they hold), and a checkpoint on its way commits nothing
+        for them (its offsets are of the lost log). ``lost`` and ``again``: see
+        ``BatchedInput.on_restart``. (A restart of a router's source partition comes as a
+        marker through the routed topic: see ``streamproc.router``.)"""
         # Counted (see streamproc.restarts) when they are what the saved positions stamp.
         if every:
             # Not the models of the other routed partitions: their watermarks still skip what a
@@ -399,6 +397,7 @@ class MonitorWorker:
             self.metrics.forget_model(model_id)
         self._unexported.clear()
         self.engine.drop_all()
+        self._routed_of.clear()
         self.state_sizes.clear()
         self._too_large.clear()
         self.metrics.state_unsaved.set(0)
@@ -589,10 +588,15 @@ class MonitorWorker:
             await self._rewind()
         generation = self.input.generation
         predictions, outcomes, records = await self.input.poll(s.poll_timeout_ms, s.max_batch)
-        if self.repartition:  # every record is a forwarded prediction or outcome
-            source = [r for m in outcomes for r in unwrap(m)]
-            predictions = [r for r in source if r.kind != OUTCOME]
-            outcomes = [r for r in source if r.kind == OUTCOME]
+        segments = [(predictions, outcomes, None)]
+        if self.repartition:  # forwarded predictions and outcomes, and restart markers between them
+            segments = [([r for r in rs if r.kind != OUTCOME], [r for r in rs if r.kind == OUTCOME], marker)
+                        for rs, marker in routed_segments(outcomes)]
+            if len(segments) == 1:
+                predictions, outcomes = segments[0][0], segments[0][1]
+            else:
+                predictions = [r for segment in segments for r in segment[0]]
+                outcomes = [r for segment in segments for r in segment[1]]
         async with self.lock:
             self._apply_restarts()
             self._retire_idle_versions()
@@ -603,7 +607,7 @@ class MonitorWorker:
                             and self.input.ends_checked and (self.router is None or self.router.input.ends_checked))
             if self.input.generation != generation or self._must_rewind:
                 return 0  # polled before a rebalance (or its models are not loaded): read again later
-            if not predictions and not outcomes:
+            if not predictions and not outcomes and len(segments) == 1:
                 if (self.engine.dirty_monitors or self.engine.dirty_models or self.engine.restarts.unsaved
                         or self._saving is not None):
                     await self.checkpoint(force=False)
@@ -612,7 +616,11 @@ class MonitorWorker:
             started = time.perf_counter()
             self._in_flight = True
             alerts_before = self.published["alerts"]
-            await self._apply(predictions, outcomes)
+            for preds, outs, marker in segments:
+                if preds or outs:
+                    await self._apply(preds, outs)
+                if marker is not None:
+                    self._forget_source(marker)
             self._in_flight = False
             if self.published["alerts"] > alerts_before:
                 oldest = min((r.timestamp for r in predictions + outcomes if r.timestamp and r.timestamp > 0), default=None)
@@ -627,6 +635,24 @@ class MonitorWorker:
         self.metrics.batch_seconds.observe(time.perf_counter() - started)
         self.metrics.batch_size.observe(n)
         return n
+
+    def _forget_source(self, marker) -> None:
+        """A router's restart marker (see ``streamproc.router``), read from a routed partition:
+        the models of that partition forget what they applied from the source partition, if it
+        started again (``MonitorEngine.forget_source``)."""
+        part = int(marker.routed.rsplit(":", 1)[1])
+        routed_of = self._routed_of
+        if len(routed_of) > MAX_CACHED_MODELS:  # (ids of models gone since)
+            routed_of.clear()
+        for model_id in {key[0] for key in self.engine.monitors} | set(self.engine.joiners):
+            if model_id not in routed_of:  # (murmur2 is pure Python: once per model held)
+                routed_of[model_id] = model_partition(model_id, self.routed_partitions)
+        held = {model_id for model_id, p in routed_of.items() if p == part}
+        forgotten = self.engine.forget_source(marker.source, marker.end, marker.routed, marker.offset, held.__contains__)
+        if forgotten:
+            log.warning("%s started again (%s): %d model(s) of routed partition %d forgot the offsets they had applied "
+                        "from it", marker.source, "noticed by its router" if marker.end < 0 else
+                        f"its end was {marker.end} when its router first read it", len(forgotten), part)
 
     def _end_replay(self) -> None:
         """Let the engine stop checking restored watermarks once the input has passed them

@@ -186,6 +186,75 @@ def test_a_model_held_packed_forgets_a_lost_log_after_a_crash_of_the_worker_that
         third.stop()
 
 
+@pytest.mark.parametrize("committed_offsets", ["kept", "lost"])
+def test_repartitioned_models_forget_a_restarted_source_partition_in_routed_order_and_after_a_crash(
+        bootstrap, tmp_path, committed_offsets):
+    """Repartitioned (the default route): the predictions topic loses its data (deleted and
+    recreated) while the routed and state topics keep theirs. Models p and q, in different
+    routed partitions, had applied 300 events each; 100 more of each are produced on the new
+    log, at offsets below the old ones. With the router group's committed offsets of the lost
+    log kept (as Kafka keeps them when a partition loses its data), the router notices the
+    restart; with them lost (they go with a deleted topic), it sees the new log end below what
+    the models applied. Either way a marker through every routed partition makes the models
+    forget, in order with the records, and so also after the worker that read it is killed
+    (-9) before saving anything: the next one replays the marker from the routed topic."""
+    import asyncio
+    import uuid
+
+    from aiokafka import TopicPartition
+
+    from streamproc.router import model_partition
+
+    topics = unique_topics()
+    group = f"src-{uuid.uuid4().hex[:8]}"
+    args = ("--route", "repartition", "--window-size", "100", "--warmup-size", "200")
+    models = ["p", next(m for m in (f"q{i}" for i in range(100)) if model_partition(m, 4) != model_partition("p", 4))]
+    streams = {m: ModelStream(m, n_numeric=3, seed=7 + i) for i, m in enumerate(models)}
+
+    def send(n: int, start: int) -> None:
+        for m in models:  # no keys: spread over the partitions
+            produce(bootstrap, topics["predictions"], [json.dumps(e).encode() for e in streams[m].events(n, start=start)])
+
+    def counts(worker) -> list:
+        return [events_of(worker, m) for m in models]
+
+    first = WorkerProcess(bootstrap, topics, tmp_path / "first.log", args, group_id=group)
+    try:
+        first.wait_ready()
+        send(300, 0)
+        wait_until(lambda: counts(first) == [300, 300], 60, "the lost log's events applied")
+    finally:
+        assert first.stop() == 0  # saves both models and commits
+    old = asyncio.run(_committed(bootstrap, f"{group}-router", topics["predictions"], 4))
+    asyncio.run(_recreate(bootstrap, topics["predictions"], 4))
+    if committed_offsets == "kept":
+        asyncio.run(_commit_as_member(bootstrap, f"{group}-router", topics["predictions"],
+                                      {TopicPartition(topics["predictions"], p): off for p, off in old.items() if off}))
+    send(100, 300)  # about 50 per partition: below the 150 the models applied from each
+
+    second = WorkerProcess(bootstrap, topics, tmp_path / "second.log", args, group_id=group,
+                           env={"STREAMPROC_CHECKPOINT_SECONDS": "3600"})  # saves nothing before it is killed
+    try:
+        second.wait_ready()
+        wait_until(lambda: counts(second) == [400, 400], 60, "the new log's events applied",
+                   detail=lambda: (counts(second), second.warnings()))
+    finally:
+        second.proc.kill()
+        second.proc.wait()
+        second.log.close()
+
+    third = WorkerProcess(bootstrap, topics, tmp_path / "third.log", args, group_id=group)
+    try:
+        third.wait_ready()
+        send(50, 400)
+        wait_until(lambda: counts(third) == [450, 450], 60, "the new log replayed once, and new events applied",
+                   detail=lambda: (counts(third), third.warnings()))
+    finally:
+        third.stop()
+    how = "noticed by its router" if committed_offsets == "kept" else "when its router first read it"
+    assert how in second.log_path.read_text()
+
+
 async def _commit_as_member(bootstrap: str, group: str, topic: str, offsets: dict) -> None:
     """Join the group on ``topic`` and commit these offsets (TopicPartition -> offset) as its
     member (Tansu refuses a commit from outside a group that has had members)."""

@@ -61,3 +61,64 @@ def test_the_routed_partitions_remembered_are_bounded(monkeypatch):
     assert len(r._partition_of) <= 10
     routed = {entry.offset: part for part, value in sent for entry in unwrap_envelope(value)}
     assert routed == {i: model_partition(f"m{i}", 4) for i in range(25)}
+
+
+def test_restart_markers_go_to_every_routed_partition_before_the_records_and_once_per_assignment():
+    """A source partition noticed to have started again gets a marker (end -1) in every routed
+    partition and its new beginning committed, before any record is forwarded; one read for
+    the first time since its assignment gets a marker with the end its fetch saw; neither is
+    sent again until the partition is assigned again."""
+    import asyncio
+    from types import SimpleNamespace
+
+    from aiokafka import TopicPartition
+
+    from streamproc.router import RESTART_HEADER, RESTARTED, Router, restart_marker
+
+    events = []
+
+    class Producer:
+        def send(self, topic, value, partition, headers):
+            events.append(("send", partition, dict(headers), value))
+            done = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_result(done)
+            return fut
+
+    lost, fresh = TopicPartition("predictions", 0), TopicPartition("predictions", 1)
+
+    class Consumer:
+        def assignment(self):
+            return {lost, fresh}
+
+        def highwater(self, tp):
+            return {lost: 5, fresh: 40}[tp]
+
+        async def commit(self, offsets):
+            events.append(("commit", offsets))
+
+    r = Router(Consumer(), Producer(), "predictions", "outcomes", "routed", 3, dead_letter=None, max_buffered=10, max_idle_ms=0)
+    records = {lost: [SimpleNamespace(offset=0), SimpleNamespace(offset=4)], fresh: [SimpleNamespace(offset=30)]}
+
+    async def run():
+        r._restarted({lost}, {}, set())
+        await r._mark(records)
+        sent = list(events)
+        events.clear()
+        await r._mark(records)  # marked since assigned: nothing more
+        assert events == []
+        await r.listener().on_partitions_revoked({lost, fresh})
+        await r._mark(records)  # assigned again: the first records are marked again
+        return sent, list(events)
+
+    sent, again = asyncio.run(run())
+    markers = [(e[1], restart_marker(SimpleNamespace(headers=list(e[2].items()), value=e[3], topic="routed",
+                                                   partition=e[1], offset=0))) for e in sent if e[0] == "send"]
+    assert all(e[2] == {RESTART_HEADER: b"1"} for e in sent if e[0] == "send")
+    assert sorted((part, m.source, m.end) for part, m in markers) == sorted(
+        [(p, "predictions:0", RESTARTED) for p in range(3)] + [(p, "predictions:1", 40) for p in range(3)])
+    assert sent[-1] == ("commit", {lost: 0})  # the new log's beginning, after the markers
+    assert sorted((e[1], restart_marker(SimpleNamespace(headers=list(e[2].items()), value=e[3], topic="routed",
+                                                        partition=e[1], offset=0)).end) for e in again if e[0] == "send") \
+        == sorted([(p, 5) for p in range(3)] + [(p, 40) for p in range(3)])
