@@ -85,9 +85,11 @@ class ErrorMonitor:
     def rolling_error(self) -> float:
         return sum(self.rolling) / len(self.rolling) if self.rolling else math.nan
 
-    def update(self, matches: list[Match], ts_out: Optional[list] = None) -> tuple[list[Change], int]:
+    def update(self, matches: list[Match], ts_out: Optional[list] = None, levels: Optional[list] = None,
+               block: int = 0) -> tuple[list[Change], int]:
         """Changes found in the error of these matches, and the error count before them (a
-        change's position counts the errors of these matches; ``ts_out`` gets their times)."""
+        change's position counts the errors of these matches; ``ts_out`` gets their times;
+        ``levels`` and ``block``: see ``StreamDetectors.update``, positions counted the same way)."""
         errors = []
         for m in matches:
             e = error_of(m, self.cfg.positive_threshold)
@@ -107,8 +109,11 @@ class ErrorMonitor:
             errors = self._warm_up(errors)
         if self.detectors is not None and errors:
             offset = self.count - len(errors) - start
+            found: list = []
             changes = [Change(c.detector, c.position + offset, c.effect, c.recent_mean, c.critical)
-                       for c in self.detectors.update(np.asarray(errors, dtype=np.float64))]
+                       for c in self.detectors.update(np.asarray(errors, dtype=np.float64), found, block)]
+            if levels is not None:
+                levels.extend((position + offset, effect) for position, effect in found)
         return changes, start
 
     def _warm_up(self, errors: list[float]) -> list[float]:

@@ -8,6 +8,10 @@ ADWIN cuts its window, the part it keeps still mixes old and new values: a 0.38 
 measured 0.07 that way.) Changes smaller than ``min_effect`` are dropped; with
 ``direction="up"`` only increases count (a falling error rate is not drift to alert on).
 
+The mean of each block of values (a window's worth) is measured the same way, so that a drift
+can be said to last while the signal stays away from its baseline, whether or not the
+detectors fire again (see ``streamproc.policy``).
+
 >>> import numpy as np
 >>> from streamproc.config import ADWINConfig, PageHinkleyConfig
 >>> det = StreamDetectors(0.0, 1.0, ADWINConfig(), PageHinkleyConfig())
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 from river.drift import ADWIN, PageHinkley
@@ -67,8 +72,14 @@ class StreamDetectors:
         self.pending: dict[str, list] = {}  # detector -> [values seen since it fired, their sum]
         self.ignored = 0  # changes below min_effect or in the wrong direction
 
-    def update(self, values: np.ndarray) -> list[Change]:
-        """Feed values in order (non-finite ones are skipped); return the changes confirmed."""
+    def update(self, values: np.ndarray, levels: Optional[list] = None, block: int = 0) -> list[Change]:
+        """Feed values in order (non-finite ones are skipped); return the changes confirmed.
+
+        ``levels`` gets, for each block of ``block`` finite values completed, ``(position of its
+        last value, effect of its mean)``: whether the signal is still away from its baseline.
+        """
+        if levels is not None and block > 0:
+            self._levels(values, levels, block)
         changes: list[Change] = []
         adwin, ph, pending = self.adwin, self.ph, self.pending
         confirm = self.signal.confirm
@@ -97,6 +108,25 @@ class StreamDetectors:
                 if ph.drift_detected and "page_hinkley" not in pending:
                     pending["page_hinkley"] = [0, 0.0]
         return changes
+
+    def _levels(self, values: np.ndarray, levels: list, block: int) -> None:
+        positions = np.flatnonzero(np.isfinite(values))
+        finite = values[positions]
+        total, n = getattr(self, "_block_sum", 0.0), getattr(self, "_block_n", 0)  # (0 in states saved before blocks)
+        i = 0
+        while i < len(finite):
+            take = min(block - n, len(finite) - i)
+            total += float(finite[i:i + take].sum())
+            n += take
+            i += take
+            if n >= block:
+                levels.append((int(positions[i - 1]), (total / n - self.mean) / self.std))
+                total, n = 0.0, 0
+        self._block_sum, self._block_n = total, n
+
+    def away(self, effect: float) -> bool:
+        """Whether a mean with this effect is away from the baseline (drift, not noise)."""
+        return (effect if self.direction == "up" else abs(effect)) >= self.signal.min_effect
 
     def _confirm(self, detector: str, position: int, recent_mean: float, changes: list) -> None:
         effect = (recent_mean - self.mean) / self.std

@@ -12,7 +12,7 @@ import math
 from bisect import bisect_left
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -22,7 +22,7 @@ from .concept import ErrorMonitor
 from .detectors import Change, StreamDetectors
 from .feature_table import FeatureTable
 from .outcomes import Match
-from .policy import AlertPolicy, Finding, WindowInfo
+from .policy import LEVEL, AlertPolicy, Finding, WindowInfo
 from .profile import CATEGORICAL, NUMERIC, FeatureProfile, ReferenceProfile, build_reference, sketch_quantiles
 from .quality import rate_jumps
 from .window import LABEL_KEY, SCORE_KEY, Pane, merge_all
@@ -263,9 +263,11 @@ class ModelMonitor:
             immediate = self._cap_findings(at(0))
         immediate += self._unknown_features(rows, at)
         if self.detectors is not None:
-            immediate += [self._stream_finding("prediction_drift", "prediction_score", ch, self.cfg.score,
-                                               at(ch.position), self.events)
-                          for ch in self.detectors.update(scores)]
+            levels: list = []
+            changes = self.detectors.update(scores, levels, self._level_block)
+            if changes or levels:
+                immediate += self._stream_findings("prediction_drift", "prediction_score", changes, levels,
+                                                   self.detectors, self.cfg.score, at, self.events)
         if immediate:
             result.alerts.extend(self.policy.decide(immediate))
         if self.cfg.window.kind == "count":
@@ -386,11 +388,27 @@ class ModelMonitor:
         return [(signal, detector, value, threshold)
                 for detector, value, threshold in detector_statistics(det, self.cfg.page_hinkley.threshold_sigma)]
 
+    @property
+    def _level_block(self) -> int:
+        """Values per level reading of a stream signal (0: none; see ``streamproc.policy``)."""
+        return self.cfg.window_size if self.cfg.stream_clear_windows else 0
+
     @staticmethod
-    def _stream_finding(kind: str, signal: str, ch: Change, sig_cfg, info: WindowInfo, base: int) -> Finding:
-        threshold = sig_cfg.critical_effect if ch.critical else sig_cfg.min_effect
-        return Finding(kind, ch.detector, signal, None, ch.effect, threshold, "critical" if ch.critical else "warning",
-                       info, position=base + ch.position)
+    def _stream_findings(kind: str, signal: str, changes: list[Change], levels: list, det: StreamDetectors, sig_cfg,
+                         info: Callable[[int], WindowInfo], base: int) -> list[Finding]:
+        """Findings of a stream detector's changes and of the signal's level readings (detector
+        ``LEVEL``, severity "warning" while the signal is away from its baseline, else None:
+        they end a drift, never alert), in the order of their positions."""
+        findings = [Finding(kind, ch.detector, signal, None, ch.effect,
+                            sig_cfg.critical_effect if ch.critical else sig_cfg.min_effect,
+                            "critical" if ch.critical else "warning", info(ch.position), position=base + ch.position)
+                    for ch in changes]
+        if levels:
+            findings += [Finding(kind, LEVEL, signal, None, effect, sig_cfg.min_effect,
+                                 "warning" if det.away(effect) else None, info(position), position=base + position)
+                         for position, effect in levels]
+            findings.sort(key=lambda f: f.position)  # (stable: at one position, a change before a level)
+        return findings
 
     def update_errors(self, matches: list[Match]) -> StepResult:
         """Apply outcomes joined to this version's predictions; concept-drift alerts if the error rises."""
@@ -398,9 +416,10 @@ class ModelMonitor:
         if self.errors is None or not matches:
             return result
         ts: list[float] = []
-        changes, start = self.errors.update(matches, ts)
+        levels: list = []
+        changes, start = self.errors.update(matches, ts, levels, self._level_block)
         size = self.cfg.window_size
-        if changes:
+        if changes or levels:
             # The window of labelled events the change was found in (its index is in the alert's
             # id), from its first labelled event to the one of the change: not where this batch
             # of outcomes began and ended, so the alert is the same however they were batched.
@@ -411,9 +430,8 @@ class ModelMonitor:
                 return WindowInfo(index, ts[position] if began is None else began, ts[position],
                                   (start + position) % size + 1)
 
-            findings = [self._stream_finding("concept_drift", "error", ch, self.cfg.concept.signal,
-                                             info(ch.position), start)
-                        for ch in changes]
+            findings = self._stream_findings("concept_drift", "error", changes, levels, self.errors.detectors,
+                                             self.cfg.concept.signal, info, start)
             result.alerts.extend(self.policy.decide(findings))
         if ts:
             first = (start + len(ts) - 1) // size * size - start

@@ -8,7 +8,12 @@ Rules (per model version):
   later one alerts again) only after ``clear_windows`` windows in a row with the statistic
   below ``warning * hysteresis``, so a statistic hovering at the threshold does not flap.
 * A stream detector change (ADWIN, Page-Hinkley) raises an alert unless the same key alerted
-  less than ``cooldown_events`` events ago.
+  less than ``cooldown_events`` events ago, or the key is in a drift at the same or a higher
+  severity. Like a PSI drift, a stream drift lasts until the signal is back: until
+  ``stream_clear_windows`` level readings in a row (the mean of each window's worth of the
+  signal's values, findings of detector ``LEVEL``) are within ``min_effect`` of the baseline.
+  Without this, a detector that fires again and again in a drifted regime (Page-Hinkley on a
+  noisy error) alerted, and asked for a retrain, each time.
 * Alert ids are UUIDv5 of the model, version, key, window index, severity and (for stream
   detectors) the event position, so replaying the same input gives the same ids.
 * When a window closes, a retrain request follows if, since the previous window closed, a
@@ -30,6 +35,7 @@ from .config import MonitorConfig
 
 ALERT_NAMESPACE = uuid.UUID("6f1c3a52-8d0e-4b7e-9a57-2f3d6c1b0e11")
 SEVERITY_RANK = {None: 0, "warning": 1, "critical": 2}
+LEVEL = "level"  # the detector of a stream signal's level readings (see ``AlertPolicy._admit_stream``)
 
 
 @dataclass(frozen=True)
@@ -88,6 +94,8 @@ class PolicyState:
     active: dict[tuple, str] = field(default_factory=dict)  # key -> severity while in drift
     calm: dict[tuple, int] = field(default_factory=dict)  # key -> calm windows in a row while active
     last_stream_alert: dict[tuple, int] = field(default_factory=dict)  # key -> event position
+    # key -> [severity, level readings back at the baseline in a row] while a stream detector's drift lasts
+    stream_active: dict[tuple, list] = field(default_factory=dict)
     last_retrain_window: Optional[int] = None
     pending_critical: list[dict] = field(default_factory=list)  # critical alerts since the last window closed
     suppressed: int = 0
@@ -115,12 +123,7 @@ class AlertPolicy:
         st = self.state
         key = f.key
         if f.position is not None:
-            last = st.last_stream_alert.get(key)
-            if last is not None and f.position - last < self.cooldown_events:
-                st.suppressed += 1
-                return False
-            st.last_stream_alert[key] = f.position
-            return True
+            return self._admit_stream(f)
         active = st.active.get(key)
         if f.severity is None:
             if active is not None:
@@ -138,12 +141,41 @@ class AlertPolicy:
         st.active[key] = f.severity
         return True
 
+    def _admit_stream(self, f: Finding) -> bool:
+        """Whether a stream detector's change alerts (see the module's doc); a level reading
+        (detector ``LEVEL``) never does, and ends the drifts of its signal it finds over."""
+        st = self.state
+        key = f.key
+        clear = self.cfg.stream_clear_windows
+        if not hasattr(st, "stream_active"):  # (a state saved before stream drifts lasted)
+            st.stream_active = {}
+        if f.detector == LEVEL:
+            for k in [k for k in st.stream_active if k[0] == f.type and k[2] == f.signal]:
+                drift = st.stream_active[k]
+                drift[1] = 0 if f.severity is not None else drift[1] + 1
+                if drift[1] >= clear:
+                    del st.stream_active[k]
+            return False
+        if f.severity is None:
+            return False
+        active = st.stream_active.get(key)
+        if active is not None and SEVERITY_RANK[f.severity] <= SEVERITY_RANK[active[0]]:
+            active[1] = 0  # a change confirmed away from the baseline: still in drift
+            st.suppressed += 1
+            return False
+        last = st.last_stream_alert.get(key)
+        if last is not None and f.position - last < self.cooldown_events:
+            st.suppressed += 1
+            return False
+        st.last_stream_alert[key] = f.position
+        if clear:
+            st.stream_active[key] = [f.severity, 0]
+        return True
+
     def decide(self, findings: list[Finding]) -> list[dict]:
         """The alerts for the findings of one step, in order (critical ones count toward a retrain)."""
         alerts = []
         for f in findings:
-            if f.severity is None and f.position is not None:
-                continue
             if not self._admit(f):
                 continue
             alerts.append(

@@ -486,3 +486,34 @@ def test_a_stray_string_in_a_numeric_feature_does_not_stop_its_monitoring():
     assert mon.reference.features["x0"].kind == "numeric"
     assert mon.reference.features["x0"].missing_rate == 1 / 300
     assert any(a["feature"] == "x0" and a["detector"] == "psi" for a in alerts)
+
+
+@pytest.mark.parametrize("seed", [3, 4])
+def test_a_stream_drift_alerts_once_per_detector_while_it_lasts_and_again_when_it_comes_back(seed):
+    """After 5 stationary windows, the score shifts by 1 sigma, its spread tripled, for 20
+    windows, comes back for 20, shifts again: each detector alerts in each drifted span, at
+    most once per span, and never while the score is back. (In so noisy a regime Page-Hinkley
+    fires again almost every window: 33 critical alerts, each a retrain request, before
+    stream drifts lasted.)"""
+    rng = np.random.default_rng(seed)
+    n, window = 20_000, 1000
+    scores = np.concatenate([rng.normal(0.0, 1.0, 10_000), rng.normal(1.0, 3.0, n), rng.normal(0.0, 1.0, n),
+                             rng.normal(1.0, 3.0, n)])
+    ref = build_reference("m", "default", [{} for _ in range(5000)], scores[:5000].tolist(), [None] * 5000, source="file")
+    mon = ModelMonitor("m", "default", MonitorConfig(window_size=window), reference=ref)
+    spans = {"before": (0, 10_000), "first drift": (10_000, 30_000), "back": (30_000, 50_000),
+             "second drift": (50_000, 70_000)}
+    found: dict = {}
+    for start in range(5000, len(scores), 500):
+        chunk = scores[start:start + 500]
+        batch = PredictionBatch("m", "default", [f"e{i}" for i in range(start, start + len(chunk))],
+                                [float(i) for i in range(start, start + len(chunk))], [{} for _ in chunk],
+                                chunk.tolist(), [None] * len(chunk))
+        for a in mon.update(batch).alerts:
+            if a["detector"] in ("adwin", "page_hinkley"):
+                at = a["window"]["end"]
+                span = next(name for name, (lo, hi) in spans.items() if lo <= at < hi)
+                found.setdefault(span, []).append(a["detector"])
+    assert sorted(found) == ["first drift", "second drift"]
+    for span, detectors in found.items():
+        assert len(detectors) == len(set(detectors)), (span, detectors)

@@ -6,7 +6,7 @@ import uuid
 from typing import Optional
 
 from streamproc.config import MonitorConfig, PSIConfig, RetrainConfig
-from streamproc.policy import ALERT_NAMESPACE, AlertPolicy, Finding, WindowInfo, alert_id
+from streamproc.policy import ALERT_NAMESPACE, LEVEL, AlertPolicy, Finding, WindowInfo, alert_id
 
 WARN, CRIT = 0.1, 0.25
 
@@ -161,7 +161,7 @@ def test_keys_are_independent():
 
 
 def test_stream_detector_cooldown():
-    p = policy(window_size=1000)  # cooldown_events defaults to one window
+    p = policy(window_size=1000, stream_clear_windows=0)  # cooldown_events defaults to one window
     assert p.cooldown_events == 1000
     assert len(alerts_of(p, stream_finding(100))) == 1
     assert alerts_of(p, stream_finding(600)) == []
@@ -174,7 +174,7 @@ def test_stream_detector_cooldown():
 
 
 def test_stream_detector_explicit_cooldown_and_none_severity():
-    p = policy(cooldown_events=10)
+    p = policy(cooldown_events=10, stream_clear_windows=0)
     assert p.cooldown_events == 10
     assert len(alerts_of(p, stream_finding(0))) == 1
     assert alerts_of(p, stream_finding(9)) == []
@@ -182,6 +182,60 @@ def test_stream_detector_explicit_cooldown_and_none_severity():
     # A stream finding without severity is ignored (and does not restart the cooldown).
     assert alerts_of(p, stream_finding(25, severity=None)) == []
     assert len(alerts_of(p, stream_finding(20))) == 1
+
+
+def level(position: int, away: bool) -> Finding:
+    """A level reading of the score: its window's mean away from the baseline, or back."""
+    return Finding("prediction_drift", LEVEL, "prediction_score", None, 0.4 if away else 0.02, 0.1,
+                   "warning" if away else None, win(0), position=position)
+
+
+def test_a_stream_drift_lasts_until_the_signal_is_back_for_clear_windows_readings():
+    p = policy(window_size=1000, stream_clear_windows=3)
+    assert len(alerts_of(p, stream_finding(100))) == 1
+    # The detector fires again while the signal stays away: the same drift, no alert, however
+    # far apart (one window, or twenty).
+    assert alerts_of(p, level(1000, True), stream_finding(1500), level(2000, True)) == []
+    assert alerts_of(p, *[level(1000 * w, True) for w in range(3, 23)], stream_finding(22_500)) == []
+    assert p.state.suppressed == 2
+    # An escalation alerts (past the cooldown), and the drift goes on at its severity.
+    (a,) = alerts_of(p, stream_finding(22_600, severity="critical"))
+    assert a["severity"] == "critical"
+    assert alerts_of(p, stream_finding(24_000, severity="warning"), stream_finding(25_000, severity="critical")) == []
+    # Two readings back, then one away: still the same drift.
+    assert alerts_of(p, level(26_000, False), level(27_000, False), level(28_000, True), stream_finding(28_500)) == []
+    # Three readings in a row back at the baseline: the drift is over, and the next one alerts.
+    assert alerts_of(p, level(29_000, False), level(30_000, False), level(31_000, False)) == []
+    assert p.state.stream_active == {}
+    assert len(alerts_of(p, stream_finding(31_100))) == 1
+    # Per key: ADWIN is not held back by Page-Hinkley's drift, and a level reading never alerts.
+    assert len(alerts_of(p, stream_finding(31_200, detector="adwin"))) == 1
+    assert alerts_of(p, level(32_000, True)) == []
+
+
+def test_with_stream_clear_windows_0_every_detection_past_the_cooldown_alerts():
+    p = policy(window_size=1000, stream_clear_windows=0)
+    assert [len(alerts_of(p, level(w * 1000, True), stream_finding(w * 1000 + 500))) for w in range(4)] == [1, 1, 1, 1]
+
+
+def test_a_policy_saved_before_stream_drifts_lasted_restores_and_keeps_them():
+    import pickle
+
+    p = policy(window_size=1000)
+    del p.state.stream_active  # as a state pickled before the field existed
+    restored = AlertPolicy("fraud", "v2", p.cfg, pickle.loads(pickle.dumps(p.state)))
+    assert len(alerts_of(restored, stream_finding(100))) == 1
+    assert alerts_of(restored, level(1000, True), stream_finding(1500)) == []
+
+
+def test_fewer_retrain_requests_while_a_stream_drift_lasts():
+    p = policy(window_size=1000, retrain={"cooldown_windows": 1})
+    requests = []
+    for w in range(10):  # a critical detection every other window, the signal away: one drift
+        found = [stream_finding(w * 1000 + 500, index=w, severity="critical")] if w % 2 == 0 else []
+        step_alerts, retrains = step(p, w, *found, level(w * 1000 + 999, True))
+        requests += retrains
+    assert len(requests) == 1
 
 
 # -- retrain requests ----------------------------------------------------------------------
