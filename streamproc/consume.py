@@ -81,7 +81,7 @@ COMMIT_TIMEOUT = 15.0
 PAST_END_SECONDS = 10.0  # how long a position must stay past its partition's end to count as lost data
 
 
-async def _within(awaitable, failure: str, timeout: float = COMMIT_TIMEOUT):
+async def within(awaitable, failure: str, timeout: float = COMMIT_TIMEOUT):
     """Await a request, failing with a ``KafkaError`` ("``failure`` within ``timeout`` s")
     after ``timeout`` s: aiokafka retries some errors, such as a topic that vanished with its
     broker, for ever."""
@@ -92,8 +92,8 @@ async def _within(awaitable, failure: str, timeout: float = COMMIT_TIMEOUT):
 
 
 async def commit(consumer, offsets: dict, timeout: float = COMMIT_TIMEOUT) -> None:
-    """Commit offsets, failing with a ``KafkaError`` after ``timeout`` s (see ``_within``)."""
-    await _within(consumer.commit(offsets), "offset commit not acknowledged", timeout)
+    """Commit offsets, failing with a ``KafkaError`` after ``timeout`` s (see ``within``)."""
+    await within(consumer.commit(offsets), "offset commit not acknowledged", timeout)
 
 
 async def confirm_membership(consumer, timeout: float = COMMIT_TIMEOUT) -> None:
@@ -105,7 +105,7 @@ async def confirm_membership(consumer, timeout: float = COMMIT_TIMEOUT) -> None:
     committed are left out, so before the group's first commit this checks nothing.
     """
     assigned = list(consumer.assignment())
-    committed = await asyncio.gather(*(_within(consumer.committed(tp), "committed offsets not known", timeout)
+    committed = await asyncio.gather(*(within(consumer.committed(tp), "committed offsets not known", timeout)
                                        for tp in assigned))
     offsets = {tp: off for tp, off in zip(assigned, committed) if off is not None}
     if offsets:
@@ -304,7 +304,7 @@ class BatchedInput:
             return True
         epoch = self._epoch
         asked_ms = time.time() * 1000
-        ends = await _within(c.end_offsets(new), "the end offsets of the assigned partitions not known")
+        ends = await within(c.end_offsets(new), "the end offsets of the assigned partitions not known")
         offsets = {}
         for tp in new:
             try:
@@ -312,7 +312,7 @@ class BatchedInput:
                 position = self._stash[tp][0].offset if self._stash.get(tp) else await self._position(tp)
                 # Nothing read since assigned: the client may have left the committed offset already.
                 committed = (None if tp in self._expected else
-                             await _within(c.committed(tp), f"the committed offset of {tp.topic}[{tp.partition}] not known"))
+                             await within(c.committed(tp), f"the committed offset of {tp.topic}[{tp.partition}] not known"))
             except IllegalStateError:  # revoked meanwhile
                 continue
             offsets[tp] = max(position, committed or 0, self._expected.get(tp, 0))
@@ -462,7 +462,7 @@ class BatchedInput:
         offsets = {}
         for tp in tps:
             try:
-                offset = await _within(self.consumer.committed(tp), f"the committed offset of {tp.topic}[{tp.partition}] not known")
+                offset = await within(self.consumer.committed(tp), f"the committed offset of {tp.topic}[{tp.partition}] not known")
             except (KafkaError, IllegalStateError) as exc:
                 log.warning("%s[%d]: the committed offset of the lost log is not known (%s): if this worker stops "
                             "before it commits the new log, its successor counts the restart again", tp.topic,
@@ -478,7 +478,7 @@ class BatchedInput:
         self._from_commit.discard(tp)
 
     async def _position(self, tp) -> int:
-        return await _within(self.consumer.position(tp), f"the position of {tp.topic}[{tp.partition}] not known")
+        return await within(self.consumer.position(tp), f"the position of {tp.topic}[{tp.partition}] not known")
 
     def done(self, records: dict) -> None:
         """Everything the last ``poll`` handed out is handled (its output acknowledged)."""

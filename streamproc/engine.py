@@ -356,6 +356,8 @@ class MonitorEngine:
                 for it, o in zip(items, by_outcome[model_id]):
                     if o.position is None:
                         kept.append(it)
+                    elif len(o.position) > 2 and fresh.get(o.position[2], 0) > o.position[3]:
+                        continue  # (as in _unapplied)
                     elif o.position[1] >= fresh.get(o.position[0], 0):
                         kept.append(it)
                         fresh[o.position[0]] = o.position[1] + 1
@@ -425,7 +427,10 @@ class MonitorEngine:
         watermark once they are applied."""
         fresh = dict(getattr(mon, "applied", None) or {}) if mon is not None else {}
         keep = []
-        for i, (tp, off) in enumerate(batch.positions):
+        for i, position in enumerate(batch.positions):
+            tp, off = position[0], position[1]
+            if len(position) > 2 and fresh.get(position[2], 0) > position[3]:
+                continue  # read again below the routed position its state was saved at: applied
             if off >= fresh.get(tp, 0):
                 keep.append(i)
                 fresh[tp] = off + 1
@@ -486,7 +491,7 @@ class MonitorEngine:
 
         def forget(model_id: str, obj) -> bool:
             applied = getattr(obj, "applied", None)
-            if not applied or not models(model_id) or applied.get(source, -1) <= end or applied.get(routed, 0) > offset:
+            if not applied or applied.get(source, -1) <= end or applied.get(routed, 0) > offset or not models(model_id):
                 return False
             obj.applied = {tp: off for tp, off in applied.items() if tp != source}
             forgot.add(model_id)

@@ -26,13 +26,16 @@ forwards a source partition's first records since it was assigned, and whenever 
 that partition started again, it writes a *restart marker* (header ``streamproc-restart: 1``;
 value a msgpack array ``[topic, partition, end]``) to every routed partition. A model that
 reads one forgets its watermark of that source partition if it is past ``end``: past the
-partition's end when the router first read it (a log that holds fewer records than the model
-applied is not the log it applied them from: a topic recreated, its committed offsets gone
-with it), or at once (``end`` -1) for a restart the router noticed. The router commits the new
+partition's end when the router first read it, from no committed offset (a log that holds
+fewer records than the model applied is not the log it applied them from: a topic recreated,
+its committed offsets gone with it), or at once (``end`` -1) for a restart the router
+noticed. The router commits the new
 log's beginning before it forwards any of its records, so a marker noticed twice (a router
 that crashed between the two) has no records between its copies. A model restored from a
 state saved after it read a marker (its saved routed position is past the marker's) does not
-apply it again on the replay (see ``MonitorEngine.forget_source``).
+apply it again on the replay (see ``MonitorEngine.forget_source``), nor the records before it
+(``ReplayedRecord``: below its saved routed position, a record is applied, whatever the source
+watermarks, which the marker reset, say).
 
 Ordering: one router merges its prediction partitions in timestamp order (see
 ``streamproc.ordering``), so with one worker the routed order is reproducible. With several,
@@ -50,7 +53,7 @@ import msgspec
 from aiokafka import ConsumerRebalanceListener
 from aiokafka.partitioner import murmur2
 
-from .consume import BatchedInput, commit, seek_committed
+from .consume import BatchedInput, within, commit, seek_committed
 from .gc_policy import gc_paused
 from .decode import route_keys
 
@@ -95,6 +98,15 @@ class SourceRecord(msgspec.Struct, array_like=True, frozen=True, gc=False):
 
 
 _DECODER = msgspec.msgpack.Decoder(list[SourceRecord])
+
+
+class ReplayedRecord(SourceRecord, frozen=True, gc=False):
+    """A source record read again below a restored state's routed position (``routed_segments``):
+    a model whose state was saved at or past ``routed_offset`` of ``routed`` has applied it,
+    whatever its source watermarks say (a restart marker may have reset them since)."""
+
+    routed: str
+    routed_offset: int
 
 
 class RestartMarker(msgspec.Struct, array_like=True, frozen=True):
@@ -170,9 +182,11 @@ def restart_marker(msg) -> Optional[RestartMarker]:
     return RestartMarker(m.topic, m.partition, m.end, f"{msg.topic}:{msg.partition}", msg.offset)
 
 
-def routed_segments(msgs: list) -> list[tuple[list[SourceRecord], Optional[RestartMarker]]]:
+def routed_segments(msgs: list, below: Optional[dict] = None) -> list[tuple[list[SourceRecord], Optional[RestartMarker]]]:
     """The source records of routed messages (in their order), cut at the restart markers
-    among them: (records, the marker read after them, or None for the last run).
+    among them: (records, the marker read after them, or None for the last run). Those of
+    messages below ``below`` ("topic:partition" of the routed topic -> offset: the restored
+    states' routed positions, while the input replays up to them) are ``ReplayedRecord``s.
 
     >>> class M:
     ...     def __init__(self, offset, headers, value):
@@ -192,9 +206,22 @@ def routed_segments(msgs: list) -> list[tuple[list[SourceRecord], Optional[Resta
                 out.append((records, marker))
                 records = []
                 continue
+        if below:
+            routed = f"{msg.topic}:{msg.partition}"
+            if msg.offset < below.get(routed, -1):
+                records.extend(ReplayedRecord(r.topic, r.partition, r.offset, r.kind, r.key, r.value, r.timestamp,
+                                              routed, msg.offset) for r in unwrap(msg))
+                continue
         records.extend(unwrap(msg))
     out.append((records, None))
     return out
+
+
+def position_tags(msgs: list) -> list[tuple]:
+    """Each record's position for the engine's watermark checks: ("topic:partition", offset),
+    and for a ``ReplayedRecord`` also its routed partition and offset."""
+    return [(f"{m.topic}:{m.partition}", m.offset, m.routed, m.routed_offset) if type(m) is ReplayedRecord
+            else (f"{m.topic}:{m.partition}", m.offset) for m in msgs]
 
 
 class Router:
@@ -259,10 +286,18 @@ class Router:
         noticed = self._noticed & assigned
         self._noticed.clear()
         due = {tp: RESTARTED for tp in noticed}
-        for tp, got in records.items():
-            if got and tp not in self._marked and tp not in due:
-                due[tp] = max(self.consumer.highwater(tp) or 0, got[-1].offset + 1)
+        first = [tp for tp, got in records.items() if got and tp not in self._marked and tp not in due]
+        try:
+            for tp in first:
+                # Read from a committed offset, the log is the one the group read (one past its
+                # end is noticed as a restart); from none, it may be a recreated topic's.
+                if await within(self.consumer.committed(tp), f"the committed offset of {tp.topic}[{tp.partition}] not known") is None:
+                    due[tp] = max(self.consumer.highwater(tp) or 0, records[tp][-1].offset + 1)
+        except BaseException:
+            self._noticed |= noticed
+            raise
         if not due:
+            self._marked.update(first)
             return
         try:
             futures = [self.producer.send(self.routed, _ENCODER.encode([tp.topic, tp.partition, end]), partition=part,
@@ -282,6 +317,7 @@ class Router:
             self._noticed |= noticed  # marked again after the rewind (if not noticed again then)
             raise
         self._marked.update(due)
+        self._marked.update(first)
         for tp in noticed:
             log.info("%s[%d] started again: restart marker sent to the %d routed partitions", tp.topic, tp.partition,
                      self.partitions)

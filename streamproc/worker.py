@@ -38,7 +38,7 @@ from .monitor import ERROR_SIGNAL, QUANTILES
 from .window import SCORE_KEY
 from .profile import ReferenceProfile
 from .reference_file import load_reference
-from .router import MAX_CACHED_MODELS, OUTCOME, Router, model_partition, routed_segments
+from .router import OUTCOME, Router, model_partition, position_tags, routed_segments
 from .state import MAX_STATE_BYTES, StateStore, restart_count, restart_records
 
 log = logging.getLogger(__name__)
@@ -209,6 +209,8 @@ class MonitorWorker:
         self._retired_unsaved: dict[ModelKey, int] = {}
         self._checkpoints_started = 0
         self._routed_of: dict[str, int] = {}  # model id -> routed partition, of the models held (see _forget_source)
+        self._replaying = False  # the batch in hand has records below restored routed positions (see routed_segments)
+        self._routed_prefix = f"{config.worker.topics.routed_topic(config.worker.group_id)}:"  # routed "topic:partition"s
         self._restarted: list = []  # input partitions read again from their beginning, to forget (see _apply_restarts)
         self._in_flight = False  # a batch is applied to the state but its output not yet acknowledged
         self._unexported: set[str] = set()  # models loaded whose latest-value series are not exported yet
@@ -354,8 +356,10 @@ class MonitorWorker:
     def _restored(self, assigned) -> None:
         """The models of these partitions are loaded: the input may hand their records out, once
         checked against the positions the models had read them up to (``BatchedInput.restored``;
-        on the direct route: repartitioned, the positions saved are of the routers' sources)."""
-        names = {f"{tp.topic}:{tp.partition}": tp for tp in assigned} if not self.repartition else {}
+        repartitioned, their routed positions: a routed topic recreated with its committed
+        offsets is noticed so, and its models forget the positions of its lost log, which would
+        otherwise hide the new log's records and restart markers)."""
+        names = {f"{tp.topic}:{tp.partition}": tp for tp in assigned}
         self.input.restored(assigned, {names[tp]: off for tp, off in self.engine.replay_until.items() if tp in names})
 
     def _input_restarted(self, tps, lost: Optional[dict] = None, again=(), every: bool = False) -> None:
@@ -590,8 +594,12 @@ class MonitorWorker:
         predictions, outcomes, records = await self.input.poll(s.poll_timeout_ms, s.max_batch)
         segments = [(predictions, outcomes, None)]
         if self.repartition:  # forwarded predictions and outcomes, and restart markers between them
+            # Records below a restored state's routed position are marked (see ReplayedRecord).
+            replay = self.engine.replay_until
+            below = {name: off for name, off in replay.items() if name.startswith(self._routed_prefix)} if replay else None
+            self._replaying = bool(below)
             segments = [([r for r in rs if r.kind != OUTCOME], [r for r in rs if r.kind == OUTCOME], marker)
-                        for rs, marker in routed_segments(outcomes)]
+                        for rs, marker in routed_segments(outcomes, below)]
             if len(segments) == 1:
                 predictions, outcomes = segments[0][0], segments[0][1]
             else:
@@ -621,6 +629,7 @@ class MonitorWorker:
                     await self._apply(preds, outs)
                 if marker is not None:
                     self._forget_source(marker)
+                    await asyncio.sleep(0)  # (heartbeats: many markers come together after a restart)
             self._in_flight = False
             if self.published["alerts"] > alerts_before:
                 oldest = min((r.timestamp for r in predictions + outcomes if r.timestamp and r.timestamp > 0), default=None)
@@ -642,13 +651,17 @@ class MonitorWorker:
         started again (``MonitorEngine.forget_source``)."""
         part = int(marker.routed.rsplit(":", 1)[1])
         routed_of = self._routed_of
-        if len(routed_of) > MAX_CACHED_MODELS:  # (ids of models gone since)
-            routed_of.clear()
-        for model_id in {key[0] for key in self.engine.monitors} | set(self.engine.joiners):
-            if model_id not in routed_of:  # (murmur2 is pure Python: once per model held)
-                routed_of[model_id] = model_partition(model_id, self.routed_partitions)
-        held = {model_id for model_id, p in routed_of.items() if p == part}
-        forgotten = self.engine.forget_source(marker.source, marker.end, marker.routed, marker.offset, held.__contains__)
+        if len(routed_of) > 2 * (len(self.engine.monitors) + len(self.engine.joiners)) + 1000:
+            held = {key[0] for key in self.engine.monitors} | set(self.engine.joiners)
+            self._routed_of = routed_of = {model_id: p for model_id, p in routed_of.items() if model_id in held}
+
+        def in_part(model_id: str) -> bool:
+            p = routed_of.get(model_id)
+            if p is None:  # (murmur2 is pure Python: once per model held, and only those with the source)
+                p = routed_of[model_id] = model_partition(model_id, self.routed_partitions)
+            return p == part
+
+        forgotten = self.engine.forget_source(marker.source, marker.end, marker.routed, marker.offset, in_part)
         if forgotten:
             log.warning("%s started again (%s): %d model(s) of routed partition %d forgot the offsets they had applied "
                         "from it", marker.source, "noticed by its router" if marker.end < 0 else
@@ -893,7 +906,7 @@ class MonitorWorker:
                                                not_after=math.inf if future is None else time.time() + future)
         at = msgs
         if self.engine.replay_until or self.engine.dedupe:
-            tags = [(f"{m.topic}:{m.partition}", m.offset) for m in msgs]
+            tags = position_tags(msgs) if self._replaying else [(f"{m.topic}:{m.partition}", m.offset) for m in msgs]
             for batch in batches.values():
                 batch.positions = [tags[i] for i in batch.positions]
             at = dict(zip(tags, msgs))
@@ -945,7 +958,8 @@ class MonitorWorker:
     def _process_outcomes(self, msgs) -> list:
         if not msgs:
             return []
-        outcomes, rejected = decode_outcomes([m.value for m in msgs], [(f"{m.topic}:{m.partition}", m.offset) for m in msgs])
+        tags = position_tags(msgs) if self._replaying else [(f"{m.topic}:{m.partition}", m.offset) for m in msgs]
+        outcomes, rejected = decode_outcomes([m.value for m in msgs], tags)
         futures = self._dead_letters(msgs, rejected)
         counts: dict[str, int] = defaultdict(int)
         for o in outcomes:
@@ -963,7 +977,7 @@ class MonitorWorker:
                 joins_before[model_id] = (joiner.matched, joiner.unmatched, joiner.expired)
         out = self.engine.process_outcomes(outcomes)
         if out.refused_outcomes:
-            at = {(f"{x.topic}:{x.partition}", x.offset): x for x in msgs}
+            at = dict(zip(tags, msgs))
             futures += [self._dead_letter(at[o.position], f"too many models: outcome of {o.model_id} would exceed "
                                           f"max_models ({self.settings.max_models})") for o in out.refused_outcomes]
         for model_id in counts:

@@ -255,6 +255,95 @@ def test_repartitioned_models_forget_a_restarted_source_partition_in_routed_orde
     assert how in second.log_path.read_text()
 
 
+def test_a_model_restored_past_a_restart_marker_applies_the_lost_logs_records_before_it_once(bootstrap, tmp_path):
+    """Repartitioned: a worker applies 300 events of m, is killed before saving anything; the
+    predictions topic is recreated with 100 new events. The next worker replays the routed
+    topic (the lost log's 300, the restart markers, the new log's 100), saves m with 400 and
+    stops, and its commits are put back to where they were (as a kill -9 between a checkpoint's
+    state and its commit leaves them). The third replays all of it again: its watermarks of
+    the restarted partitions are the new log's, so only the routed position m was saved at
+    tells that the lost log's records before the markers are applied (before: 600 events)."""
+    import asyncio
+    import uuid
+
+    from aiokafka import TopicPartition
+
+    topics = unique_topics()
+    group = f"past-{uuid.uuid4().hex[:8]}"
+    routed = f"{group}-routed"
+    args = ("--route", "repartition", "--window-size", "100", "--warmup-size", "200")
+    stream = ModelStream("m", n_numeric=3, seed=9)
+
+    def send(n: int, start: int) -> None:
+        produce(bootstrap, topics["predictions"], [json.dumps(e).encode() for e in stream.events(n, start=start)])
+
+    first = WorkerProcess(bootstrap, topics, tmp_path / "first.log", args, group_id=group,
+                          env={"STREAMPROC_CHECKPOINT_SECONDS": "3600"})
+    try:
+        first.wait_ready()
+        send(300, 0)
+        wait_until(lambda: events_of(first, "m") == 300, 60, "the lost log's events applied")
+    finally:
+        first.proc.kill()
+        first.proc.wait()
+        first.log.close()
+    asyncio.run(_recreate(bootstrap, topics["predictions"], 4))
+    send(100, 300)
+    second = WorkerProcess(bootstrap, topics, tmp_path / "second.log", args, group_id=group)
+    try:
+        second.wait_ready()
+        wait_until(lambda: events_of(second, "m") == 400, 60, "both logs applied", detail=second.warnings)
+    finally:
+        assert second.stop() == 0  # saves m past the markers, and commits
+    asyncio.run(_commit_as_member(bootstrap, group, routed, {TopicPartition(routed, p): 0 for p in range(4)}))
+    third = WorkerProcess(bootstrap, topics, tmp_path / "third.log", args, group_id=group)
+    try:
+        third.wait_ready()
+        send(50, 400)
+        wait_until(lambda: events_of(third, "m") == 450, 60, "the replay applied nothing twice, and new events applied",
+                   detail=lambda: (events_of(third, "m"), third.warnings()))
+    finally:
+        third.stop()
+
+
+def test_a_routed_topic_recreated_with_its_committed_offsets_is_noticed_from_the_restored_positions(bootstrap, tmp_path):
+    """Repartitioned: the routed and predictions topics are both deleted and recreated (their
+    committed offsets go with them) while the state topic keeps m's 300 events. m's saved
+    routed positions are past the new routed log's end: the worker sees that the routed
+    partition started again, and m forgets the positions of its lost log, which hid the new
+    routed log's restart markers (applied "already" below them) and so the new predictions'
+    100 events (before: 300)."""
+    import asyncio
+    import uuid
+
+    topics = unique_topics()
+    group = f"both-{uuid.uuid4().hex[:8]}"
+    args = ("--route", "repartition", "--window-size", "100", "--warmup-size", "200")
+    stream = ModelStream("m", n_numeric=3, seed=9)
+
+    def send(n: int, start: int) -> None:
+        produce(bootstrap, topics["predictions"], [json.dumps(e).encode() for e in stream.events(n, start=start)])
+
+    first = WorkerProcess(bootstrap, topics, tmp_path / "first.log", args, group_id=group)
+    try:
+        first.wait_ready()
+        send(300, 0)
+        wait_until(lambda: events_of(first, "m") == 300, 60, "the lost log's events applied")
+    finally:
+        assert first.stop() == 0
+    asyncio.run(_recreate(bootstrap, topics["predictions"], 4))
+    asyncio.run(_recreate(bootstrap, f"{group}-routed", 4))
+    send(100, 300)
+    second = WorkerProcess(bootstrap, topics, tmp_path / "second.log", args, group_id=group)
+    try:
+        second.wait_ready()
+        wait_until(lambda: events_of(second, "m") == 400, 60, "the new log's events applied",
+                   detail=lambda: (events_of(second, "m"), second.warnings()))
+    finally:
+        second.stop()
+    assert "past its end" in second.log_path.read_text()
+
+
 async def _commit_as_member(bootstrap: str, group: str, topic: str, offsets: dict) -> None:
     """Join the group on ``topic`` and commit these offsets (TopicPartition -> offset) as its
     member (Tansu refuses a commit from outside a group that has had members)."""
