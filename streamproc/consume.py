@@ -177,7 +177,18 @@ class BatchedInput:
             await prefetch()
         if self._stash or self._held:
             records = self._hold_back(records)
-        await self._restarts(records)
+        try:
+            await self._restarts(records)
+        except BaseException:
+            # None of these is handed out, and the consumer's positions are past them: read
+            # them again (else the next commit passes them, and they are never applied).
+            for tp, msgs in records.items():
+                if msgs:
+                    try:
+                        c.seek(tp, msgs[0].offset)
+                    except (AssertionError, IllegalStateError):  # revoked meanwhile
+                        pass
+            raise
         others = []
         arrival = time.monotonic()
         for tp, msgs in records.items():
@@ -197,16 +208,23 @@ class BatchedInput:
             elif tp in c.paused():
                 c.resume(tp)
         now = time.monotonic()
+        paused = c.paused()
         for tp in merged_tps:
-            if tp in records or tp not in self.last_arrival:
+            # A paused partition (its buffer full) is not fetched: its high watermark and
+            # arrivals stand still while its log grows, so it never counts as idle (it would
+            # drop out of the horizon, and later records of the others go before its own).
+            if tp in records or tp not in self.last_arrival or tp in paused:
                 self.last_arrival[tp] = now
         quiet = {tp for tp in merged_tps if now - self.last_arrival[tp] >= self.max_idle}
         idle = quiet & await caught_up(c, quiet)
         # Records stamped (by their producers, in ms) within the last max_idle may still have
-        # earlier records of an idle partition in flight; they wait, up to max_idle after arrival.
+        # earlier records of an idle partition in flight; they wait, up to max_idle after
+        # arrival. Outcomes too: one handed out before its prediction would find nothing.
         hold_after = time.time() * 1000 - self.max_idle * 1000
         merged = self.merge.release(idle, merged_tps, hold_after, now - self.max_idle)
-        return merged, others + self.after.release_below(self.merge.frontier(merged_tps, idle)), records
+        others += self.after.release_below(self.merge.frontier(merged_tps, idle),
+                                           self.merge.held(merged_tps, idle, hold_after), now - self.max_idle)
+        return merged, others, records
 
     @property
     def ends_checked(self) -> bool:

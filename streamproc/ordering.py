@@ -129,11 +129,7 @@ class MergeBuffer:
         """
         assigned = list(self.parts) if assigned is None else list(assigned)
         limit = self.horizon(assigned, idle)
-        held = float("inf")  # records from here on wait for in-flight records of idle partitions
-        if hold_after is not None:
-            for tp in assigned:
-                if tp in idle and tp in self.parts:
-                    held = min(held, max(self.parts[tp].latest, hold_after))
+        held = self.held(assigned, idle, hold_after)
         ripe = float("-inf") if arrived_before is None else arrived_before
         runs, keys = [], []
         for tp in assigned:
@@ -154,6 +150,16 @@ class MergeBuffer:
                 cut = min(cut, max(bisect_left(part.keys, held, h, end), bisect_right(part.arrivals, ripe, h, end)))
             self._take(tp, part, cut, runs, keys)
         return _merged(runs, keys)
+
+    def held(self, assigned: Iterable[Hashable], idle: set, hold_after: float | None) -> float:
+        """The key from which records wait for in-flight records of idle partitions (see the
+        module's docstring; inf: none wait)."""
+        held = float("inf")
+        if hold_after is not None:
+            for tp in assigned:
+                if tp in idle and tp in self.parts:
+                    held = min(held, max(self.parts[tp].latest, hold_after))
+        return held
 
     def _take(self, tp: Hashable, part: _Partition, cut: int, runs: list, keys: list) -> None:
         """Release a partition's records up to ``cut`` (a run, and its keys)."""
@@ -177,13 +183,20 @@ class MergeBuffer:
                 bound = min(bound, part.latest)
         return bound
 
-    def release_below(self, limit: float) -> list:
+    def release_below(self, limit: float, held: float = float("inf"), arrived_before: float | None = None) -> list:
         """Remove and return every partition's records keyed below ``limit`` (another merge's
-        ``frontier``), in (timestamp, partition, offset) order."""
+        ``frontier``), in (timestamp, partition, offset) order; those keyed at ``held`` or later
+        (another merge's ``held``) only if they arrived before ``arrived_before``, as ``release``
+        holds its own."""
+        ripe = float("-inf") if arrived_before is None else arrived_before
         runs, keys = [], []
         for tp, part in self.parts.items():
             if part:
-                self._take(tp, part, bisect_left(part.keys, limit, part.head, len(part.records)), runs, keys)
+                h, end = part.head, len(part.records)
+                cut = bisect_left(part.keys, limit, h, end)
+                if held != float("inf"):
+                    cut = min(cut, max(bisect_left(part.keys, held, h, end), bisect_right(part.arrivals, ripe, h, end)))
+                self._take(tp, part, cut, runs, keys)
         return _merged(runs, keys)
 
     def commit_offsets(self) -> dict:

@@ -85,6 +85,9 @@ class Consumer:
         for tp in tps:
             self.pos[tp] = 0
 
+    def seek(self, tp, offset):
+        self.pos[tp] = offset
+
     def paused(self):
         return set(self.paused_tps)
 
@@ -623,3 +626,120 @@ def test_an_outcome_is_handed_out_only_after_the_predictions_stamped_before_it()
         assert source.positions()[o0] == 1
 
     asyncio.run(main())
+
+
+# -- found by review: merging while partitions are paused, idle, or a poll fails ---------------
+
+
+def _rec(tp, offset, ts, value=b"{}"):
+    return SimpleNamespace(topic=tp.topic, partition=tp.partition, offset=offset, timestamp=ts, key=None, value=value,
+                           headers=[])
+
+
+def _poller(c, src, out: list, item):
+    """A poll of ``src`` answered by ``fetch``, what it hands out appended to ``out`` (as ``item``)."""
+    async def poll(fetch):
+        c.fetches.append(fetch)
+        merged, others, got = await src.poll(0, 100)
+        out.extend(item(m) for m in merged + others)
+        src.done(got)
+    return poll
+
+
+def test_a_partition_paused_with_its_buffer_full_is_never_idle():
+    """Partition 0 fills its buffer and is paused; its producer goes on (a record stamped 105 in
+    the log, not fetched while paused). Partition 1 reads a backlog stamped past 105: none of
+    its later records goes before 105 (before, the paused partition looked quiet and caught up
+    against its stale high watermark, counted as idle, and left the horizon)."""
+    p0, p1 = TopicPartition("predictions", 0), TopicPartition("predictions", 1)
+    log = {p0: [_rec(p0, i, 100 + i) for i in range(4)], p1: [_rec(p1, i, 10 + 7 * i) for i in range(30)]}
+
+    class Log(Consumer):
+        async def getmany(self, timeout_ms, max_records):  # a fetch reads the log; paused partitions are not asked
+            want = self.fetches.pop(0) if self.fetches else {}
+            out = {}
+            for tp, n in want.items():
+                if tp in self.paused_tps:
+                    continue
+                got = [m for m in log[tp] if m.offset >= self.pos[tp]][:n]
+                if got:
+                    out[tp] = got
+                    self.pos[tp] = got[-1].offset + 1
+                self.hw[tp], self.polled[tp] = len(log[tp]), time.time() * 1000
+            return out
+
+    c = Log((p0, p1))
+    src = BatchedInput(c, "predictions", max_buffered=4, max_idle_ms=50)
+    src.assigned({p0, p1})
+    order = []
+
+    async def run():
+        poll = _poller(c, src, order, lambda m: m.timestamp)
+        await poll({p0: 4, p1: 1})  # p0's buffer full: paused
+        log[p0].append(_rec(p0, 4, 105))
+        await asyncio.sleep(0.1)
+        for _ in range(30):
+            await poll({p0: 5, p1: 3})
+        for _ in range(3):
+            await asyncio.sleep(0.1)
+            await poll({p0: 5, p1: 5})
+
+    asyncio.run(run())
+    assert 105 in order and order == sorted(order)
+
+
+@pytest.mark.parametrize("second", ["predictions", "outcomes"])
+def test_an_outcome_waits_like_a_prediction_for_a_prediction_in_flight_on_an_idle_partition(second):
+    """After a pause in production both partitions are idle; prediction X (stamped now) is in
+    flight on predictions[0] when Y, stamped 5 ms later, arrives: a prediction or an outcome,
+    Y goes after X (before, an outcome went at once, and found nothing to join)."""
+    p0, other = TopicPartition("predictions", 0), TopicPartition(second, 0 if second == "outcomes" else 1)
+    c = Consumer((p0, other))
+    src = BatchedInput(c, "predictions", 1000, 100)
+    src.assigned({p0, other})
+    order = []
+
+    async def run():
+        poll = _poller(c, src, order, lambda m: (m.topic, m.partition, m.offset))
+        old = time.time() * 1000 - 10_000
+        await poll({p0: [_rec(p0, 0, old)], other: [_rec(other, 0, old)]})
+        await asyncio.sleep(0.2)
+        await poll({})  # both quiet and caught up: idle
+        await asyncio.sleep(0.2)
+        now = time.time() * 1000
+        await poll({other: [_rec(other, 1, now + 5)]})  # Y first; X in flight
+        await poll({p0: [_rec(p0, 1, now)]})
+        for _ in range(5):
+            await asyncio.sleep(0.1)
+            await poll({})
+
+    asyncio.run(run())
+    assert order.index(("predictions", 0, 1)) < order.index((other.topic, other.partition, 1))
+
+
+def test_a_poll_that_fails_after_its_fetch_reads_those_records_again():
+    """A KafkaError after ``getmany`` returned (here the end check cannot get another
+    partition's position in time) hands nothing out: the consumer goes back to the first
+    record fetched, so the records are read again, not committed past (before, outcomes[0]'s
+    offsets 1 and 2 were never forwarded and the commit went to 4)."""
+    p0, p1 = TopicPartition("outcomes", 0), TopicPartition("outcomes", 1)
+    c = Consumer((p0, p1))
+    src = BatchedInput(c, None, 100, 1000)
+    src.assigned({p0, p1})
+    t = [0.0]
+    src.clock = lambda: t[0]
+    handed = []
+
+    async def run():
+        poll = _poller(c, src, handed, lambda m: (m.partition, m.offset))
+        await poll({p0: [_rec(p0, 0, 1000)], p1: [_rec(p1, 0, 1000)]})
+        t[0], c.failing = 5.0, {p1}
+        with pytest.raises(KafkaError):
+            await poll({p0: [_rec(p0, 1, 1001), _rec(p0, 2, 1002)]})
+        assert c.pos[p0] == 1  # back to the first record of the failed fetch
+        c.failing, t[0] = set(), 10.0
+        await poll({p0: [_rec(p0, 1, 1001), _rec(p0, 2, 1002), _rec(p0, 3, 1003)]})  # read again from there
+
+    asyncio.run(run())
+    assert handed == [(0, 0), (1, 0), (0, 1), (0, 2), (0, 3)]
+    assert src.positions()[p0] == 4
