@@ -237,3 +237,62 @@ def test_a_worker_evicted_from_its_group_does_not_save_over_its_successors_state
         a.stop()
         if b is not None:
             b.stop()
+
+
+def test_a_source_restart_one_router_notices_reaches_the_models_the_other_worker_holds(bootstrap, tmp_path):
+    """Two workers, repartitioned, one model in each routed partition (so each worker holds
+    two). The predictions topic is recreated (the routers' committed offsets of the lost log
+    put back, as Kafka keeps them when a partition loses its data) and each model gets 100
+    events on the new log, below the offsets it applied: each router notices the restarts of
+    its own source partitions, and its markers reach every routed partition, whichever worker
+    holds it (before, the other worker's models skipped those partitions' new records: 348 to
+    352 events of 400)."""
+    from aiokafka import TopicPartition
+
+    from streamproc.router import model_partition
+
+    from .test_broker_restart import _commit_as_member, _committed, _recreate, events_of
+
+    topics = unique_topics()
+    group = f"marks-{uuid.uuid4().hex[:8]}"
+    args = ("--route", "repartition", "--window-size", "100", "--warmup-size", "200")
+    first_of: dict = {}
+    for i in range(200):
+        first_of.setdefault(model_partition(f"m{i}", 4), f"m{i}")
+    models = [first_of[p] for p in range(4)]
+    streams = {m: ModelStream(m, n_numeric=3, seed=i) for i, m in enumerate(models)}
+
+    def send(n: int, start: int) -> None:
+        for m in models:  # no keys: spread over the source partitions, so over both routers
+            produce(bootstrap, topics["predictions"], [json.dumps(e).encode() for e in streams[m].events(n, start=start)])
+
+    def totals(workers) -> list:
+        return [sum(events_of(w, m) for w in workers) for m in models]
+
+    def start_two(name: str) -> list:
+        workers = [WorkerProcess(bootstrap, topics, tmp_path / f"{name}{i}.log", args, group_id=group) for i in range(2)]
+        for w in workers:
+            w.wait_ready()
+        return workers
+
+    workers = start_two("before")
+    try:
+        send(300, 0)
+        wait_until(lambda: totals(workers) == [300] * 4, 90, "the lost log's events applied")
+        assert all(by_worker(workers))  # both hold models
+    finally:
+        for w in workers:
+            w.stop()
+    old = asyncio.run(_committed(bootstrap, f"{group}-router", topics["predictions"], 4))
+    asyncio.run(_recreate(bootstrap, topics["predictions"], 4))
+    asyncio.run(_commit_as_member(bootstrap, f"{group}-router", topics["predictions"],
+                                  {TopicPartition(topics["predictions"], p): off for p, off in old.items() if off}))
+    send(100, 300)
+    workers = start_two("after")
+    try:
+        wait_until(lambda: totals(workers) == [400] * 4, 90, "the new log's events applied by every model",
+                   detail=lambda: (totals(workers), by_worker(workers)))
+        assert all(by_worker(workers))
+    finally:
+        for w in workers:
+            w.stop()
