@@ -204,10 +204,10 @@ class MonitorConfig(_Shared):
     retrain: RetrainConfig = Field(default_factory=RetrainConfig)
     cooldown_events: Optional[int] = Field(None, ge=0, description="Minimum events between two stream-detector alerts of the same kind; default one window.")
     stream_clear_windows: int = Field(
-        3, ge=0, le=1000, description="A stream-detector drift (ADWIN, Page-Hinkley) lasts while its detector keeps "
-        "confirming changes less than this many windows of the signal's events apart, until one confirms the signal "
-        "back within min_effect of its baseline; while it lasts, its detections at the same or a lower severity raise no "
-        "alert (and so no retrain request). 0: every detection past cooldown_events alerts.")
+        3, ge=0, le=1000, description="A stream-detector drift (ADWIN, Page-Hinkley) lasts until the mean of this many "
+        "blocks of window_size values of its signal in a row is back near its baseline (within min_effect, and two "
+        "standard errors of such a mean); while it lasts, its detections at the same or a lower severity on the same side "
+        "raise no alert (and so no retrain request). 0: every detection past cooldown_events alerts.")
     retire_version_seconds: Optional[float] = Field(
         30 * 86400, ge=3600, description="A model version without events for this long while its model had traffic is "
         "retired: its monitor and metric series go, freeing its memory and its place in max_models. Time counts on the "

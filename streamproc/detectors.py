@@ -78,13 +78,14 @@ class StreamDetectors:
         ``levels`` gets, for each block of ``block`` finite values completed, ``(position of its
         last value, effect of its mean)``: whether the signal is still away from its baseline.
         """
-        if levels is not None and block > 0:
-            self._levels(values, levels, block)
         changes: list[Change] = []
         adwin, ph, pending = self.adwin, self.ph, self.pending
         confirm = self.signal.confirm
         finite = np.isfinite(values)
-        if finite.all():
+        whole = bool(finite.all())
+        if levels is not None and block > 0:
+            self._levels(values, None if whole else np.flatnonzero(finite), levels, block)
+        if whole:
             items = enumerate(values.tolist())
         else:
             items = zip(np.flatnonzero(finite).tolist(), values[finite].tolist())
@@ -109,10 +110,14 @@ class StreamDetectors:
                     pending["page_hinkley"] = [0, 0.0]
         return changes
 
-    def _levels(self, values: np.ndarray, levels: list, block: int) -> None:
-        positions = np.flatnonzero(np.isfinite(values))
-        finite = values[positions]
+    def _levels(self, values: np.ndarray, positions: Optional[np.ndarray], levels: list, block: int) -> None:
+        """Add ``values`` (at ``positions``, None: all finite) to the block in progress; append
+        ``(position, effect)`` per block completed (see ``update``)."""
+        finite = values if positions is None else values[positions]
         total, n = getattr(self, "_block_sum", 0.0), getattr(self, "_block_n", 0)  # (0 in states saved before blocks)
+        if n + len(finite) < block:  # (most calls: no block completed)
+            self._block_sum, self._block_n = total + float(finite.sum()), n + len(finite)
+            return
         i = 0
         while i < len(finite):
             take = min(block - n, len(finite) - i)
@@ -120,13 +125,17 @@ class StreamDetectors:
             n += take
             i += take
             if n >= block:
-                levels.append((int(positions[i - 1]), (total / n - self.mean) / self.std))
+                levels.append((i - 1 if positions is None else int(positions[i - 1]), (total / n - self.mean) / self.std))
                 total, n = 0.0, 0
         self._block_sum, self._block_n = total, n
 
-    def away(self, effect: float) -> bool:
-        """Whether a mean with this effect is away from the baseline (drift, not noise)."""
-        return (effect if self.direction == "up" else abs(effect)) >= self.signal.min_effect
+    def away(self, effect: float, block: int) -> bool:
+        """Whether a mean of ``block`` values with this effect is away from the baseline: at
+        least ``min_effect``, and two standard errors of such a mean (1/sqrt(block) baseline
+        standard deviations each: with small windows, or a min_effect of 0, noise alone would
+        keep a drift going for ever)."""
+        size = effect if self.direction == "up" else abs(effect)
+        return size >= max(self.signal.min_effect, 2.0 / math.sqrt(block))
 
     def _confirm(self, detector: str, position: int, recent_mean: float, changes: list) -> None:
         effect = (recent_mean - self.mean) / self.std

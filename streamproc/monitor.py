@@ -140,6 +140,9 @@ class ModelMonitor:
         if reference.score is not None and (self.cfg.adwin.enabled or self.cfg.page_hinkley.enabled):
             self.detectors = StreamDetectors(reference.score.mean, reference.score.std, self.cfg.adwin,
                                              self.cfg.page_hinkley, self.cfg.score)
+        policy = getattr(self, "policy", None)
+        if policy is not None:  # a new baseline: a drift from the old one is not one from it
+            policy.end_stream_drifts("prediction_drift")
 
     def _cap_findings(self, info: WindowInfo) -> list[Finding]:
         """Data-quality findings, once per reference, for the caps that bound memory."""
@@ -267,7 +270,7 @@ class ModelMonitor:
             changes = self.detectors.update(scores, levels, self._level_block)
             if changes or levels:
                 immediate += self._stream_findings("prediction_drift", "prediction_score", changes, levels,
-                                                   self.detectors, self.cfg.score, at, self.events)
+                                                   self.detectors, self._level_block, self.cfg.score, at, self.events)
         if immediate:
             result.alerts.extend(self.policy.decide(immediate))
         if self.cfg.window.kind == "count":
@@ -394,8 +397,8 @@ class ModelMonitor:
         return self.cfg.window_size if self.cfg.stream_clear_windows else 0
 
     @staticmethod
-    def _stream_findings(kind: str, signal: str, changes: list[Change], levels: list, det: StreamDetectors, sig_cfg,
-                         info: Callable[[int], WindowInfo], base: int) -> list[Finding]:
+    def _stream_findings(kind: str, signal: str, changes: list[Change], levels: list, det: StreamDetectors, block: int,
+                         sig_cfg, info: Callable[[int], WindowInfo], base: int) -> list[Finding]:
         """Findings of a stream detector's changes and of the signal's level readings (detector
         ``LEVEL``, severity "warning" while the signal is away from its baseline, else None:
         they end a drift, never alert), in the order of their positions."""
@@ -405,7 +408,7 @@ class ModelMonitor:
                     for ch in changes]
         if levels:
             findings += [Finding(kind, LEVEL, signal, None, effect, sig_cfg.min_effect,
-                                 "warning" if det.away(effect) else None, info(position), position=base + position)
+                                 "warning" if det.away(effect, block) else None, info(position), position=base + position)
                          for position, effect in levels]
             findings.sort(key=lambda f: f.position)  # (stable: at one position, a change before a level)
         return findings
@@ -431,7 +434,7 @@ class ModelMonitor:
                                   (start + position) % size + 1)
 
             findings = self._stream_findings("concept_drift", "error", changes, levels, self.errors.detectors,
-                                             self.cfg.concept.signal, info, start)
+                                             self._level_block, self.cfg.concept.signal, info, start)
             result.alerts.extend(self.policy.decide(findings))
         if ts:
             first = (start + len(ts) - 1) // size * size - start

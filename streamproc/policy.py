@@ -9,9 +9,12 @@ Rules (per model version):
   below ``warning * hysteresis``, so a statistic hovering at the threshold does not flap.
 * A stream detector change (ADWIN, Page-Hinkley) raises an alert unless the same key alerted
   less than ``cooldown_events`` events ago, or the key is in a drift at the same or a higher
-  severity. Like a PSI drift, a stream drift lasts until the signal is back: until
-  ``stream_clear_windows`` level readings in a row (the mean of each window's worth of the
-  signal's values, findings of detector ``LEVEL``) are within ``min_effect`` of the baseline.
+  severity on the same side of the baseline. Like a PSI drift, a stream drift lasts until the
+  signal is back: until ``stream_clear_windows`` level readings in a row (the mean of each
+  ``window_size`` values of the signal, findings of detector ``LEVEL``, "warning" when away
+  from the baseline: see ``StreamDetectors.away``) are not away on the drift's side. A change
+  confirmed on the drift's side, even suppressed, keeps it going; one on the other side alerts
+  only if critical (a swing past the baseline; a smaller one is the signal settling back).
   Without this, a detector that fires again and again in a drifted regime (Page-Hinkley on a
   noisy error) alerted, and asked for a retrain, each time.
 * Alert ids are UUIDv5 of the model, version, key, window index, severity and (for stream
@@ -94,7 +97,8 @@ class PolicyState:
     active: dict[tuple, str] = field(default_factory=dict)  # key -> severity while in drift
     calm: dict[tuple, int] = field(default_factory=dict)  # key -> calm windows in a row while active
     last_stream_alert: dict[tuple, int] = field(default_factory=dict)  # key -> event position
-    # key -> [severity, level readings back at the baseline in a row] while a stream detector's drift lasts
+    # key -> [severity, level readings not away the same way in a row, +1 or -1: the side of the
+    # baseline the drift went to] while a stream detector's drift lasts
     stream_active: dict[tuple, list] = field(default_factory=dict)
     last_retrain_window: Optional[int] = None
     pending_critical: list[dict] = field(default_factory=list)  # critical alerts since the last window closed
@@ -149,18 +153,24 @@ class AlertPolicy:
         clear = self.cfg.stream_clear_windows
         if not hasattr(st, "stream_active"):  # (a state saved before stream drifts lasted)
             st.stream_active = {}
+        side = 1 if f.statistic >= 0 else -1  # (a drift down and one up are two drifts)
         if f.detector == LEVEL:
             for k in [k for k in st.stream_active if k[0] == f.type and k[2] == f.signal]:
                 drift = st.stream_active[k]
-                drift[1] = 0 if f.severity is not None else drift[1] + 1
+                drift[1] = 0 if f.severity is not None and drift[2] == side else drift[1] + 1
                 if drift[1] >= clear:
                     del st.stream_active[k]
             return False
         if f.severity is None:
             return False
         active = st.stream_active.get(key)
-        if active is not None and SEVERITY_RANK[f.severity] <= SEVERITY_RANK[active[0]]:
-            active[1] = 0  # a change confirmed away from the baseline: still in drift
+        if active is not None and SEVERITY_RANK[f.severity] <= SEVERITY_RANK[active[0]] and (
+                active[2] == side or f.severity != "critical"):
+            # The same way: still in drift. The other way, unless critical (a swing past the
+            # baseline): the signal settling back (a change's effect is the mean of only
+            # ``confirm`` values).
+            if active[2] == side:
+                active[1] = 0
             st.suppressed += 1
             return False
         last = st.last_stream_alert.get(key)
@@ -169,8 +179,15 @@ class AlertPolicy:
             return False
         st.last_stream_alert[key] = f.position
         if clear:
-            st.stream_active[key] = [f.severity, 0]
+            st.stream_active[key] = [f.severity, 0, side]
         return True
+
+    def end_stream_drifts(self, kind: str) -> None:
+        """Forget the stream drifts of this type (a new reference: a new baseline to drift from)."""
+        active = getattr(self.state, "stream_active", None)
+        if active:
+            for key in [key for key in active if key[0] == kind]:
+                del active[key]
 
     def decide(self, findings: list[Finding]) -> list[dict]:
         """The alerts for the findings of one step, in order (critical ones count toward a retrain)."""

@@ -148,3 +148,13 @@ def test_batch_updates_equal_one_update():
         offset += len(chunk)
     assert changes == [(c.detector, c.position, c.effect, c.critical) for c in one]
     assert len(one) >= 1
+
+
+def test_a_block_mean_is_away_only_past_min_effect_and_two_standard_errors():
+    from streamproc.config import SignalConfig
+
+    det = StreamDetectors(0.0, 1.0, ADWINConfig(), PageHinkleyConfig(), SignalConfig(min_effect=0.0))
+    assert det.away(0.5, 100) and not det.away(0.15, 100)  # 2 / sqrt(100) = 0.2: noise of a mean of 100
+    levels: list = []
+    det.update(np.array([0.3] * 250 + [np.nan] + [0.1] * 250), levels, 100)
+    assert [(p, round(e, 6)) for p, e in levels] == [(99, 0.3), (199, 0.3), (300, 0.2), (400, 0.1), (500, 0.1)]

@@ -374,3 +374,24 @@ def test_a_retrain_request_names_only_the_alerts_that_caused_it():
     p = policy(retrain={"on_critical": False})
     alerts, (request,) = step(p, 3, psi_finding(3, 0.4, "x0"), quality, score)
     assert request["alert_ids"] == [a["alert_id"] for a in alerts if a["type"] == "data_drift"]
+
+
+def test_a_critical_swing_to_the_other_side_of_the_baseline_is_a_new_drift_a_small_one_is_not():
+    p = policy(window_size=1000)
+    up = Finding("prediction_drift", "adwin", "prediction_score", None, 1.0, 0.5, "critical", win(0), position=100)
+    assert len(alerts_of(p, up)) == 1
+    settling = Finding("prediction_drift", "adwin", "prediction_score", None, -0.11, 0.1, "warning", win(2), position=2100)
+    assert alerts_of(p, settling) == []
+    down = Finding("prediction_drift", "adwin", "prediction_score", None, -1.0, 0.5, "critical", win(4), position=4100)
+    (a,) = alerts_of(p, down)
+    assert a["statistic"] == -1.0
+    # Readings away on the first drift's side no longer keep a drift going: it is the other side's now.
+    assert alerts_of(p, *[level(5000 + 1000 * w, False) for w in range(3)]) == []
+    assert p.state.stream_active == {}
+
+
+def test_a_new_reference_ends_the_score_drifts_of_the_old_one():
+    p = policy(window_size=1000)
+    assert len(alerts_of(p, stream_finding(100))) == 1
+    p.end_stream_drifts("prediction_drift")
+    assert len(alerts_of(p, stream_finding(1200))) == 1
