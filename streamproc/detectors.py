@@ -82,13 +82,13 @@ class StreamDetectors:
         adwin, ph, pending = self.adwin, self.ph, self.pending
         confirm = self.signal.confirm
         finite = np.isfinite(values)
-        whole = bool(finite.all())
+        positions = None if finite.all() else np.flatnonzero(finite)  # (None: every value is finite)
         if levels is not None and block > 0:
-            self._levels(values, None if whole else np.flatnonzero(finite), levels, block)
-        if whole:
+            self._levels(values, positions, levels, block)
+        if positions is None:
             items = enumerate(values.tolist())
         else:
-            items = zip(np.flatnonzero(finite).tolist(), values[finite].tolist())
+            items = zip(positions.tolist(), values[positions].tolist())
         adwin_update = adwin.update if adwin is not None else None
         ph_update = ph.update if ph is not None else None
         for i, v in items:

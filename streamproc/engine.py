@@ -57,6 +57,28 @@ def _forgotten(tp: str, partitions: Optional[set[str]]) -> bool:
     return partitions is None or tp in partitions
 
 
+def _unapplied_positions(positions: list, obj) -> tuple[list[int], dict[str, int]]:
+    """The indices of the records at these positions that ``obj`` (a monitor or a joiner, or
+    None) has not applied (nor a record before them in the list), and its watermarks once they
+    are. A position is ("topic:partition", offset), None (not checked: kept), or, read again
+    below a restored state's routed position, ("topic:partition", offset, routed partition,
+    routed offset): applied if the state was saved past that routed offset, whatever its
+    source watermark says (a restart marker may have reset it since)."""
+    fresh = dict(getattr(obj, "applied", None) or {}) if obj is not None else {}
+    keep = []
+    for i, position in enumerate(positions):
+        if position is None:
+            keep.append(i)
+            continue
+        if len(position) > 2 and fresh.get(position[2], 0) > position[3]:
+            continue
+        tp, off = position[0], position[1]
+        if off >= fresh.get(tp, 0):
+            keep.append(i)
+            fresh[tp] = off + 1
+    return keep, fresh
+
+
 MAX_RETIRED_VERSIONS = 1000  # retired versions a model remembers (a version's retirements: see _retired)
 # In a model's retired counts, the most retirements of a version forgotten (no version id has a
 # control character): a version it does not remember starts above it, so that one forgotten
@@ -351,19 +373,11 @@ class MonitorEngine:
             if joiner is None:
                 continue
             if self.replay_until or self.dedupe:
-                fresh = dict(getattr(joiner, "applied", None) or {})
-                kept = []
-                for it, o in zip(items, by_outcome[model_id]):
-                    if o.position is None:
-                        kept.append(it)
-                    elif len(o.position) > 2 and fresh.get(o.position[2], 0) > o.position[3]:
-                        continue  # (as in _unapplied)
-                    elif o.position[1] >= fresh.get(o.position[0], 0):
-                        kept.append(it)
-                        fresh[o.position[0]] = o.position[1] + 1
-                if not kept:
+                keep, fresh = _unapplied_positions([o.position for o in by_outcome[model_id]], joiner)
+                if not keep:
                     continue
-                items = kept
+                if len(keep) < len(items):
+                    items = [items[i] for i in keep]
                 if self.dedupe:
                     joiner.applied = fresh
             self.dirty_models.add(model_id)
@@ -425,15 +439,7 @@ class MonitorEngine:
     def _unapplied(batch: PredictionBatch, mon: Optional[ModelMonitor]) -> tuple[PredictionBatch, dict[str, int]]:
         """The records past the monitor's watermark (and not repeated within the batch), and the
         watermark once they are applied."""
-        fresh = dict(getattr(mon, "applied", None) or {}) if mon is not None else {}
-        keep = []
-        for i, position in enumerate(batch.positions):
-            tp, off = position[0], position[1]
-            if len(position) > 2 and fresh.get(position[2], 0) > position[3]:
-                continue  # read again below the routed position its state was saved at: applied
-            if off >= fresh.get(tp, 0):
-                keep.append(i)
-                fresh[tp] = off + 1
+        keep, fresh = _unapplied_positions(batch.positions, mon)
         return (batch if len(keep) == len(batch) else batch.take(keep)), fresh
 
     def forget_positions(self, partitions: Optional[set[str]] = None, count: bool = False,

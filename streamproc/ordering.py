@@ -71,6 +71,14 @@ class _Partition:
         self.keys.extend(keys.tolist())
         self.arrivals.extend([arrival] * len(msgs))
 
+    def held_cut(self, cut: int, held: float, ripe: float) -> int:
+        """``cut`` lowered so that records keyed at ``held`` or later stay, unless they arrived at
+        ``ripe`` or before (see ``MergeBuffer.held``)."""
+        if held == float("inf"):
+            return cut
+        h, end = self.head, len(self.records)
+        return min(cut, max(bisect_left(self.keys, held, h, end), bisect_right(self.arrivals, ripe, h, end)))
+
     def take(self, n: int) -> tuple[list, list]:
         h = self.head
         run, keys = self.records[h:h + n], self.keys[h:h + n]
@@ -146,9 +154,7 @@ class MergeBuffer:
                 # (a burst of one timestamp; ordinary records after one stamped ahead). No later
                 # record of any partition is keyed below the horizon.
                 cut = bisect_right(part.keys, limit, h, end)
-            if held != float("inf"):
-                cut = min(cut, max(bisect_left(part.keys, held, h, end), bisect_right(part.arrivals, ripe, h, end)))
-            self._take(tp, part, cut, runs, keys)
+            self._take(tp, part, part.held_cut(cut, held, ripe), runs, keys)
         return _merged(runs, keys)
 
     def held(self, assigned: Iterable[Hashable], idle: set, hold_after: float | None) -> float:
@@ -192,11 +198,8 @@ class MergeBuffer:
         runs, keys = [], []
         for tp, part in self.parts.items():
             if part:
-                h, end = part.head, len(part.records)
-                cut = bisect_left(part.keys, limit, h, end)
-                if held != float("inf"):
-                    cut = min(cut, max(bisect_left(part.keys, held, h, end), bisect_right(part.arrivals, ripe, h, end)))
-                self._take(tp, part, cut, runs, keys)
+                cut = bisect_left(part.keys, limit, part.head, len(part.records))
+                self._take(tp, part, part.held_cut(cut, held, ripe), runs, keys)
         return _merged(runs, keys)
 
     def commit_offsets(self) -> dict:

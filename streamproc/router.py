@@ -217,9 +217,12 @@ def routed_segments(msgs: list, below: Optional[dict] = None) -> list[tuple[list
     return out
 
 
-def position_tags(msgs: list) -> list[tuple]:
+def position_tags(msgs: list, replayed: bool = True) -> list[tuple]:
     """Each record's position for the engine's watermark checks: ("topic:partition", offset),
-    and for a ``ReplayedRecord`` also its routed partition and offset."""
+    and for a ``ReplayedRecord`` also its routed partition and offset (``replayed``: whether
+    there may be some)."""
+    if not replayed:
+        return [(f"{m.topic}:{m.partition}", m.offset) for m in msgs]
     return [(f"{m.topic}:{m.partition}", m.offset, m.routed, m.routed_offset) if type(m) is ReplayedRecord
             else (f"{m.topic}:{m.partition}", m.offset) for m in msgs]
 
@@ -293,26 +296,21 @@ class Router:
                 # end is noticed as a restart); from none, it may be a recreated topic's.
                 if await within(self.consumer.committed(tp), f"the committed offset of {tp.topic}[{tp.partition}] not known") is None:
                     due[tp] = max(self.consumer.highwater(tp) or 0, records[tp][-1].offset + 1)
-        except BaseException:
-            self._noticed |= noticed
-            raise
-        if not due:
-            self._marked.update(first)
-            return
-        try:
-            futures = [self.producer.send(self.routed, _ENCODER.encode([tp.topic, tp.partition, end]), partition=part,
-                                          headers=[(RESTART_HEADER, b"1")])
-                       for tp, end in due.items() for part in range(self.partitions)]
-            await asyncio.gather(*await asyncio.gather(*futures))
-            positions = self.input.positions()
-            starts = {}
-            for tp in noticed:
-                got = records.get(tp)
-                start = got[0].offset if got else positions.get(tp)
-                if start is not None:
-                    starts[tp] = start
-            if starts:
-                await commit(self.consumer, starts)
+            if due:
+                futures = [self.producer.send(self.routed, _ENCODER.encode([tp.topic, tp.partition, end]),
+                                              partition=part, headers=[(RESTART_HEADER, b"1")])
+                           for tp, end in due.items() for part in range(self.partitions)]
+                await asyncio.gather(*await asyncio.gather(*futures))
+            if noticed:
+                positions = self.input.positions()
+                starts = {}
+                for tp in noticed:
+                    got = records.get(tp)
+                    start = got[0].offset if got else positions.get(tp)
+                    if start is not None:
+                        starts[tp] = start
+                if starts:
+                    await commit(self.consumer, starts)
         except BaseException:
             self._noticed |= noticed  # marked again after the rewind (if not noticed again then)
             raise
@@ -321,6 +319,15 @@ class Router:
         for tp in noticed:
             log.info("%s[%d] started again: restart marker sent to the %d routed partitions", tp.topic, tp.partition,
                      self.partitions)
+
+    def partition_of(self, model_id: str) -> int:
+        """The routed partition of a model, remembered (``model_partition`` is murmur2 in Python)."""
+        part = self._partition_of.get(model_id)
+        if part is None:
+            if len(self._partition_of) >= MAX_CACHED_MODELS:  # ids come from the data: a flood of new ones
+                self._partition_of.clear()
+            part = self._partition_of[model_id] = model_partition(model_id, self.partitions)
+        return part
 
     def _forward(self, msgs) -> tuple[list, int]:
         """Send one batch to the routed topic and its unroutable messages to the dead-letter
@@ -334,9 +341,7 @@ class Router:
                 continue
             part = part_of.get(key)
             if part is None:
-                if len(part_of) >= MAX_CACHED_MODELS:  # ids come from the data: a flood of new ones
-                    part_of.clear()
-                part = part_of[key] = model_partition(key, self.partitions)
+                part = self.partition_of(key)
             by_partition.setdefault(part, []).append(
                 (msg.topic, msg.partition, msg.offset, self.topics[msg.topic], msg.key, msg.value, msg.timestamp))
         for part, entries in by_partition.items():

@@ -208,7 +208,6 @@ class MonitorWorker:
         # checkpoints started before: a rewind reloads them, and their retiring again is the same one.
         self._retired_unsaved: dict[ModelKey, int] = {}
         self._checkpoints_started = 0
-        self._routed_of: dict[str, int] = {}  # model id -> routed partition, of the models held (see _forget_source)
         self._replaying = False  # the batch in hand has records below restored routed positions (see routed_segments)
         self._routed_prefix = f"{config.worker.topics.routed_topic(config.worker.group_id)}:"  # routed "topic:partition"s
         self._restarted: list = []  # input partitions read again from their beginning, to forget (see _apply_restarts)
@@ -401,7 +400,6 @@ class MonitorWorker:
             self.metrics.forget_model(model_id)
         self._unexported.clear()
         self.engine.drop_all()
-        self._routed_of.clear()
         self.state_sizes.clear()
         self._too_large.clear()
         self.metrics.state_unsaved.set(0)
@@ -650,18 +648,9 @@ class MonitorWorker:
         the models of that partition forget what they applied from the source partition, if it
         started again (``MonitorEngine.forget_source``)."""
         part = int(marker.routed.rsplit(":", 1)[1])
-        routed_of = self._routed_of
-        if len(routed_of) > 2 * (len(self.engine.monitors) + len(self.engine.joiners)) + 1000:
-            held = {key[0] for key in self.engine.monitors} | set(self.engine.joiners)
-            self._routed_of = routed_of = {model_id: p for model_id, p in routed_of.items() if model_id in held}
-
-        def in_part(model_id: str) -> bool:
-            p = routed_of.get(model_id)
-            if p is None:  # (murmur2 is pure Python: once per model held, and only those with the source)
-                p = routed_of[model_id] = model_partition(model_id, self.routed_partitions)
-            return p == part
-
-        forgotten = self.engine.forget_source(marker.source, marker.end, marker.routed, marker.offset, in_part)
+        partition_of = self.router.partition_of  # (remembered: asked only of models with the source)
+        forgotten = self.engine.forget_source(marker.source, marker.end, marker.routed, marker.offset,
+                                              lambda model_id: partition_of(model_id) == part)
         if forgotten:
             log.warning("%s started again (%s): %d model(s) of routed partition %d forgot the offsets they had applied "
                         "from it", marker.source, "noticed by its router" if marker.end < 0 else
@@ -906,7 +895,7 @@ class MonitorWorker:
                                                not_after=math.inf if future is None else time.time() + future)
         at = msgs
         if self.engine.replay_until or self.engine.dedupe:
-            tags = position_tags(msgs) if self._replaying else [(f"{m.topic}:{m.partition}", m.offset) for m in msgs]
+            tags = position_tags(msgs, self._replaying)
             for batch in batches.values():
                 batch.positions = [tags[i] for i in batch.positions]
             at = dict(zip(tags, msgs))
@@ -958,7 +947,7 @@ class MonitorWorker:
     def _process_outcomes(self, msgs) -> list:
         if not msgs:
             return []
-        tags = position_tags(msgs) if self._replaying else [(f"{m.topic}:{m.partition}", m.offset) for m in msgs]
+        tags = position_tags(msgs, self._replaying)
         outcomes, rejected = decode_outcomes([m.value for m in msgs], tags)
         futures = self._dead_letters(msgs, rejected)
         counts: dict[str, int] = defaultdict(int)

@@ -419,7 +419,7 @@ def test_a_rewind_checks_the_restored_positions_even_when_a_rebalance_overlaps_i
         w = MonitorWorker.__new__(MonitorWorker)
         w.repartition, w.routed_partitions, w.state_sizes, w._too_large = False, 1, {}, set()
         w.engine, w.lock, w.state = MonitorEngine(CONFIG), asyncio.Lock(), State()
-        w._routed_of, w._restarted, w._saving, w._in_flight, w._must_rewind, w._unexported = {}, [], None, False, True, set()
+        w._restarted, w._saving, w._in_flight, w._must_rewind, w._unexported = [], None, False, True, set()
         w.metrics = SimpleNamespace(forget_model=lambda m: None, state_unsaved=SimpleNamespace(set=lambda v: None))
         w._ensure_topics = nothing
         w.consumer = c
