@@ -10,7 +10,9 @@ measured 0.07 that way.) Changes smaller than ``min_effect`` are dropped; with
 
 The mean of each block of values (a window's worth) is measured the same way, so that a drift
 can be said to last while the signal stays away from its baseline, whether or not the
-detectors fire again (see ``streamproc.policy``).
+detectors fire again (see ``streamproc.policy``). Values enter a block's mean clipped to
+``LEVEL_CLIP_SIGMA`` baseline standard deviations: one glitch (an absolute error of 1e6 among
+errors of about 1) would otherwise keep its block's mean away, and a drift going, on its own.
 
 >>> import numpy as np
 >>> from streamproc.config import ADWINConfig, PageHinkleyConfig
@@ -35,6 +37,8 @@ import numpy as np
 from river.drift import ADWIN, PageHinkley
 
 from .config import ADWINConfig, PageHinkleyConfig, SignalConfig
+
+LEVEL_CLIP_SIGMA = 10.0  # a value enters a block's mean at most this many baseline std from the baseline mean
 
 
 @dataclass(frozen=True)
@@ -114,6 +118,8 @@ class StreamDetectors:
         """Add ``values`` (at ``positions``, None: all finite) to the block in progress; append
         ``(position, effect)`` per block completed (see ``update``)."""
         finite = values if positions is None else values[positions]
+        reach = LEVEL_CLIP_SIGMA * self.std
+        finite = np.minimum(np.maximum(finite, self.mean - reach), self.mean + reach)
         total, n = getattr(self, "_block_sum", 0.0), getattr(self, "_block_n", 0)  # (0 in states saved before blocks)
         if n + len(finite) < block:  # (most calls: no block completed)
             self._block_sum, self._block_n = total + float(finite.sum()), n + len(finite)

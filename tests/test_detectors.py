@@ -158,3 +158,23 @@ def test_a_block_mean_is_away_only_past_min_effect_and_two_standard_errors():
     levels: list = []
     det.update(np.array([0.3] * 250 + [np.nan] + [0.1] * 250), levels, 100)
     assert [(p, round(e, 6)) for p, e in levels] == [(99, 0.3), (199, 0.3), (300, 0.2), (400, 0.1), (500, 0.1)]
+
+
+def test_a_glitch_does_not_keep_a_block_mean_away():
+    """An absolute error of 1e6 among errors of about 1 enters its block's mean clipped: the
+    block reads near the baseline, so the glitch alone does not keep a drift going."""
+    from streamproc.detectors import LEVEL_CLIP_SIGMA
+
+    rng = np.random.default_rng(3)
+    det = StreamDetectors(1.0, 0.5, ADWINConfig(), PageHinkleyConfig(), direction="up")
+    values = rng.normal(1.0, 0.5, 3000)
+    values[[10, 1500, 2999]] = [1e6, 1e9, 1e6]
+    levels: list = []
+    det.update(values, levels, 1000)
+    assert len(levels) == 3
+    assert not any(det.away(effect, 1000) for _, effect in levels)
+    assert max(effect for _, effect in levels) < 2 * LEVEL_CLIP_SIGMA / 1000 + 0.1
+    # A real shift still reads away: clipping bounds a value, not the drift.
+    shifted: list = []
+    det.update(rng.normal(1.0 + 0.5 * 30, 0.5, 1000), shifted, 1000)
+    assert shifted and det.away(shifted[0][1], 1000) and shifted[0][1] == pytest.approx(LEVEL_CLIP_SIGMA)
