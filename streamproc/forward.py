@@ -6,7 +6,9 @@
   (the worker keys both topics by model id, so in order per model). The first time the group
   owns a partition it commits its starting position (the end of the topic, or with
   ``from_beginning`` its start), so what arrives while the forwarder is down is forwarded
-  when it comes back.
+  when it comes back. A committed position the log no longer holds (retention removed those
+  messages, or the topic was made again) is read from the log's beginning, with a line on
+  stderr: forwarded again rather than skipped.
 * The body is the event exactly as it is on the topic (JSON, ``Content-Type:
   application/json``), with headers ``Idempotency-Key`` (the alert or request id) and
   ``X-Streamproc-Event`` (``alert`` or ``retrain_request``).
@@ -42,6 +44,7 @@ from typing import Awaitable, Callable, Optional
 
 import orjson
 from aiokafka import ConsumerRebalanceListener
+from aiokafka.errors import NoOffsetForPartitionError, OffsetOutOfRangeError
 
 from . import kafka
 
@@ -225,8 +228,9 @@ class Forwarder:
     """The consume, POST, commit loop (see the module docstring)."""
 
     def __init__(self, consumer, post: Post, max_retries: int = 8, base: float = 0.5, cap: float = 30.0,
-                 dedupe_size: int = DEDUPE_SIZE, out=None):
+                 dedupe_size: int = DEDUPE_SIZE, out=None, from_beginning: bool = False):
         self.consumer = consumer
+        self.from_beginning = from_beginning  # where a partition without a committed offset starts
         self.post = post
         self.max_retries = max_retries
         self.base = base
@@ -314,19 +318,54 @@ class Forwarder:
         except Exception as exc:  # noqa: BLE001 - a rebalance or broker trouble: the next owner forwards them again
             _say(f"could not commit offsets ({type(exc).__name__}: {exc}); those messages may be forwarded again")
 
-    async def _anchor(self, batch: dict) -> None:
-        """Give every partition this forwarder owns a committed position, once.
+    async def _next_batch(self):
+        """``_until_stopped(getmany)``, placing partitions the consumer found no position for.
 
-        A group without one starts where ``auto_offset_reset`` says (the end, without
-        --from-beginning) every time it starts, so a restart would skip whatever arrived while
-        it was down. A partition with messages in ``batch`` is anchored by the commit after them.
+        The consumer has no reset strategy of its own (``auto_offset_reset="none"``), because the
+        two cases want different ones: a partition without a committed offset starts at the end
+        (or the beginning, with ``from_beginning``); a committed position out of the log's range
+        starts at the beginning, since the messages after it are there and none was forwarded.
+        """
+        try:
+            return await self._until_stopped(self.consumer.getmany(timeout_ms=500))
+        except NoOffsetForPartitionError as exc:
+            await self._start_at(exc.args[0], self.from_beginning)
+        except OffsetOutOfRangeError as exc:
+            for tp, offset in exc.args[0].items():
+                await self._out_of_range(tp, offset)
+        return True, {}
+
+    async def _start_at(self, tp, beginning: bool) -> None:
+        if tp in self.consumer.assignment():
+            await asyncio.wait_for((self.consumer.seek_to_beginning if beginning else self.consumer.seek_to_end)(tp), 15.0)
+
+    async def _out_of_range(self, tp, offset: int) -> None:
+        _say(f"committed offset {offset} of {tp.topic}[{tp.partition}] is out of range of its log (retention removed "
+             "those messages, or the topic was made again): reading it from its beginning")
+        await self._start_at(tp, True)
+
+    async def _anchor(self, batch: dict) -> None:
+        """Give every partition this forwarder owns a committed position, once, and check the
+        committed positions it starts from.
+
+        A group without one starts at the end (without --from-beginning) every time it starts,
+        so a restart would skip whatever arrived while it was down. A partition with messages in
+        ``batch`` is anchored by the commit after them. A committed position past the log's end
+        (a topic made again: some brokers answer its fetches with nothing rather than an error)
+        starts at the log's beginning, as one the broker reports out of range does.
         """
         for tp in self.consumer.assignment() - self.anchored:
             if tp in batch:
                 continue
             try:
-                if await asyncio.wait_for(self.consumer.committed(tp), 15.0) is None:
+                committed = await asyncio.wait_for(self.consumer.committed(tp), 15.0)
+                if committed is None:
+                    await self._start_at(tp, self.from_beginning)
                     self.positions.setdefault(tp, await asyncio.wait_for(self.consumer.position(tp), 15.0))
+                else:
+                    ends = await asyncio.wait_for(self.consumer.end_offsets([tp]), 15.0)
+                    if committed > ends[tp]:
+                        await self._out_of_range(tp, committed)
             except Exception as exc:  # noqa: BLE001 - broker trouble: try again after the next poll
                 _say(f"could not read the committed offset of {tp.topic}[{tp.partition}] ({type(exc).__name__}); will retry")
                 continue
@@ -336,7 +375,7 @@ class Forwarder:
         """Until ``stop`` is set; GiveUp (after committing what was delivered) when a message fails."""
         try:
             while not self.stop.is_set():
-                finished, batch = await self._until_stopped(self.consumer.getmany(timeout_ms=500))
+                finished, batch = await self._next_batch()
                 if not finished:
                     break
                 for tp, msgs in batch.items():
@@ -383,7 +422,7 @@ async def forward(bootstrap: str, webhook: str, topics: list[str], group_id: str
     import aiohttp
 
     options = options or {}
-    consumer = kafka.consumer(bootstrap, group_id=group_id, auto_offset_reset="earliest" if from_beginning else "latest",
+    consumer = kafka.consumer(bootstrap, group_id=group_id, auto_offset_reset="none",
                               session_timeout_ms=10_000, heartbeat_interval_ms=1_000, **options)
     session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout))
 
@@ -392,7 +431,7 @@ async def forward(bootstrap: str, webhook: str, topics: list[str], group_id: str
             await resp.read()
             return Answer(resp.status, resp.reason or "", resp.headers.get("Retry-After"))
 
-    forwarder = Forwarder(consumer, post, max_retries, base, cap, out=sys.stdout)
+    forwarder = Forwarder(consumer, post, max_retries, base, cap, out=sys.stdout, from_beginning=from_beginning)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):  # (also while the topics are made: a stop then is a clean one)
         loop.add_signal_handler(sig, forwarder.stop.set)

@@ -195,6 +195,8 @@ class FakeConsumer:
             self.batches[0].setdefault(TP(m.topic, m.partition), []).append(m)
         self.commits: list[dict] = []
         self.committed_offsets = {TP("alerts", 0): 0, TP("retrain", 0): 0}
+        self.ends = {TP("alerts", 0): 100, TP("retrain", 0): 100}
+        self.seeks: list = []  # (partition, "beginning" or "end")
         self.forwarder = None
 
     def assignment(self):
@@ -202,7 +204,10 @@ class FakeConsumer:
 
     async def getmany(self, timeout_ms=0):
         if self.batches:
-            return self.batches.pop(0)
+            batch = self.batches.pop(0)
+            if isinstance(batch, Exception):
+                raise batch
+            return batch
         self.forwarder.stop.set()  # everything was handed out
         return {}
 
@@ -215,10 +220,19 @@ class FakeConsumer:
     async def position(self, tp):
         return 7
 
+    async def end_offsets(self, tps):
+        return {tp: self.ends[tp] for tp in tps}
 
-def forwarder_for(messages, webhook, max_retries=2):
+    async def seek_to_beginning(self, tp):
+        self.seeks.append((tp, "beginning"))
+
+    async def seek_to_end(self, tp):
+        self.seeks.append((tp, "end"))
+
+
+def forwarder_for(messages, webhook, max_retries=2, from_beginning=False):
     consumer = FakeConsumer(messages)
-    fwd = Forwarder(consumer, webhook, max_retries=max_retries, base=0.001)
+    fwd = Forwarder(consumer, webhook, max_retries=max_retries, base=0.001, from_beginning=from_beginning)
     consumer.forwarder = fwd
     return fwd, consumer
 
@@ -262,6 +276,26 @@ def test_a_partition_without_a_committed_offset_gets_its_position_committed():
     consumer.committed_offsets = {}
     asyncio.run(fwd.run())
     assert consumer.commits == [{TP("alerts", 0): 4, TP("retrain", 0): 7}]  # the retrain partition had no messages
+    assert consumer.seeks == [(TP("retrain", 0), "end")]  # (the alerts partition's position came with its messages)
+
+
+@pytest.mark.parametrize("from_beginning", [False, True])
+def test_where_partitions_start_that_the_consumer_found_no_position_for(from_beginning, capsys):
+    """No committed offset: the end (the beginning with --from-beginning). A committed offset
+    out of the log's range, reported by the broker or past the log's end: the beginning,
+    said on stderr (retention removed those messages or the topic was made again; the
+    messages after it were never forwarded)."""
+    from aiokafka.errors import NoOffsetForPartitionError, OffsetOutOfRangeError
+
+    fwd, consumer = forwarder_for([], FakeWebhook(), from_beginning=from_beginning)
+    consumer.batches = [NoOffsetForPartitionError(TP("retrain", 0)), OffsetOutOfRangeError({TP("alerts", 0): 42}), {}]
+    consumer.committed_offsets = {TP("alerts", 0): 42, TP("retrain", 0): 150}  # retrain: past its end (100)
+    asyncio.run(fwd.run())
+    assert consumer.seeks == [(TP("retrain", 0), "beginning" if from_beginning else "end"),
+                              (TP("retrain", 0), "beginning"),  # (checked after the first poll)
+                              (TP("alerts", 0), "beginning")]
+    err = capsys.readouterr().err
+    assert "committed offset 42 of alerts[0] is out of range" in err and "committed offset 150 of retrain[0]" in err
 
 
 # ---------------------------------------------------------------------------------- through the broker
@@ -447,6 +481,48 @@ def test_an_undeliverable_alert_stops_the_forwarder_and_a_restart_delivers_it(bo
         assert up.ids() == [a1["alert_id"], a2["alert_id"]]
     finally:
         up.close()
+
+
+@pytest.mark.integration
+def test_a_committed_offset_past_the_log_reads_the_log_from_its_beginning(bootstrap, forwarders):
+    """A committed position the log no longer holds (retention removed it, or the topic was
+    recreated) is read from the log's beginning: forwarded again rather than lost. Only a
+    partition without any committed offset starts at the end (without --from-beginning)."""
+    from aiokafka.structs import OffsetAndMetadata, TopicPartition
+
+    from .test_integration import produce
+
+    topics = new_topics(bootstrap)
+    group = f"fwd-{uuid.uuid4().hex[:8]}"
+    a1, a2, a3 = alert(), alert(feature="x1"), alert(feature="x2")
+    produce(bootstrap, topics[0], [json.dumps(a).encode() for a in (a1, a2)], keys=[b"fraud", b"fraud"])
+
+    async def commit_past_the_end():
+        consumer = kafka.consumer(bootstrap, group_id=group)
+        await consumer.start()
+        try:
+            consumer.assign([TopicPartition(topics[0], 0)])
+            await consumer.commit({TopicPartition(topics[0], 0): OffsetAndMetadata(1000, "")})
+        finally:
+            await consumer.stop()
+
+    asyncio.run(commit_past_the_end())
+    hook = Webhook()
+    try:
+        fwd = forwarders(hook.url, topics, group)
+        wait_until(lambda: len(hook.ids()) >= 2 or fwd.proc.poll() is not None, 90, "the log's alerts", detail=fwd.text)
+        # The retrain topic had no committed offset: it starts at its end, and a new request is forwarded.
+        r1 = retrain_request([a1["alert_id"]])
+        produce(bootstrap, topics[1], [json.dumps(r1).encode()], keys=[b"fraud"])
+        produce(bootstrap, topics[0], [json.dumps(a3).encode()], keys=[b"fraud"])
+        wait_until(lambda: len(hook.ids()) >= 4 or fwd.proc.poll() is not None, 90, "the new ones", detail=fwd.text)
+        assert fwd.stop() == 0, fwd.text()
+        ids = hook.ids()
+        assert sorted(ids) == sorted([a1["alert_id"], a2["alert_id"], a3["alert_id"], r1["request_id"]]), fwd.text()
+        assert [i for i in ids if i != r1["request_id"]] == [a1["alert_id"], a2["alert_id"], a3["alert_id"]]
+        assert "out of range" in fwd.text()[1], fwd.text()
+    finally:
+        hook.close()
 
 
 def test_a_stop_while_the_topics_are_made_is_a_clean_one():
