@@ -460,11 +460,18 @@ def _numeric_profile(name: str, x: np.ndarray, n_bins: int, quantiles: Optional[
         qs, fine_qs = both[:n_inner], both[n_inner:]
         edges = np.unique(qs)
         top, mean, std = stats if stats is not None else (finite.max(), float(finite.mean()), float(finite.std()))
+        # Bins are [e_i, e_i+1): a value that several quantiles fall on (a point mass: the
+        # zeros of an amount that is mostly 0, a 0/1 flag) would share its bin with every
+        # value above it, up to the next edge, so a change among those would go unseen. The
+        # values above a point mass get a bin of their own: above the top (a constant, or a
+        # point mass at the largest value) as above any other.
+        masses = np.unique(qs[1:][np.diff(qs) == 0])
         if edges.size == 0 or edges[-1] >= top:
-            # Bins are [e_i, e_i+1): when the largest edge is the largest value (a constant,
-            # or a point mass at the top), values above it would share its bin. Give them
-            # a bin of their own.
-            edges = np.append(edges, np.nextafter(top, np.inf))
+            masses = np.append(masses, top)
+        with np.errstate(over="ignore"):
+            above = np.nextafter(masses, np.inf)
+        if above.size:
+            edges = np.union1d(edges, above[np.isfinite(above)])  # (nothing is above the largest double)
         fine = np.union1d(edges, fine_qs)
     else:
         edges = fine = np.array([], dtype=np.float64)

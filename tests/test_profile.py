@@ -110,8 +110,10 @@ def test_ties_collapse_duplicate_edges():
     p = build_feature_profile("b", values, n_bins=10)
     # Nine quantiles of a 0/1 sample: mostly 0 or 1, deduplicated (interpolation may add one between).
     assert len(p.edges) == len(set(p.edges)) and p.edges == sorted(p.edges)
-    # ... plus one just above 1, the largest value, so that values above it have their own bin.
-    assert 3 <= len(p.edges) <= 4 and p.edges[0] == 0.0 and p.edges[-2] == 1.0 and p.edges[-1] == np.nextafter(1.0, 2.0)
+    # ... plus one just above each point mass (0, and 1, the largest value), so that values
+    # above it have their own bin.
+    assert p.edges[1] == np.nextafter(0.0, 1.0)
+    assert 4 <= len(p.edges) <= 5 and p.edges[0] == 0.0 and p.edges[-2] == 1.0 and p.edges[-1] == np.nextafter(1.0, 2.0)
     zero_bin = int(np.argmax(p.bin_counts([0])))
     one_bin = int(np.argmax(p.bin_counts([1])))
     assert zero_bin != one_bin
@@ -438,3 +440,32 @@ def test_window_quantiles_stay_within_the_windows_values():
         w = rng.normal(size=100)
         qs = p.quantiles(p.sketch(w), [0.0, 0.5, 1.0], float(w.min()), float(w.max()))
         assert w.min() <= qs[0] <= qs[1] <= qs[2] <= w.max()
+
+
+def test_values_above_a_point_mass_get_a_bin_of_their_own():
+    """An amount that is mostly 0 (or a 0/1 flag with few ones): the quantiles fall on the
+    zeros, and every value above them shared one bin with the zeros, so a change in how
+    often, or how much, the feature is non-zero went unseen."""
+    from streamproc.psi import psi
+
+    rng = np.random.default_rng(0)
+    amounts = np.where(rng.random(2000) < 0.95, 0.0, rng.exponential(100.0, 2000))
+    p = build_feature_profile("amount", amounts.tolist())
+    assert p.edges[:2] == [0.0, float(np.nextafter(0.0, 1.0))]
+    assert p.proportions[1] == pytest.approx(float((amounts == 0).mean()))  # the zeros alone
+    zeros, above = p.bin_counts([0.0, 0.0, 3.0]), p.bin_counts([5.0])
+    assert int(np.argmax(zeros)) != int(np.argmax(above))
+    drifted = np.where(rng.random(1000) < 0.5, 0.0, rng.exponential(10_000.0, 1000))
+    assert psi(p.proportions, p.count, p.bin_counts(drifted.tolist())) > 1.0
+
+    flag = build_feature_profile("flag", [0] * 920 + [1] * 80)
+    assert int(np.argmax(flag.bin_counts([0]))) != int(np.argmax(flag.bin_counts([1])))
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # (the mean of such values)
+def test_a_point_mass_at_the_largest_double_gives_finite_edges_that_round_trip():
+    big = float(np.finfo(np.float64).max)
+    p = build_feature_profile("limit", [float(i) for i in range(100)] + [big] * 20)
+    assert all(math.isfinite(e) for e in p.edges) and p.edges[-1] == big
+    again = FeatureProfile.from_dict(json.loads(json.dumps(p.to_dict())))
+    assert again.edges == p.edges
