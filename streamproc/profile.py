@@ -12,6 +12,7 @@ anything else, then the "missing" bin.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache
@@ -21,6 +22,7 @@ from typing import Any, Literal, Optional, Sequence
 import numpy as np
 
 from .columns import raw_columns, to_float_array
+from .events import ID_PATTERN
 
 NUMERIC = "numeric"
 CATEGORICAL = "categorical"
@@ -501,6 +503,17 @@ def _categorical_profile(name: str, values: Sequence[Any], max_categories: int) 
     )
 
 
+_ID = re.compile(ID_PATTERN)
+
+
+def _checked_id(value: Any, what: str) -> str:
+    """``value`` if it could be a model id or version (``events.ID_PATTERN``, 1 to 256
+    characters), else ValueError naming ``what``."""
+    if type(value) is not str or not 0 < len(value) <= 256 or _ID.match(value) is None:
+        raise ValueError(f"{what} must be 1 to 256 characters, none of them control characters, not {value!r:.80}")
+    return value
+
+
 @dataclass
 class ReferenceProfile:
     """The reference of one model version: a profile per feature, and of the prediction."""
@@ -528,10 +541,15 @@ class ReferenceProfile:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ReferenceProfile":
+        """Read a profile (``to_dict``'s form); ValueError when its ids or count could not be
+        a model version's (a profile on the references topic may come from anywhere)."""
+        count = d["count"]
+        if type(count) is not int or count < 0:
+            raise ValueError(f"count must be a whole number of events, not {count!r}")
         return cls(
-            model_id=d["model_id"],
-            model_version=d["model_version"],
-            count=d["count"],
+            model_id=_checked_id(d["model_id"], "model_id"),
+            model_version=_checked_id(d["model_version"], "model_version"),
+            count=count,
             source=d.get("source", "file"),
             features={k: FeatureProfile.from_dict(v) for k, v in d["features"].items()},
             score=FeatureProfile.from_dict(d["score"]) if d.get("score") else None,

@@ -436,10 +436,11 @@ class MonitorWorker:
                 for msg in msgs:
                     try:
                         profile = ReferenceProfile.from_dict(orjson.loads(msg.value))
-                    except Exception as exc:  # any malformed profile: dead-letter it, keep going
+                        self.engine.set_reference(profile)
+                    except Exception as exc:  # any malformed profile: dead-letter it, keep going (the topic
+                        # is read from its beginning at every start: one that stopped the worker would stop it for good)
                         futures.append(self._dead_letter(msg, f"invalid reference profile: {type(exc).__name__}: {exc}"))
                         continue
-                    self.engine.set_reference(profile)
                     self.metrics.forget_window_statistics(profile.model_id, profile.model_version)
                     applied += 1
                     log.info("reference for %s/%s from %s", profile.model_id, profile.model_version, msg.topic)

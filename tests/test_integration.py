@@ -377,6 +377,36 @@ def test_reference_published_to_the_topic_is_picked_up_by_a_running_worker(boots
     assert x2 and x2[0]["window"]["index"] == 0
 
 
+def test_a_malformed_reference_on_the_topic_is_dead_lettered_and_workers_still_start(bootstrap, start_worker):
+    """The references topic is read from its beginning at every start: a profile whose ids
+    could not be a model version's stopped the worker there (TypeError: unhashable type),
+    at every restart, until someone wrote a tombstone for it."""
+    import orjson
+
+    from streamproc.profile import build_reference
+
+    topics = unique_topics()
+    topics["references"] = f"model-references-{topics['alerts'][-8:]}"
+    events = list(ModelStream("rho", n_numeric=4, seed=44).events(500))
+    good = build_reference("rho", "default", [e["features"] for e in events], [e["prediction"]["score"] for e in events],
+                           source="file:good.json").to_dict()
+    bad = [dict(good, model_id=["rho"]), dict(good, model_version={"v": 1}), dict(good, model_id=None),
+           dict(good, model_id="rho\tx"), dict(good, count="500")]
+    produce(bootstrap, topics["references"], [orjson.dumps(d) for d in bad + [good]], keys=[b"rho"] * (len(bad) + 1))
+    for _ in range(2):  # and again after a restart
+        worker = start_worker(topics, "--window-size", "500")
+        produce(bootstrap, topics["predictions"], [json.dumps(e).encode() for e in ModelStream("rho", n_numeric=4, seed=45).events(10)])
+        wait_until(lambda: (s := worker.status()) and s["models"] and s["models"][0]["reference"] == "file:good.json", 60,
+                   "the good reference to be applied", detail=lambda: json.dumps(worker.status())[:2000])
+        worker.stop()
+    reader = TopicReader(bootstrap, topics["dead_letter"])
+    letters = wait_until(lambda: len(reader.poll()) >= 2 * len(bad) and reader.values(), 60, "dead letters")
+    reader.close()
+    errors = [letter["error"] for letter in letters]
+    assert len(errors) == 2 * len(bad) and all(e.startswith("invalid reference profile: ValueError: ") for e in errors), errors
+    assert sum("model_id must be" in e for e in errors) == 2 * 3 and sum("count must be" in e for e in errors) == 2
+
+
 def test_reference_over_a_megabyte_is_published_and_picked_up(bootstrap, start_worker, tmp_path):
     """Kafka's default message limit (1 MB) is not the references topic's (16 MiB): long
     category names over hundreds of categories pass the first."""

@@ -299,6 +299,21 @@ def test_from_dict_defaults_source_to_file():
     assert ReferenceProfile.from_dict(d).source == "file"
 
 
+@pytest.mark.parametrize("change, error", [
+    ({"model_id": ["rho"]}, "model_id must be"), ({"model_id": None}, "model_id must be"), ({"model_id": ""}, "model_id must be"),
+    ({"model_id": "a\tb"}, "model_id must be"), ({"model_id": "x" * 257}, "model_id must be"),
+    ({"model_version": {"v": 1}}, "model_version must be"), ({"count": "500"}, "count must be"), ({"count": -1}, "count must be"),
+    ({"count": True}, "count must be"),
+])
+def test_from_dict_refuses_ids_and_counts_no_model_version_could_have(change, error):
+    """A profile on the references topic may come from anywhere; one with such ids reached the
+    engine and stopped every worker (unhashable ids), or was applied to a model id of None."""
+    d = dict(_reference_from_rows().to_dict(), **change)
+    with pytest.raises(ValueError, match=error):
+        ReferenceProfile.from_dict(d)
+    assert ReferenceProfile.from_dict(dict(d, **_reference_from_rows().to_dict())).model_id  # the same profile, as built
+
+
 _finite = st.floats(allow_nan=False, allow_infinity=False, width=64)
 _feature_values = st.one_of(
     st.lists(st.one_of(_finite, st.integers(-10**6, 10**6), st.none()), min_size=1, max_size=60),
@@ -309,7 +324,7 @@ _feature_values = st.one_of(
 @given(
     features=st.dictionaries(st.text(min_size=1, max_size=8), _feature_values, max_size=5),
     n_bins=st.integers(2, 12),
-    model_id=st.text(min_size=1, max_size=10),
+    model_id=st.text(st.characters(min_codepoint=0x20), min_size=1, max_size=10),  # (ids have no control characters)
 )
 @settings(max_examples=60, deadline=None)
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # means of values near 1e308
