@@ -189,6 +189,29 @@ def _parquet_cell(v):
     return v
 
 
+_UNFIT_TYPES = {  # Parquet column types that are no feature value, and what to do instead
+    "temporal": "dates or times, which events carry as text or numbers: convert them (epoch seconds, say) or drop them",
+    "nested": "lists, maps or structs, which no event can carry (a feature is a number, text, a boolean or null): "
+              "flatten them into columns of their own or drop them",
+    "binary": "bytes, which events carry as text: decode them to text or drop them",
+}
+
+
+def _type_kind(pa, t) -> str:
+    """The ``_UNFIT_TYPES`` key of a Parquet column's type ("" for a fit one), a dictionary-encoded
+    column's by its values' type."""
+    if pa.types.is_dictionary(t):
+        t = t.value_type
+    if pa.types.is_temporal(t) or pa.types.is_interval(t):
+        return "temporal"
+    if pa.types.is_nested(t):
+        return "nested"
+    if (pa.types.is_binary(t) or pa.types.is_large_binary(t) or pa.types.is_fixed_size_binary(t)
+            or pa.types.is_binary_view(t)):
+        return "binary"
+    return ""
+
+
 def _parquet_records(path: Path):
     try:
         import pyarrow.parquet as pq
@@ -201,12 +224,13 @@ def _parquet_records(path: Path):
     except Exception as exc:  # pyarrow raises several types for a bad file
         raise ValueError(f"{path}: not a readable Parquet file ({exc})") from None
     # As events carry them: decimals are numbers (not categories, one per value), and a time
-    # is no feature value (a producer would send it as text, or a number).
-    temporal = [f.name for f in table.schema if f.name not in EVENT_COLUMNS
-                and (pa.types.is_temporal(f.type) or pa.types.is_interval(f.type))]
-    if temporal:
-        raise ValueError(f"{path}: column(s) {', '.join(temporal)} hold dates or times, which events carry as text or "
-                         "numbers: convert them (epoch seconds, say) or drop them")
+    # is no feature value (a producer would send it as text, or a number). An event's feature is
+    # a number, text, a boolean or null: a list or struct is none (the worker dead-letters such an
+    # event; here it crashed the build), and bytes would be categories like "b'ab'" no event carries.
+    for kind, what in _UNFIT_TYPES.items():
+        unfit = [f.name for f in table.schema if f.name not in EVENT_COLUMNS and _type_kind(pa, f.type) == kind]
+        if unfit:
+            raise ValueError(f"{path}: column(s) {', '.join(unfit)} hold {what}")
     for i, f in enumerate(table.schema):
         if pa.types.is_decimal(f.type):
             table = table.set_column(i, f.name, table.column(i).cast(pa.float64()))

@@ -392,3 +392,35 @@ def test_reference_build_flags_that_could_build_no_useful_reference_are_refused(
 
     argv = ["reference", "build", "--model", "m", "--input", "train.csv", "--output", "r.json", *flags]
     assert message in parse_error(argv, capsys)
+
+
+
+def _unfit_column(pa, kind):
+    return {"list": pa.array([[1, 2], [3], []]),
+            "struct": pa.array([{"lat": 1.0}, {"lat": 2.0}, None]),
+            "map": pa.array([[("a", 1)], [], None], pa.map_(pa.string(), pa.int64())),
+            "binary": pa.array([b"\x00\x01", b"ab", b"ab"], pa.binary()),
+            "fixed_binary": pa.array([b"ab", b"cd", None], pa.binary(2)),
+            "dict_binary": pa.array([b"ab", b"cd", b"ab"], pa.binary()).dictionary_encode()}[kind]
+
+
+@pytest.mark.parametrize("kind, why", [
+    ("list", "lists, maps or structs, which no event can carry"), ("struct", "lists, maps or structs"),
+    ("map", "lists, maps or structs"), ("binary", "bytes, which events carry as text"), ("fixed_binary", "bytes"),
+    ("dict_binary", "bytes"),
+])
+def test_parquet_columns_no_event_can_carry_are_refused_naming_them(tmp_path, kind, why, capsys):
+    # A list or struct column crashed the build (TypeError: unhashable type: 'list', which the CLI
+    # does not catch); a binary one became categories like "b'ab'" that no event can carry.
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    from streamproc.cli import main
+
+    f = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"x": [1.0, 2.0, 3.0], "odd": _unfit_column(pa, kind), "score": [0.1, 0.2, 0.3]}), f)
+    with pytest.raises(ValueError, match=rf"t.parquet: column\(s\) odd hold {why}"):
+        read_training_data(f)
+    assert main(["reference", "build", "--model", "m", "--input", str(f), "--output", str(tmp_path / "r.json")]) == 2
+    assert f"streamproc: error: {f}: column(s) odd hold" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()
