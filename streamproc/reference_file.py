@@ -184,7 +184,9 @@ def _readable(records, path: Path):
 
 
 def _parquet_cell(v):
-    if isinstance(v, float) and math.isnan(v):
+    """A Parquet value as an event carries it: NaN and infinities are missing (JSON has no
+    infinity, so a live event carries null; a CSV cell ``inf`` reads missing too)."""
+    if isinstance(v, float) and not math.isfinite(v):
         return None
     return v
 

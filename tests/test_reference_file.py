@@ -424,3 +424,21 @@ def test_parquet_columns_no_event_can_carry_are_refused_naming_them(tmp_path, ki
     assert main(["reference", "build", "--model", "m", "--input", str(f), "--output", str(tmp_path / "r.json")]) == 2
     assert f"streamproc: error: {f}: column(s) odd hold" in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()
+
+
+def test_parquet_infinities_are_missing_as_in_a_csv_and_in_events(tmp_path):
+    # JSON has no infinity (a live event carries null) and a CSV cell inf reads missing, but a
+    # Parquet inf was kept as a value: the same training data made a reference with another
+    # missing rate and top bin, which live data drifts from.
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    xs = [float(i) for i in range(90)] + [math.inf] * 5 + [-math.inf] * 5
+    (tmp_path / "t.csv").write_text("ratio,score\n" + "".join(f"{x},0.5\n" for x in xs))
+    pq.write_table(pa.table({"ratio": xs, "score": [0.5] * 99 + [math.inf]}), tmp_path / "t.parquet")
+    rows, scores, _ = read_training_data(tmp_path / "t.parquet")
+    assert rows == read_training_data(tmp_path / "t.csv")[0] and sum(r["ratio"] is None for r in rows) == 10
+    assert math.isnan(scores[-1])
+    csv_built, parquet_built = (build_reference_file("m", "v", tmp_path / name, None) for name in ("t.csv", "t.parquet"))
+    assert parquet_built.features["ratio"].to_dict() == csv_built.features["ratio"].to_dict()
+    assert parquet_built.features["ratio"].missing_rate == 0.1
