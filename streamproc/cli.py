@@ -424,7 +424,8 @@ def _reference(args) -> int:
     try:
         profile = build_reference_file(args.model, args.version, args.input, args.output,
                                        args.score_column, args.label_column, bins=args.bins,
-                                       max_categories=args.max_categories, progress=sys.stderr.isatty())
+                                       max_categories=args.max_categories, progress=sys.stderr.isatty(),
+                                       report=lambda message: print(f"streamproc: warning: {message}", file=sys.stderr))
     except (ValueError, OSError) as exc:
         raise ConfigError(str(exc)) from None
     kinds: dict[str, int] = {}

@@ -18,8 +18,9 @@ from __future__ import annotations
 
 import csv
 import math
+import re
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import orjson
 
@@ -52,6 +53,16 @@ DEFAULT_LABEL_COLUMN = "label"
 EVENT_COLUMNS = ("event_id", "ts")  # a CSV row's event id and time (``streamproc produce``): never features
 
 
+def unnamed_columns(columns: list[str]) -> str:
+    """What is wrong with a CSV header with a blank name ("" if it has none): pandas' ``to_csv``
+    writes its index so, which no live event carries."""
+    blank = [str(i) for i, c in enumerate(columns, 1) if not c]
+    if not blank:
+        return ""
+    return (f"column(s) {', '.join(blank)} of the header have no name (pandas' to_csv writes its index so, which live "
+            "events do not carry: write the file with index=False, or drop or name the column)")
+
+
 def repeated_columns(columns: list[str]) -> str:
     """What is wrong with a CSV header naming a column twice ("" if none does): csv.DictReader
     keeps the last cell of each name, and the others would be lost."""
@@ -69,7 +80,8 @@ def _prediction_column(path: Path, columns: list[str], name: Optional[str], defa
 
 
 def read_training_data(path: str | Path, score_column: Optional[str] = None, label_column: Optional[str] = None,
-                       progress: bool = False, model: Optional[tuple[str, str]] = None):
+                       progress: bool = False, model: Optional[tuple[str, str]] = None,
+                       report: Optional[Callable[[str], None]] = None):
     """(feature rows, scores, labels) from a CSV, JSON-lines or Parquet file.
 
     For CSV and Parquet, ``score_column`` / ``label_column`` name the prediction columns;
@@ -77,7 +89,8 @@ def read_training_data(path: str | Path, score_column: Optional[str] = None, lab
     JSON-lines events are checked as the worker checks them (one it would dead-letter is an
     error naming its line) and, given ``model`` (model id, version), only the model's events are
     read: the version's where the file has some, else all of them (a new version's reference
-    from its predecessor's events).
+    from its predecessor's events). ``report`` is told what was left out of the file (a Parquet
+    file's pandas index columns).
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -126,7 +139,7 @@ def read_training_data(path: str | Path, score_column: Optional[str] = None, lab
             rows, scores, labels = [rows[i] for i in keep], [scores[i] for i in keep], [labels[i] for i in keep]
         return rows, scores, labels
     if suffix in (".parquet", ".pq"):
-        records, columns = _parquet_records(path)
+        records, columns = _parquet_records(path, report)
     else:
         f = path.open("rb")
         lines = CountingLines(f)  # text files cannot tell() while csv iterates them
@@ -138,9 +151,9 @@ def read_training_data(path: str | Path, score_column: Optional[str] = None, lab
                 raise ValueError(f"{path}: not readable CSV ({exc})") from None
             if fieldnames is None:
                 raise ValueError(f"{path}: empty CSV file")
-            repeated = repeated_columns(fieldnames)
-            if repeated:
-                raise ValueError(f"{path}: {repeated}")
+            wrong = unnamed_columns(fieldnames) or repeated_columns(fieldnames)
+            if wrong:
+                raise ValueError(f"{path}: {wrong}")
         except ValueError:
             f.close()
             raise
@@ -214,7 +227,22 @@ def _type_kind(pa, t) -> str:
     return ""
 
 
-def _parquet_records(path: Path):
+_PANDAS_INDEX = re.compile(r"__index_level_\d+__")  # pandas' name for an unnamed index it writes as a column
+
+
+def _index_columns(table) -> list[str]:
+    """The columns of a Parquet file that hold a pandas index: named in the file's pandas metadata
+    (``index_columns``; a range index is stored there as a description, not as a column), or
+    called as pandas calls an unnamed index."""
+    try:
+        named = orjson.loads((table.schema.metadata or {}).get(b"pandas", b"{}")).get("index_columns") or []
+    except (orjson.JSONDecodeError, AttributeError):
+        named = []
+    named = {c for c in named if isinstance(c, str)} if isinstance(named, list) else set()
+    return [c for c in table.column_names if c in named or _PANDAS_INDEX.fullmatch(c)]
+
+
+def _parquet_records(path: Path, report: Optional[Callable[[str], None]] = None):
     try:
         import pyarrow.parquet as pq
     except ImportError:
@@ -225,6 +253,13 @@ def _parquet_records(path: Path):
         table = pq.read_table(path)
     except Exception as exc:  # pyarrow raises several types for a bad file
         raise ValueError(f"{path}: not a readable Parquet file ({exc})") from None
+    # A pandas index (__index_level_0__ for a filtered frame's) is no feature: live events do not
+    # carry it, so profiled it would read missing in every event (critical drift and data quality).
+    index = _index_columns(table)
+    if index:
+        table = table.select([i for i, c in enumerate(table.column_names) if c not in index])
+        if report:
+            report(f"{path}: left out column(s) {', '.join(index)}: the file's pandas index, which events do not carry")
     # As events carry them: decimals are numbers (not categories, one per value), and a time
     # is no feature value (a producer would send it as text, or a number). An event's feature is
     # a number, text, a boolean or null: a list or struct is none (the worker dead-letters such an
@@ -241,10 +276,12 @@ def _parquet_records(path: Path):
 
 def build_reference_file(model_id: str, model_version: str, input_path: str | Path, output_path: str | Path | None,
                          score_column: Optional[str] = None, label_column: Optional[str] = None,
-                         bins: int = 10, max_categories: int = 50, progress: bool = False) -> ReferenceProfile:
-    """Build a profile from training data; write it to ``output_path`` if given."""
+                         bins: int = 10, max_categories: int = 50, progress: bool = False,
+                         report: Optional[Callable[[str], None]] = None) -> ReferenceProfile:
+    """Build a profile from training data; write it to ``output_path`` if given. ``report`` is
+    told what the reference leaves out of the file (see ``read_training_data``)."""
     rows, scores, labels = read_training_data(input_path, score_column, label_column, progress,
-                                              (model_id, model_version))
+                                              (model_id, model_version), report)
     if not rows:
         raise ValueError(f"{input_path}: no rows" + (f" of model {model_id}" if Path(input_path).suffix.lower()
                                                       in (".jsonl", ".ndjson", ".json") else ""))

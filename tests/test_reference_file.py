@@ -442,3 +442,48 @@ def test_parquet_infinities_are_missing_as_in_a_csv_and_in_events(tmp_path):
     csv_built, parquet_built = (build_reference_file("m", "v", tmp_path / name, None) for name in ("t.csv", "t.parquet"))
     assert parquet_built.features["ratio"].to_dict() == csv_built.features["ratio"].to_dict()
     assert parquet_built.features["ratio"].missing_rate == 0.1
+
+
+def test_a_parquet_files_pandas_index_is_no_feature(tmp_path, capsys):
+    # pandas writes a filtered frame's index as __index_level_0__ (named in its metadata's
+    # index_columns, as a named index is): profiled, it read missing in every live event (a
+    # critical drift and data-quality alert on unchanged data). A range index is no column.
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    from streamproc.cli import main
+
+    meta = {"index_columns": ["__index_level_0__", "row", {"kind": "range", "name": None, "start": 0, "stop": 300,
+                                                           "step": 1}], "columns": []}
+    table = pa.table({"x": [float(i % 7) for i in range(300)], "score": [0.5] * 300, "row": list(range(300)),
+                      "__index_level_0__": list(range(1000, 1300)), "__index_level_1__": ["a"] * 300})
+    f = tmp_path / "t.parquet"
+    pq.write_table(table.replace_schema_metadata({b"pandas": json.dumps(meta).encode()}), f)
+    told: list = []
+    rows, scores, _ = read_training_data(f, report=told.append)
+    assert rows[3] == {"x": 3.0} and scores[0] == 0.5
+    assert told == [f"{f}: left out column(s) row, __index_level_0__, __index_level_1__: the file's pandas index, "
+                    "which events do not carry"]
+    assert main(["reference", "build", "--model", "m", "--input", str(f), "--output", str(tmp_path / "r.json")]) == 0
+    assert capsys.readouterr().err == f"streamproc: warning: {told[0]}\n"
+    assert list(load_reference(tmp_path / "r.json").features) == ["x"]
+    # Without pandas metadata, a column "row" is a feature; pandas' name for an index is not.
+    pq.write_table(table, f)
+    assert read_training_data(f)[0][3] == {"x": 3.0, "row": 3}
+
+
+@pytest.mark.parametrize("header", [",x,score", "x,,score,", ",x,,score"])
+def test_a_csv_column_without_a_name_is_refused(tmp_path, header, capsys):
+    # pandas' to_csv writes its index as a column with a blank name: profiled as the feature '',
+    # it read missing in every live event. It is refused rather than left out, as produce sends
+    # it (the feature ''): a reference without it would not be the one of the events produce sends.
+    from streamproc.cli import main
+
+    f = tmp_path / "train.csv"
+    f.write_text(header + "\n" + "".join(",".join(str(i) for _ in header.split(",")) + "\n" for i in range(200)))
+    blank = ", ".join(str(i) for i, c in enumerate(header.split(","), 1) if not c)
+    with pytest.raises(ValueError, match=rf"train\.csv: column\(s\) {blank} of the header have no name \(pandas' "
+                                         r"to_csv writes its index so, .*index=False"):
+        read_training_data(f)
+    assert main(["reference", "build", "--model", "m", "--input", str(f), "--output", str(tmp_path / "r.json")]) == 2
+    assert "streamproc: error:" in capsys.readouterr().err and not (tmp_path / "r.json").exists()
