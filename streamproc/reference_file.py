@@ -24,9 +24,11 @@ from typing import Callable, Optional
 
 import orjson
 
+from .config import MonitorConfig
 from .decode import decode_predictions, label_text, split_prediction
 from .profile import ReferenceProfile, build_reference
 from .progress import CountingLines, Progress
+from .psi import effective_threshold
 
 
 def _cell(text: Optional[str]):
@@ -51,6 +53,9 @@ class _Progress(Progress):
 DEFAULT_SCORE_COLUMN = "score"
 DEFAULT_LABEL_COLUMN = "label"
 EVENT_COLUMNS = ("event_id", "ts")  # a CSV row's event id and time (``streamproc produce``): never features
+# Fewer rows make a reference that hardly ever alerts (PSI thresholds grow with 1 / its count):
+# ``reference build`` warns. A thinned warm-up keeps about as many.
+MIN_REFERENCE_ROWS = 100
 
 
 def unnamed_columns(columns: list[str]) -> str:
@@ -287,9 +292,26 @@ def build_reference_file(model_id: str, model_version: str, input_path: str | Pa
                                                       in (".jsonl", ".ndjson", ".json") else ""))
     profile = build_reference(model_id, model_version, rows, scores, labels, n_bins=bins,
                               max_categories=max_categories, source=f"file:{Path(input_path).name}")
+    if report and profile.count < MIN_REFERENCE_ROWS:
+        report(f"{input_path}: {small_reference(profile)}")
     if output_path:
         write_reference(profile, output_path)
     return profile
+
+
+def small_reference(profile: ReferenceProfile) -> str:
+    """Why a reference of few rows can hardly alert: the PSI a window needs, at the default
+    settings, for its signals (``psi.effective_threshold``)."""
+    defaults = MonitorConfig()
+    window, psi = defaults.window_size, defaults.psi
+    signals = [*profile.features.values(), *(p for p in (profile.score, profile.label) if p is not None)]
+    needed = sorted(effective_threshold(psi.warning, p.n_bins, p.count, window, psi.alpha) for p in signals)
+    span = "" if not needed else (f"{needed[0]:.2g}" if f"{needed[0]:.2g}" == f"{needed[-1]:.2g}"
+                                  else f"{needed[0]:.2g} to {needed[-1]:.2g}")
+    return (f"a reference of only {profile.count} row(s) (fewer than {MIN_REFERENCE_ROWS}) can hardly ever alert: "
+            "PSI thresholds are raised for a small reference, lest its chance differences alert (README: How drift "
+            "is detected)" + (f"; a window of {window:,} events needs a PSI of {span} to alert (psi.warning is "
+                              f"{psi.warning})" if span else "") + "; build it from more rows")
 
 
 def write_reference(profile: ReferenceProfile, path: str | Path) -> None:

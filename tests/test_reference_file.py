@@ -487,3 +487,25 @@ def test_a_csv_column_without_a_name_is_refused(tmp_path, header, capsys):
         read_training_data(f)
     assert main(["reference", "build", "--model", "m", "--input", str(f), "--output", str(tmp_path / "r.json")]) == 2
     assert "streamproc: error:" in capsys.readouterr().err and not (tmp_path / "r.json").exists()
+
+
+def test_a_reference_of_few_rows_is_built_with_a_warning_saying_why_it_hardly_alerts(tmp_path, capsys):
+    # PSI thresholds grow with 1 / the reference's count: a reference of a handful of rows was
+    # accepted silently and never alerted, not even on a 3-sigma shift.
+    from streamproc.cli import main
+    from streamproc.psi import effective_threshold
+
+    f = tmp_path / "train.csv"
+    build = ["reference", "build", "--model", "m", "--input", str(f), "--output", str(tmp_path / "r.json")]
+    f.write_text("x,c,score\n" + "".join(f"{i},{'ab'[i % 2]},0.{i % 10}\n" for i in range(5)))
+    assert main(build) == 0
+    captured = capsys.readouterr()
+    ref = load_reference(tmp_path / "r.json")
+    needed = sorted(effective_threshold(0.1, p.n_bins, 5, 1000, 1e-6) for p in (*ref.features.values(), ref.score))
+    assert captured.err == (f"streamproc: warning: {f}: a reference of only 5 row(s) (fewer than 100) can hardly ever "
+                            "alert: PSI thresholds are raised for a small reference, lest its chance differences alert "
+                            f"(README: How drift is detected); a window of 1,000 events needs a PSI of {needed[0]:.2g} "
+                            f"to {needed[-1]:.2g} to alert (psi.warning is 0.1); build it from more rows\n")
+    assert needed[0] > 3 and captured.out.startswith(f"wrote {tmp_path / 'r.json'}: m/default from 5 rows")
+    f.write_text("x,score\n" + "".join(f"{i},0.{i % 10}\n" for i in range(100)))
+    assert main(build) == 0 and capsys.readouterr().err == ""
