@@ -369,7 +369,10 @@ def _produce(args) -> int:
         summary = produce(bootstrap, topic, source, args.rate, args.skip_invalid, sys.stderr.isatty(), options,
                           topics.partitions)
     except InvalidInput as exc:
-        print(f"streamproc: error: {exc} (nothing was sent; --skip-invalid sends the valid lines)", file=sys.stderr)
+        said = f"{exc.sent} event(s) were sent before it" if exc.sent else "nothing was sent"
+        if exc.line_error and not args.skip_invalid:
+            said += "; --skip-invalid sends the valid lines"
+        print(f"streamproc: error: {exc} ({said})", file=sys.stderr)
         return 1
     print(summary.line())
     return 0

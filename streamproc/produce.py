@@ -44,7 +44,7 @@ import orjson
 from . import kafka
 from .config import WorkerSettings
 from .decode import decode_predictions
-from .progress import CountingLines, Progress
+from .progress import Progress
 from .reference_file import DEFAULT_LABEL_COLUMN, DEFAULT_SCORE_COLUMN, EVENT_COLUMNS, _cell, repeated_columns
 from .synth import Drift, ModelStream
 
@@ -53,7 +53,15 @@ MAX_REPORTED = 20  # invalid lines reported one by one with skip_invalid; the re
 
 
 class InvalidInput(Exception):
-    """An input line that is not a valid prediction event (``file:line: reason``), or an unusable file."""
+    """An input line that is not a valid prediction event (``file:line: reason``), or an unusable file.
+
+    ``line_error``: the problem is one line's (``skip_invalid`` would skip it), not the whole
+    file's. ``sent``: events sent before it was met (``send`` sets it)."""
+
+    def __init__(self, message: str, line_error: bool = False):
+        super().__init__(message)
+        self.line_error = line_error
+        self.sent = 0
 
 
 @dataclass(slots=True)
@@ -163,10 +171,13 @@ class Source:
     def records(self, skip_invalid: bool = False, report: Optional[Callable[[str], None]] = None) -> Iterator[Record]:
         raise NotImplementedError
 
+    def check_start(self) -> None:
+        """InvalidInput if the source cannot be sent at all (a CSV's header), before any line is read."""
+
     def _invalid(self, where: str, reason: str, skip_invalid: bool, report) -> None:
         message = f"{where}: {reason}"
         if not skip_invalid:
-            raise InvalidInput(message)
+            raise InvalidInput(message, line_error=True)
         self.skipped += 1
         if report is not None and self.skipped <= MAX_REPORTED:
             report(f"skipped {message}" + (" (further invalid lines are counted, not shown)"
@@ -198,6 +209,32 @@ class JsonLinesSource(Source):
                 yield Record(n, model_id.encode(), raw)
 
 
+class _CsvLines:
+    """The lines of a CSV opened in binary mode, decoded as UTF-8 (a leading byte order mark, as
+    spreadsheets write, dropped), counting the bytes read in ``done``. A line that is not UTF-8
+    is decoded with its bad bytes kept as surrogates, so the CSV reader keeps its place, and
+    remembered in ``bad`` (line number -> reason): the row holding it is refused by its line."""
+
+    def __init__(self, binary_file):
+        self.file = binary_file
+        self.done = 0
+        self.bad: dict[int, str] = {}
+
+    def __iter__(self):
+        for n, line in enumerate(self.file, 1):
+            self.done += len(line)
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                self.bad[n] = f"not UTF-8 text (byte 0x{line[exc.start]:02x} at column {exc.start + 1})"
+                text = line.decode("utf-8", "surrogateescape")
+            yield text.removeprefix("\ufeff") if n == 1 else text
+
+    def first_bad(self, after: int, upto: int) -> Optional[tuple[int, str]]:
+        """(line, reason) of the first undecodable line in ``after+1 .. upto``, if any."""
+        return next(((n, self.bad[n]) for n in range(after + 1, upto + 1) if n in self.bad), None)
+
+
 class CsvSource(Source):
     checkable = True
 
@@ -210,34 +247,52 @@ class CsvSource(Source):
         self.label = path.name
         self.total = path.stat().st_size
 
+    def check_start(self) -> None:
+        with self.path.open("rb") as f:
+            self._header(_CsvLines(f))
+
+    def _header(self, lines: _CsvLines) -> csv.DictReader:
+        """A reader of ``lines`` past the header, checked (InvalidInput: the file cannot be sent)."""
+        reader = csv.DictReader(lines)
+        try:
+            columns = reader.fieldnames
+        except csv.Error as exc:
+            raise InvalidInput(f"{self.path}: not readable CSV ({exc})") from None
+        bad = lines.first_bad(0, reader.line_num)
+        if bad:
+            raise InvalidInput(f"{self.path}:{bad[0]}: header {bad[1]}")
+        if not columns:
+            raise InvalidInput(f"{self.path}: empty CSV file (a header row is needed)")
+        try:
+            self.layout.check_header(list(columns))
+        except InvalidInput as exc:
+            raise InvalidInput(f"{self.path}: {exc}") from None
+        return reader
+
     def records(self, skip_invalid=False, report=None):
         self.done, self.skipped = 0, 0
         key = self.layout.model_id.encode()
         with self.path.open("rb") as f:
-            lines = CountingLines(f)
-            reader = csv.DictReader(lines)
-            try:
-                columns = reader.fieldnames
-            except UnicodeDecodeError:
-                raise InvalidInput(f"{self.path}: not UTF-8 text") from None
-            except csv.Error as exc:
-                raise InvalidInput(f"{self.path}: not readable CSV ({exc})") from None
-            if not columns:
-                raise InvalidInput(f"{self.path}: empty CSV file (a header row is needed)")
-            try:
-                self.layout.check_header(list(columns))
-            except InvalidInput as exc:
-                raise InvalidInput(f"{self.path}: {exc}") from None
+            lines = _CsvLines(f)
+            reader = self._header(lines)
             row_number = 0
             while True:
+                last = reader.line_num
                 try:
                     row = next(reader)
                 except StopIteration:
                     break
-                except (csv.Error, UnicodeDecodeError) as exc:
-                    raise InvalidInput(f"{self.path}:{reader.line_num}: not readable CSV ({exc})") from None
+                except csv.Error as exc:
+                    self.done = lines.done
+                    row_number += 1
+                    self._invalid(f"{self.path}:{reader.line_num}", f"not readable CSV ({exc})", skip_invalid, report)
+                    continue
                 self.done = lines.done
                 row_number += 1
+                bad = lines.first_bad(last, reader.line_num)
+                if bad:
+                    self._invalid(f"{self.path}:{bad[0]}", bad[1], skip_invalid, report)
+                    continue
                 try:
                     raw = orjson.dumps(row_to_event(row, row_number, self.layout, self.now))
                     check_event(raw, self.max_future)
@@ -397,8 +452,8 @@ async def send(bootstrap: str, topic: str, source: Source, rate: Optional[float]
     pacer = Pacer(rate)
     bar = Progress(f"sending {source.label}", source.total, progress, unit="events")
     started = time.monotonic()
+    pending = []
     try:
-        pending = []
         for record in source.records(skip_invalid, report):
             await pacer.wait()
             pending.append(await producer.send(topic, record.value, key=record.key))
@@ -408,6 +463,10 @@ async def send(bootstrap: str, topic: str, source: Source, rate: Optional[float]
                 pending.clear()
             bar.update(source.done, summary.sent)
         await asyncio.gather(*pending)
+    except InvalidInput as exc:  # a file that cannot be read on (what came before it is sent)
+        await asyncio.gather(*pending)
+        exc.sent = summary.sent
+        raise
     finally:
         await producer.stop()
     summary.seconds = time.monotonic() - started
@@ -418,9 +477,11 @@ async def send(bootstrap: str, topic: str, source: Source, rate: Optional[float]
 
 def produce(bootstrap: str, topic: str, source: Source, rate: Optional[float] = None, skip_invalid: bool = False,
             progress: bool = False, options: Optional[dict] = None, partitions: int = 4) -> Summary:
-    """Check a file source completely (unless skipping invalid lines), then send it."""
+    """Check a file source completely (unless skipping invalid lines: then its start), then send it."""
     if source.checkable and not skip_invalid:
         check_source(source, progress)
+    else:
+        source.check_start()  # what skipping lines cannot help is said before connecting
     report = lambda message: print(f"streamproc: {message}", file=sys.stderr, flush=True)  # noqa: E731
     return asyncio.run(send(bootstrap, topic, source, rate, skip_invalid, progress, options, partitions, report))
 

@@ -108,6 +108,43 @@ def test_csv_source_checks_every_row_and_names_the_line(tmp_path):
     assert source.done == f.stat().st_size
 
 
+def test_an_undecodable_csv_line_is_an_invalid_line_named_by_its_own_number(tmp_path):
+    # It stopped the command even with --skip-invalid, named the line before it (the CSV
+    # reader's last good line) and said "nothing was sent" after sending the lines before it.
+    f = tmp_path / "live.csv"
+    f.write_bytes(b'event_id,note,score\nr1,"two\nlines",0.1\nr2,\xff\xfe,0.2\nr3,3,0.3\n')
+    source = CsvSource(f, CsvLayout("m"))
+    with pytest.raises(InvalidInput, match=r"live\.csv:4: not UTF-8 text \(byte 0xff at column 4\)") as refused:
+        list(source.records())
+    assert refused.value.line_error
+    reported = []
+    records = list(source.records(skip_invalid=True, report=reported.append))
+    assert [(r.line, json.loads(r.value)["event_id"]) for r in records] == [(3, "r1"), (5, "r3")]
+    assert source.skipped == 1 and len(reported) == 1 and "live.csv:4: not UTF-8 text" in reported[0]
+    assert source.done == f.stat().st_size
+    # a header that is not UTF-8 is the whole file's problem, which skipping lines does not help
+    f.write_bytes(b"event_id,\xffx,score\nr1,1,0.1\n")
+    with pytest.raises(InvalidInput, match=r"live\.csv:1: header not UTF-8 text") as refused:
+        list(CsvSource(f, CsvLayout("m")).records(skip_invalid=True))
+    assert not refused.value.line_error
+
+
+def test_the_skip_invalid_hint_is_given_only_where_it_helps(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("STREAMPROC_DEBUG", raising=False)
+    f = tmp_path / "live.csv"
+    f.write_bytes(b"x,score\n1,0.1\n\xff,0.2\n")
+    argv = ["produce", "--bootstrap", "127.0.0.1:1", "--input", str(f), "--model", "m"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err == f"streamproc: error: {f}:3: not UTF-8 text (byte 0xff at column 1) (nothing was sent; " \
+                  "--skip-invalid sends the valid lines)\n"
+    f.write_bytes(b"x,y\n1,0.1\n")  # no prediction column: every line is refused alike
+    for extra in ([], ["--skip-invalid"]):
+        assert main(argv + extra) == 1
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "no prediction column" in err and "(nothing was sent)" in err, err
+
+
 def test_csv_needs_a_prediction_column_and_a_model(tmp_path):
     f = tmp_path / "nopred.csv"
     f.write_text("x,y\n1,2\n")
@@ -371,6 +408,33 @@ def test_produce_jsonl_and_csv_files_through_the_broker(bootstrap, tmp_path):
                          "features": {"amount": 1.5, "country": "DE"}, "prediction": {"score": 0.1, "label": "yes"}}
     assert events[0]["features"] == {"amount": 0.0, "country": None}
     assert {k for k, _ in got} == {b"fraud"}
+
+
+@pytest.mark.integration
+def test_skip_invalid_sends_around_an_undecodable_csv_line_and_a_late_error_says_what_was_sent(bootstrap, tmp_path,
+                                                                                              capsys, monkeypatch):
+    import streamproc.produce
+    from streamproc.produce import Record, Source
+
+    topic = f"predictions-{uuid.uuid4().hex[:8]}"
+    f = tmp_path / "live.csv"
+    f.write_bytes(b"event_id,x,score\nr1,1,0.1\nr2,\xff\xfe,0.2\nr3,3,0.3\n")
+    done = run_produce(bootstrap, "--input", str(f), "--topic", topic, "--model", "m", "--skip-invalid")
+    assert done.returncode == 0, done.stderr
+    assert "sent 2 events" in done.stdout and "skipped 1 invalid line(s)" in done.stdout
+    assert done.stderr == f"streamproc: skipped {f}:3: not UTF-8 text (byte 0xff at column 4)\n"
+    assert [json.loads(v)["event_id"] for _, v in read_topic(bootstrap, topic, 2)] == ["r1", "r3"]
+
+    class Truncated(Source):  # a file that cannot be read on after two events
+        def records(self, skip_invalid=False, report=None):
+            for i in range(2):
+                yield Record(i + 1, b"m", json.dumps(event(i, "m")).encode())
+            raise InvalidInput("live.csv: gone")
+
+    monkeypatch.delenv("STREAMPROC_DEBUG", raising=False)
+    monkeypatch.setattr(streamproc.produce, "open_source", lambda *args: Truncated())
+    assert main(["produce", "--bootstrap", bootstrap, "--input", "live.csv", "--topic", topic, "--skip-invalid"]) == 1
+    assert capsys.readouterr().err == "streamproc: error: live.csv: gone (2 event(s) were sent before it)\n"
 
 
 @pytest.mark.integration
