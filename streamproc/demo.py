@@ -215,6 +215,9 @@ def _summary(seen: list[dict], elapsed: float, logdir: str, say) -> int:
     for model, feature in (("fraud", "x0"), ("fraud", "c0"), ("churn", "x2")):
         if not any(a["model_id"] == model and a["feature"] == feature and a["type"] == "data_drift" for a in alerts):
             problems.append(f"no data-drift alert for {model}.{feature}")
+    if not any(a["model_id"] == "fraud" and a["type"] == "prediction_drift" and a["signal"] == "prediction_score"
+               for a in alerts):
+        problems.append("no prediction-drift alert for fraud's score")
     if not any(r["model_id"] == "fraud" for r in retrains):
         problems.append("no retrain request for fraud")
     quiet = [a for a in alerts if a["model_id"] == "pricing"]

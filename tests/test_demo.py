@@ -12,7 +12,7 @@ import time
 import pytest
 
 from streamproc.cli import build_parser
-from streamproc.demo import MIN_EVENTS, WARMUP_SIZE, WINDOW_SIZE
+from streamproc.demo import MIN_EVENTS, WARMUP_SIZE, WINDOW_SIZE, _summary
 
 from .conftest import ROOT, parse_error
 from .test_readme import README
@@ -74,3 +74,24 @@ def test_an_interrupted_demo_exits_130_as_every_command_does(monkeypatch, capsys
 
     monkeypatch.setattr(streamproc.demo, "_demo", interrupted)
     assert streamproc.demo.run_demo() == 130 and capsys.readouterr().out == "interrupted\n"
+
+
+def _alert(model: str, type_: str, signal: str, feature=None) -> dict:
+    return {"alert_id": f"{model}-{signal}-{feature}", "model_id": model, "type": type_, "signal": signal, "feature": feature}
+
+
+EXPECTED = [_alert("fraud", "data_drift", "feature", "x0"), _alert("fraud", "data_drift", "feature", "c0"),
+            _alert("churn", "data_drift", "feature", "x2"), _alert("fraud", "prediction_drift", "prediction_score"),
+            {"request_id": "r1", "model_id": "fraud"}]
+
+
+def test_the_summary_claims_only_the_drifts_it_saw():
+    lines: list[str] = []
+    assert _summary(EXPECTED, 17.0, "/tmp/logs", lines.append) == 0
+    assert lines[-1] == "as expected: drift found in fraud (x0, c0, score) and churn (x2); pricing stayed quiet"
+    # The score's drift was claimed without being checked: a label drift is not it.
+    lines.clear()
+    seen = [e for e in EXPECTED if e.get("signal") != "prediction_score"]
+    seen.append(_alert("fraud", "prediction_drift", "prediction_label"))
+    assert _summary(seen, 17.0, "/tmp/logs", lines.append) == 1
+    assert lines[1:] == ["UNEXPECTED: no prediction-drift alert for fraud's score"]
