@@ -13,7 +13,8 @@ Sources:
   - ``score`` and/or ``label`` (``--score-column``, ``--label-column`` rename them): the
     prediction; at least one of them must be a column;
   - every other column is a feature: a cell that parses as a finite number is a number, an
-    empty cell (or ``nan``, ``inf``) is missing, anything else is a category.
+    empty cell (or ``nan``, ``inf``) is missing, anything else is a category. A score cell
+    is read alike, but text that is not a number is an error (empty, ``nan``, ``inf``: no score).
 
   The model id comes from ``--model`` (required for CSV) and the version from ``--version``.
 * The synthetic generator (``streamproc.synth``): ``--models a,b`` each get ``--events N``
@@ -142,13 +143,11 @@ def row_to_event(row: dict, row_number: int, layout: CsvLayout, now: Callable[[]
     event["features"] = {k: _feature(v) for k, v in row.items() if k not in reserved}
     prediction: dict = {}
     score = row.get(layout.score_column)
-    if score:
-        try:
-            value = float(score)
-        except ValueError:
-            value = math.nan
-        if not math.isfinite(value):
-            raise InvalidInput(f"{layout.score_column} {score!r} is not a finite number")
+    value = _cell(score)  # as ``reference build`` reads it: empty, nan and inf are a missing score
+    if isinstance(value, str):
+        raise InvalidInput(f"{layout.score_column} {score!r} is not a number (the {layout.score_column!r} column is "
+                           f"the prediction score; --score-column '' makes it a feature)")
+    if value is not None:
         prediction["score"] = value
     label = row.get(layout.label_column)
     if label:

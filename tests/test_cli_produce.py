@@ -44,9 +44,11 @@ def test_csv_row_conventions():
     assert ev == {"event_id": "row-7", "model_id": "m", "ts": 1795350000.123, "features": {"x": None},
                   "prediction": {"label": "yes"}}
     assert check_event(json.dumps(ev).encode()) == "m"
-    # an empty score is a missing score: the event is still valid
-    ev = row_to_event({"x": "1", "score": ""}, 1, LAYOUT)
-    assert ev["prediction"] == {} and check_event(json.dumps(ev).encode()) == "fraud"
+    # an empty score is a missing score: the event is still valid; so are nan and inf, as the
+    # README says and as `reference build` reads them (they were refused: "not a finite number")
+    for cell in ("", "nan", "inf", "-Infinity", "NaN"):
+        ev = row_to_event({"x": "1", "score": cell, "label": "yes"}, 1, LAYOUT)
+        assert ev["prediction"] == {"label": "yes"} and check_event(json.dumps(ev).encode()) == "fraud", cell
     # renamed prediction columns are not features
     layout = CsvLayout("m", score_column="p", label_column="y")
     assert row_to_event({"p": "0.3", "y": "1", "score": "7"}, 1, layout)["features"] == {"score": 7.0}
@@ -55,8 +57,8 @@ def test_csv_row_conventions():
 @pytest.mark.parametrize("row,message", [
     ({"ts": "", "score": "0.5"}, "empty ts"),
     ({"event_id": "", "score": "0.5"}, "empty event_id"),
-    ({"score": "high"}, "score 'high' is not a finite number"),
-    ({"score": "inf"}, "not a finite number"),
+    ({"score": "high"}, "score 'high' is not a number \\(the 'score' column is the prediction score; "
+                        "--score-column '' makes it a feature\\)"),
     ({"score": "0.5", None: ["extra"]}, "1 more cell"),
 ])
 def test_csv_rows_that_cannot_be_events(row, message):
@@ -392,7 +394,7 @@ def test_produce_jsonl_and_csv_files_through_the_broker(bootstrap, tmp_path):
                         + "1795350050,1.0,FR,not-a-score,no\n")
     refused = run_produce(bootstrap, "--input", str(csv_file), "--topic", topic, "--model", "fraud")
     assert refused.returncode == 1 and refused.stderr.count("\n") == 1, refused.stderr
-    assert "live.csv:52: score 'not-a-score' is not a finite number" in refused.stderr
+    assert "live.csv:52: score 'not-a-score' is not a number" in refused.stderr
     done = run_produce(bootstrap, "--input", str(csv_file), "--topic", topic, "--model", "fraud", "--version", "v7",
                        "--skip-invalid")
     assert done.returncode == 0, done.stderr
