@@ -105,6 +105,17 @@ def _event_id_text(text: str) -> str:
         raise argparse.ArgumentTypeError(f"must be 1 to 256 characters without control characters, not {text!r}") from None
 
 
+def _model_ids(text: str) -> list[str]:
+    """``produce --models``: comma-separated model ids an event can carry, none twice."""
+    ids = [m.strip() for m in text.split(",") if m.strip()]
+    if not ids:
+        raise argparse.ArgumentTypeError(f"must name at least one model id, not {text!r}")
+    repeated = sorted({m for m in ids if ids.count(m) > 1})
+    if repeated:
+        raise argparse.ArgumentTypeError(f"names {', '.join(repeated)} more than once")
+    return [_event_id_text(m) for m in ids]
+
+
 def _add_bootstrap(p: argparse.ArgumentParser, required: bool = False) -> None:
     p.add_argument("--bootstrap", default=os.environ.get("STREAMPROC_BOOTSTRAP"), required=required and not os.environ.get("STREAMPROC_BOOTSTRAP"),
                    help="Kafka bootstrap servers host:port[,host:port] (env STREAMPROC_BOOTSTRAP)")
@@ -174,14 +185,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=None, metavar="EVENTS_PER_S", help="send at this rate (default: as fast as possible)")
     p.add_argument("--skip-invalid", action="store_true", help="report invalid lines on stderr and send the rest, instead of stopping")
     g = p.add_argument_group("CSV input")
-    g.add_argument("--model", default=None, help="model id of every row (required for CSV)")
-    g.add_argument("--version", default=None, help="model version of every row (CSV and --synthetic; default: none, i.e. default)")
+    g.add_argument("--model", default=None, type=_event_id_text, help="model id of every row (required for CSV)")
+    g.add_argument("--version", default=None, type=_event_id_text,
+                   help="model version of every row (CSV and --synthetic; default: none, i.e. default)")
     g.add_argument("--score-column", default=None,
                    help="column holding the prediction score (default score, if the file has that column; '' for none)")
     g.add_argument("--label-column", default=None,
                    help="column holding the predicted label (default label, if the file has that column; '' for none)")
     g = p.add_argument_group("synthetic events")
-    g.add_argument("--models", default=None, help="comma-separated model ids (features x0..x4 numeric, c0 categorical)")
+    g.add_argument("--models", default=None, type=_model_ids,
+                   help="comma-separated model ids (features x0..x4 numeric, c0 categorical)")
     g.add_argument("--events", type=int, default=10000, help="events per model (default 10000)")
     g.add_argument("--drift-at", type=int, default=None, metavar="K", help="drift from event K of each model on (default: no drift)")
     g.add_argument("--drift-features", default=None, help="comma-separated features that drift (default x0)")
@@ -348,11 +361,10 @@ def _produce(args) -> int:
                 raise ConfigError("--synthetic needs --models a,b")
             if args.model:
                 raise ConfigError("--model is for CSV input; --synthetic takes --models")
-            models = [m.strip() for m in args.models.split(",") if m.strip()]
-            if not models or args.events < 1:
-                raise ConfigError("--synthetic needs at least one model in --models and --events of 1 or more")
+            if args.events < 1:
+                raise ConfigError("--synthetic needs --events of 1 or more")
             drift = synthetic_drift(args.drift_at, args.drift_features, args.drift_shift, args.drift_category_rate)
-            source = SyntheticSource(models, args.events, drift, args.version, args.seed)
+            source = SyntheticSource(args.models, args.events, drift, args.version, args.seed)
         else:
             if args.models or args.drift_at is not None or args.drift_features:
                 raise ConfigError("--models and --drift-* go with --synthetic")

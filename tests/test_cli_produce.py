@@ -18,7 +18,7 @@ from streamproc.produce import (CsvLayout, CsvSource, InvalidInput, JsonLinesSou
                                 check_event, open_source, row_to_event, synthetic_drift)
 from streamproc.progress import Progress
 
-from .conftest import ROOT
+from .conftest import ROOT, parse_error
 
 LAYOUT = CsvLayout("fraud", "v1", id_prefix="live")
 
@@ -206,6 +206,21 @@ def test_synthetic_source_interleaves_models_keyed_by_model():
     assert [e["event_id"] for e in events[:4]] == ["a-0", "b-0", "a-1", "b-1"]
     assert all(e["model_version"] == "v3" and check_event(r.value) == e["model_id"] for e, r in zip(events, records))
     assert source.done == source.total == 10
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--synthetic", "--models", "fraud", "--version", ""], "argument --version: must be 1 to 256 characters without "
+                                                           "control characters, not ''"),
+    (["--synthetic", "--models", "fraud", "--version", "v\t1"], "argument --version: must be 1 to 256 characters"),
+    (["--synthetic", "--models", "a," + "m" * 300], "argument --models: must be 1 to 256 characters"),
+    (["--synthetic", "--models", "a,\x01b"], "argument --models: must be 1 to 256 characters"),
+    (["--synthetic", "--models", " , "], "argument --models: must name at least one model id, not ' , '"),
+    (["--synthetic", "--models", "a,b,a"], "argument --models: names a more than once"),
+    (["--input", "live.csv", "--model", ""], "argument --model: must be 1 to 256 characters"),
+])
+def test_ids_events_could_not_carry_are_refused_at_start(flags, message, capsys):
+    # They were sent, and every worker dead-lettered every event (exit 0).
+    assert message in parse_error(["produce", *flags], capsys)
 
 
 def test_synthetic_drift_flags():
