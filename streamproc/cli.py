@@ -35,7 +35,7 @@ EPILOG_PRODUCE = """examples:
   streamproc produce --bootstrap 127.0.0.1:9092 --input events.jsonl --rate 500
   streamproc produce --bootstrap 127.0.0.1:9092 --input live.csv --model fraud --version 2026-11-01
   streamproc produce --bootstrap 127.0.0.1:9092 --synthetic --models fraud,churn --events 20000 \\
-      --drift-at 10000 --drift-features x0,c0 --drift-shift 1.0
+      --drift-at 10000 --drift-models fraud --drift-features x0,c0 --drift-shift 1.0
 """
 
 EPILOG_STATUS = """examples:
@@ -197,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="comma-separated model ids (features x0..x4 numeric, c0 categorical)")
     g.add_argument("--events", type=int, default=10000, help="events per model (default 10000)")
     g.add_argument("--drift-at", type=int, default=None, metavar="K", help="drift from event K of each model on (default: no drift)")
+    g.add_argument("--drift-models", default=None, type=_model_ids,
+                   help="comma-separated models (of --models) that drift (default: every model)")
     g.add_argument("--drift-features", default=None, help="comma-separated features that drift (default x0)")
     g.add_argument("--drift-shift", type=float, default=1.0, help="shift of drifting numeric features, in standard deviations (default 1.0)")
     g.add_argument("--drift-category-rate", type=float, default=0.3,
@@ -363,10 +365,13 @@ def _produce(args) -> int:
                 raise ConfigError("--model is for CSV input; --synthetic takes --models")
             if args.events < 1:
                 raise ConfigError("--synthetic needs --events of 1 or more")
+            if args.drift_models and args.drift_at is None:
+                raise ConfigError("--drift-models needs --drift-at")
             drift = synthetic_drift(args.drift_at, args.drift_features, args.drift_shift, args.drift_category_rate)
-            source = SyntheticSource(args.models, args.events, drift, args.version, args.seed)
+            source = SyntheticSource(args.models, args.events, drift, args.version, args.seed,
+                                     drift_models=args.drift_models)
         else:
-            if args.models or args.drift_at is not None or args.drift_features:
+            if args.models or args.drift_at is not None or args.drift_features or args.drift_models:
                 raise ConfigError("--models and --drift-* go with --synthetic")
             source = open_source(args.input, args.model, args.version, args.score_column, args.label_column,
                                  load_config(args.config).worker.max_future_seconds)

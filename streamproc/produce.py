@@ -18,7 +18,8 @@ Sources:
 
   The model id comes from ``--model`` (required for CSV) and the version from ``--version``.
 * The synthetic generator (``streamproc.synth``): ``--models a,b`` each get ``--events N``
-  events, interleaved, with optional drift of chosen features from event ``--drift-at``.
+  events, interleaved, with optional drift of chosen features from event ``--drift-at`` (of
+  every model, or of those in ``--drift-models``).
 
 Every event read from a file is checked against the event contract by the worker's own
 decoder before anything is sent: an invalid line stops the command with one line naming it
@@ -302,12 +303,18 @@ class CsvSource(Source):
 
 
 class SyntheticSource(Source):
-    """``events`` events for each model, interleaved (``streamproc.synth``)."""
+    """``events`` events for each model, interleaved (``streamproc.synth``); ``drift`` applies to
+    the models in ``drift_models`` (None: every model; ValueError for one not in ``models``)."""
 
     def __init__(self, models: list[str], events: int, drift: Optional[Drift] = None, model_version: Optional[str] = None,
-                 seed: int = 0, n_numeric: int = 5, n_categorical: int = 1, chunk: int = 2000):
+                 seed: int = 0, n_numeric: int = 5, n_categorical: int = 1, chunk: int = 2000,
+                 drift_models: Optional[list[str]] = None):
+        unknown = [m for m in drift_models or () if m not in models]
+        if unknown:
+            raise ValueError(f"--drift-models: {', '.join(unknown)} not in --models ({', '.join(models)})")
+        drifting = set(models if drift_models is None else drift_models)
         self.streams = [ModelStream(m, n_numeric=n_numeric, n_categorical=n_categorical, model_version=model_version,
-                                    drift=drift, seed=seed + i) for i, m in enumerate(models)]
+                                    drift=drift if m in drifting else None, seed=seed + i) for i, m in enumerate(models)]
         self.events = events
         self.chunk = chunk
         self.label = "synthetic " + ",".join(models)

@@ -223,6 +223,20 @@ def test_ids_events_could_not_carry_are_refused_at_start(flags, message, capsys)
     assert message in parse_error(["produce", *flags], capsys)
 
 
+def test_drift_models_drift_and_the_others_stay_as_without_drift():
+    # Every model got the same drift: the compose stack's "one drifts" drifted all three.
+    drift = synthetic_drift(3, "x0", 1.0, 0.3)
+    plain = [json.loads(r.value) for r in SyntheticSource(["a", "b"], 6).records()]
+    some = [json.loads(r.value) for r in SyntheticSource(["a", "b"], 6, drift, drift_models=["a"]).records()]
+    assert [e for e in some if e["model_id"] == "b"] == [e for e in plain if e["model_id"] == "b"]
+    shifted = [(s["features"]["x0"] - p["features"]["x0"]) for s, p in zip(some, plain) if s["model_id"] == "a"]
+    assert shifted[:3] == [0, 0, 0] and all(abs(d - 1.0) < 1e-4 for d in shifted[3:])
+    every = [json.loads(r.value) for r in SyntheticSource(["a", "b"], 6, drift).records()]
+    assert all(e["features"]["x0"] != p["features"]["x0"] for e, p in zip(every[6:], plain[6:]))
+    with pytest.raises(ValueError, match=r"--drift-models: c not in --models \(a, b\)"):
+        SyntheticSource(["a", "b"], 6, drift, drift_models=["c"])
+
+
 def test_synthetic_drift_flags():
     assert synthetic_drift(None, None, 1.0, 0.3) is None
     d = synthetic_drift(100, "x0, c0", 2.0, 0.3)
@@ -333,6 +347,10 @@ def test_every_subcommand_help_has_an_example():
     (["produce", "--bootstrap", "x:1", "--synthetic", "--models", "a", "--drift-at", "5", "--drift-features", "q"], 2,
      "unknown feature"),
     (["produce", "--bootstrap", "x:1", "--synthetic", "--models", "a", "--rate", "0"], 2, "--rate must be a positive"),
+    (["produce", "--bootstrap", "x:1", "--synthetic", "--models", "a", "--drift-models", "a"], 2,
+     "--drift-models needs --drift-at"),
+    (["produce", "--bootstrap", "x:1", "--synthetic", "--models", "a", "--drift-at", "5", "--drift-models", "b"], 2,
+     "--drift-models: b not in --models (a)"),
     (["produce", "--synthetic", "--models", "a"], 2, "--bootstrap (or STREAMPROC_BOOTSTRAP) is required"),
     (["alerts", "forward", "--bootstrap", "x:1", "--webhook", "ftp://x"], 2, "--webhook must be an http"),
     # (retried as "cannot reach the webhook" for 97 s, from the first alert on, before)

@@ -75,6 +75,15 @@ def test_producer_command_parses_and_feeds_the_workers_topic():
     assert args.topic == config.worker.topics.predictions
 
 
+def test_the_producer_drifts_one_model_within_minutes():
+    # Every model drifted alike, from event 300,000: after 50 minutes at 100 events/s per model.
+    args = build_parser().parse_args(SERVICES["producer"]["command"])
+    assert len(args.drift_models) == 1 and set(args.drift_models) < set(args.models)
+    per_model_rate = args.rate / len(args.models)
+    assert args.drift_at / per_model_rate <= 5 * 60
+    assert args.drift_at < args.events
+
+
 def test_dependencies_wait_for_health():
     for name, service in SERVICES.items():
         for dep, cond in (service.get("depends_on") or {}).items():
