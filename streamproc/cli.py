@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "against the event contract before anything is sent: an invalid line stops the command "
                                    "(file:line: reason) unless --skip-invalid. CSV: one event per row; columns event_id "
                                    "(default <file stem>-<row>), ts (default: the time it is sent), score and/or label "
-                                   "(the prediction), every other column a feature.",
+                                   "(the prediction; neither: an empty one), every other column a feature.",
                        epilog=EPILOG_PRODUCE, formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_bootstrap(p)
     p.add_argument("--config", default=os.environ.get("STREAMPROC_CONFIG"),

@@ -10,8 +10,9 @@ Sources:
     counted from 1, after the header), so sending the same file again gives the same ids;
   - ``ts``: event time, RFC 3339 or epoch seconds; without the column, the time the row is
     sent;
-  - ``score`` and/or ``label`` (``--score-column``, ``--label-column`` rename them): the
-    prediction; at least one of them must be a column;
+  - ``score`` and/or ``label`` (``--score-column``, ``--label-column`` rename them, ``''``
+    means none): the prediction; a file with neither (features only, as ``reference build``
+    takes) gives events with an empty prediction, ``{}``, which the contract allows;
   - every other column is a feature: a cell that parses as a finite number is a number, an
     empty cell (or ``nan``, ``inf``) is missing, anything else is a category. A score cell
     is read alike, but text that is not a number is an error (empty, ``nan``, ``inf``: no score).
@@ -105,9 +106,6 @@ class CsvLayout:
         for name in self.named:
             if name not in columns:
                 raise InvalidInput(f"no column {name!r} (columns: {', '.join(columns)})")
-        if self.score_column not in columns and self.label_column not in columns:
-            raise InvalidInput(f"no prediction column: needs a {self.score_column!r} or {self.label_column!r} column "
-                               f"(columns: {', '.join(columns)})")
 
 
 def _feature(text: Optional[str]):

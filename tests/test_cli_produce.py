@@ -140,18 +140,31 @@ def test_the_skip_invalid_hint_is_given_only_where_it_helps(tmp_path, capsys, mo
     err = capsys.readouterr().err
     assert err == f"streamproc: error: {f}:3: not UTF-8 text (byte 0xff at column 1) (nothing was sent; " \
                   "--skip-invalid sends the valid lines)\n"
-    f.write_bytes(b"x,y\n1,0.1\n")  # no prediction column: every line is refused alike
+    f.write_bytes(b"x,x,score\n1,2,0.1\n")  # a name twice: every line is refused alike
     for extra in ([], ["--skip-invalid"]):
         assert main(argv + extra) == 1
         err = capsys.readouterr().err
-        assert err.count("\n") == 1 and "no prediction column" in err and "(nothing was sent)" in err, err
+        assert err.count("\n") == 1 and "repeated column name(s): x" in err and "(nothing was sent)" in err, err
 
 
-def test_csv_needs_a_prediction_column_and_a_model(tmp_path):
+def test_a_features_only_csv_gives_events_with_an_empty_prediction_as_reference_build_takes_it(tmp_path):
+    # It was refused ("needs a 'score' or 'label' column"; with --score-column '' --label-column
+    # '': "needs a '' or '' column"), while reference build profiles such a file.
     f = tmp_path / "nopred.csv"
     f.write_text("x,y\n1,2\n")
-    with pytest.raises(InvalidInput, match="no prediction column: needs a 'score' or 'label' column"):
-        list(open_source(f, "m").records())
+    for columns in ((None, None), ("", "")):
+        (record,) = open_source(f, "m", score_column=columns[0], label_column=columns[1]).records()
+        ev = json.loads(record.value)
+        assert ev["features"] == {"x": 1.0, "y": 2.0} and ev["prediction"] == {}
+        assert check_event(record.value) == "m"
+    f.write_text("x,score,label\n1,0.5,yes\n")  # '' for both: those columns are features
+    (record,) = open_source(f, "m", score_column="", label_column="").records()
+    assert json.loads(record.value)["features"] == {"x": 1.0, "score": 0.5, "label": "yes"}
+
+
+def test_csv_needs_a_model_a_header_and_a_known_format(tmp_path):
+    f = tmp_path / "nopred.csv"
+    f.write_text("x,y\n1,2\n")
     with pytest.raises(InvalidInput, match="CSV input needs --model"):
         open_source(f)
     (tmp_path / "empty.csv").write_text("")
