@@ -195,15 +195,17 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("synthetic events")
     g.add_argument("--models", default=None, type=_model_ids,
                    help="comma-separated model ids (features x0..x4 numeric, c0 categorical)")
-    g.add_argument("--events", type=int, default=10000, help="events per model (default 10000)")
+    g.add_argument("--events", type=int, default=None, help="events per model (default 10000)")
     g.add_argument("--drift-at", type=int, default=None, metavar="K", help="drift from event K of each model on (default: no drift)")
     g.add_argument("--drift-models", default=None, type=_model_ids,
                    help="comma-separated models (of --models) that drift (default: every model)")
     g.add_argument("--drift-features", default=None, help="comma-separated features that drift (default x0)")
-    g.add_argument("--drift-shift", type=float, default=1.0, help="shift of drifting numeric features, in standard deviations (default 1.0)")
-    g.add_argument("--drift-category-rate", type=float, default=0.3,
+    # (None: not given; flags of the other source are refused, so which were given matters)
+    g.add_argument("--drift-shift", type=float, default=None,
+                   help="shift of drifting numeric features, in standard deviations (default 1.0)")
+    g.add_argument("--drift-category-rate", type=float, default=None,
                    help="share of a drifting categorical feature's values replaced by a new category (default 0.3)")
-    g.add_argument("--seed", type=int, default=0, help="random seed (model i uses seed+i; default 0)")
+    g.add_argument("--seed", type=int, default=None, help="random seed (model i uses seed+i; default 0)")
 
     p = sub.add_parser("status", help="show a running worker's state (its /status) as a table",
                        epilog=EPILOG_STATUS, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -352,6 +354,16 @@ def _output_topics(args):
     return bootstrap, [args.alerts_topic or topics.alerts, args.retrain_topic or topics.retrain], options, topics.partitions
 
 
+PRODUCE_FILE_FLAGS = ("model", "score_column", "label_column", "skip_invalid")
+PRODUCE_SYNTHETIC_FLAGS = ("models", "events", "drift_at", "drift_models", "drift_features", "drift_shift",
+                           "drift_category_rate", "seed")
+
+
+def _given(args, dests) -> str:
+    """The flags among ``dests`` that the command line gave, as the user wrote them."""
+    return ", ".join(f"--{d.replace('_', '-')}" for d in dests if getattr(args, d) not in (None, False))
+
+
 def _produce(args) -> int:
     from .produce import InvalidInput, SyntheticSource, open_source, produce, synthetic_drift
 
@@ -363,16 +375,23 @@ def _produce(args) -> int:
                 raise ConfigError("--synthetic needs --models a,b")
             if args.model:
                 raise ConfigError("--model is for CSV input; --synthetic takes --models")
-            if args.events < 1:
+            wrong = _given(args, PRODUCE_FILE_FLAGS)
+            if wrong:
+                raise ConfigError(f"{wrong}: only for --input files, not --synthetic")
+            events = 10000 if args.events is None else args.events
+            if events < 1:
                 raise ConfigError("--synthetic needs --events of 1 or more")
             if args.drift_models and args.drift_at is None:
                 raise ConfigError("--drift-models needs --drift-at")
             drift = synthetic_drift(args.drift_at, args.drift_features, args.drift_shift, args.drift_category_rate)
-            source = SyntheticSource(args.models, args.events, drift, args.version, args.seed,
+            if drift is not None and drift.start >= events:
+                raise ConfigError(f"--drift-at {drift.start} is not below --events {events}: no event would drift")
+            source = SyntheticSource(args.models, events, drift, args.version, args.seed or 0,
                                      drift_models=args.drift_models)
         else:
-            if args.models or args.drift_at is not None or args.drift_features or args.drift_models:
-                raise ConfigError("--models and --drift-* go with --synthetic")
+            wrong = _given(args, PRODUCE_SYNTHETIC_FLAGS)
+            if wrong:
+                raise ConfigError(f"{wrong}: only for --synthetic, not --input")
             source = open_source(args.input, args.model, args.version, args.score_column, args.label_column,
                                  load_config(args.config).worker.max_future_seconds)
     except ValueError as exc:

@@ -329,12 +329,16 @@ class SyntheticSource(Source):
                     yield Record(0, key, orjson.dumps(events[i]))
 
 
-def synthetic_drift(drift_at: Optional[int], features: Optional[str], shift: float, category_rate: float,
-                    n_numeric: int = 5, n_categorical: int = 1) -> Optional[Drift]:
-    """The ``Drift`` the flags describe (None without ``drift_at``); ValueError naming a bad flag."""
+def synthetic_drift(drift_at: Optional[int], features: Optional[str], shift: Optional[float] = None,
+                    category_rate: Optional[float] = None, n_numeric: int = 5, n_categorical: int = 1) -> Optional[Drift]:
+    """The ``Drift`` the flags describe (None without ``drift_at``); ValueError naming a flag that
+    does not apply or would leave a drifting feature as it was. ``shift`` (default 1.0) and
+    ``category_rate`` (default 0.3): None when not given."""
     if drift_at is None:
-        if features:
-            raise ValueError("--drift-features needs --drift-at")
+        given = [flag for flag, value in (("--drift-features", features), ("--drift-shift", shift),
+                                          ("--drift-category-rate", category_rate)) if value is not None]
+        if given:
+            raise ValueError(f"{', '.join(given)} need(s) --drift-at")
         return None
     if drift_at < 0:
         raise ValueError("--drift-at must be 0 or more")
@@ -344,9 +348,23 @@ def synthetic_drift(drift_at: Optional[int], features: Optional[str], shift: flo
     if unknown or not names:
         raise ValueError(f"--drift-features: unknown feature(s) {', '.join(unknown) or '(none)'}; "
                          f"the synthetic models have {', '.join(known)}")
-    if not 0.0 <= category_rate <= 1.0:
-        raise ValueError("--drift-category-rate must be between 0 and 1")
-    return Drift(drift_at, names, shift, category_rate if any(n.startswith("c") for n in names) else 0.0)
+    numeric = [n for n in names if n.startswith("x")]
+    categorical = [n for n in names if n.startswith("c")]
+    if shift is not None:
+        if not numeric:
+            raise ValueError(f"--drift-shift applies to numeric features; --drift-features has none ({', '.join(names)})")
+        if not math.isfinite(shift) or shift == 0:
+            raise ValueError(f"--drift-shift must be a finite number other than 0 (it would leave "
+                             f"{', '.join(numeric)} as they are), not {shift:g}")
+    if category_rate is not None:
+        if not categorical:
+            raise ValueError(f"--drift-category-rate applies to categorical features; --drift-features has none "
+                             f"({', '.join(names)})")
+        if not 0.0 < category_rate <= 1.0:
+            raise ValueError(f"--drift-category-rate must be above 0 (it would leave {', '.join(categorical)} as they "
+                             f"are) and at most 1, not {category_rate:g}")
+    return Drift(drift_at, names, 1.0 if shift is None else shift,
+                 (0.3 if category_rate is None else category_rate) if categorical else 0.0)
 
 
 def open_source(path: str | Path, model_id: Optional[str] = None, model_version: Optional[str] = None,
@@ -369,8 +387,11 @@ def open_source(path: str | Path, model_id: Optional[str] = None, model_version:
         return CsvSource(path, CsvLayout(model_id, model_version, DEFAULT_SCORE_COLUMN if score_column is None else score_column,
                                          DEFAULT_LABEL_COLUMN if label_column is None else label_column, path.stem, named),
                          max_future=max_future)
-    if model_id or model_version:
-        raise InvalidInput("--model and --version apply to CSV input; JSON-lines events carry their own model_id")
+    given = [flag for flag, value in (("--model", model_id), ("--version", model_version),
+                                      ("--score-column", score_column), ("--label-column", label_column)) if value is not None]
+    if given:
+        raise InvalidInput(f"{', '.join(given)}: only for CSV input; JSON-lines events carry their own model_id, "
+                           "model_version and prediction")
     return JsonLinesSource(path, max_future)
 
 

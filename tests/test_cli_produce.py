@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import io
 import json
+import math
 import os
+import re
 import subprocess
 import sys
 import uuid
@@ -196,8 +198,10 @@ def test_jsonl_lines_are_sent_as_written_and_invalid_ones_named(tmp_path):
     assert [(r.line, r.key, r.value) for r in records] == [
         (1, b"fraud", lines[0].encode()), (3, b"churn", lines[2].encode())]
     assert source.skipped == 2 and "events.jsonl:5: not valid JSON" in reported[1]
-    with pytest.raises(InvalidInput, match="--model and --version apply to CSV"):
+    with pytest.raises(InvalidInput, match="--model: only for CSV input"):
         open_source(f, "m")
+    with pytest.raises(InvalidInput, match="--score-column: only for CSV input"):  # (it was ignored)
+        open_source(f, score_column="p")
 
 
 def test_skipped_lines_beyond_twenty_are_counted_not_reported(tmp_path):
@@ -238,7 +242,7 @@ def test_ids_events_could_not_carry_are_refused_at_start(flags, message, capsys)
 
 def test_drift_models_drift_and_the_others_stay_as_without_drift():
     # Every model got the same drift: the compose stack's "one drifts" drifted all three.
-    drift = synthetic_drift(3, "x0", 1.0, 0.3)
+    drift = synthetic_drift(3, "x0")
     plain = [json.loads(r.value) for r in SyntheticSource(["a", "b"], 6).records()]
     some = [json.loads(r.value) for r in SyntheticSource(["a", "b"], 6, drift, drift_models=["a"]).records()]
     assert [e for e in some if e["model_id"] == "b"] == [e for e in plain if e["model_id"] == "b"]
@@ -251,15 +255,47 @@ def test_drift_models_drift_and_the_others_stay_as_without_drift():
 
 
 def test_synthetic_drift_flags():
-    assert synthetic_drift(None, None, 1.0, 0.3) is None
+    assert synthetic_drift(None, None, None, None) is None
     d = synthetic_drift(100, "x0, c0", 2.0, 0.3)
     assert (d.start, d.features, d.shift, d.new_category_rate) == (100, ("x0", "c0"), 2.0, 0.3)
-    assert synthetic_drift(5, None, 1.0, 0.3).features == ("x0",)
-    assert synthetic_drift(5, "x1", 1.0, 0.3).new_category_rate == 0.0  # no categorical feature drifts
-    for args, message in (((None, "x0", 1.0, 0.3), "needs --drift-at"), ((5, "x9", 1.0, 0.3), "unknown feature"),
-                          ((5, "x0", 1.0, 1.5), "between 0 and 1"), ((-1, None, 1.0, 0.3), "0 or more")):
-        with pytest.raises(ValueError, match=message):
+    d = synthetic_drift(5, None)
+    assert (d.features, d.shift, d.new_category_rate) == (("x0",), 1.0, 0.0)  # no categorical feature drifts
+    assert synthetic_drift(5, "c0").new_category_rate == 0.3
+    for args, message in (((None, "x0"), "--drift-features need"), ((5, "x9"), "unknown feature"),
+                          ((5, "c0", None, 1.5), "at most 1, not 1.5"), ((-1, None), "0 or more"),
+                          # flags that did nothing, silently:
+                          ((None, None, 2.0), "--drift-shift need"), ((None, None, None, 0.5), "--drift-category-rate need"),
+                          ((5, "c0", 2.0), "--drift-shift applies to numeric features; --drift-features has none (c0)"),
+                          ((5, "x0", None, 0.5), "--drift-category-rate applies to categorical features"),
+                          ((5, "c0", None, 0.0), "--drift-category-rate must be above 0 (it would leave c0 as they are)"),
+                          ((5, "x0,c0", 0.0), "--drift-shift must be a finite number other than 0"),
+                          ((5, "x0", math.nan), "--drift-shift must be a finite number")):
+        with pytest.raises(ValueError, match=re.escape(message)):
             synthetic_drift(*args)
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--input", "live.csv", "--model", "m", "--events", "5", "--drift-shift", "3", "--seed", "7"],
+     "--events, --drift-shift, --seed: only for --synthetic, not --input"),
+    (["--input", "live.jsonl", "--models", "a"], "--models: only for --synthetic, not --input"),
+    (["--synthetic", "--models", "a", "--score-column", "s", "--skip-invalid"],
+     "--score-column, --skip-invalid: only for --input files, not --synthetic"),
+    (["--synthetic", "--models", "a", "--label-column", ""], "--label-column: only for --input files"),
+    (["--synthetic", "--models", "a", "--events", "100", "--drift-at", "100"],
+     "--drift-at 100 is not below --events 100: no event would drift"),
+    (["--synthetic", "--models", "a", "--drift-at", "10000"], "not below --events 10000"),  # the default
+    (["--synthetic", "--models", "a", "--drift-at", "5", "--drift-features", "c0", "--drift-category-rate", "0"],
+     "--drift-category-rate must be above 0"),
+    (["--synthetic", "--models", "a", "--drift-shift", "3"], "--drift-shift need(s) --drift-at"),
+])
+def test_flags_that_would_do_nothing_are_refused(flags, message, capsys, monkeypatch, tmp_path):
+    # They were ignored: the command went on (to Kafka) as if they had not been given.
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "live.csv").write_text("x,score\n1,0.5\n")
+    (tmp_path / "live.jsonl").write_text(json.dumps(event(1)) + "\n")
+    assert main(["produce", "--bootstrap", "127.0.0.1:1", *flags]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("streamproc: error: ") and err.count("\n") == 1 and message in err, err
 
 
 # ---------------------------------------------------------------------------------- pacing and progress
