@@ -394,11 +394,8 @@ def _produce(args) -> int:
                 raise ConfigError(f"{wrong}: only for --synthetic, not --input")
             source = open_source(args.input, args.model, args.version, args.score_column, args.label_column,
                                  load_config(args.config).worker.max_future_seconds)
-    except ValueError as exc:
+    except (ValueError, InvalidInput) as exc:  # a usage error: the flags or the file named (exit 2, as reference build)
         raise ConfigError(str(exc)) from None
-    except InvalidInput as exc:
-        print(f"streamproc: error: {exc}", file=sys.stderr)
-        return 1
     bootstrap, topics, options = _kafka_settings(args)
     topic = args.topic or topics.predictions
     try:

@@ -378,11 +378,11 @@ def open_source(path: str | Path, model_id: Optional[str] = None, model_version:
     suffix = path.suffix.lower()
     if suffix not in JSONL_SUFFIXES + (".csv",):
         raise InvalidInput(f"{path}: unsupported input format (use .jsonl or .csv)")
+    if suffix == ".csv" and not model_id:
+        raise InvalidInput("CSV input needs --model (the model id of every row)")
     if not path.is_file():
         raise InvalidInput(f"{path}: no such file")
     if suffix == ".csv":
-        if not model_id:
-            raise InvalidInput("CSV input needs --model (the model id of every row)")
         named = tuple(c for c in (score_column, label_column) if c)
         return CsvSource(path, CsvLayout(model_id, model_version, DEFAULT_SCORE_COLUMN if score_column is None else score_column,
                                          DEFAULT_LABEL_COLUMN if label_column is None else label_column, path.stem, named),

@@ -392,7 +392,10 @@ def test_every_subcommand_help_has_an_example():
 
 
 @pytest.mark.parametrize("argv,code,message", [
-    (["produce", "--bootstrap", "x:1", "--input", "missing.jsonl"], 1, "missing.jsonl: no such file"),
+    # a usage error, as for reference build (it exited 1)
+    (["produce", "--bootstrap", "x:1", "--input", "missing.jsonl"], 2, "missing.jsonl: no such file"),
+    (["produce", "--bootstrap", "x:1", "--input", "live.parquet"], 2, "live.parquet: unsupported input format"),
+    (["produce", "--bootstrap", "x:1", "--input", "live.csv"], 2, "CSV input needs --model"),
     (["produce", "--bootstrap", "x:1", "--synthetic", "--models", "a", "--drift-at", "5", "--drift-features", "q"], 2,
      "unknown feature"),
     (["produce", "--bootstrap", "x:1", "--synthetic", "--models", "a", "--rate", "0"], 2, "--rate must be a positive"),
