@@ -2,7 +2,8 @@
 
 Deterministic for a given seed. A model has numeric features ``x0..x{n-1}`` (standard normal)
 and categorical ``c0..c{k-1}`` (four categories with fixed frequencies); its score is a
-logistic function of x0, x1 and c0. A ``Drift`` shifts chosen numeric features by ``shift``
+logistic function of the event's own x0, x1 and c0 (drifted ones included):
+``1 / (1 + exp(-(1.2 x0 - 0.8 x1 + 0.5 [c0 == "a"] - 0.3)))``, its label ``"1"`` from 0.5 up. A ``Drift`` shifts chosen numeric features by ``shift``
 standard deviations and/or moves categorical mass to a new category from ``start`` onwards.
 """
 
@@ -57,7 +58,9 @@ class ModelStream:
                     j = int(name[1:])
                     replace = drifted & (rng.random(n) < d.new_category_rate)
                     cat_vals[replace, j] = "zz"
-        logit = 1.2 * x[:, 0] - 0.8 * x[:, min(1, self.n_numeric - 1)] + 0.5 * (cats[:, 0] == 0) - 0.3
+        # The score of the features as the event carries them (after the drift: a c0 replaced by
+        # the new category is no longer the first one).
+        logit = 1.2 * x[:, 0] - 0.8 * x[:, min(1, self.n_numeric - 1)] + 0.5 * (cat_vals[:, 0] == CATEGORIES[0]) - 0.3
         score = 1.0 / (1.0 + np.exp(-logit))
         xs = np.round(x, 5).tolist()
         for i in range(n):
