@@ -3,7 +3,7 @@
 Sources:
 
 * JSON lines (``.jsonl``, ``.ndjson``, ``.json``): one prediction event per line, sent byte for
-  byte as written. Blank lines are ignored.
+  byte as written. Blank lines, and a UTF-8 byte order mark before the first, are ignored.
 * CSV with a header: one prediction event per row, built from the columns:
 
   - ``event_id``: the event id; without the column, ``<file stem>-<row number>`` (rows
@@ -197,6 +197,8 @@ class JsonLinesSource(Source):
             for n, line in enumerate(f, 1):
                 self.done += len(line)
                 raw = line.strip()
+                if n == 1:
+                    raw = raw.removeprefix(b"\xef\xbb\xbf")  # a byte order mark, as some editors write (not JSON)
                 if not raw:
                     continue
                 try:

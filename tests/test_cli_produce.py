@@ -204,6 +204,14 @@ def test_jsonl_lines_are_sent_as_written_and_invalid_ones_named(tmp_path):
         open_source(f, score_column="p")
 
 
+def test_a_byte_order_mark_before_the_first_json_line_is_not_sent(tmp_path):
+    # It was refused as "not valid JSON" (a CSV with one was accepted).
+    f = tmp_path / "events.jsonl"
+    lines = [json.dumps(event(1)), json.dumps(event(2))]
+    f.write_bytes(b"\xef\xbb\xbf" + "\n".join(lines).encode() + b"\n")
+    assert [r.value for r in JsonLinesSource(f).records()] == [line.encode() for line in lines]
+
+
 def test_skipped_lines_beyond_twenty_are_counted_not_reported(tmp_path):
     f = tmp_path / "bad.jsonl"
     f.write_text("{}\n" * 30)
