@@ -1,7 +1,8 @@
 """The public event contract: pydantic models of every event streamproc reads or writes.
 
-These models are the source of truth for ``schemas/*.json`` (``streamproc schemas --write``
-regenerates them; a test fails when the two disagree). The worker's hot path does not build
+These models are the source of truth for ``schemas/*.json`` (``streamproc schemas``
+regenerates them, ``streamproc schemas --check`` says whether they are current; a test fails
+when the two disagree). The worker's hot path does not build
 these models per event: ``streamproc.decode`` checks the same rules on plain dicts, and a test
 proves the two accept and reject the same inputs.
 
