@@ -95,3 +95,18 @@ def test_the_summary_claims_only_the_drifts_it_saw():
     seen.append(_alert("fraud", "prediction_drift", "prediction_label"))
     assert _summary(seen, 17.0, "/tmp/logs", lines.append) == 1
     assert lines[1:] == ["UNEXPECTED: no prediction-drift alert for fraud's score"]
+
+
+def test_the_readme_sample_is_a_demo_run():
+    # The sample showed the stream detectors' alerts on whole windows, "(1000 events)", where a
+    # run shows the events their window had when they alerted (e.g. "(172 events)").
+    start = README.index("```\nbroker (Tansu) up at") + 4
+    sample = README[start:README.index("```", start)].splitlines()
+    alerts = [line for line in sample if line.startswith("ALERT ")]
+    retrains = [line for line in sample if line.startswith("RETRAIN ")]
+    assert f"{len(alerts)} alerts and {len(retrains)} retrain requests in " in README
+    streaming = [line for line in alerts if re.search(r"  (adwin|page_hinkley)=", line)]
+    assert streaming and all(int(re.search(r"\((\d+) events\)", line)[1]) < WINDOW_SIZE for line in streaming)
+    lines: list[str] = []
+    _summary(EXPECTED, 17.0, "/tmp/logs", lines.append)
+    assert sample[-1] == lines[-1]
