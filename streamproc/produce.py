@@ -357,14 +357,14 @@ def synthetic_drift(drift_at: Optional[int], features: Optional[str], shift: Opt
             raise ValueError(f"--drift-shift applies to numeric features; --drift-features has none ({', '.join(names)})")
         if not math.isfinite(shift) or shift == 0:
             raise ValueError(f"--drift-shift must be a finite number other than 0 (it would leave "
-                             f"{', '.join(numeric)} as they are), not {shift:g}")
+                             f"{', '.join(numeric)} unchanged), not {shift:g}")
     if category_rate is not None:
         if not categorical:
             raise ValueError(f"--drift-category-rate applies to categorical features; --drift-features has none "
                              f"({', '.join(names)})")
         if not 0.0 < category_rate <= 1.0:
-            raise ValueError(f"--drift-category-rate must be above 0 (it would leave {', '.join(categorical)} as they "
-                             f"are) and at most 1, not {category_rate:g}")
+            raise ValueError(f"--drift-category-rate must be above 0 (it would leave {', '.join(categorical)} "
+                             f"unchanged) and at most 1, not {category_rate:g}")
     return Drift(drift_at, names, 1.0 if shift is None else shift,
                  (0.3 if category_rate is None else category_rate) if categorical else 0.0)
 

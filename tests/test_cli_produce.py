@@ -275,7 +275,7 @@ def test_synthetic_drift_flags():
                           ((None, None, 2.0), "--drift-shift need"), ((None, None, None, 0.5), "--drift-category-rate need"),
                           ((5, "c0", 2.0), "--drift-shift applies to numeric features; --drift-features has none (c0)"),
                           ((5, "x0", None, 0.5), "--drift-category-rate applies to categorical features"),
-                          ((5, "c0", None, 0.0), "--drift-category-rate must be above 0 (it would leave c0 as they are)"),
+                          ((5, "c0", None, 0.0), "--drift-category-rate must be above 0 (it would leave c0 unchanged)"),
                           ((5, "x0,c0", 0.0), "--drift-shift must be a finite number other than 0"),
                           ((5, "x0", math.nan), "--drift-shift must be a finite number")):
         with pytest.raises(ValueError, match=re.escape(message)):
