@@ -200,7 +200,7 @@ def fleet() -> dict:
                    unit="ops"),
         timeseries("Error rate (labelled predictions)",
                    [target("streamproc_error_rate", "{{model_id}}/{{model_version}}")],
-                   unit="percentunit",
+                   unit="none",  # (a share of wrong labels, or a mean absolute error in the values' units)
                    description="Error over the last 1000 predictions joined to an outcome: 1 - accuracy for labels, "
                                "mean absolute error for values. Only models that receive outcomes appear."),
         panel("table", "Alerts by model, type and severity in range",
@@ -224,7 +224,7 @@ def model() -> dict:
                        multi=True, include_all=True, all_value=".+"),
     ]
     psi = f'streamproc_psi{{{VERSION}, feature=~"$feature"}}'
-    statistic = f'streamproc_statistic{{{VERSION}, feature=~"$feature"}}'
+    statistic = f'streamproc_statistic{{{VERSION}, feature=~"$feature|error"}}'  # ($feature comes from the PSI's)
     statistic_all = f"streamproc_statistic{{{VERSION}}}"
     panels = [
         stat("Events consumed per second",
@@ -237,8 +237,9 @@ def model() -> dict:
              description="Features (and prediction signals) whose latest PSI is at or above the warning threshold."),
         stat("Highest PSI / threshold", f"max(streamproc_psi{{{VERSION}}} / streamproc_psi_threshold{{{VERSION}}})",
              thresholds=[GREEN, {"color": "orange", "value": 1}, {"color": "red", "value": 2.5}], unit="none"),
-        stat("Error rate", f"max(streamproc_error_rate{{{VERSION}}})", unit="percentunit",
-             description="Over the last 1000 labelled predictions; empty until outcomes are joined."),
+        stat("Error rate", f"max(streamproc_error_rate{{{VERSION}}})", unit="none",
+             description="Over the last 1000 labelled predictions (1 - accuracy for labels, mean absolute error for "
+                         "values); empty until outcomes are joined."),
         stat("Alerts in range (all versions)", f"sum(increase(streamproc_alerts_total{{{MODEL}}}[$__range])) or vector(0)",
              thresholds=[GREEN, {"color": "orange", "value": 1}], unit="short"),
         timeseries("PSI per feature (latest window)", [target(psi, "{{feature}}")], height=10, unit="none",
@@ -255,7 +256,7 @@ def model() -> dict:
                    repeat="feature", repeatDirection="h", maxPerRow=4),
         timeseries("Prediction score quantiles (latest window)",
                    [target(f"streamproc_prediction_score_quantile{{{VERSION}}}", "q{{quantile}}")], unit="none"),
-        timeseries("Error rate", [target(f"streamproc_error_rate{{{VERSION}}}", "error rate")], unit="percentunit",
+        timeseries("Error rate", [target(f"streamproc_error_rate{{{VERSION}}}", "error rate")], unit="none",
                    description="Error over the last 1000 labelled predictions (1 - accuracy for labels, MAE for values)."),
         timeseries("Windows closed",
                    [target(f"sum(increase(streamproc_windows_closed_total{{{VERSION}}}[$__rate_interval]))", "windows")],

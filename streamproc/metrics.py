@@ -6,10 +6,13 @@ Names are a contract (documented in the README): prefix ``streamproc_``, counter
 
 from __future__ import annotations
 
+from typing import get_args
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from .bounded_series import Bounded, LatestGauge
+from .events import AlertEvent, AlertType
 
 __all__ = ["Metrics", "CONTENT_TYPE_LATEST", "dead_letter_reason", "Bounded"]
 
@@ -30,6 +33,11 @@ def dead_letter_reason(reason: str) -> str:
     if reason.startswith("too many models"):
         return "too_many_models"
     return "invalid_event"
+
+
+# (type, severity) of every alert a model can publish (schemas/alert.v1.json)
+ALERT_SERIES = tuple((kind, severity) for kind in get_args(AlertType)
+                     for severity in get_args(AlertEvent.model_fields["severity"].annotation))
 
 
 class Metrics:
@@ -174,6 +182,21 @@ class Metrics:
         for gauge in (self.statistic, self.statistic_threshold):
             for detector in WINDOW_DETECTORS:
                 gauge.remove_matching(model_id=model_id, model_version=version, detector=detector)
+
+    def start_model(self, model_id: str) -> None:
+        """Create a model's alert and retrain-request series at 0, before its first alert.
+
+        ``increase()`` and ``rate()`` only count increments between two scrapes, so a series
+        created by its first alert, already at 1, counted nothing: the dashboards' alert panels
+        missed a drift's alert (usually the only one, as drifts last). The eight alert series of
+        a model are made only while the alert series use less than half of ``max_series``, so
+        those that real alerts create beyond that still find room.
+        """
+        if (model_id,) in self.retrains.series or len(self.alerts.series) + len(ALERT_SERIES) > self.alerts.cap // 2:
+            return
+        for kind, severity in ALERT_SERIES:
+            self.alerts.labels(model_id, kind, severity)
+        self.retrains.labels(model_id)
 
     def forget_model(self, model_id: str) -> None:
         """Drop the latest-value series of a model this worker no longer holds (counters stay)."""

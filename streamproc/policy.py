@@ -182,6 +182,13 @@ class AlertPolicy:
             st.stream_active[key] = [f.severity, 0, side]
         return True
 
+    def active_drifts(self) -> list[tuple[tuple, str]]:
+        """Every drift that lasts now, ``((type, detector, signal, feature), severity)``: the
+        window statistics' and the stream detectors' (those end on level readings, see above)."""
+        drifts = list(self.state.active.items())
+        drifts += [(key, drift[0]) for key, drift in getattr(self.state, "stream_active", {}).items()]
+        return drifts
+
     def end_stream_drifts(self, kind: str) -> None:
         """Forget the stream drifts of this type (a new reference: a new baseline to drift from)."""
         active = getattr(self.state, "stream_active", None)

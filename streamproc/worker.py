@@ -213,6 +213,7 @@ class MonitorWorker:
         self._restarted: list = []  # input partitions read again from their beginning, to forget (see _apply_restarts)
         self._in_flight = False  # a batch is applied to the state but its output not yet acknowledged
         self._unexported: set[str] = set()  # models loaded whose latest-value series are not exported yet
+        self._stream_drifting: set = set()  # model versions exported with a stream drift lasting
         self._too_large: set[str] = set()  # models whose state is over the record limit (see _state_too_large)
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -350,6 +351,8 @@ class MonitorWorker:
         # Their latest statistics and active drifts went with the models before (_forget_models):
         # exported again once each is unpacked (see _update_gauges).
         self._unexported.update(versions)
+        for model_id in versions:  # (a restored model's first batch may alert: its alert series start at 0 before)
+            self.metrics.start_model(model_id)
         return len(versions)
 
     def _restored(self, assigned) -> None:
@@ -768,8 +771,12 @@ class MonitorWorker:
         """A model version's active drifts (``streamproc_drift_active``), as its policy holds them."""
         m = self.metrics
         m.drift_active.remove_matching(model_id=key[0], model_version=key[1])
-        for (kind, detector, signal, feature), severity in mon.policy.state.active.items():
+        for (kind, detector, signal, feature), severity in mon.policy.active_drifts():
             m.drift_active.labels(key[0], key[1], kind, detector, feature or signal, severity).set(1)
+        if getattr(mon.policy.state, "stream_active", None):
+            self._stream_drifting.add(key)
+        else:
+            self._stream_drifting.discard(key)
 
     async def checkpoint(self, force: bool = True) -> None:
         """Save the changed models' state, then commit the input offsets it reflects.
@@ -912,6 +919,7 @@ class MonitorWorker:
         m = self.metrics
         for (model_id, version), count in out.events.items():
             m.events.labels(model_id, version).inc(count)
+            m.start_model(model_id)
         for key, closed in out.windows_closed.items():
             mon = self.engine.monitors[key]
             m.windows.labels(*key).inc(closed)
@@ -986,10 +994,14 @@ class MonitorWorker:
     def _publish(self, out) -> list:
         """Send the alerts and retrain requests of one engine step; count them."""
         t, m = self.settings.topics, self.metrics
-        for key in set(out.windows_closed) | set(out.errors_updated) | {(a["model_id"], a["model_version"]) for a in out.alerts}:
+        # (a stream drift may end on any batch of the model's events: those of a drifting model too)
+        changed = set(out.windows_closed) | set(out.errors_updated) | {(a["model_id"], a["model_version"]) for a in out.alerts}
+        for key in changed | (self._stream_drifting & set(out.events)):
             mon = self.engine.monitors.get(key)
             if mon is not None:
                 self._export_drifts(key, mon)
+            else:
+                self._stream_drifting.discard(key)
         futures = []
         now = time.time()
         for a in out.alerts:
@@ -1028,7 +1040,7 @@ class MonitorWorker:
                 "latest_psi": {name: round(v, 6) for (_s, name), (v, _t) in sorted(mon.latest.items())},
                 "active_drift": [
                     {"type": k[0], "detector": k[1], "signal": k[2], "feature": k[3], "severity": sev}
-                    for k, sev in mon.policy.state.active.items()
+                    for k, sev in mon.policy.active_drifts()
                 ],
             })
         assigned = self.consumer.assignment() if self.consumer is not None else set()

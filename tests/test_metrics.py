@@ -438,3 +438,65 @@ def test_expired_predictions_are_counted(tmp_path):
     assert joiner.expired > 1000
     assert _series(w.metrics, "streamproc_outcome_joins_total") == {
         (("model_id", "m"), ("result", result)): getattr(joiner, result) for result in ("matched", "unmatched", "expired")}
+
+
+def alert_counts(metrics: Metrics) -> dict[tuple, float]:
+    """{(metric, model_id, type or None, severity or None): value} of the alert and retrain counters."""
+    out = {}
+    for family in text_string_to_metric_families(metrics.render().decode()):
+        for s in family.samples:
+            if s.name in ("streamproc_alerts_total", "streamproc_retrain_requests_total"):
+                out[(s.name, s.labels["model_id"], s.labels.get("type"), s.labels.get("severity"))] = s.value
+    return out
+
+
+def test_a_models_alert_series_are_at_0_before_its_first_alert(worker):
+    """increase() counts only increments between two scrapes: a series created by its first
+    alert, already at 1, counted nothing on the dashboards."""
+    events = list(ModelStream("m", n_numeric=3, n_categorical=1, seed=5, drift=Drift(1500, ("x0",), 2.0)).events(2500))
+    msgs = messages("predictions", events)
+    worker._process_predictions(msgs[:1000])  # warming up: no alert can have been published
+    counts = alert_counts(worker.metrics)
+    assert len(counts) == 8 + 1 and set(counts.values()) == {0.0}
+    assert ("streamproc_alerts_total", "m", "data_drift", "critical") in counts
+    assert ("streamproc_retrain_requests_total", "m", None, None) in counts
+    worker._process_predictions(msgs[1000:])
+    counts = alert_counts(worker.metrics)
+    assert counts[("streamproc_alerts_total", "m", "data_drift", "critical")] >= 1
+    assert counts[("streamproc_retrain_requests_total", "m", None, None)] >= 1
+    assert len(counts) == 8 + 1
+
+
+def test_alert_series_made_ahead_leave_half_of_max_series_to_real_alerts():
+    metrics = Metrics(max_series=20)
+    for model_id in ("a", "b", "c"):
+        metrics.start_model(model_id)
+    assert {key[0] for key in metrics.alerts.series} == {"a"}  # 8 of 20; 16 would be over half
+    metrics.alerts.labels("c", "data_drift", "critical").inc()  # a real alert still finds room
+    assert metrics.alerts.series[("c", "data_drift", "critical")]._value.get() == 1.0
+
+
+def test_a_lasting_stream_drift_is_an_active_drift_until_it_ends(worker):
+    """Stream-detector drifts last (stream_clear_windows); streamproc_drift_active and /status
+    showed only the window statistics' drifts, and so no concept drift ever."""
+    events = list(ModelStream("m", n_numeric=3, n_categorical=1, seed=5).events(7000))
+    for e in events[2000:4000]:  # the score shifts up, then comes back
+        e["prediction"]["score"] = min(1.0, e["prediction"]["score"] + 0.35)
+    msgs = messages("predictions", events)
+
+    def active() -> set:
+        out = set()
+        for family in text_string_to_metric_families(worker.metrics.render().decode()):
+            out |= {(s.labels["detector"], s.labels["feature"]) for s in family.samples if s.name == "streamproc_drift_active"}
+        return out
+
+    for i in range(0, 4000, 100):
+        worker._process_predictions(msgs[i:i + 100])
+    streams = {("adwin", "prediction_score"), ("page_hinkley", "prediction_score")}  # (feature or signal)
+    assert streams <= active()
+    shown = {(d["detector"], d["signal"]) for d in worker.status()["models"][0]["active_drift"]}
+    assert {("adwin", "prediction_score"), ("page_hinkley", "prediction_score")} <= shown
+    for i in range(4000, 7000, 100):
+        worker._process_predictions(msgs[i:i + 100])
+    assert not streams & active()
+    assert not worker.engine.monitors[("m", "default")].policy.state.stream_active
