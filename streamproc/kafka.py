@@ -109,8 +109,16 @@ def consumer(bootstrap: str, *topics: str, **kwargs) -> AIOKafkaConsumer:
 
 
 def reference_key(model_id: str, model_version: str) -> bytes:
-    """The compaction key of a reference profile on the references topic."""
-    return f"{model_id}/{model_version}".encode()
+    """The compaction key of a reference profile on the references topic: the ids joined by a
+    character they cannot hold (``events.ID_PATTERN``), as state records are. With "/" between
+    them, model "team/fraud" version "v1" and model "team" version "fraud/v1" shared a key,
+    and compaction would have kept one of their references. (Workers read the ids from the
+    profile, not the key: records keyed the old way are still applied, in order.)
+
+    >>> reference_key("team/fraud", "v1") != reference_key("team", "fraud/v1")
+    True
+    """
+    return f"{model_id}\x1f{model_version}".encode()
 
 
 async def publish_reference(bootstrap: str, topic: str, profile_dict: dict, options: dict | None = None) -> int:
