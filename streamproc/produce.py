@@ -48,7 +48,7 @@ from . import kafka
 from .config import WorkerSettings
 from .decode import decode_predictions
 from .progress import Progress
-from .reference_file import DEFAULT_LABEL_COLUMN, DEFAULT_SCORE_COLUMN, EVENT_COLUMNS, _cell, repeated_columns
+from .reference_file import DEFAULT_LABEL_COLUMN, DEFAULT_SCORE_COLUMN, EVENT_COLUMNS, _cell, csv_label, repeated_columns
 from .synth import Drift, ModelStream
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
@@ -143,13 +143,13 @@ def row_to_event(row: dict, row_number: int, layout: CsvLayout, now: Callable[[]
     prediction: dict = {}
     score = row.get(layout.score_column)
     value = _cell(score)  # as ``reference build`` reads it: empty, nan and inf are a missing score
-    if isinstance(value, str):
+    if isinstance(value, (str, bool)):
         raise InvalidInput(f"{layout.score_column} {score!r} is not a number (the {layout.score_column!r} column is "
                            f"the prediction score; --score-column '' makes it a feature)")
     if value is not None:
         prediction["score"] = value
-    label = row.get(layout.label_column)
-    if label:
+    label = csv_label(row.get(layout.label_column))
+    if label is not None:
         prediction["label"] = label
     event["prediction"] = prediction
     return event

@@ -2,8 +2,9 @@
 
 Input formats:
 
-* CSV with a header: one column per feature. Cells that parse as numbers are numbers, empty
-  cells are missing, anything else is a category. ``score_column`` / ``label_column`` name the
+* CSV with a header: one column per feature. Cells that parse as numbers are numbers,
+  ``true`` / ``false`` (any case) are booleans, empty cells are missing, anything else is a
+  category. ``score_column`` / ``label_column`` name the
   prediction columns (excluded from the features); by default they are ``score`` and
   ``label`` where the file has such a column, as for ``streamproc produce``, and ``""`` means
   none (that column, if any, is a feature). ``event_id`` and ``ts`` columns are not features
@@ -31,16 +32,31 @@ from .progress import CountingLines, Progress
 from .psi import effective_threshold
 
 
+_BOOLEANS = {"true": True, "false": False}
+
+
 def _cell(text: Optional[str]):
-    """A CSV cell's value: a number, a category, or None (empty, absent, or not finite: JSON
-    has no infinity, so ``produce`` sends those as null, and a reference must read them so)."""
+    """A CSV cell's value: a number, a boolean (``true`` / ``false`` in any case: pandas writes
+    ``True``, a live event carries JSON ``true``, which the worker reads as the category
+    ``'true'``), a category, or None (empty, absent, or not finite: JSON has no infinity, so
+    ``produce`` sends those as null, and a reference must read them so)."""
     if not text:  # empty, or (a row shorter than the header) absent
         return None
     try:
         value = float(text)
     except ValueError:
-        return text
+        boolean = _BOOLEANS.get(text.lower())
+        return text if boolean is None else boolean
     return value if math.isfinite(value) else None
+
+
+def csv_label(text: Optional[str]):
+    """A CSV cell's predicted label: None when empty, a boolean as ``_cell`` reads one, else
+    the text (a label is never a number: ``"1"`` stays text, as a live ``"1"`` or ``1`` reads)."""
+    if not text:
+        return None
+    boolean = _BOOLEANS.get(text.lower())
+    return text if boolean is None else boolean
 
 
 class _Progress(Progress):
@@ -177,6 +193,8 @@ def read_training_data(path: str | Path, score_column: Optional[str] = None, lab
                                  f"the prediction score; --score-column '' makes it a feature)")
             scores.append(float(s) if s is not None else math.nan)
             lbl = rec[label_column] if label_column else None
+            if suffix == ".csv":
+                lbl = csv_label(lbl)
             if isinstance(lbl, float) and lbl == lbl:  # (Parquet: integers with a null become floats)
                 if not lbl.is_integer():
                     raise ValueError(f"{path}:{n}: {label_column} {lbl!r} is not a label (events carry text, "

@@ -62,6 +62,7 @@ def test_csv_row_conventions():
     ({"score": "high"}, "score 'high' is not a number \\(the 'score' column is the prediction score; "
                         "--score-column '' makes it a feature\\)"),
     ({"score": "0.5", None: ["extra"]}, "1 more cell"),
+    ({"score": "True"}, "score 'True' is not a number"),  # (a boolean cell, not a score)
 ])
 def test_csv_rows_that_cannot_be_events(row, message):
     with pytest.raises(InvalidInput, match=message):

@@ -369,6 +369,31 @@ def test_a_csv_reference_reads_cells_as_produce_sends_them(tmp_path):
     assert rows == sent and sum(r["x"] is None for r in rows) == 10
 
 
+def test_csv_booleans_read_as_live_json_booleans_do(tmp_path):
+    """pandas writes a boolean column and a boolean label as True / False; a live event carries
+    JSON true / false, which the worker reads as 'true' / 'false'. Read as text, the reference
+    had categories 'True' / 'False', and unchanged live data raised critical drift and
+    unseen-category alerts. produce sends such cells as JSON booleans, as live events carry them."""
+    from streamproc.decode import decode_predictions
+    from streamproc.produce import CsvLayout, CsvSource
+    from streamproc.profile import build_reference
+
+    f = tmp_path / "train.csv"
+    f.write_text("flag,score,label\n" + "".join(f"{['True', 'False', 'TRUE'][i % 3]},0.5,{['True', 'False'][i % 2]}\n"
+                                                  for i in range(300)))
+    rows, _, labels = read_training_data(f)
+    assert {r["flag"] for r in rows} == {True, False} and set(labels) == {"true", "false"}
+    reference = build_reference("m", "default", rows, [0.5] * 300, labels)
+    assert sorted(reference.features["flag"].categories) == ["false", "true"]
+    sent = [r.value for r in CsvSource(f, CsvLayout("m")).records()]
+    assert json.loads(sent[0])["features"] == {"flag": True} and json.loads(sent[0])["prediction"]["label"] is True
+    batches, rejected = decode_predictions(sent)
+    assert not rejected
+    live = batches[("m", "default")]
+    assert [r["flag"] for r in live.features] == [r["flag"] for r in rows] and live.labels == labels
+    assert reference.features["flag"].bin_counts([r["flag"] for r in live.features])[2:].tolist() == [0, 0]  # none unseen
+
+
 @pytest.mark.parametrize("text, why", [("amount,country,amount,score\n1,DE,2,0.5\n", "repeated column name\\(s\\): amount"),
                                        ("x,score\r1,0.5\r2,0.5\r", "not readable CSV")])
 def test_a_csv_that_cannot_be_read_as_it_is_meant_is_refused_naming_the_file(tmp_path, text, why):
