@@ -14,10 +14,14 @@ class StatusError(Exception):
 
 
 def status_url(url: str) -> str:
-    """``http://host:port`` (or ``.../status``) -> the status endpoint."""
+    """``http://host:port`` (or the worker's ``.../status``, ``.../metrics`` or ``.../healthz``,
+    as one may copy it from a scrape config) -> the status endpoint."""
     if "://" not in url:
         url = "http://" + url
     url = url.rstrip("/")
+    for view in ("/metrics", "/healthz"):
+        if url.endswith(view):
+            url = url[:-len(view)]
     return url if url.endswith("/status") else url + "/status"
 
 

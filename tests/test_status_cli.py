@@ -91,6 +91,8 @@ def test_status_url():
     assert status_url("http://127.0.0.1:9464") == "http://127.0.0.1:9464/status"
     assert status_url("http://127.0.0.1:9464/") == "http://127.0.0.1:9464/status"
     assert status_url("http://h:1/status") == "http://h:1/status"
+    # the worker's other views, as copied from a scrape config (it asked /metrics/status: 404)
+    assert status_url("http://h:1/metrics") == status_url("h:1/healthz/") == "http://h:1/status"
     assert status_url("10.0.0.7:9464") == "http://10.0.0.7:9464/status"
 
 
