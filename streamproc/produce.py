@@ -48,7 +48,8 @@ from . import kafka
 from .config import WorkerSettings
 from .decode import decode_predictions
 from .progress import Progress
-from .reference_file import DEFAULT_LABEL_COLUMN, DEFAULT_SCORE_COLUMN, EVENT_COLUMNS, _cell, csv_label, repeated_columns
+from .reference_file import (DEFAULT_LABEL_COLUMN, DEFAULT_SCORE_COLUMN, EVENT_COLUMNS, _cell, csv_label, repeated_columns,
+                             unnamed_columns)
 from .synth import Drift, ModelStream
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
@@ -100,9 +101,9 @@ class CsvLayout:
     named: tuple[str, ...] = ()  # columns the user named, which the file must have
 
     def check_header(self, columns: list[str]) -> None:
-        repeated = repeated_columns(columns)
-        if repeated:
-            raise InvalidInput(repeated)
+        wrong = unnamed_columns(columns) or repeated_columns(columns)  # (as reference build refuses them)
+        if wrong:
+            raise InvalidInput(wrong)
         for name in self.named:
             if name not in columns:
                 raise InvalidInput(f"no column {name!r} (columns: {', '.join(columns)})")
