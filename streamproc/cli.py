@@ -250,13 +250,13 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     rsub = p.add_subparsers(dest="reference_command", metavar="SUBCOMMAND")
     rsub.required = True
-    b = rsub.add_parser("build", help="build a reference profile from training data (CSV or JSON lines)",
+    b = rsub.add_parser("build", help="build a reference profile from training data (CSV, JSON lines or Parquet)",
                         epilog="example:\n  streamproc reference build --model fraud --version 2026-11-01 "
                                "--input train.csv --score-column p_fraud --output refs/fraud.json",
                         formatter_class=argparse.RawDescriptionHelpFormatter)
     b.add_argument("--model", required=True, type=_event_id_text, help="model id")
     b.add_argument("--version", default="default", type=_event_id_text, help="model version (default: default)")
-    b.add_argument("--input", required=True, help="training data: .csv (a column per feature) or .jsonl (prediction events)")
+    b.add_argument("--input", required=True, help="training data: .csv or .parquet (a column per feature) or .jsonl (prediction events)")
     b.add_argument("--output", default=None, help="profile JSON to write (name it as reference_file in the config)")
     b.add_argument("--publish", action="store_true", help="publish the profile to the references topic; running workers pick it up")
     _add_bootstrap(b)
