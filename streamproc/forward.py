@@ -328,11 +328,15 @@ class Forwarder:
         """
         try:
             return await self._until_stopped(self.consumer.getmany(timeout_ms=500))
-        except NoOffsetForPartitionError as exc:
-            await self._start_at(exc.args[0], self.from_beginning)
-        except OffsetOutOfRangeError as exc:
-            for tp, offset in exc.args[0].items():
-                await self._out_of_range(tp, offset)
+        except (NoOffsetForPartitionError, OffsetOutOfRangeError) as exc:
+            try:
+                if isinstance(exc, NoOffsetForPartitionError):
+                    await self._start_at(exc.args[0], self.from_beginning)
+                else:
+                    for tp, offset in exc.args[0].items():
+                        await self._out_of_range(tp, offset)
+            except Exception as trouble:  # noqa: BLE001 - broker trouble: the next poll raises it again
+                _say(f"could not place a partition ({type(trouble).__name__}: {trouble}); will retry")
         return True, {}
 
     async def _start_at(self, tp, beginning: bool) -> None:

@@ -463,16 +463,19 @@ def _numeric_profile(name: str, x: np.ndarray, n_bins: int, quantiles: Optional[
         edges = np.unique(qs)
         top, mean, std = stats if stats is not None else (finite.max(), float(finite.mean()), float(finite.std()))
         # Bins are [e_i, e_i+1): a value that several quantiles fall on (a point mass: the
-        # zeros of an amount that is mostly 0, a 0/1 flag) would share its bin with every
-        # value above it, up to the next edge, so a change among those would go unseen. The
-        # values above a point mass get a bin of their own: above the top (a constant, or a
-        # point mass at the largest value) as above any other.
-        masses = np.unique(qs[1:][np.diff(qs) == 0])
+        # zeros of an amount that is mostly 0, a 0/1 flag) would share its bin with the values
+        # above it, up to the next edge, so a change among those would go unseen: they get a
+        # bin of their own where the sample has some (an integer feature has none between
+        # two integer edges, and an empty bin adds to every window's PSI: false alarms).
+        # Values above the largest get one in any case (a constant, or a point mass at the
+        # top: the bin a constant feature moves up to).
+        above = [mass for mass in np.unique(qs[1:][np.diff(qs) == 0]).tolist()
+                 if _holds_values_above(finite, mass, edges)]
         if edges.size == 0 or edges[-1] >= top:
-            masses = np.append(masses, top)
-        with np.errstate(over="ignore"):
-            above = np.nextafter(masses, np.inf)
-        if above.size:
+            above.append(top)
+        if above:
+            with np.errstate(over="ignore"):
+                above = np.nextafter(np.array(above), np.inf)
             edges = np.union1d(edges, above[np.isfinite(above)])  # (nothing is above the largest double)
         fine = np.union1d(edges, fine_qs)
     else:
@@ -485,6 +488,15 @@ def _numeric_profile(name: str, x: np.ndarray, n_bins: int, quantiles: Optional[
         missing_rate=float(counts[-1] / max(count, 1)), mean=mean, std=std,
         fine_edges=fine.tolist(),
     )
+
+
+def _holds_values_above(finite: np.ndarray, mass: float, edges: np.ndarray) -> bool:
+    """Whether ``finite`` has values above ``mass`` and below the next of ``edges`` (if any)."""
+    nxt = edges[edges > mass]
+    above = finite > mass
+    if nxt.size:
+        above &= finite < nxt[0]
+    return bool(above.any())
 
 
 def _categorical_profile(name: str, values: Sequence[Any], max_categories: int) -> FeatureProfile:
@@ -509,7 +521,7 @@ _ID = re.compile(ID_PATTERN)
 def _checked_id(value: Any, what: str) -> str:
     """``value`` if it could be a model id or version (``events.ID_PATTERN``, 1 to 256
     characters), else ValueError naming ``what``."""
-    if type(value) is not str or not 0 < len(value) <= 256 or _ID.match(value) is None:
+    if type(value) is not str or not 0 < len(value) <= 256 or _ID.fullmatch(value) is None:
         raise ValueError(f"{what} must be 1 to 256 characters, none of them control characters, not {value!r:.80}")
     return value
 

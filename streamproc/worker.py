@@ -402,6 +402,7 @@ class MonitorWorker:
         for model_id in {key[0] for key in self.engine.monitors} | set(self.engine.joiners):
             self.metrics.forget_model(model_id)
         self._unexported.clear()
+        self._stream_drifting.clear()
         self.engine.drop_all()
         self.state_sizes.clear()
         self._too_large.clear()
@@ -444,7 +445,10 @@ class MonitorWorker:
                         # is read from its beginning at every start: one that stopped the worker would stop it for good)
                         futures.append(self._dead_letter(msg, f"invalid reference profile: {type(exc).__name__}: {exc}"))
                         continue
-                    self.metrics.forget_window_statistics(profile.model_id, profile.model_version)
+                    key = (profile.model_id, profile.model_version)
+                    self.metrics.forget_window_statistics(*key)
+                    if key in self.engine.monitors:  # (a new reference ends the score's stream drifts)
+                        self._export_drifts(key, self.engine.monitors[key])
                     applied += 1
                     log.info("reference for %s/%s from %s", profile.model_id, profile.model_version, msg.topic)
             if futures:
@@ -680,6 +684,7 @@ class MonitorWorker:
             return
         self._last_retire_sweep = now
         retired = self.engine.retire_idle_versions()
+        self._stream_drifting.difference_update(retired)
         for model_id, version in retired:
             self.metrics.forget_version(model_id, version)
             if (model_id, version) in self._retired_unsaved:

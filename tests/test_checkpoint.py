@@ -420,7 +420,9 @@ def test_a_rewind_checks_the_restored_positions_even_when_a_rebalance_overlaps_i
         w.repartition, w.routed_partitions, w.state_sizes, w._too_large = False, 1, {}, set()
         w.engine, w.lock, w.state = MonitorEngine(CONFIG), asyncio.Lock(), State()
         w._restarted, w._saving, w._in_flight, w._must_rewind, w._unexported = [], None, False, True, set()
-        w.metrics = SimpleNamespace(forget_model=lambda m: None, state_unsaved=SimpleNamespace(set=lambda v: None))
+        w._stream_drifting = set()
+        w.metrics = SimpleNamespace(forget_model=lambda m: None, start_model=lambda m: None,
+                                    state_unsaved=SimpleNamespace(set=lambda v: None))
         w._ensure_topics = nothing
         w.consumer = c
         w.input = BatchedInput(c, "predictions", 1000, 0, w._input_restarted)

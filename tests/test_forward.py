@@ -197,6 +197,7 @@ class FakeConsumer:
         self.committed_offsets = {TP("alerts", 0): 0, TP("retrain", 0): 0}
         self.ends = {TP("alerts", 0): 100, TP("retrain", 0): 100}
         self.seeks: list = []  # (partition, "beginning" or "end")
+        self.seek_fails = 0  # seeks to the end that time out (broker trouble) before they succeed
         self.forwarder = None
 
     def assignment(self):
@@ -227,6 +228,9 @@ class FakeConsumer:
         self.seeks.append((tp, "beginning"))
 
     async def seek_to_end(self, tp):
+        if self.seek_fails:
+            self.seek_fails -= 1
+            raise asyncio.TimeoutError()
         self.seeks.append((tp, "end"))
 
 
@@ -296,6 +300,19 @@ def test_where_partitions_start_that_the_consumer_found_no_position_for(from_beg
                               (TP("alerts", 0), "beginning")]
     err = capsys.readouterr().err
     assert "committed offset 42 of alerts[0] is out of range" in err and "committed offset 150 of retrain[0]" in err
+
+
+def test_a_partition_that_cannot_be_placed_yet_is_placed_on_a_later_poll(capsys):
+    """A seek that times out (the broker slow to answer the offset lookup) is retried, as the
+    next poll raises the partition's missing position again: it stopped the forwarder."""
+    from aiokafka.errors import NoOffsetForPartitionError
+
+    fwd, consumer = forwarder_for([], FakeWebhook())
+    consumer.seek_fails = 1
+    consumer.batches = [NoOffsetForPartitionError(TP("retrain", 0)), NoOffsetForPartitionError(TP("retrain", 0)), {}]
+    asyncio.run(fwd.run())
+    assert consumer.seeks[0] == (TP("retrain", 0), "end")
+    assert "could not place a partition (TimeoutError" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------- through the broker

@@ -500,3 +500,34 @@ def test_a_lasting_stream_drift_is_an_active_drift_until_it_ends(worker):
         worker._process_predictions(msgs[i:i + 100])
     assert not streams & active()
     assert not worker.engine.monitors[("m", "default")].policy.state.stream_active
+
+
+def test_a_new_reference_from_the_topic_ends_the_exported_stream_drifts(worker):
+    """A new reference ends the score's stream drifts; their series stayed at 1 until the
+    model's next batch (never, without one), while /status showed none."""
+    import asyncio
+
+    from streamproc.profile import build_reference
+
+    events = list(ModelStream("m", n_numeric=3, n_categorical=1, seed=5).events(4000))
+    for e in events[2000:]:
+        e["prediction"]["score"] = min(1.0, e["prediction"]["score"] + 0.35)
+    msgs = messages("predictions", events)
+    for i in range(0, 4000, 100):
+        worker._process_predictions(msgs[i:i + 100])
+
+    def stream_drifts() -> set:
+        return {s.labels["detector"] for family in text_string_to_metric_families(worker.metrics.render().decode())
+                for s in family.samples if s.name == "streamproc_drift_active"} & {"adwin", "page_hinkley"}
+
+    assert stream_drifts() == {"adwin", "page_hinkley"}
+    reference = build_reference("m", "default", [e["features"] for e in events[2000:3000]],
+                                [e["prediction"]["score"] for e in events[2000:3000]], source="file")
+
+    class References:
+        async def getmany(self, timeout_ms=0):
+            return {("model-references", 0): [Msg("model-references", 0, 0, orjson.dumps(reference.to_dict()))]}
+
+    worker.ref_consumer = References()
+    assert asyncio.run(worker._read_references()) == 1
+    assert stream_drifts() == set()
