@@ -361,7 +361,8 @@ PRODUCE_SYNTHETIC_FLAGS = ("models", "events", "drift_at", "drift_models", "drif
 
 def _given(args, dests) -> str:
     """The flags among ``dests`` that the command line gave, as the user wrote them."""
-    return ", ".join(f"--{d.replace('_', '-')}" for d in dests if getattr(args, d) not in (None, False))
+    return ", ".join(f"--{d.replace('_', '-')}" for d in dests
+                     if getattr(args, d) is not None and getattr(args, d) is not False)  # (0 is given: 0 == False)
 
 
 def _produce(args) -> int:
@@ -394,6 +395,7 @@ def _produce(args) -> int:
                 raise ConfigError(f"{wrong}: only for --synthetic, not --input")
             source = open_source(args.input, args.model, args.version, args.score_column, args.label_column,
                                  load_config(args.config).worker.max_future_seconds)
+            source.check_start()  # a header that cannot be used, as reference build refuses it (exit 2)
     except (ValueError, InvalidInput) as exc:  # a usage error: the flags or the file named (exit 2, as reference build)
         raise ConfigError(str(exc)) from None
     bootstrap, topics, options = _kafka_settings(args)

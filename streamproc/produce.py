@@ -278,7 +278,8 @@ class CsvSource(Source):
             reader = self._header(lines)
             row_number = 0
             while True:
-                last = reader.line_num
+                # (the csv reader's own count: DictReader's is updated only after a row it could read)
+                last = reader.reader.line_num
                 try:
                     row = next(reader)
                 except StopIteration:
@@ -286,7 +287,8 @@ class CsvSource(Source):
                 except csv.Error as exc:
                     self.done = lines.done
                     row_number += 1
-                    self._invalid(f"{self.path}:{reader.line_num}", f"not readable CSV ({exc})", skip_invalid, report)
+                    self._invalid(f"{self.path}:{reader.reader.line_num}", f"not readable CSV ({exc})", skip_invalid,
+                                  report)
                     continue
                 self.done = lines.done
                 row_number += 1

@@ -40,29 +40,32 @@ MAX_STRAY_SHARE = 0.01  # of a numeric feature's present values, at most this sh
 
 
 def infer_kind(values: Sequence[Any]) -> Kind:
-    """Numeric when the present values are numbers, but for at most ``MAX_STRAY_SHARE`` strings
-    (a producer's occasional "N/A": read as missing, or as the number they spell, as windows
-    read strings in a numeric feature); categorical with any boolean, or more strings.
+    """Numeric when the present values are numbers, but for at most ``MAX_STRAY_SHARE`` strays:
+    strings (a producer's occasional "N/A": read as missing, or as the number they spell, as
+    windows read strings in a numeric feature) and booleans (a CSV's stray ``TRUE``: read as
+    1 or 0); categorical with more of them.
 
-    One stray string made a continuous feature categorical, its categories the text of a few
-    numbers and every other value unseen, so it was in effect no longer monitored.
+    One stray string, or one boolean, made a continuous feature categorical, its categories the
+    text of a few numbers and every other value unseen, so it was in effect no longer monitored.
 
     >>> infer_kind([0.5] * 99 + ["N/A"]), infer_kind([0.5] * 98 + ["N/A"] * 2), infer_kind([1, True])
     ('numeric', 'categorical', 'categorical')
+    >>> infer_kind([0.5] * 99 + [True]), infer_kind([True, False, None])
+    ('numeric', 'categorical')
     """
     types = set(map(type, values))
     if types <= _NUMBER_TYPES:  # what JSON decodes to: settled without a Python step per value
         return NUMERIC
-    present = strings = 0
+    present = strays = 0
     for v in values:
         if v is None:
             continue
         present += 1
-        if type(v) is str:
-            strings += 1
-        elif isinstance(v, bool) or not isinstance(v, (int, float)):
+        if type(v) is str or type(v) is bool:
+            strays += 1
+        elif not isinstance(v, (int, float)):
             return CATEGORICAL
-    return NUMERIC if strings <= MAX_STRAY_SHARE * present else CATEGORICAL
+    return NUMERIC if strays <= MAX_STRAY_SHARE * present else CATEGORICAL
 
 
 def category_text(v: Any) -> Optional[str]:

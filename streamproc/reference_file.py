@@ -127,6 +127,8 @@ def read_training_data(path: str | Path, score_column: Optional[str] = None, lab
         with path.open("rb") as f:
             for n, line in enumerate(f, 1):
                 done += len(line)
+                if n == 1:
+                    line = line.removeprefix(b"\xef\xbb\xbf")  # a byte order mark, as produce drops it
                 if not line.strip():
                     continue
                 batches, rejected = decode_predictions([line], not_after=math.inf)

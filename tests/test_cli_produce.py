@@ -142,6 +142,18 @@ def test_an_undecodable_csv_line_is_an_invalid_line_named_by_its_own_number(tmp_
     assert not refused.value.line_error
 
 
+def test_a_line_the_csv_module_cannot_read_is_named_by_its_own_number_and_only_it_skipped(tmp_path):
+    # DictReader's line count is updated only after a row it could read: the message named the
+    # line before, and with --skip-invalid the next, good, line was skipped as well.
+    f = tmp_path / "cr.csv"
+    f.write_bytes(b"x,c,score\n1,a,0.5\n2,b\rc,0.3\n3,d,0.2\n")  # a bare CR inside line 3's cell
+    with pytest.raises(InvalidInput, match=r"cr\.csv:3: not readable CSV"):
+        list(CsvSource(f, CsvLayout("m")).records())
+    reported = []
+    records = list(CsvSource(f, CsvLayout("m")).records(skip_invalid=True, report=reported.append))
+    assert [r.line for r in records] == [2, 4] and len(reported) == 1 and "cr.csv:3:" in reported[0]
+
+
 def test_the_skip_invalid_hint_is_given_only_where_it_helps(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("STREAMPROC_DEBUG", raising=False)
     f = tmp_path / "live.csv"
@@ -151,11 +163,11 @@ def test_the_skip_invalid_hint_is_given_only_where_it_helps(tmp_path, capsys, mo
     err = capsys.readouterr().err
     assert err == f"streamproc: error: {f}:3: not UTF-8 text (byte 0xff at column 1) (nothing was sent; " \
                   "--skip-invalid sends the valid lines)\n"
-    f.write_bytes(b"x,x,score\n1,2,0.1\n")  # a name twice: every line is refused alike
+    f.write_bytes(b"x,x,score\n1,2,0.1\n")  # a name twice: every line is refused alike, as reference build refuses it
     for extra in ([], ["--skip-invalid"]):
-        assert main(argv + extra) == 1
+        assert main(argv + extra) == 2
         err = capsys.readouterr().err
-        assert err.count("\n") == 1 and "repeated column name(s): x" in err and "(nothing was sent)" in err, err
+        assert err.count("\n") == 1 and "repeated column name(s): x" in err and "--skip-invalid" not in err, err
 
 
 def test_a_features_only_csv_gives_events_with_an_empty_prediction_as_reference_build_takes_it(tmp_path):
@@ -295,6 +307,8 @@ def test_synthetic_drift_flags():
     (["--input", "live.csv", "--model", "m", "--events", "5", "--drift-shift", "3", "--seed", "7"],
      "--events, --drift-shift, --seed: only for --synthetic, not --input"),
     (["--input", "live.jsonl", "--models", "a"], "--models: only for --synthetic, not --input"),
+    (["--input", "live.csv", "--model", "m", "--drift-at", "0", "--seed", "0"],  # (0 == False: taken as not given)
+     "--drift-at, --seed: only for --synthetic, not --input"),
     (["--synthetic", "--models", "a", "--score-column", "s", "--skip-invalid"],
      "--score-column, --skip-invalid: only for --input files, not --synthetic"),
     (["--synthetic", "--models", "a", "--label-column", ""], "--label-column: only for --input files"),

@@ -207,7 +207,8 @@ def test_categorical_counts_count_each_value_by_its_text(values, categories):
         ([0.5] * 99 + ["N/A"], NUMERIC),  # a stray string in 100 values: missing, not a category
         ([0.5] * 99 + ["N/A", None, None], NUMERIC),
         ([0.5] * 98 + ["N/A", "3"], CATEGORICAL),
-        ([0.5] * 99 + [True], CATEGORICAL),
+        ([0.5] * 99 + [True], NUMERIC),  # a stray boolean (a CSV's TRUE typed into a number column) too
+        ([0.5] * 98 + [True, "N/A"], CATEGORICAL),  # strays together past 1 %
     ],
 )
 def test_infer_kind(values, kind):

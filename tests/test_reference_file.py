@@ -369,6 +369,14 @@ def test_a_csv_reference_reads_cells_as_produce_sends_them(tmp_path):
     assert rows == sent and sum(r["x"] is None for r in rows) == 10
 
 
+def test_a_byte_order_mark_before_the_first_json_line_is_dropped_as_produce_drops_it(tmp_path):
+    f = tmp_path / "events.jsonl"
+    event = {"event_id": "e1", "model_id": "m", "ts": 1.0, "features": {"x": 1.0}, "prediction": {"score": 0.5}}
+    f.write_bytes(b"\xef\xbb\xbf" + json.dumps(event).encode() + b"\n")
+    rows, scores, _ = read_training_data(f)
+    assert rows == [{"x": 1.0}] and scores == [0.5]
+
+
 def test_csv_booleans_read_as_live_json_booleans_do(tmp_path):
     """pandas writes a boolean column and a boolean label as True / False; a live event carries
     JSON true / false, which the worker reads as 'true' / 'false'. Read as text, the reference
@@ -392,6 +400,12 @@ def test_csv_booleans_read_as_live_json_booleans_do(tmp_path):
     live = batches[("m", "default")]
     assert [r["flag"] for r in live.features] == [r["flag"] for r in rows] and live.labels == labels
     assert reference.features["flag"].bin_counts([r["flag"] for r in live.features])[2:].tolist() == [0, 0]  # none unseen
+
+    # One stray TRUE in a number column is a stray, as an "N/A" is: the column stays numeric
+    # (it became 50 number-strings as categories, and a 3-sigma shift read PSI 0.02).
+    f.write_text("amount,score\n" + "".join(f"{'TRUE' if i == 17 else 100 + i % 7},0.5\n" for i in range(500)))
+    rows, _, _ = read_training_data(f)
+    assert build_reference("m", "default", rows, [0.5] * 500).features["amount"].kind == "numeric"
 
 
 @pytest.mark.parametrize("text, why", [("amount,country,amount,score\n1,DE,2,0.5\n", "repeated column name\\(s\\): amount"),
