@@ -186,12 +186,14 @@ def read_training_data(path: str | Path, score_column: Optional[str] = None, lab
         label_column = _prediction_column(path, columns, label_column, DEFAULT_LABEL_COLUMN)
         cell = _cell if suffix == ".csv" else _parquet_cell
         for n, rec in enumerate(_readable(records, path), 1):
+            # where a row is: a CSV's line (as produce names it), a Parquet file's row number
+            where = f"{path}:{records.line_num if suffix == '.csv' else n}"
             if suffix == ".csv" and None in rec:  # csv.DictReader's key for the cells past the header's
-                raise ValueError(f"{path}: row {n}: {len(rec[None])} more cell(s) than the header has columns")
+                raise ValueError(f"{where}: {len(rec[None])} more cell(s) than the header has columns")
             rows.append({k: cell(v) for k, v in rec.items() if k not in (score_column, label_column, *EVENT_COLUMNS)})
             s = cell(rec[score_column]) if score_column else None
             if s is not None and not (isinstance(s, (int, float)) and not isinstance(s, bool)):
-                raise ValueError(f"{path}:{n}: {score_column} {s!r} is not a number (the {score_column!r} column is "
+                raise ValueError(f"{where}: {score_column} {s!r} is not a number (the {score_column!r} column is "
                                  f"the prediction score; --score-column '' makes it a feature)")
             scores.append(float(s) if s is not None else math.nan)
             lbl = rec[label_column] if label_column else None
@@ -199,7 +201,7 @@ def read_training_data(path: str | Path, score_column: Optional[str] = None, lab
                 lbl = csv_label(lbl)
             if isinstance(lbl, float) and lbl == lbl:  # (Parquet: integers with a null become floats)
                 if not lbl.is_integer():
-                    raise ValueError(f"{path}:{n}: {label_column} {lbl!r} is not a label (events carry text, "
+                    raise ValueError(f"{where}: {label_column} {lbl!r} is not a label (events carry text, "
                                      "integers or booleans)")
                 lbl = int(lbl)
             # As the worker reads a live label (decode.label_text): booleans 'true' / 'false'.

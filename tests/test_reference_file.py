@@ -208,7 +208,8 @@ def test_reference_build_publishes_where_the_other_commands_look(tmp_path, monke
 def test_a_score_column_that_is_not_numbers_is_an_error_as_for_produce(tmp_path):
     f = tmp_path / "s.csv"
     f.write_text("x,score\n1,A\n2,\n")
-    with pytest.raises(ValueError, match=r"s.csv:1: score 'A' is not a number .*--score-column ''"):
+    # the line, as produce names it (the header is line 1; it said the data row, 1)
+    with pytest.raises(ValueError, match=r"s.csv:2: score 'A' is not a number .*--score-column ''"):
         read_training_data(f)
     rows, scores, _ = read_training_data(f, score_column="")
     assert rows[0] == {"x": 1.0, "score": "A"}
@@ -264,7 +265,7 @@ def test_a_short_csv_row_has_its_missing_cells_missing_and_a_long_one_is_refused
     assert scores[0] == 0.2 and math.isnan(scores[1]) and math.isnan(scores[2])
     f = tmp_path / "long.csv"
     f.write_text("x,c\n1.5,a\n2.5,b,extra,more\n")
-    with pytest.raises(ValueError, match=r"long.csv: row 2: 2 more cell\(s\) than the header has columns"):
+    with pytest.raises(ValueError, match=r"long.csv:3: 2 more cell\(s\) than the header has columns"):
         read_training_data(f)
 
 
