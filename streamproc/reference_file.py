@@ -162,7 +162,9 @@ def read_training_data(path: str | Path, score_column: Optional[str] = None, lab
             rows, scores, labels = [rows[i] for i in keep], [scores[i] for i in keep], [labels[i] for i in keep]
         return rows, scores, labels
     if suffix in (".parquet", ".pq"):
-        records, columns = _parquet_records(path, report)
+        prediction = {DEFAULT_SCORE_COLUMN if score_column is None else score_column,
+                      DEFAULT_LABEL_COLUMN if label_column is None else label_column} - {""}
+        records, columns = _parquet_records(path, report, keep=prediction)
     else:
         f = path.open("rb")
         lines = CountingLines(f)  # text files cannot tell() while csv iterates them
@@ -269,7 +271,9 @@ def _index_columns(table) -> list[str]:
     return [c for c in table.column_names if c in named or _PANDAS_INDEX.fullmatch(c)]
 
 
-def _parquet_records(path: Path, report: Optional[Callable[[str], None]] = None):
+def _parquet_records(path: Path, report: Optional[Callable[[str], None]] = None, keep: frozenset | set = frozenset()):
+    """(rows, column names) of a Parquet file, its pandas index left out unless it is one of
+    ``keep`` (the prediction's columns: a frame indexed by its score still has a score)."""
     try:
         import pyarrow.parquet as pq
     except ImportError:
@@ -282,7 +286,7 @@ def _parquet_records(path: Path, report: Optional[Callable[[str], None]] = None)
         raise ValueError(f"{path}: not a readable Parquet file ({exc})") from None
     # A pandas index (__index_level_0__ for a filtered frame's) is no feature: live events do not
     # carry it, so profiled it would read missing in every event (critical drift and data quality).
-    index = _index_columns(table)
+    index = [c for c in _index_columns(table) if c not in keep]
     if index:
         table = table.select([i for i, c in enumerate(table.column_names) if c not in index])
         if report:

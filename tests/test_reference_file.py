@@ -510,6 +510,11 @@ def test_a_parquet_files_pandas_index_is_no_feature(tmp_path, capsys):
     # Without pandas metadata, a column "row" is a feature; pandas' name for an index is not.
     pq.write_table(table, f)
     assert read_training_data(f)[0][3] == {"x": 3.0, "row": 3}
+    # A frame indexed by its score (or label) still has its prediction: it was left out with the index.
+    meta["index_columns"] = ["score"]
+    pq.write_table(table.replace_schema_metadata({b"pandas": json.dumps(meta).encode()}), f)
+    rows, scores, _ = read_training_data(f)
+    assert scores[0] == 0.5 and "score" not in rows[0]
 
 
 @pytest.mark.parametrize("header", [",x,score", "x,,score,", ",x,,score"])
