@@ -2,7 +2,8 @@
 
 PSI = sum_i (q_i - p_i) * ln(q_i / p_i) over bins, p the reference proportions and q the
 window's. Empty bins would make it infinite, so both sides are smoothed with half a count per
-bin (Laplace/Jeffreys smoothing) before the proportions are taken.
+bin (Laplace/Jeffreys smoothing) before the proportions are taken; a bin empty on both sides
+is left out, as it says nothing about a change (smoothed, it added to every window's PSI).
 
 Two samples of the *same* distribution still give a positive PSI, and it grows as samples
 shrink: n*m/(n+m) * PSI is approximately chi-square with (bins - 1) degrees of freedom. A fixed
@@ -46,13 +47,20 @@ def psi_segments(reference_counts: np.ndarray, window_counts: np.ndarray, starts
     3.4122
     """
     sizes = np.diff(np.append(starts, len(reference_counts)))
-    p = (reference_counts + smoothing) / np.repeat(np.add.reduceat(reference_counts, starts) + smoothing * sizes, sizes)
-    q = (window_counts + smoothing) / np.repeat(np.add.reduceat(window_counts, starts) + smoothing * sizes, sizes)
+    # A bin empty on both sides is left out, smoothing and all: smoothed, it added about
+    # (s/m - s/n) * ln(n/m) to every window's PSI (m events in the window, n in the reference),
+    # which the chi-square threshold does not allow for. Every numeric feature has such a bin
+    # (above its largest reference value), an integer one two; with windows of 100 against a
+    # reference of 100,000, a stationary integer feature went over its threshold at alpha 1e-2
+    # in 7.5 % of windows.
+    used = (reference_counts > 0) | (window_counts > 0)
+    k = np.repeat(np.add.reduceat(used.astype(np.float64), starts), sizes)  # bins used, per signal
+    with np.errstate(divide="ignore", invalid="ignore"):  # (a signal with no bin used: none on either side)
+        p = (reference_counts + smoothing) / (np.repeat(np.add.reduceat(reference_counts, starts), sizes) + smoothing * k)
+        q = (window_counts + smoothing) / (np.repeat(np.add.reduceat(window_counts, starts), sizes) + smoothing * k)
     # Without smoothing an empty bin on one side only would be infinite: floor it at a
     # billionth, so the result is large and finite (alerts must serialise as JSON numbers).
-    # A bin empty on both sides (only without smoothing) is left out.
-    used = (p > 0) | (q > 0)
-    p, q = np.maximum(p, 1e-9), np.maximum(q, 1e-9)
+    p, q = np.maximum(np.where(used, p, 1.0), 1e-9), np.maximum(np.where(used, q, 1.0), 1e-9)
     return np.add.reduceat(np.where(used, (q - p) * np.log(q / p), 0.0), starts).tolist()
 
 

@@ -14,10 +14,10 @@ profile's ``sketch_to_bin``). Quantiles of several sketches: ``profile.sketch_qu
 >>> sketches = [profiles["x"].sketch(np.arange(50.0, 150.0)), profiles["c"].sketch(["a"] * 100)]
 >>> values, bins = layout.evaluate(sketches, smoothing=0.5)
 >>> [round(v, 4) for v in values]
-[2.2729, 2.5997]
+[2.2837, 2.6254]
 >>> from streamproc.psi import psi
 >>> [round(psi(p.proportions, p.count, p.to_bins(s)), 4) for p, s in zip(profiles.values(), sketches)]
-[2.2729, 2.5997]
+[2.2837, 2.6254]
 >>> bins[1].tolist()  # c: a, b, unseen, missing
 [100, 0, 0, 0]
 """

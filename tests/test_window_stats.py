@@ -38,14 +38,14 @@ def signals(draw):
 
 
 def reference_psi(proportions, count, window, smoothing):
-    """PSI written out bin by bin, as the definition in streamproc.psi states it."""
-    total_p, total_q, k = count, sum(window), len(window)
+    """PSI written out bin by bin, as the definition in streamproc.psi states it: bins empty on
+    both sides left out, the others smoothed."""
+    used = [(share * count, hits) for share, hits in zip(proportions, window) if share * count > 0 or hits > 0]
+    total_p, total_q, k = count, sum(window), len(used)
     value = 0.0
-    for share, hits in zip(proportions, window):
-        p = (share * count + smoothing) / (total_p + smoothing * k) if total_p + smoothing * k else float("nan")
+    for expected, hits in used:
+        p = (expected + smoothing) / (total_p + smoothing * k) if total_p + smoothing * k else float("nan")
         q = (hits + smoothing) / (total_q + smoothing * k) if total_q + smoothing * k else float("nan")
-        if not (p > 0 or q > 0):
-            continue  # empty on both sides (no smoothing)
         p, q = max(p, 1e-9), max(q, 1e-9)
         value += (q - p) * math.log(q / p)
     return value
