@@ -20,7 +20,7 @@ from aiokafka.errors import KafkaConnectionError
 
 from .broker import BrokerError
 from .config import ConfigError, load_config
-from .events import NonEmptyStr
+from .events import is_id
 from .demo import MIN_EVENTS as MIN_DEMO_EVENTS
 from .demo import WARMUP_SIZE as DEMO_WARMUP_SIZE
 from .demo import WINDOW_SIZE as DEMO_WINDOW_SIZE
@@ -97,12 +97,9 @@ def _at_least(low: int):
 def _event_id_text(text: str) -> str:
     """A model id or version as the event contract allows them (a reference for any other would
     never meet an event)."""
-    from pydantic import TypeAdapter, ValidationError
-
-    try:
-        return TypeAdapter(NonEmptyStr).validate_python(text)
-    except ValidationError:
-        raise argparse.ArgumentTypeError(f"must be 1 to 256 characters without control characters, not {text!r}") from None
+    if not is_id(text):
+        raise argparse.ArgumentTypeError(f"must be 1 to 256 characters without control characters, not {text!r}")
+    return text
 
 
 def _model_ids(text: str) -> list[str]:

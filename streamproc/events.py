@@ -17,7 +17,8 @@ import sys
 from datetime import datetime
 from typing import Annotated, Literal, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator, StrictBool, StrictFloat, StrictInt, StrictStr
+from pydantic import (AfterValidator, BaseModel, ConfigDict, Field, model_validator, StrictBool, StrictFloat, StrictInt, StrictStr,
+                      TypeAdapter, ValidationError)
 
 SCHEMA_VERSION = "1.0"
 DEFAULT_MODEL_VERSION = "default"
@@ -57,6 +58,21 @@ EventTime = Union[DoubleFloat, DoubleInt, Timestamp]
 FeatureValue = Union[StrictBool, StrictInt, StrictFloat, StrictStr, None]
 ID_PATTERN = r"^[^\x00-\x1f]+$"  # no control characters (ids name state records and metric labels)
 NonEmptyStr = Annotated[StrictStr, Field(min_length=1, max_length=256, pattern=ID_PATTERN)]
+_IDS = TypeAdapter(NonEmptyStr)
+
+
+def is_id(value: object) -> bool:
+    """Whether ``value`` is an id the event contract allows (``NonEmptyStr``): a model id or
+    version anything else names (a reference, a CLI flag) must be one, or it never meets an event.
+
+    >>> is_id("fraud"), is_id("fraud\\n"), is_id(""), is_id(["fraud"])
+    (True, False, False, False)
+    """
+    try:
+        _IDS.validate_python(value)
+    except ValidationError:
+        return False
+    return True
 
 
 class _Input(BaseModel):

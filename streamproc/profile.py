@@ -12,7 +12,6 @@ anything else, then the "missing" bin.
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from dataclasses import dataclass, field, fields, replace
 from functools import lru_cache
@@ -22,7 +21,7 @@ from typing import Any, Literal, Optional, Sequence
 import numpy as np
 
 from .columns import raw_columns, to_float_array
-from .events import ID_PATTERN
+from .events import is_id
 
 NUMERIC = "numeric"
 CATEGORICAL = "categorical"
@@ -518,13 +517,9 @@ def _categorical_profile(name: str, values: Sequence[Any], max_categories: int) 
     )
 
 
-_ID = re.compile(ID_PATTERN)
-
-
 def _checked_id(value: Any, what: str) -> str:
-    """``value`` if it could be a model id or version (``events.ID_PATTERN``, 1 to 256
-    characters), else ValueError naming ``what``."""
-    if type(value) is not str or not 0 < len(value) <= 256 or _ID.fullmatch(value) is None:
+    """``value`` if it could be a model id or version (``events.is_id``), else ValueError naming ``what``."""
+    if not is_id(value):
         raise ValueError(f"{what} must be 1 to 256 characters, none of them control characters, not {value!r:.80}")
     return value
 
