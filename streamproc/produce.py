@@ -47,7 +47,7 @@ import orjson
 from . import kafka
 from .config import WorkerSettings
 from .decode import decode_predictions
-from .progress import Progress
+from .progress import CountingLines, Progress
 from .reference_file import (DEFAULT_LABEL_COLUMN, DEFAULT_SCORE_COLUMN, EVENT_COLUMNS, _cell, csv_label, repeated_columns,
                              unnamed_columns)
 from .synth import Drift, ModelStream
@@ -210,26 +210,21 @@ class JsonLinesSource(Source):
                 yield Record(n, model_id.encode(), raw)
 
 
-class _CsvLines:
-    """The lines of a CSV opened in binary mode, decoded as UTF-8 (a leading byte order mark, as
-    spreadsheets write, dropped), counting the bytes read in ``done``. A line that is not UTF-8
-    is decoded with its bad bytes kept as surrogates, so the CSV reader keeps its place, and
-    remembered in ``bad`` (line number -> reason): the row holding it is refused by its line."""
+class _CsvLines(CountingLines):
+    """``CountingLines`` of a CSV, where a line that is not UTF-8 is decoded with its bad bytes
+    kept as surrogates, so the CSV reader keeps its place, and remembered in ``bad`` (line
+    number -> reason): the row holding it is refused by its line."""
 
     def __init__(self, binary_file):
-        self.file = binary_file
-        self.done = 0
+        super().__init__(binary_file)
         self.bad: dict[int, str] = {}
 
-    def __iter__(self):
-        for n, line in enumerate(self.file, 1):
-            self.done += len(line)
-            try:
-                text = line.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                self.bad[n] = f"not UTF-8 text (byte 0x{line[exc.start]:02x} at column {exc.start + 1})"
-                text = line.decode("utf-8", "surrogateescape")
-            yield text.removeprefix("\ufeff") if n == 1 else text
+    def _decode(self, n: int, line: bytes) -> str:
+        try:
+            return line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            self.bad[n] = f"not UTF-8 text (byte 0x{line[exc.start]:02x} at column {exc.start + 1})"
+            return line.decode("utf-8", "surrogateescape")
 
     def first_bad(self, after: int, upto: int) -> Optional[tuple[int, str]]:
         """(line, reason) of the first undecodable line in ``after+1 .. upto``, if any."""

@@ -24,14 +24,14 @@ class CountingLines:
         self.done = 0
 
     def __iter__(self):
-        first = True
-        for line in self.file:
+        for n, line in enumerate(self.file, 1):
             self.done += len(line)
-            text = line.decode(self.encoding)
-            if first:
-                text = text.removeprefix("\ufeff")  # a byte order mark, as spreadsheets write
-                first = False
-            yield text
+            text = self._decode(n, line)
+            yield text.removeprefix("\ufeff") if n == 1 else text  # (a byte order mark, as spreadsheets write)
+
+    def _decode(self, n: int, line: bytes) -> str:
+        """Line ``n`` as text (a subclass may keep what it cannot decode; see ``produce``)."""
+        return line.decode(self.encoding)
 
 
 class Progress:
