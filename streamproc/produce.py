@@ -48,8 +48,7 @@ from . import kafka
 from .config import WorkerSettings
 from .decode import decode_predictions
 from .progress import CountingLines, Progress
-from .reference_file import (DEFAULT_LABEL_COLUMN, DEFAULT_SCORE_COLUMN, EVENT_COLUMNS, _cell, csv_label, repeated_columns,
-                             unnamed_columns)
+from .reference_file import DEFAULT_LABEL_COLUMN, DEFAULT_SCORE_COLUMN, EVENT_COLUMNS, _cell, csv_label, header_problem
 from .synth import Drift, ModelStream
 
 JSONL_SUFFIXES = (".jsonl", ".ndjson", ".json")
@@ -101,7 +100,7 @@ class CsvLayout:
     named: tuple[str, ...] = ()  # columns the user named, which the file must have
 
     def check_header(self, columns: list[str]) -> None:
-        wrong = unnamed_columns(columns) or repeated_columns(columns)  # (as reference build refuses them)
+        wrong = header_problem(columns)  # (as reference build refuses them)
         if wrong:
             raise InvalidInput(wrong)
         for name in self.named:

@@ -45,8 +45,7 @@ def _cell(text: Optional[str]):
     try:
         value = float(text)
     except ValueError:
-        boolean = _BOOLEANS.get(text.lower())
-        return text if boolean is None else boolean
+        return csv_label(text)
     return value if math.isfinite(value) else None
 
 
@@ -55,8 +54,7 @@ def csv_label(text: Optional[str]):
     the text (a label is never a number: ``"1"`` stays text, as a live ``"1"`` or ``1`` reads)."""
     if not text:
         return None
-    boolean = _BOOLEANS.get(text.lower())
-    return text if boolean is None else boolean
+    return _BOOLEANS.get(text.lower(), text)
 
 
 class _Progress(Progress):
@@ -82,6 +80,12 @@ def unnamed_columns(columns: list[str]) -> str:
         return ""
     return (f"column(s) {', '.join(blank)} of the header have no name (pandas' to_csv writes its index so, which live "
             "events do not carry: write the file with index=False, or drop or name the column)")
+
+
+def header_problem(columns: list[str]) -> str:
+    """What makes a CSV header unusable ("" if nothing), for ``reference build`` and ``produce``
+    alike: a blank name (``unnamed_columns``) or a name twice (``repeated_columns``)."""
+    return unnamed_columns(columns) or repeated_columns(columns)
 
 
 def repeated_columns(columns: list[str]) -> str:
@@ -176,7 +180,7 @@ def read_training_data(path: str | Path, score_column: Optional[str] = None, lab
                 raise ValueError(f"{path}: not readable CSV ({exc})") from None
             if fieldnames is None:
                 raise ValueError(f"{path}: empty CSV file")
-            wrong = unnamed_columns(fieldnames) or repeated_columns(fieldnames)
+            wrong = header_problem(fieldnames)
             if wrong:
                 raise ValueError(f"{path}: {wrong}")
         except ValueError:
