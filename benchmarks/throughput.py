@@ -16,8 +16,9 @@ partition carries every model; from the middle of each model's stream x0 shifts 
     ``max_batch`` records, ``max_partition_fetch_bytes`` per partition, ``fetch_max_wait_ms``) that ``orjson.loads`` every message, from the beginning of
     the topic to its end, in a subprocess on the worker's core. Rate = messages after the
     first non-empty batch / time from that batch to the last message. aiokafka builds its
-    own ``ConsumerRecord``s, as the issue defines the ceiling; the worker reads with cheaper
-    records (``streamproc.consumer_records``), and the same consumer with those is printed
+    own ``ConsumerRecord``s and checks batch CRCs its own way, as the issue defines the
+    ceiling; the worker reads with cheaper records (``streamproc.consumer_records``) and a
+    hardware CRC check (``streamproc.batch_crc``), and the same consumer with those is printed
     too (a ceiling that rose with the worker's own improvement would hide it).
 
 (b) **Worker**: ``python -m streamproc worker`` (a subprocess, like ``tests/conftest.py``'s
@@ -418,15 +419,17 @@ class LiveEvents:
 async def _ceiling(bootstrap: str, topic: str, total: int, lean: bool, parse: bool = True) -> dict:
     """Read ``topic`` from its beginning until ``total`` messages (or 600 s), ``orjson.loads``
     of each unless not ``parse`` (``benchmarks/fetch.py`` measures the fetch alone)."""
-    from streamproc import consumer_records, kafka
+    from streamproc import batch_crc, consumer_records, kafka
 
     from streamproc.config import WorkerSettings
 
     ws = WorkerSettings()
     c = kafka.consumer(bootstrap, group_id=None, max_poll_records=ws.max_batch,
-                       max_partition_fetch_bytes=ws.max_partition_fetch_bytes, fetch_max_wait_ms=ws.fetch_max_wait_ms)
-    if not lean:  # aiokafka's own ConsumerRecords (kafka.consumer installs the lean ones)
+                       max_partition_fetch_bytes=ws.max_partition_fetch_bytes, fetch_max_wait_ms=ws.fetch_max_wait_ms,
+                       **({} if lean else {"check_crcs": True}))
+    if not lean:  # aiokafka's own ConsumerRecords and CRC check (kafka.consumer installs streamproc's)
         consumer_records.uninstall()
+        batch_crc.uninstall()
     await c.start()
     try:
         from aiokafka import TopicPartition
@@ -774,9 +777,9 @@ def measure_ceilings(pin, bootstrap: str, topic: str, total: int) -> dict:
           f"{ceil['first_batch']:,}; {ceil['rate_from_first_fetch']:,.0f} msg/s counting the first fetch)",
           flush=True)
     lean = ceiling(pin, bootstrap, topic, total, lean=True)
-    print(f"    the same with streamproc's lean records (streamproc.consumer_records, as the worker "
-          f"reads): {lean['rate']:,.0f} msg/s (x{lean['rate'] / ceil['rate']:.2f}); the ratio below is "
-          f"against aiokafka's own records", flush=True)
+    print(f"    the same with streamproc's lean records and hardware CRC check (streamproc.consumer_records and "
+          f"batch_crc, as the worker reads): {lean['rate']:,.0f} msg/s (x{lean['rate'] / ceil['rate']:.2f}); the "
+          f"ratio below is against aiokafka's own", flush=True)
     return ceil
 
 
