@@ -35,18 +35,31 @@ from .psi import effective_threshold
 _BOOLEANS = {"true": True, "false": False}
 
 
+_INTEGER = re.compile(r"-?(?:0|[1-9][0-9]*)\Z")  # as JSON writes an integer
+_LEADING_ZERO = re.compile(r"[+-]?0[0-9]")  # no JSON number starts so
+
+
 def _cell(text: Optional[str]):
-    """A CSV cell's value: a number, a boolean (``true`` / ``false`` in any case: pandas writes
-    ``True``, a live event carries JSON ``true``, which the worker reads as the category
-    ``'true'``), a category, or None (empty, absent, or not finite: JSON has no infinity, so
-    ``produce`` sends those as null, and a reference must read them so)."""
+    """A CSV cell's value, as a live event would carry it in JSON: a number (an integer where
+    written as one: a category ``7`` reads ``'7'`` live, as JSON ``7``, not ``'7.0'``), a
+    boolean (``true`` / ``false`` in any case: pandas writes ``True``, a live event carries JSON
+    ``true``, which the worker reads as the category ``'true'``), a category (text, and a
+    number-like code with a leading zero such as ``02139``, which JSON can only carry as text),
+    or None (empty, absent, or not finite: JSON has no infinity, so ``produce`` sends those as
+    null, and a reference must read them so)."""
     if not text:  # empty, or (a row shorter than the header) absent
         return None
     try:
         value = float(text)
     except ValueError:
         return csv_label(text)
-    return value if math.isfinite(value) else None
+    if not math.isfinite(value):
+        return None
+    if _LEADING_ZERO.match(text):
+        return text
+    if _INTEGER.match(text) and abs(value) < 2.0 ** 63:  # (larger: as a float, which the decoder takes)
+        return int(text)
+    return value
 
 
 def csv_label(text: Optional[str]):

@@ -554,3 +554,36 @@ def test_a_reference_of_few_rows_is_built_with_a_warning_saying_why_it_hardly_al
     assert needed[0] > 3 and captured.out.startswith(f"wrote {tmp_path / 'r.json'}: m/default from 5 rows")
     f.write_text("x,score\n" + "".join(f"{i},0.{i % 10}\n" for i in range(100)))
     assert main(build) == 0 and capsys.readouterr().err == ""
+
+
+def test_csv_number_like_categories_read_as_live_json_carries_them(tmp_path):
+    """A categorical column of codes: a CSV cell 7 was the number 7.0, profiled as the category
+    '7.0', while a live event's JSON 7 reads '7'; a zip code 02139 was 2139.0 ('2139.0'), while
+    JSON can only carry it as the text "02139". Unchanged live data raised unseen-category alerts
+    and critical drift. Both now read as the JSON a live event carries (and produce sends); a
+    code without a leading zero is a number, as it would be in JSON, whose category is its text."""
+    from streamproc.decode import decode_predictions
+    from streamproc.produce import CsvLayout, CsvSource
+    from streamproc.profile import build_reference
+
+    codes, zips = ["7", "12", "X9", "-3"], ["02139", "10001", "00501"]
+    f = tmp_path / "train.csv"
+    f.write_text("code,zip,amount,score\n" + "".join(f"{codes[i % 4]},{zips[i % 3]},{i % 5}.5,0.5\n" for i in range(300)))
+    rows, _, _ = read_training_data(f)
+    assert rows[:4] == [{"code": 7, "zip": "02139", "amount": 0.5}, {"code": 12, "zip": 10001, "amount": 1.5},
+                        {"code": "X9", "zip": "00501", "amount": 2.5}, {"code": -3, "zip": "02139", "amount": 3.5}]
+    reference = build_reference("m", "default", rows, [0.5] * 300)
+    assert sorted(reference.features["code"].categories) == ["-3", "12", "7", "X9"]
+    assert sorted(reference.features["zip"].categories) == ["00501", "02139", "10001"]
+    assert reference.features["amount"].kind == "numeric"
+    live = [json.dumps({"event_id": f"e{i}", "model_id": "m", "ts": 1.0, "prediction": 0.5,
+                        "features": {"code": int(codes[i % 4]) if codes[i % 4] != "X9" else "X9", "zip": zips[i % 3],
+                                     "amount": i % 5 + 0.5}}).encode() for i in range(300)]
+    sent = [r.value for r in CsvSource(f, CsvLayout("m")).records()]
+    for events in (live, sent):
+        batches, rejected = decode_predictions(events)
+        assert not rejected
+        got = batches[("m", "default")].features
+        for name in ("code", "zip"):
+            assert reference.features[name].bin_counts([r[name] for r in got])[-2:].tolist() == [0, 0]  # none unseen
+    assert json.loads(sent[0])["features"] == {"code": 7, "zip": "02139", "amount": 0.5}
