@@ -35,18 +35,17 @@ from .psi import effective_threshold
 _BOOLEANS = {"true": True, "false": False}
 
 
-_INTEGER = re.compile(r"-?(?:0|[1-9][0-9]*)\Z")  # as JSON writes an integer
-_LEADING_ZERO = re.compile(r"[+-]?0[0-9]")  # no JSON number starts so
+_INTEGER = re.compile(r"\s*[+-]?[0-9]+\s*\Z")
 
 
 def _cell(text: Optional[str]):
     """A CSV cell's value, as a live event would carry it in JSON: a number (an integer where
-    written as one: a category ``7`` reads ``'7'`` live, as JSON ``7``, not ``'7.0'``), a
-    boolean (``true`` / ``false`` in any case: pandas writes ``True``, a live event carries JSON
-    ``true``, which the worker reads as the category ``'true'``), a category (text, and a
-    number-like code with a leading zero such as ``02139``, which JSON can only carry as text),
+    written as one, so that a categorical code ``7`` reads ``'7'``, as a live JSON ``7`` does,
+    not ``'7.0'``), a boolean (``true`` / ``false`` in any case: pandas writes ``True``, a live
+    event carries JSON ``true``, which the worker reads as the category ``'true'``), a category,
     or None (empty, absent, or not finite: JSON has no infinity, so ``produce`` sends those as
-    null, and a reference must read them so)."""
+    null, and a reference must read them so). A number with leading zeros is a number (the hour
+    ``05`` is 5): CSV cannot say whether ``02139`` is a quantity or a code."""
     if not text:  # empty, or (a row shorter than the header) absent
         return None
     try:
@@ -55,10 +54,10 @@ def _cell(text: Optional[str]):
         return csv_label(text)
     if not math.isfinite(value):
         return None
-    if _LEADING_ZERO.match(text):
-        return text
-    if _INTEGER.match(text) and abs(value) < 2.0 ** 63:  # (larger: as a float, which the decoder takes)
-        return int(text)
+    if _INTEGER.match(text):
+        number = int(text)
+        if -2 ** 63 <= number < 2 ** 64:  # (what JSON writers such as produce's orjson write as integers)
+            return number
     return value
 
 

@@ -1,8 +1,7 @@
 import json
 import math
 
-import json
-
+import numpy as np
 import pytest
 
 from streamproc.reference_file import build_reference_file, load_reference, read_training_data, write_reference
@@ -556,34 +555,38 @@ def test_a_reference_of_few_rows_is_built_with_a_warning_saying_why_it_hardly_al
     assert main(build) == 0 and capsys.readouterr().err == ""
 
 
-def test_csv_number_like_categories_read_as_live_json_carries_them(tmp_path):
+def test_csv_whole_numbers_read_as_live_json_integers(tmp_path):
     """A categorical column of codes: a CSV cell 7 was the number 7.0, profiled as the category
-    '7.0', while a live event's JSON 7 reads '7'; a zip code 02139 was 2139.0 ('2139.0'), while
-    JSON can only carry it as the text "02139". Unchanged live data raised unseen-category alerts
-    and critical drift. Both now read as the JSON a live event carries (and produce sends); a
-    code without a leading zero is a number, as it would be in JSON, whose category is its text."""
+    '7.0', while a live event's JSON 7 reads '7': unchanged live data raised unseen-category
+    alerts and critical drift. A whole number is now an integer, in reference build and in what
+    produce sends. A zero-padded number (the hour 05) stays a number: as text, a numeric column
+    of them became categorical, and live JSON hours were all unseen (a review of a first fix)."""
     from streamproc.decode import decode_predictions
     from streamproc.produce import CsvLayout, CsvSource
     from streamproc.profile import build_reference
 
-    codes, zips = ["7", "12", "X9", "-3"], ["02139", "10001", "00501"]
+    codes = ["7", "12", "X9", "-3", " 5", "+8"]
     f = tmp_path / "train.csv"
-    f.write_text("code,zip,amount,score\n" + "".join(f"{codes[i % 4]},{zips[i % 3]},{i % 5}.5,0.5\n" for i in range(300)))
-    rows, _, _ = read_training_data(f)
-    assert rows[:4] == [{"code": 7, "zip": "02139", "amount": 0.5}, {"code": 12, "zip": 10001, "amount": 1.5},
-                        {"code": "X9", "zip": "00501", "amount": 2.5}, {"code": -3, "zip": "02139", "amount": 3.5}]
-    reference = build_reference("m", "default", rows, [0.5] * 300)
-    assert sorted(reference.features["code"].categories) == ["-3", "12", "7", "X9"]
-    assert sorted(reference.features["zip"].categories) == ["00501", "02139", "10001"]
-    assert reference.features["amount"].kind == "numeric"
+    f.write_text("code,hour,amount,big,score\n" + "".join(
+        f"{codes[i % 6]},{i % 24:02d},{i % 5}.5,{'123456789012345678901234' if i == 0 else i},{'00.5' if i == 1 else 0.5}\n"
+        for i in range(480)))
+    rows, scores, _ = read_training_data(f)
+    assert rows[:2] == [{"code": 7, "hour": 0, "amount": 0.5, "big": 1.2345678901234568e23},
+                        {"code": 12, "hour": 1, "amount": 1.5, "big": 1}]
+    assert [r["code"] for r in rows[4:6]] == [5, 8] and scores[1] == 0.5
+    assert type(rows[0]["code"]) is int and type(rows[0]["big"]) is float  # (past 64 bits: as before)
+    reference = build_reference("m", "default", rows, scores)
+    assert sorted(reference.features["code"].categories) == ["-3", "12", "5", "7", "8", "X9"]
+    assert reference.features["hour"].kind == reference.features["amount"].kind == "numeric"
     live = [json.dumps({"event_id": f"e{i}", "model_id": "m", "ts": 1.0, "prediction": 0.5,
-                        "features": {"code": int(codes[i % 4]) if codes[i % 4] != "X9" else "X9", "zip": zips[i % 3],
-                                     "amount": i % 5 + 0.5}}).encode() for i in range(300)]
+                        "features": {"code": "X9" if i % 6 == 2 else int(codes[i % 6]), "hour": i % 24,
+                                     "amount": i % 5 + 0.5}}).encode() for i in range(480)]
     sent = [r.value for r in CsvSource(f, CsvLayout("m")).records()]
     for events in (live, sent):
         batches, rejected = decode_predictions(events)
         assert not rejected
         got = batches[("m", "default")].features
-        for name in ("code", "zip"):
-            assert reference.features[name].bin_counts([r[name] for r in got])[-2:].tolist() == [0, 0]  # none unseen
-    assert json.loads(sent[0])["features"] == {"code": 7, "zip": "02139", "amount": 0.5}
+        assert reference.features["code"].bin_counts([r["code"] for r in got])[-2:].tolist() == [0, 0]  # none unseen
+        hours = reference.features["hour"].bin_counts(np.array([r["hour"] for r in got], dtype=float))
+        assert hours.sum() == 480 and hours[-1] == 0  # every hour a value, none missing
+    assert json.loads(sent[0])["features"] == {"code": 7, "hour": 0, "amount": 0.5, "big": 1.2345678901234568e23}
