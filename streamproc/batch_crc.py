@@ -36,7 +36,7 @@ class CheckedRecords:
 
     def __init__(self, data: bytes):
         self._records = _memory_records(data)
-        self._data = data if type(data) is bytes else bytes(data)
+        self._data = data  # (bytes: aiokafka's MemoryRecords takes nothing else)
         self._pos = 0
 
     def size_in_bytes(self) -> int:
