@@ -4,8 +4,9 @@
 
 Preloads a topic of the embedded broker (4 partitions) and drains it with an aiokafka consumer
 (``getmany`` of up to 20,000 records, the worker's fetch settings), nothing else done per
-record, alternating aiokafka's own (its ``ConsumerRecord`` and CRC check) and streamproc's
-(``streamproc.consumer_records.LeanRecord``, ``streamproc.batch_crc``'s hardware CRC check);
+record, alternating aiokafka's own (its ``ConsumerRecord`` and CRC check), with
+``streamproc.consumer_records.LeanRecord`` instead, and with ``streamproc.batch_crc``'s
+hardware CRC check too (streamproc's);
 prints each run and the medians, in µs per record. Pin it to a core (``taskset -c 1``) for
 steadier figures.
 """
@@ -26,10 +27,10 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from throughput import _ceiling  # noqa: E402
 
 
-def drain(bootstrap: str, topic: str, total: int, lean: bool) -> float:
+def drain(bootstrap: str, topic: str, total: int, lean: bool, crc: bool) -> float:
     """Seconds per record from the first non-empty batch to the last record (the ceiling
     consumer of ``throughput.py``, without its JSON parsing)."""
-    r = asyncio.run(_ceiling(bootstrap, topic, total, lean, parse=False))
+    r = asyncio.run(_ceiling(bootstrap, topic, total, lean, parse=False, crc=crc))
     if r["messages"] < total:
         raise SystemExit(f"read only {r['messages']:,} of {total:,} records in 600 s")
     if r["messages"] == r["first_batch"]:
@@ -58,16 +59,18 @@ def main() -> None:
                 except BufferError:
                     p.poll(0.05)
         assert p.flush(60) == 0
-        runs: dict[str, list[float]] = {"aiokafka's own": [], "streamproc's": []}
+        variants = {"aiokafka's own": (False, False), "lean records": (True, False),
+                    "lean records + hardware CRC (streamproc's)": (True, True)}
+        runs: dict[str, list[float]] = {name: [] for name in variants}
         for _ in range(args.repeat):
-            for name in runs:
-                seconds = drain(broker.bootstrap, topic, args.records, lean=name.startswith("streamproc"))
-                runs[name].append(seconds * 1e6)
+            for name, (lean, crc) in variants.items():
+                runs[name].append(drain(broker.bootstrap, topic, args.records, lean, crc) * 1e6)
         print(f"fetch: {args.records:,} records of {args.bytes} bytes, 4 partitions, embedded broker; µs per record")
+        medians = {name: statistics.median(values) for name, values in runs.items()}
+        own = medians["aiokafka's own"]
         for name, values in runs.items():
-            print(f"  {name:<24} runs {' / '.join(f'{v:.2f}' for v in values)}; median {statistics.median(values):.2f}")
-        a, b = (statistics.median(v) for v in runs.values())
-        print(f"  streamproc / aiokafka: {b / a:.2f} (x{a / b:.2f} records per second)")
+            print(f"  {name:<43} runs {' / '.join(f'{v:.2f}' for v in values)}; median {medians[name]:.2f} "
+                  f"({medians[name] / own:.2f} of aiokafka's own)")
 
 
 if __name__ == "__main__":

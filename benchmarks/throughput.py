@@ -416,9 +416,12 @@ class LiveEvents:
 
 
 # -- (a) the ceiling ---------------------------------------------------------------------------
-async def _ceiling(bootstrap: str, topic: str, total: int, lean: bool, parse: bool = True) -> dict:
+async def _ceiling(bootstrap: str, topic: str, total: int, lean: bool, parse: bool = True,
+                   crc: Optional[bool] = None) -> dict:
     """Read ``topic`` from its beginning until ``total`` messages (or 600 s), ``orjson.loads``
-    of each unless not ``parse`` (``benchmarks/fetch.py`` measures the fetch alone)."""
+    of each unless not ``parse`` (``benchmarks/fetch.py`` measures the fetch alone). ``lean``:
+    streamproc's records; ``crc`` (default: as ``lean``): streamproc's batch CRC check."""
+    crc = lean if crc is None else crc
     from streamproc import batch_crc, consumer_records, kafka
 
     from streamproc.config import WorkerSettings
@@ -426,9 +429,11 @@ async def _ceiling(bootstrap: str, topic: str, total: int, lean: bool, parse: bo
     ws = WorkerSettings()
     c = kafka.consumer(bootstrap, group_id=None, max_poll_records=ws.max_batch,
                        max_partition_fetch_bytes=ws.max_partition_fetch_bytes, fetch_max_wait_ms=ws.fetch_max_wait_ms,
-                       **({} if lean else {"check_crcs": True}))
-    if not lean:  # aiokafka's own ConsumerRecords and CRC check (kafka.consumer installs streamproc's)
+                       **({} if crc else {"check_crcs": True}))
+    # aiokafka's own ConsumerRecords and CRC check where asked (kafka.consumer installs streamproc's)
+    if not lean:
         consumer_records.uninstall()
+    if not crc:
         batch_crc.uninstall()
     await c.start()
     try:
