@@ -906,17 +906,17 @@ class MonitorWorker:
         batches, rejected = decode_predictions([m.value for m in msgs], range(len(msgs)),
                                                layouts=self.engine.feature_layout, known=self.engine.decoder,
                                                not_after=math.inf if future is None else time.time() + future)
-        at = msgs
+        tags = None
         if self.engine.replay_until or self.engine.dedupe:
             tags = position_tags(msgs, self._replaying)
             for batch in batches.values():
                 batch.positions = [tags[i] for i in batch.positions]
-            at = dict(zip(tags, msgs))
         futures = self._dead_letters(msgs, rejected)
         # (Decoding thawed the batch's packed models: their counts so far are their history.)
         late_before = {key: mon.late_events for key in batches if (mon := self.engine.monitors.get(key)) is not None}
         out = self.engine.process(batches, now=time.time())
         if out.refused:
+            at = msgs if tags is None else dict(zip(tags, msgs))  # a batch's positions: indices, or tags
             for batch in out.refused:
                 reason = (f"too many models: {batch.model_id}/{batch.model_version} would exceed "
                           f"max_models ({self.settings.max_models})")
