@@ -19,6 +19,7 @@ from .monitor import ModelMonitor, StepResult
 from .outcomes import OutcomeJoiner
 from .profile import ReferenceProfile, narrow_reference, same_reference
 from .restarts import PartitionRestarts
+from .window import DEFER_EVENTS, DEFER_EVENTS_FEW, FEW_MODELS
 
 STATE_FORMAT = 1
 MIN_KEPT = 100  # thinning never leaves a warm-up fewer events than about this many
@@ -200,6 +201,7 @@ class MonitorEngine:
         active clocks and stamps the versions seen, for ``retire_idle_versions``."""
         out = EngineOutput()
         joined = False
+        defer = DEFER_EVENTS_FEW if len(self.monitors) <= FEW_MODELS else DEFER_EVENTS  # (see window.DEFER_EVENTS_FEW)
         for key, batch in batches.items():
             if self.dormant and key[0] in self.dormant:
                 self.thaw(key[0])
@@ -226,7 +228,7 @@ class MonitorEngine:
             self._fed.add(key[0])
             if now is not None:
                 mon.last_active = self._tick(key[0], now)
-            result: StepResult = mon.update(batch)
+            result: StepResult = mon.update(batch, defer)
             if self.dedupe and fresh is not None:
                 mon.applied = fresh
             out.alerts.extend(result.alerts)

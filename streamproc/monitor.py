@@ -25,7 +25,7 @@ from .outcomes import Match
 from .policy import LEVEL, AlertPolicy, Finding, WindowInfo
 from .profile import CATEGORICAL, NUMERIC, FeatureProfile, ReferenceProfile, build_reference, sketch_quantiles
 from .quality import rate_jumps
-from .window import LABEL_KEY, SCORE_KEY, Pane, merge_all
+from .window import DEFER_EVENTS, LABEL_KEY, SCORE_KEY, Pane, merge_all
 from .window_stats import layout_for
 from .warmup import Warmup
 
@@ -206,7 +206,10 @@ class ModelMonitor:
         return self._warm
 
     # -- updates ---------------------------------------------------------------------------
-    def update(self, batch: PredictionBatch) -> StepResult:
+    def update(self, batch: PredictionBatch, defer: int = DEFER_EVENTS) -> StepResult:
+        """Apply a batch of this model version's events, in order; ``defer``: how many events a
+        pane may hold unsketched (``window.DEFER_EVENTS``, or ``DEFER_EVENTS_FEW`` in a worker of
+        few models)."""
         result = StepResult()
         n = len(batch)
         pos = 0
@@ -217,10 +220,10 @@ class ModelMonitor:
             elif self.cfg.window.kind == "count":
                 take = min(n - pos, self.pane_size - self.pane.count)
                 # A model's few events a batch mostly fit in its pane: no slice to build then.
-                self._add(batch if take == n else batch.slice(pos, pos + take), result)
+                self._add(batch if take == n else batch.slice(pos, pos + take), result, defer)
             else:
                 take = n - pos
-                self._add(batch if pos == 0 else batch.slice(pos, n), result)
+                self._add(batch if pos == 0 else batch.slice(pos, n), result, defer)
             pos += take
             self.events += take
         return result
@@ -238,7 +241,7 @@ class ModelMonitor:
             )
             self.set_reference(ref)
 
-    def _add(self, chunk: PredictionBatch, result: StepResult) -> None:
+    def _add(self, chunk: PredictionBatch, result: StepResult, defer: int = DEFER_EVENTS) -> None:
         """Sketch one chunk into its pane(s); run the stream detectors; close what is complete.
 
         Count windows: the chunk never crosses a pane boundary. Time windows: events go to the
@@ -252,9 +255,9 @@ class ModelMonitor:
         panes = [self.pane] if self.cfg.window.kind == "count" else self.open_panes.values()
         before = {p.index: (p.count, p.start, p.end) for p in panes}
         if self.cfg.window.kind == "count":
-            self.pane.add(profiles, rows, ts, scores, chunk.labels)
+            self.pane.add(profiles, rows, ts, scores, chunk.labels, defer)
         else:
-            pids = self._add_by_time(profiles, chunk, rows, ts, scores)
+            pids = self._add_by_time(profiles, chunk, rows, ts, scores, defer)
 
         def at(position: int) -> WindowInfo:
             return self._info_at(pids, position, ts, before)
@@ -280,7 +283,8 @@ class ModelMonitor:
         else:
             self._close_due_panes(result)
 
-    def _add_by_time(self, profiles, chunk: PredictionBatch, rows, ts: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    def _add_by_time(self, profiles, chunk: PredictionBatch, rows, ts: np.ndarray, scores: np.ndarray,
+                     defer: int = DEFER_EVENTS) -> np.ndarray:
         """Add a chunk to the panes of its events' times; return each event's pane.
 
         Event by event, as if each came alone: an event whose pane the events before it have
@@ -297,10 +301,10 @@ class ModelMonitor:
             if pane is None:
                 pane = self.open_panes[pid] = self._new_pane(pid)
             if len(idx) == len(rows):
-                pane.add(profiles, rows, ts, scores, chunk.labels)
+                pane.add(profiles, rows, ts, scores, chunk.labels, defer)
             else:
                 part = chunk.take(idx.tolist())
-                pane.add(profiles, part.features, ts[idx], scores[idx], part.labels)
+                pane.add(profiles, part.features, ts[idx], scores[idx], part.labels, defer)
         self.watermark = max(self.watermark, float(ts.max()))
         self.pane = self.open_panes[max(self.open_panes)]
         return pids

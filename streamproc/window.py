@@ -41,12 +41,25 @@ LABEL_KEY = "prediction.label"
 _SAVED_AS = {"_counts": "counts", "_lo": "lo", "_hi": "hi"}  # Pane attributes pickled under other names
 
 
+# Chunks of fewer events wait in their pane until this many are pending (Pane's docstring).
+# Bounds what a pane holds unsketched: at most 31 events, 7.5 KB of copies for 20 numeric and
+# 2 categorical features (tracemalloc), only in panes that got small chunks since they were
+# last read (a checkpoint reads every changed one). 16 was 5-20 % slower with 200 models.
+DEFER_EVENTS = 32
+# ... and this many in a worker holding at most FEW_MODELS model versions (the engine says
+# which): twice the copies (15 KB a pane), 15 MB at most, for 11-20 % more events a second with
+# 200 models fed 8 events a batch each, as under live load (benchmarks/HISTORY.md). Beyond,
+# 10,000 models' 75 MB at 32 would double.
+DEFER_EVENTS_FEW = 64
+FEW_MODELS = 1000
+
+
 class Pane:
     """The sketches of one stretch of a model version's events (see the module's docstring).
 
-    A chunk of fewer than ``DEFER_EVENTS`` events of a known layout (a ``FeatureTable``) is not
-    sketched at once: its values are copied into the pane's pending rows and sketched with the
-    next ones once ``DEFER_EVENTS`` are pending, or whenever ``counts``, ``lo`` or ``hi`` are
+    A chunk of fewer than ``DEFER_EVENTS`` events (``DEFER_EVENTS_FEW`` in a worker of few
+    models) of a known layout (a ``FeatureTable``) is not sketched at once: its values are
+    copied into the pane's pending rows and sketched with the next ones once that many are pending, or whenever ``counts``, ``lo`` or ``hi`` are
     read (a window's evaluation, a merge, a checkpoint). Sketches add up and ``lo`` / ``hi``
     are extremes, so the result is the same; but a model seeing a few events per batch, as each
     of thousands does, pays a sketch's fixed cost (some 60 µs of numpy calls for 22 features)
@@ -142,9 +155,10 @@ class Pane:
             self._lay_out(np.frombuffer(data, dtype=np.int64).copy(), dict(state["_counts"]), tuple(numeric))
 
     def add(self, profiles: dict[str, FeatureProfile], rows: "list[dict] | FeatureTable", ts: Sequence[float],
-            scores: Optional[np.ndarray] = None, labels: Optional[list] = None) -> None:
+            scores: Optional[np.ndarray] = None, labels: Optional[list] = None, defer: int = DEFER_EVENTS) -> None:
         """Add one chunk of events (feature rows, event times, scores, labels) to the pane:
-        sketched at once, or, when small, with the next ones (see the class docstring)."""
+        sketched at once, or, when smaller than ``defer`` (``DEFER_EVENTS`` or
+        ``DEFER_EVENTS_FEW``), with the next ones (see the class docstring)."""
         n = len(ts)
         if n:
             if n == 1:
@@ -156,7 +170,7 @@ class Pane:
             if high > self.end:
                 self.end = high
         self.count += n
-        if n >= DEFER_EVENTS or not isinstance(rows, FeatureTable) or not self._defers(profiles, rows.layout):
+        if n >= defer or not isinstance(rows, FeatureTable) or not self._defers(profiles, rows.layout):
             self._sketch(profiles, rows, scores, labels)
             return
         p = self._pending
@@ -166,7 +180,7 @@ class Pane:
         if p is None:
             p = self._pending = _Pending(profiles, rows.layout, scores is not None, labels is not None)
         p.extend(rows, scores, labels)
-        if p.n >= DEFER_EVENTS:
+        if p.n >= defer:
             self._settle()
 
     def _defers(self, profiles: dict[str, FeatureProfile], layout) -> bool:
@@ -303,11 +317,6 @@ def sketch_many(fine_edges: list[np.ndarray], matrix: np.ndarray, split: bool = 
     return [total[s:s + n] for s, n in zip(sketch_start.ravel().tolist(), sketch_sizes.tolist())]
 
 
-# Chunks of fewer events wait in their pane until this many are pending (Pane's docstring).
-# Bounds what a pane holds unsketched: at most 31 events, 7.5 KB of copies for 20 numeric and
-# 2 categorical features (tracemalloc), only in panes that got small chunks since they were
-# last read (a checkpoint reads every changed one). 16 was 5-20 % slower with 200 models.
-DEFER_EVENTS = 32
 SMALL_CHUNK = 128  # below this many events a chunk's edge index is cached: building it costs about as much as binning
 
 # The model versions sketched in small chunks most recently: a worker whose batches hold a few

@@ -24,13 +24,13 @@ def to_batch(events: list[dict]) -> PredictionBatch:
     return next(iter(batches.values()))
 
 
-def feed(mon: ModelMonitor, batch: PredictionBatch, sizes):
+def feed(mon: ModelMonitor, batch: PredictionBatch, sizes, **options):
     """Feed ``batch`` in chunks whose sizes cycle through ``sizes``; collect everything."""
     alerts, retrains, closed = [], [], 0
     pos, i = 0, 0
     while pos < len(batch):
         step = sizes[i % len(sizes)]
-        r = mon.update(batch.slice(pos, pos + step))
+        r = mon.update(batch.slice(pos, pos + step), **options)
         alerts += r.alerts
         retrains += r.retrains
         closed += r.windows_closed
@@ -263,7 +263,7 @@ def test_batch_splitting_does_not_change_alerts_of_time_windows():
 
 def test_small_chunks_of_decoded_tables_give_the_alerts_large_ones_give():
     """Monitors of a known reference get their events as tables, and panes defer chunks of
-    fewer than ``window.DEFER_EVENTS`` (as each of thousands of models gets per batch): one
+    fewer than ``window.DEFER_EVENTS`` (64 in a worker of few models; as each of thousands of models gets per batch): one
     event at a time, odd chunk sizes and whole windows give the very same alerts and retrain
     requests, values included."""
     from streamproc.feature_table import FeatureTable, layout_for
@@ -289,11 +289,11 @@ def test_small_chunks_of_decoded_tables_give_the_alerts_large_ones_give():
         return ([{k: v for k, v in a.items() if k != "detected_at"} for a in alerts],
                 [{k: v for k, v in r.items() if k != "created_at"} for r in retrains], closed)
 
-    runs = [timeless(feed(ModelMonitor("m", "default", cfg, reference=reference), batch, sizes))
-            for sizes in ([7000], [1], [5, 31, 2, 40, 33, 1, 17])]
+    runs = [timeless(feed(ModelMonitor("m", "default", cfg, reference=reference), batch, sizes, defer=defer))
+            for sizes in ([7000], [1], [5, 31, 2, 40, 33, 1, 17], [63, 9, 50]) for defer in (32, 64)]
     alerts, retrains, closed = runs[0]
     assert {a["detector"] for a in alerts} >= {"psi", "schema", "page_hinkley"} and retrains and closed == 14
-    assert runs[1] == runs[0] and runs[2] == runs[0]
+    assert all(run == runs[0] for run in runs[1:])
 
 
 def test_batch_splitting_does_not_change_retrain_request_ids():
@@ -517,3 +517,30 @@ def test_a_stream_drift_alerts_once_per_detector_while_it_lasts_and_again_when_i
     assert sorted(found) == ["first drift", "second drift"]
     for span, detectors in found.items():
         assert len(detectors) == len(set(detectors)), (span, detectors)
+
+
+def test_panes_hold_up_to_64_events_unsketched_in_a_worker_of_few_models_32_beyond(monkeypatch):
+    """What waits in a pane is bounded by the worker's model versions: fewer than
+    DEFER_EVENTS_FEW (64) in each with at most FEW_MODELS, fewer than DEFER_EVENTS (32) beyond,
+    so 10,000 models hold no more than they did."""
+    from streamproc import engine as engine_module
+    from streamproc.config import load_config
+    from streamproc.engine import MonitorEngine
+
+    events = list(drifting_events())
+    warm = ModelMonitor("m", "default", MonitorConfig(window_size=500, warmup_size=1000))
+    feed(warm, to_batch(events[:1000]), [1000])
+    refs = {(m, "default"): warm.reference for m in ("a", "b")}
+
+    def pending_after(models: tuple, few: int) -> int:
+        monkeypatch.setattr(engine_module, "FEW_MODELS", few)
+        eng = MonitorEngine(load_config(None, environ={}), refs)
+        for start in range(1000, 1060, 10):  # six chunks of 10 events a model (the first as dicts: no layout yet)
+            raw = [orjson.dumps({**e, "model_id": m}) for m in models for e in events[start:start + 10]]
+            batches, rejected = decode_predictions(raw, layouts=eng.feature_layout)
+            assert not rejected
+            eng.process(batches)
+        return eng.monitors[("a", "default")].pane._pending.n
+
+    assert pending_after(("a", "b"), few=1000) == 50  # five tables of 10: under 64, all of them wait
+    assert pending_after(("a", "b"), few=1) == 50 - 40  # more models than FEW_MODELS: sketched once 32 (here 40) wait

@@ -264,10 +264,12 @@ def _irregular_events():
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 45), st.sampled_from(["table", "dicts", "reordered", "narrow"]),
-                          st.sampled_from(["none", "read", "pickle"])), min_size=1, max_size=20))
-def test_small_chunks_wait_in_the_pane_and_sketch_as_one(steps):
+                          st.sampled_from(["none", "read", "pickle"])), min_size=1, max_size=20),
+       st.sampled_from([32, 64]))
+def test_small_chunks_wait_in_the_pane_and_sketch_as_one(steps, defer):
     """Chunks of a known layout smaller than ``DEFER_EVENTS`` wait in the pane until that many
-    are pending or the pane is read or pickled; whatever the chunking, whatever is read when,
+    (``defer``: ``DEFER_EVENTS``, or ``DEFER_EVENTS_FEW`` in a worker of few models) are
+    pending or the pane is read or pickled; whatever the chunking, whatever is read when,
     the pane equals one that sketched every event at once, and its count and time range are
     right before anything is sketched. (A table of another layout than the profiles', its
     numeric features in another order or one of them missing, is sketched at once: the rows
@@ -275,8 +277,9 @@ def test_small_chunks_wait_in_the_pane_and_sketch_as_one(steps):
     import pickle
 
     from streamproc.feature_table import FeatureLayout, layout_for
-    from streamproc.window import DEFER_EVENTS
+    from streamproc.window import DEFER_EVENTS, DEFER_EVENTS_FEW
 
+    assert (DEFER_EVENTS, DEFER_EVENTS_FEW) == (32, 64)
     events = _irregular_events()
     layout = layout_for(REFERENCE)
     others = {"reordered": FeatureLayout(layout.numeric[::-1], layout.other),
@@ -293,9 +296,9 @@ def test_small_chunks_wait_in_the_pane_and_sketch_as_one(steps):
         else:
             rows = b.features if kind == "dicts" else _table(chunk, others.get(kind, layout))
         pane.add(profiles, rows, b.ts_array() if chunk else np.zeros(0), b.score_array() if chunk else np.zeros(0),
-                 b.labels if chunk else [])
+                 b.labels if chunk else [], defer)
         waited |= pane._pending is not None
-        assert pane._pending is None or pane._pending.n < DEFER_EVENTS
+        assert pane._pending is None or pane._pending.n < defer
         ts = [e["ts"] for e in events[:pos]]
         assert (pane.count, pane.start, pane.end) == (pos, min(ts, default=np.inf), max(ts, default=-np.inf))
         if then == "read":
@@ -309,7 +312,7 @@ def test_small_chunks_wait_in_the_pane_and_sketch_as_one(steps):
         b = to_batch(events[:pos])
         whole.add(profiles, _table(events[:pos], layout), b.ts_array(), b.score_array(), b.labels)
     assert same(pane, whole)
-    assert waited or not any(0 < n < DEFER_EVENTS and kind == "table" for n, kind in fed)
+    assert waited or not any(0 < n < defer and kind == "table" for n, kind in fed)
 
 
 def test_waiting_rows_are_copies_that_do_not_keep_their_batch_alive():
