@@ -59,12 +59,13 @@ class Pane:
 
     A chunk of fewer than ``DEFER_EVENTS`` events (``DEFER_EVENTS_FEW`` in a worker of few
     models) of a known layout (a ``FeatureTable``) is not sketched at once: its values are
-    copied into the pane's pending rows and sketched with the next ones once that many are pending, or whenever ``counts``, ``lo`` or ``hi`` are
-    read (a window's evaluation, a merge, a checkpoint). Sketches add up and ``lo`` / ``hi``
-    are extremes, so the result is the same; but a model seeing a few events per batch, as each
-    of thousands does, pays a sketch's fixed cost (some 60 µs of numpy calls for 22 features)
-    once per ``DEFER_EVENTS`` events rather than once per batch. ``count``, ``start`` and
-    ``end`` are kept up to date at once (alerts and the window's close read them).
+    copied into the pane's pending rows and sketched with the next ones once that many are
+    pending, or whenever ``counts``, ``lo`` or ``hi`` are read (a window's evaluation, a merge,
+    a checkpoint). Sketches add up and ``lo`` / ``hi`` are extremes, so the result is the same;
+    but a model seeing a few events per batch, as each of thousands does, pays a sketch's fixed
+    cost (some 60 µs of numpy calls for 22 features) once per that many events rather than once
+    per batch. ``count``, ``start`` and ``end`` are kept up to date at once (alerts and the
+    window's close read them).
     """
 
     # A pane pickled before deferral was introduced restores without one: class defaults.
