@@ -10,9 +10,15 @@ Reference counting still frees almost everything; only cyclic garbage waits for 
 from __future__ import annotations
 
 import gc
+import threading
 from contextlib import contextmanager
 
 GC_THRESHOLD = 10_000  # allocations between young-generation collections (CPython's default: 700)
+
+
+_pause = threading.Lock()
+_paused = 0  # sections in progress, over all threads (the collector is the process's)
+_was_enabled = False  # whether collection was on when the first of them began
 
 
 @contextmanager
@@ -20,14 +26,21 @@ def gc_paused():
     """No garbage collection while a batch is decoded and applied (a section without awaits):
     its objects all live until it is done, so a collection then would examine every one of
     them for nothing (generation-1 collections took about 12 ms each). The next allocation
-    afterwards collects as usual."""
-    enabled = gc.isenabled()
-    gc.disable()
+    afterwards collects as usual. Sections of several threads (the worker's router runs in a
+    thread, ``streamproc.loop_thread``) may overlap: collection resumes when the last ends."""
+    global _paused, _was_enabled
+    with _pause:
+        if not _paused:
+            _was_enabled = gc.isenabled()
+            gc.disable()
+        _paused += 1
     try:
         yield
     finally:
-        if enabled:
-            gc.enable()
+        with _pause:
+            _paused -= 1
+            if not _paused and _was_enabled:
+                gc.enable()
 
 
 def tune_gc() -> None:

@@ -17,6 +17,7 @@ import asyncio
 import base64
 import logging
 import math
+import threading
 import time
 from collections import defaultdict
 from datetime import datetime, timezone
@@ -33,6 +34,7 @@ from .consume import (COMMIT_TIMEOUT, BatchedInput, caught_up, commit, confirm_m
 from .decode import ModelKey, decode_outcomes, decode_predictions
 from .engine import MODEL_WARMUP_BYTES, MonitorEngine
 from .gc_policy import gc_paused, tune_gc
+from .loop_thread import LoopThread
 from .metrics import Metrics, dead_letter_reason
 from .monitor import ERROR_SIGNAL, QUANTILES
 from .window import SCORE_KEY
@@ -184,6 +186,12 @@ class MonitorWorker:
         self.input: Optional[BatchedInput] = None
         self.router: Optional[Router] = None
         self.router_consumer = None
+        self.router_producer = None
+        self.router_thread: Optional[LoopThread] = None  # the router's own loop (see streamproc.loop_thread)
+        self._router_stop: Optional[asyncio.Event] = None  # (an event of the router's loop)
+        self._router_lags: dict = {}  # the router consumer's lag per partition, measured on its loop
+        self._router_gauged = 0.0
+        self._published = threading.Lock()  # dead letters are counted by both loops
         self.routed_partitions = 0
         self.lock = asyncio.Lock()  # one batch (or hand-over) at a time
         self.state: Optional[StateStore] = None
@@ -252,11 +260,8 @@ class MonitorWorker:
             # brings source records whose offsets may have restarted too: all watermarks go.
             self.input = BatchedInput(self.consumer, None, 0, s.max_idle_ms, lambda tps, *_: self._input_restarted(tps, every=True))
             self.consumer.subscribe([routed], listener=_Rebalance(self))
-            self.router_consumer = kafka.consumer(s.bootstrap, group_id=f"{s.group_id}-router", **consumer_opts)
-            self.router = Router(self.router_consumer, self.producer, t.predictions, t.outcomes, routed,
-                                 self.routed_partitions, self._dead_letter, MERGE_BUFFER, s.max_idle_ms,
-                                 envelope_bytes=s.routed_message_bytes)
-            self.router_consumer.subscribe([t.predictions, t.outcomes], listener=self.router.listener())
+            self.router_thread = LoopThread("streamproc-router")
+            await self.router_thread.run(self._open_router(consumer_opts))
             self._watch("router")
         else:
             self.consumer = kafka.consumer(s.bootstrap, group_id=s.group_id, partition_assignment_strategy=kafka.COPARTITIONED,
@@ -264,10 +269,26 @@ class MonitorWorker:
             self.input = BatchedInput(self.consumer, t.predictions, MERGE_BUFFER, s.max_idle_ms, self._input_restarted)
             self.consumer.subscribe([t.predictions, t.outcomes], listener=_Rebalance(self))
         # Started together: each waits for its group to form (several seconds on a fresh broker).
-        await asyncio.gather(*(c.start() for c in (self.router_consumer, self.consumer) if c is not None))
+        await asyncio.gather(self.consumer.start(), *([self.router_thread.run(self.router_consumer.start())]
+                                                      if self.router_thread is not None else []))
         tune_gc()
         log.info("worker consuming %s from %s as group %s", routed if self.repartition else f"{t.predictions} and {t.outcomes}",
                  s.bootstrap, s.group_id)
+
+    async def _open_router(self, consumer_opts: dict) -> None:
+        """The router's clients, made on its own loop (``streamproc.loop_thread``): a producer of
+        its own, so its envelopes go out while the monitor computes a batch."""
+        s, t = self.settings, self.settings.topics
+        quiet_kafka_task_errors(asyncio.get_running_loop())
+        self._router_stop = asyncio.Event()
+        self.router_producer = kafka.producer(s.bootstrap, max_request_size=MAX_STATE_BYTES, **kafka.client_options(s.kafka))
+        await self.router_producer.start()
+        self.router_consumer = kafka.consumer(s.bootstrap, group_id=f"{s.group_id}-router", **consumer_opts)
+        self.router = Router(self.router_consumer, self.router_producer, t.predictions, t.outcomes,
+                             t.routed_topic(s.group_id), self.routed_partitions,
+                             lambda msg, reason: self._dead_letter(msg, reason, self.router_producer), MERGE_BUFFER,
+                             s.max_idle_ms, envelope_bytes=s.routed_message_bytes)
+        self.router_consumer.subscribe([t.predictions, t.outcomes], listener=self.router.listener())
 
     async def _ensure_topics(self) -> None:
         s, t = self.settings, self.settings.topics
@@ -466,10 +487,9 @@ class MonitorWorker:
         self._tasks = [asyncio.create_task(self._loop(self.run_once, lambda: self._in_flight, self._rewind, "monitoring"),
                                            name="streamproc-monitor")]
         if self.router is not None:
-            s = self.settings
-            self._tasks.append(asyncio.create_task(
-                self._loop(self._route_once, lambda: self.router.in_flight,
-                           self.router.rewind, "routing"), name="streamproc-router"))
+            self._tasks.append(asyncio.ensure_future(self.router_thread.run(
+                self._loop(self._route_once, lambda: self.router.in_flight, self.router.rewind, "routing",
+                           self._router_stop))))
         return self._tasks
 
     def _watch(self, consumer: str) -> None:
@@ -483,11 +503,17 @@ class MonitorWorker:
         n = await self.router.run_once(s.poll_timeout_ms, s.max_batch)
         if n:
             self._progress["router"] = time.monotonic()
+        now = time.monotonic()
+        if now - self._router_gauged >= 1.0:  # read by _update_gauges, on the worker's loop
+            self._router_gauged = now
+            self._router_lags = await self._lags("router", self.router_consumer)
         return n
 
     async def stop(self, timeout: float = 20.0) -> None:
         """Finish the batch in hand, save the state, commit, and close the clients."""
         self._stop.set()
+        if self._router_stop is not None:
+            self.router_thread.call(self._router_stop.set)
         finished = True
         if self._tasks:
             done, pending = await asyncio.wait([asyncio.shield(t) for t in self._tasks], timeout=timeout)
@@ -508,12 +534,17 @@ class MonitorWorker:
                     log.warning("final checkpoint failed (%s: %s)", type(exc).__name__, exc)
         self.ready = False
         self.metrics.ready.set(0)
-        for client in (self.router_consumer, self.consumer, self.ref_consumer, self.producer):
+        for client in (self.router_consumer, self.router_producer, self.consumer, self.ref_consumer, self.producer):
             if client is not None:
                 try:
-                    await client.stop()
+                    if client in (self.router_consumer, self.router_producer):
+                        await self.router_thread.run(client.stop())
+                    else:
+                        await client.stop()
                 except Exception:  # closing a client on a dead broker must not block shutdown
                     log.warning("error while closing a Kafka client", exc_info=True)
+        if self.router_thread is not None:
+            self.router_thread.close()
 
     def _may_checkpoint(self) -> bool:
         """Whether the models may be saved now, outside the loop (a revocation, a stop): not
@@ -522,10 +553,12 @@ class MonitorWorker:
         part-way, to be redone)."""
         return not self.failed and not self._in_flight and not self._must_rewind
 
-    async def _loop(self, step, in_flight, rewind, what: str) -> None:
+    async def _loop(self, step, in_flight, rewind, what: str, stop: Optional[asyncio.Event] = None) -> None:
+        """Run ``step`` until ``stop`` (the worker's, or the router's on its loop) is set."""
+        stop = stop or self._stop
         backoff = 0.5
         rewinding = False
-        while not self._stop.is_set() and not self.failed:
+        while not stop.is_set() and not self.failed:
             try:
                 if rewinding:
                     await rewind()
@@ -543,7 +576,7 @@ class MonitorWorker:
                     rewinding = True
                 log.warning("Kafka error while %s (%s); retrying in %.1f s", what, exc, backoff)
                 try:
-                    await asyncio.wait_for(self._stop.wait(), backoff)
+                    await asyncio.wait_for(stop.wait(), backoff)
                 except asyncio.TimeoutError:
                     pass
                 backoff = min(backoff * 2, 30.0)
@@ -575,9 +608,9 @@ class MonitorWorker:
             return
         if not self.broker_reachable:
             await self._ensure_topics()
-            for source in (self.input, self.router.input if self.router is not None else None):
-                if source is not None:
-                    source.recheck_ends()  # the broker may have come back without its data
+            self.input.recheck_ends()  # the broker may have come back without its data
+            if self.router is not None:
+                self.router_thread.call(self.router.input.recheck_ends)
             log.info("broker reachable again")
         self.broker_reachable = True
 
@@ -719,16 +752,10 @@ class MonitorWorker:
         self._last_gauges = now
         m = self.metrics
         owned = set()
-        for name, consumer in (("monitor", self.consumer), ("router", self.router_consumer)):
-            if consumer is not None:
-                waiting = 0
-                for tp, lag in (await lags(consumer)).items():
-                    m.lag.labels(tp.topic, tp.partition).set(lag)
-                    owned.add((tp.topic, str(tp.partition)))
-                    waiting += lag
-                # Nothing to do counts as progress, if a fetch said so lately.
-                if not waiting and fetched_since(consumer, 1000 * (time.time() - FETCH_STALE_SECONDS)):
-                    self._progress[name] = time.monotonic()
+        monitor = await self._lags("monitor", self.consumer) if self.consumer is not None else {}
+        for tp, lag in {**monitor, **self._router_lags}.items():
+            m.lag.labels(tp.topic, tp.partition).set(lag)
+            owned.add((tp.topic, str(tp.partition)))
         # A partition that moved to another worker: its last lag would stay (and look stuck).
         for topic, partition in self._lag_series - owned:
             m.lag.remove_matching(topic=topic, partition=partition)
@@ -750,6 +777,14 @@ class MonitorWorker:
                     if mon.errors is not None:
                         self._export_errors(key, mon)
                     self._export_drifts(key, mon)
+
+    async def _lags(self, name: str, consumer) -> dict:
+        """``consumer``'s lag per partition (on its own loop); a lag of nothing counts as
+        progress of ``name``, if a fetch said so lately."""
+        out = await lags(consumer)
+        if not any(out.values()) and fetched_since(consumer, 1000 * (time.time() - FETCH_STALE_SECONDS)):
+            self._progress[name] = time.monotonic()
+        return out
 
     def _export_window(self, key: ModelKey, mon) -> None:
         """The statistics of a model version's latest closed window: PSI, data quality, score quantiles."""
@@ -882,17 +917,19 @@ class MonitorWorker:
         self.state_sizes.update((m, len(v)) for m, v in records.items())
         self.metrics.state_bytes_total.set(sum(self.state_sizes.values()))
 
-    def _send(self, topic: str, key: Optional[str], event: dict):
-        return self.producer.send(topic, orjson.dumps(event), key=key.encode() if key is not None else None)
+    def _send(self, topic: str, key: Optional[str], event: dict, producer=None):
+        return (producer or self.producer).send(topic, orjson.dumps(event), key=key.encode() if key is not None else None)
 
-    def _dead_letter(self, msg, reason: str):
+    def _dead_letter(self, msg, reason: str, producer=None):
+        """Send ``msg`` to the dead-letter topic (with ``producer``: the router's, on its loop)."""
         s = self.settings
         self.metrics.dead_letters.labels(msg.topic, dead_letter_reason(reason)).inc()
         # The reason can quote the message: only at debug level.
         log.info("dead-lettered %s[%d]@%d (%s)", msg.topic, msg.partition, msg.offset, dead_letter_reason(reason))
         log.debug("dead letter %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason[:200])
-        self.published["dead_letters"] += 1
-        return self._send(s.topics.dead_letter, None, dead_letter(msg, reason, s.dlq_payload_limit))
+        with self._published:
+            self.published["dead_letters"] += 1
+        return self._send(s.topics.dead_letter, None, dead_letter(msg, reason, s.dlq_payload_limit), producer)
 
     def _dead_letters(self, msgs, rejected) -> list:
         return [self._dead_letter(msgs[r.index], r.reason) for r in rejected]

@@ -3,6 +3,7 @@
 import gc
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -21,6 +22,28 @@ def test_collection_is_paused_within_a_batch_and_restored_after_it_even_on_error
         with gc_paused():
             raise ValueError("a bug in a batch")
     assert gc.isenabled()
+
+
+def test_sections_of_two_threads_overlapping_resume_collection_only_when_the_last_ends():
+    # The worker's router runs in a thread of its own (streamproc.loop_thread): its batch may
+    # end while the monitor's is in progress, and must not turn collection back on under it.
+    entered, leave = threading.Event(), threading.Event()
+    seen = []
+
+    def other():
+        with gc_paused():
+            entered.set()
+            leave.wait(10)
+        seen.append(gc.isenabled())
+
+    with gc_paused():
+        thread = threading.Thread(target=other)
+        thread.start()
+        assert entered.wait(10)
+    assert not gc.isenabled()  # the other thread's section goes on
+    leave.set()
+    thread.join(10)
+    assert seen == [True] and gc.isenabled()
 
 
 def test_a_collector_disabled_before_stays_disabled():
