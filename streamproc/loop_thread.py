@@ -48,14 +48,27 @@ class LoopThread:
         return asyncio.wrap_future(asyncio.run_coroutine_threadsafe(coro, self.loop))
 
     def call(self, fn: Callable, *args) -> None:
-        """Call ``fn(*args)`` on this loop, soon."""
-        self.loop.call_soon_threadsafe(fn, *args)
+        """Call ``fn(*args)`` on this loop, soon (nothing once it is closed)."""
+        if not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(fn, *args)
 
     def close(self, timeout: float = 10.0) -> None:
-        """Stop the loop (after its current step), wait for the thread, close the loop."""
+        """Cancel the loop's tasks and wait for them (as ``asyncio.run`` does at its end), stop
+        the loop, wait for the thread, close the loop."""
         if self.loop.is_closed():
             return
+        try:
+            asyncio.run_coroutine_threadsafe(_cancel_tasks(), self.loop).result(timeout)
+        except Exception:  # (a task that will not finish: the loop is stopped anyway)
+            pass
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(timeout)
         if not self._thread.is_alive():
             self.loop.close()
+
+
+async def _cancel_tasks() -> None:
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

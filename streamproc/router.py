@@ -355,12 +355,19 @@ class Router:
         """Forward one batch and commit it; return the number of messages handled."""
         generation = self.input.generation
         merged, others, records = await self.input.poll(timeout_ms, max_records)
+        if self.input.generation != generation:
+            # A rebalance while polling: what the poll released may be of the partitions after
+            # it (the consumer resumed at the committed offsets), and the merge counts it as
+            # handed out, so the next commit would pass it. Read again from the committed offsets.
+            self.in_flight = True  # (until the rewind is done: the loop retries a failed one)
+            await self.rewind()
+            return 0
         msgs = merged + others
         if not msgs and not self._noticed and all(tp in self._marked for tp in records):
             return 0
         async with self.lock:
             if self.input.generation != generation:
-                return 0  # polled before a rebalance: the partitions' new owner forwards these
+                return 0  # polled before a rebalance: the merge forgot these; their owner reads them again
             self.in_flight = True
             await self._mark(records)
             if not msgs:

@@ -17,7 +17,6 @@ import asyncio
 import base64
 import logging
 import math
-import threading
 import time
 from collections import defaultdict
 from datetime import datetime, timezone
@@ -107,6 +106,13 @@ class _Rebalance(ConsumerRebalanceListener):
         await self.worker._assigned(assigned)
 
 
+def _running_loop() -> Optional[asyncio.AbstractEventLoop]:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 def quiet_kafka_task_errors(loop: asyncio.AbstractEventLoop) -> None:
     """Log a Kafka error of a background task nobody awaits as one warning line, not a traceback.
 
@@ -190,8 +196,9 @@ class MonitorWorker:
         self.router_thread: Optional[LoopThread] = None  # the router's own loop (see streamproc.loop_thread)
         self._router_stop: Optional[asyncio.Event] = None  # (an event of the router's loop)
         self._router_lags: dict = {}  # the router consumer's lag per partition, measured on its loop
-        self._router_gauged = 0.0
-        self._published = threading.Lock()  # dead letters are counted by both loops
+        self._router_gauging = False  # a refresh of _router_lags is on its way
+        self.router_dead_letters = 0  # dead letters the router sent (its loop's count; ``published`` is the monitor's)
+        self._worker_loop: Optional[asyncio.AbstractEventLoop] = None
         self.routed_partitions = 0
         self.lock = asyncio.Lock()  # one batch (or hand-over) at a time
         self.state: Optional[StateStore] = None
@@ -228,7 +235,8 @@ class MonitorWorker:
     async def start(self) -> None:
         s = self.settings
         t = s.topics
-        quiet_kafka_task_errors(asyncio.get_running_loop())
+        self._worker_loop = asyncio.get_running_loop()
+        quiet_kafka_task_errors(self._worker_loop)
         opts = kafka.client_options(s.kafka)
         routed = t.routed_topic(s.group_id)
         await self._ensure_topics()
@@ -286,7 +294,7 @@ class MonitorWorker:
         self.router_consumer = kafka.consumer(s.bootstrap, group_id=f"{s.group_id}-router", **consumer_opts)
         self.router = Router(self.router_consumer, self.router_producer, t.predictions, t.outcomes,
                              t.routed_topic(s.group_id), self.routed_partitions,
-                             lambda msg, reason: self._dead_letter(msg, reason, self.router_producer), MERGE_BUFFER,
+                             self._router_dead_letter, MERGE_BUFFER,
                              s.max_idle_ms, envelope_bytes=s.routed_message_bytes)
         self.router_consumer.subscribe([t.predictions, t.outcomes], listener=self.router.listener())
 
@@ -503,17 +511,23 @@ class MonitorWorker:
         n = await self.router.run_once(s.poll_timeout_ms, s.max_batch)
         if n:
             self._progress["router"] = time.monotonic()
-        now = time.monotonic()
-        if now - self._router_gauged >= 1.0:  # read by _update_gauges, on the worker's loop
-            self._router_gauged = now
-            self._router_lags = await self._lags("router", self.router_consumer)
         return n
+
+    async def _gauge_router(self) -> None:
+        """On the router's loop (asked by ``_update_gauges``, also while the router backs off):
+        its consumer's lags, read by the next gauge pass."""
+        try:
+            self._router_lags = await self._lags("router", self.router_consumer)
+        except Exception:  # (revoked meanwhile, a consumer being stopped): the next pass asks again
+            log.debug("router lags not read", exc_info=True)
+        finally:
+            self._router_gauging = False
 
     async def stop(self, timeout: float = 20.0) -> None:
         """Finish the batch in hand, save the state, commit, and close the clients."""
         self._stop.set()
         if self._router_stop is not None:
-            self.router_thread.call(self._router_stop.set)
+            self.router_thread.call(self._router_stop.set)  # (nothing once the loop is closed: a second stop)
         finished = True
         if self._tasks:
             done, pending = await asyncio.wait([asyncio.shield(t) for t in self._tasks], timeout=timeout)
@@ -534,17 +548,20 @@ class MonitorWorker:
                     log.warning("final checkpoint failed (%s: %s)", type(exc).__name__, exc)
         self.ready = False
         self.metrics.ready.set(0)
-        for client in (self.router_consumer, self.router_producer, self.consumer, self.ref_consumer, self.producer):
-            if client is not None:
-                try:
-                    if client in (self.router_consumer, self.router_producer):
-                        await self.router_thread.run(client.stop())
-                    else:
-                        await client.stop()
-                except Exception:  # closing a client on a dead broker must not block shutdown
-                    log.warning("error while closing a Kafka client", exc_info=True)
-        if self.router_thread is not None:
-            self.router_thread.close()
+        try:
+            for client in (self.router_consumer, self.router_producer, self.consumer, self.ref_consumer, self.producer):
+                if client is not None:
+                    try:
+                        if client in (self.router_consumer, self.router_producer):
+                            if not self.router_thread.loop.is_closed():
+                                await self.router_thread.run(client.stop())
+                        else:
+                            await client.stop()
+                    except Exception:  # closing a client on a dead broker must not block shutdown
+                        log.warning("error while closing a Kafka client", exc_info=True)
+        finally:
+            if self.router_thread is not None:
+                self.router_thread.close()
 
     def _may_checkpoint(self) -> bool:
         """Whether the models may be saved now, outside the loop (a revocation, a stop): not
@@ -615,11 +632,16 @@ class MonitorWorker:
         self.broker_reachable = True
 
     def _fail(self) -> None:
+        """A loop died of a bug: stop everything, and call ``on_failure`` on the worker's loop
+        (the router's loop runs in a thread of its own)."""
         self.failed = True
         self.ready = False
         self.metrics.ready.set(0)
         if self.on_failure is not None:
-            self.on_failure()
+            if self._worker_loop is None or self._worker_loop is _running_loop():
+                self.on_failure()
+            else:
+                self._worker_loop.call_soon_threadsafe(self.on_failure)
 
     # -- one batch -------------------------------------------------------------------------
     async def run_once(self) -> int:
@@ -689,9 +711,9 @@ class MonitorWorker:
         the models of that partition forget what they applied from the source partition, if it
         started again (``MonitorEngine.forget_source``)."""
         part = int(marker.routed.rsplit(":", 1)[1])
-        partition_of = self.router.partition_of  # (remembered: asked only of models with the source)
+        partitions = self.routed_partitions  # (not the router's cache: it belongs to the router's loop)
         forgotten = self.engine.forget_source(marker.source, marker.end, marker.routed, marker.offset,
-                                              lambda model_id: partition_of(model_id) == part)
+                                              lambda model_id: model_partition(model_id, partitions) == part)
         if forgotten:
             log.warning("%s started again (%s): %d model(s) of routed partition %d forgot the offsets they had applied "
                         "from it", marker.source, "noticed by its router" if marker.end < 0 else
@@ -753,6 +775,9 @@ class MonitorWorker:
         m = self.metrics
         owned = set()
         monitor = await self._lags("monitor", self.consumer) if self.consumer is not None else {}
+        if self.router is not None and not self._router_gauging:
+            self._router_gauging = True  # (read on the router's loop, for the next pass: see _gauge_router)
+            self.router_thread.call(lambda: asyncio.ensure_future(self._gauge_router()))
         for tp, lag in {**monitor, **self._router_lags}.items():
             m.lag.labels(tp.topic, tp.partition).set(lag)
             owned.add((tp.topic, str(tp.partition)))
@@ -920,14 +945,19 @@ class MonitorWorker:
     def _send(self, topic: str, key: Optional[str], event: dict, producer=None):
         return (producer or self.producer).send(topic, orjson.dumps(event), key=key.encode() if key is not None else None)
 
-    def _dead_letter(self, msg, reason: str, producer=None):
-        """Send ``msg`` to the dead-letter topic (with ``producer``: the router's, on its loop)."""
+    def _router_dead_letter(self, msg, reason: str):
+        """``_dead_letter`` for the router: through its own producer, counted apart (a monitor
+        batch that fails puts ``published`` back as it was)."""
+        self.router_dead_letters += 1
+        return self._dead_letter(msg, reason, self.router_producer, count=False)
+
+    def _dead_letter(self, msg, reason: str, producer=None, count: bool = True):
         s = self.settings
         self.metrics.dead_letters.labels(msg.topic, dead_letter_reason(reason)).inc()
         # The reason can quote the message: only at debug level.
         log.info("dead-lettered %s[%d]@%d (%s)", msg.topic, msg.partition, msg.offset, dead_letter_reason(reason))
         log.debug("dead letter %s[%d]@%d: %s", msg.topic, msg.partition, msg.offset, reason[:200])
-        with self._published:
+        if count:
             self.published["dead_letters"] += 1
         return self._send(s.topics.dead_letter, None, dead_letter(msg, reason, s.dlq_payload_limit), producer)
 
@@ -1086,6 +1116,7 @@ class MonitorWorker:
                 ],
             })
         assigned = self.consumer.assignment() if self.consumer is not None else set()
-        return {"ready": self.ready, "published": dict(self.published),
+        published = {**self.published, "dead_letters": self.published["dead_letters"] + self.router_dead_letters}
+        return {"ready": self.ready, "published": published,
                 "partitions": sorted(f"{tp.topic}[{tp.partition}]" for tp in assigned), "models": models,
                 "packed_models": len(self.engine.dormant)}
