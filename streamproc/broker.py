@@ -7,6 +7,7 @@ streamproc at a real Kafka with ``--bootstrap`` / ``STREAMPROC_BOOTSTRAP`` for a
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -21,9 +22,35 @@ class BrokerError(RuntimeError):
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
+    """A port free to listen on now, chosen outside the range the kernel takes the local ports
+    of outgoing connections from: a port the kernel picks (bind to 0) is in that range, and a
+    Kafka client connecting before the listener binds could take it (a worker in CI failed to
+    bind its metrics port so)."""
+    low, high = _ephemeral_ports()
+    rng = random.SystemRandom()
+    for _ in range(200):
+        port = rng.randrange(10_000, 65_536)
+        if low <= port <= high:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as s:  # (no free port outside the range: any)
         s.bind((host, 0))
         return s.getsockname()[1]
+
+
+def _ephemeral_ports() -> tuple[int, int]:
+    """The kernel's range for outgoing connections' local ports (Linux; its default elsewhere)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(v) for v in f.read().split())
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
 
 
 def broker_binary() -> str:

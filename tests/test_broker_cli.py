@@ -75,3 +75,15 @@ def test_a_listener_the_tables_do_not_list_is_not_taken_for_another_process(monk
     monkeypatch.setattr(streamproc.broker, "open", lambda path, *a, **k: io.StringIO("  sl  local_address rem_address\n"),
                         raising=False)
     assert streamproc.broker._owns_listener(os.getpid(), 9) is None
+
+
+def test_a_free_port_is_outside_the_range_of_outgoing_connections_local_ports():
+    # A worker's metrics port picked by the kernel (bind to 0) came from that range, and a
+    # Kafka client's connection took it before the worker bound it (CI: "Address already in use").
+    from streamproc.broker import _ephemeral_ports, free_port
+
+    low, high = _ephemeral_ports()
+    ports = [free_port() for _ in range(50)]
+    assert not [p for p in ports if low <= p <= high]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", ports[0]))
