@@ -72,3 +72,20 @@ async def _cancel_tasks() -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class InlineLoop:
+    """``LoopThread``'s interface on the caller's own loop: what the worker's router uses while
+    its own thread is off (``streamproc.worker.ROUTER_THREAD``)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()
+
+    def run(self, coro: Coroutine) -> Awaitable[Any]:
+        return asyncio.ensure_future(coro)
+
+    def call(self, fn: Callable, *args) -> None:
+        self.loop.call_soon(fn, *args)
+
+    def close(self, timeout: float = 10.0) -> None:
+        pass

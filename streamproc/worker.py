@@ -33,7 +33,7 @@ from .consume import (COMMIT_TIMEOUT, BatchedInput, caught_up, commit, confirm_m
 from .decode import ModelKey, decode_outcomes, decode_predictions
 from .engine import MODEL_WARMUP_BYTES, MonitorEngine
 from .gc_policy import gc_paused, tune_gc
-from .loop_thread import LoopThread
+from .loop_thread import InlineLoop, LoopThread
 from .metrics import Metrics, dead_letter_reason
 from .monitor import ERROR_SIGNAL, QUANTILES
 from .window import SCORE_KEY
@@ -50,6 +50,11 @@ PROBE_SECONDS = 2.0  # how often the broker is asked for metadata (readiness)
 # A lag of 0 counts as "nothing waiting" (progress, for streamproc_input_stalled_seconds) only if
 # every partition had a fetch answered within this long.
 FETCH_STALE_SECONDS = 60.0
+# The router on a loop of its own, in a thread (streamproc.loop_thread): faster and lower alert
+# latency, but the kill -9 test's alert ids differed from an uninterrupted worker's in 2 of 4
+# full test runs (two routers merged some events in different orders), so it is off until that
+# is understood (benchmarks/HISTORY.md).
+ROUTER_THREAD = False
 RETIRE_SWEEP_SECONDS = 60.0  # how often idle model versions are looked for (see _retire_idle_versions)
 
 
@@ -268,7 +273,7 @@ class MonitorWorker:
             # brings source records whose offsets may have restarted too: all watermarks go.
             self.input = BatchedInput(self.consumer, None, 0, s.max_idle_ms, lambda tps, *_: self._input_restarted(tps, every=True))
             self.consumer.subscribe([routed], listener=_Rebalance(self))
-            self.router_thread = LoopThread("streamproc-router")
+            self.router_thread = LoopThread("streamproc-router") if ROUTER_THREAD else InlineLoop()
             await self.router_thread.run(self._open_router(consumer_opts))
             self._watch("router")
         else:
