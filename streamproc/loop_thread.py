@@ -1,6 +1,7 @@
 """An asyncio event loop in a thread of its own, for work that must not wait for the main loop.
 
-The repartitioning worker's router (``streamproc.router``) runs here: on the worker's own loop
+The repartitioning worker's router (``streamproc.router``) can run here (``ROUTER_THREAD`` in
+``streamproc.worker``, off: see there): on the worker's own loop
 it could only forward between the monitor's batches (50-80 ms each under load), and every hop
 of a routed event (its fetch, its forwarding, the delivery of its envelope) waited for one, so
 alerts waited several batches. On a loop of its own its clients talk to the broker while the

@@ -289,8 +289,8 @@ class MonitorWorker:
                  s.bootstrap, s.group_id)
 
     async def _open_router(self, consumer_opts: dict) -> None:
-        """The router's clients, made on its own loop (``streamproc.loop_thread``): a producer of
-        its own, so its envelopes go out while the monitor computes a batch."""
+        """The router's clients, made on the router's loop (a thread's with ``ROUTER_THREAD``, see
+        ``streamproc.loop_thread``), with a producer of its own."""
         s, t = self.settings, self.settings.topics
         quiet_kafka_task_errors(asyncio.get_running_loop())
         self._router_stop = asyncio.Event()
@@ -638,7 +638,7 @@ class MonitorWorker:
 
     def _fail(self) -> None:
         """A loop died of a bug: stop everything, and call ``on_failure`` on the worker's loop
-        (the router's loop runs in a thread of its own)."""
+        (the router's loop may run in a thread of its own, ``ROUTER_THREAD``)."""
         self.failed = True
         self.ready = False
         self.metrics.ready.set(0)
