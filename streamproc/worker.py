@@ -290,12 +290,16 @@ class MonitorWorker:
 
     async def _open_router(self, consumer_opts: dict) -> None:
         """The router's clients, made on the router's loop (a thread's with ``ROUTER_THREAD``, see
-        ``streamproc.loop_thread``), with a producer of its own."""
+        ``streamproc.loop_thread``); on a thread, with a producer of its own (a client belongs to
+        one loop), else the worker's (one client and connection less)."""
         s, t = self.settings, self.settings.topics
-        quiet_kafka_task_errors(asyncio.get_running_loop())
         self._router_stop = asyncio.Event()
-        self.router_producer = kafka.producer(s.bootstrap, max_request_size=MAX_STATE_BYTES, **kafka.client_options(s.kafka))
-        await self.router_producer.start()
+        if isinstance(self.router_thread, InlineLoop):
+            self.router_producer = self.producer
+        else:
+            quiet_kafka_task_errors(asyncio.get_running_loop())
+            self.router_producer = kafka.producer(s.bootstrap, max_request_size=MAX_STATE_BYTES, **kafka.client_options(s.kafka))
+            await self.router_producer.start()
         self.router_consumer = kafka.consumer(s.bootstrap, group_id=f"{s.group_id}-router", **consumer_opts)
         self.router = Router(self.router_consumer, self.router_producer, t.predictions, t.outcomes,
                              t.routed_topic(s.group_id), self.routed_partitions,
@@ -554,10 +558,11 @@ class MonitorWorker:
         self.ready = False
         self.metrics.ready.set(0)
         try:
-            for client in (self.router_consumer, self.router_producer, self.consumer, self.ref_consumer, self.producer):
+            own = self.router_producer if self.router_producer is not self.producer else None
+            for client in (self.router_consumer, own, self.consumer, self.ref_consumer, self.producer):
                 if client is not None:
                     try:
-                        if client in (self.router_consumer, self.router_producer):
+                        if client in (self.router_consumer, own):
                             if not self.router_thread.loop.is_closed():
                                 await self.router_thread.run(client.stop())
                         else:

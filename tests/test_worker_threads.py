@@ -11,7 +11,7 @@ import threading
 from aiokafka import TopicPartition
 
 from streamproc.config import load_config
-from streamproc.loop_thread import LoopThread
+from streamproc.loop_thread import InlineLoop, LoopThread
 from streamproc.worker import MonitorWorker
 
 from .test_lag_gauge import Consumer, _lags
@@ -124,3 +124,25 @@ def test_stopping_a_worker_twice_is_harmless():
 
 async def _event() -> asyncio.Event:
     return asyncio.Event()
+
+
+def test_on_the_workers_loop_the_router_shares_the_workers_producer_which_stops_once():
+    """Only a router on a thread of its own needs a producer of its own (a client belongs to one
+    loop); inline it adds a client and a connection for nothing."""
+    stops = []
+
+    class Producer:
+        async def stop(self):
+            stops.append(self)
+
+    async def main():
+        w = MonitorWorker(load_config(None, environ={}))
+        w.producer = Producer()
+        w.routed_partitions = 4
+        w.router_thread = InlineLoop()
+        await w.router_thread.run(w._open_router({}))
+        assert w.router.producer is w.producer and w.router_producer is w.producer
+        await w.stop()
+
+    asyncio.run(main())
+    assert len(stops) == 1
