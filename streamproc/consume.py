@@ -223,7 +223,8 @@ class BatchedInput:
         hold_after = time.time() * 1000 - self.max_idle * 1000
         merged = self.merge.release(idle, merged_tps, hold_after, now - self.max_idle)
         others += self.after.release_below(self.merge.frontier(merged_tps, idle),
-                                           self.merge.held(merged_tps, idle, hold_after), now - self.max_idle)
+                                           self.merge.held(merged_tps, idle, hold_after, now - self.max_idle),
+                                           now - self.max_idle)
         return merged, others, records
 
     @property

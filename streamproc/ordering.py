@@ -18,7 +18,11 @@ pause in production, the first new records of one partition can arrive a moment 
 of another, with earlier timestamps. So, when the caller says so (``hold_after``), an idle
 partition still holds back records stamped within the last ``max_idle`` of wall-clock time
 (an in-flight record carries a timestamp at least that recent), unless they arrived at least
-``max_idle`` ago (``arrived_before``: nothing waits longer, whatever its timestamp).
+``max_idle`` ago (``arrived_before``: nothing waits longer, whatever its timestamp). So does
+an idle partition that has delivered nothing yet, for ``max_idle`` after the merge's first
+records arrived: a topic's first records, or the first after a start, reach the consumer one
+partition's fetch at a time too, and released at once they would go in arrival order (a
+partition that never gets any costs that wait only then).
 
 >>> from collections import namedtuple
 >>> M = namedtuple("M", "topic partition offset timestamp")
@@ -94,6 +98,7 @@ class MergeBuffer:
         self.max_buffered = max_buffered
         self.parts: dict[Hashable, _Partition] = {}
         self.next_offset: dict[Hashable, int] = {}  # first offset not yet released, per partition
+        self.first_arrival: float | None = None  # when the first records arrived (see ``held``)
 
     def add(self, tp: Hashable, msgs: Iterable, arrival: float = 0.0) -> None:
         """Buffer one fetch of a partition (``arrival``: when it arrived, on the caller's clock)."""
@@ -105,6 +110,8 @@ class MergeBuffer:
             part = self.parts[tp] = _Partition()
         part.add(msgs, arrival)
         self.next_offset.setdefault(tp, msgs[0].offset)
+        if self.first_arrival is None:
+            self.first_arrival = arrival
 
     def size(self, tp: Hashable) -> int:
         part = self.parts.get(tp)
@@ -137,7 +144,7 @@ class MergeBuffer:
         """
         assigned = list(self.parts) if assigned is None else list(assigned)
         limit = self.horizon(assigned, idle)
-        held = self.held(assigned, idle, hold_after)
+        held = self.held(assigned, idle, hold_after, arrived_before)
         ripe = float("-inf") if arrived_before is None else arrived_before
         runs, keys = [], []
         for tp in assigned:
@@ -157,14 +164,22 @@ class MergeBuffer:
             self._take(tp, part, part.held_cut(cut, held, ripe), runs, keys)
         return _merged(runs, keys)
 
-    def held(self, assigned: Iterable[Hashable], idle: set, hold_after: float | None) -> float:
+    def held(self, assigned: Iterable[Hashable], idle: set, hold_after: float | None,
+             arrived_before: float | None = None) -> float:
         """The key from which records wait for in-flight records of idle partitions (see the
-        module's docstring; inf: none wait)."""
+        module's docstring; inf: none wait). Partitions that delivered nothing yet count while
+        the first records arrived after ``arrived_before``."""
         held = float("inf")
         if hold_after is not None:
+            young = (arrived_before is not None and self.first_arrival is not None
+                     and self.first_arrival > arrived_before)
             for tp in assigned:
-                if tp in idle and tp in self.parts:
-                    held = min(held, max(self.parts[tp].latest, hold_after))
+                if tp in idle:
+                    part = self.parts.get(tp)
+                    if part is not None:
+                        held = min(held, max(part.latest, hold_after))
+                    elif young:
+                        held = min(held, hold_after)
         return held
 
     def _take(self, tp: Hashable, part: _Partition, cut: int, runs: list, keys: list) -> None:

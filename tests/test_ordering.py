@@ -130,7 +130,7 @@ def test_after_a_pause_an_idle_partition_holds_back_records_its_in_flight_ones_m
     assert [m.timestamp for m in old.release({("t", 1)})] == [5000]
 
 
-def test_the_hold_is_bounded_by_arrival_and_skips_partitions_never_seen():
+def test_the_hold_is_bounded_by_arrival():
     buf = MergeBuffer()
     buf.add(("t", 1), [_rec(1, 0, 100)], arrival=1.0)
     assert len(buf.release({("t", 1)}, hold_after=2100 - 1000, arrived_before=0)) == 1
@@ -139,11 +139,38 @@ def test_the_hold_is_bounded_by_arrival_and_skips_partitions_never_seen():
     idle = {("t", 0), ("t", 1)}
     assert buf.release(idle, hold_after=6000, arrived_before=4.5) == []
     assert [m.timestamp for m in buf.release(idle, hold_after=6000, arrived_before=5.0)] == [10**13]
-    # A partition that never delivered anything holds nothing back.
+
+
+def test_a_partition_that_delivered_nothing_yet_holds_back_the_first_records_for_max_idle():
+    """A topic's first records: partition 0's fetch comes first, partition 1 (idle: caught up with
+    an empty log, silent) has an earlier record in flight. Released at once, partition 0's records
+    would go in arrival order, and a replay (both in the log) would order them otherwise."""
+    both, tps = {("t", 0), ("t", 1)}, [("t", 0), ("t", 1)]
     fresh = MergeBuffer()
     fresh.add(("t", 0), [_rec(0, 0, 5000), _rec(0, 1, 5001)], arrival=10.0)
-    assert [m.timestamp for m in fresh.release({("t", 1)}, [("t", 0), ("t", 1)], hold_after=4000,
-                                                arrived_before=9.0)] == [5000]
+    assert fresh.release({("t", 1)}, tps, hold_after=5001 - 1000, arrived_before=10.0 - 1.0) == []
+    fresh.add(("t", 1), [_rec(1, 0, 4999)], arrival=10.05)
+    released = fresh.release(both, tps, hold_after=6100 - 1000, arrived_before=11.1 - 1.0)
+    assert [(m.partition, m.timestamp) for m in released] == [(1, 4999), (0, 5000), (0, 5001)]
+    replay = MergeBuffer()
+    replay.add(("t", 1), [_rec(1, 0, 4999)])
+    replay.add(("t", 0), [_rec(0, 0, 5000), _rec(0, 1, 5001)])
+    assert [(m.partition, m.offset) for m in replay.release(idle=both, assigned=tps)] == \
+        [(m.partition, m.offset) for m in released]
+    # For max_idle after the first records only: a partition that never gets any (producers
+    # keyed by few models) does not make every later record wait.
+    quiet = MergeBuffer()
+    quiet.add(("t", 0), [_rec(0, 0, 5000)], arrival=10.0)
+    assert quiet.release({("t", 1)}, tps, hold_after=5000 - 1000, arrived_before=10.0 - 1.0) == []
+    assert len(quiet.release(both, tps, hold_after=6000 - 1000, arrived_before=11.0 - 1.0)) == 1
+    quiet.add(("t", 0), [_rec(0, 1, 20000), _rec(0, 2, 20001)], arrival=25.0)
+    assert [m.timestamp for m in quiet.release({("t", 1)}, tps, hold_after=20001 - 1000,
+                                               arrived_before=25.0 - 1.0)] == [20000]
+    # Outcomes wait the same way (``release_below`` with the merge's ``held``).
+    first = MergeBuffer()
+    first.add(("t", 0), [_rec(0, 0, 5000)], arrival=10.0)
+    assert first.held(tps, {("t", 1)}, hold_after=4000, arrived_before=9.0) == 4000
+    assert first.held(tps, {("t", 1)}, hold_after=4000, arrived_before=10.0) == float("inf")
 
 
 def test_a_full_partition_whose_records_all_sit_at_the_horizon_releases_them():

@@ -323,7 +323,8 @@ _feature_values = st.one_of(
 @given(
     features=st.dictionaries(st.text(min_size=1, max_size=8), _feature_values, max_size=5),
     n_bins=st.integers(2, 12),
-    model_id=st.text(st.characters(min_codepoint=0x20), min_size=1, max_size=10),  # (ids have no control characters)
+    # Ids have no control characters, and are UTF-8 (no lone surrogates: one failed a local run).
+    model_id=st.text(st.characters(exclude_categories=("Cs",), min_codepoint=0x20), min_size=1, max_size=10),
 )
 @settings(max_examples=60, deadline=None)
 @pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")  # means of values near 1e308
