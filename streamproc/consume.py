@@ -198,6 +198,8 @@ class BatchedInput:
                 self.after.add(tp, msgs, arrival)
             else:
                 others.extend(msgs)
+        if self.merge.first_arrival is None and self.merged_topic is not None and any(records.values()):
+            self.merge.first_arrival = arrival  # (an outcome's too: its prediction may be in flight)
         merged_tps = [tp for tp in c.assignment() if tp.topic == self.merged_topic]
         if not merged_tps:
             return [], others + self.after.release_below(math.inf), records

@@ -98,7 +98,8 @@ class MergeBuffer:
         self.max_buffered = max_buffered
         self.parts: dict[Hashable, _Partition] = {}
         self.next_offset: dict[Hashable, int] = {}  # first offset not yet released, per partition
-        self.first_arrival: float | None = None  # when the first records arrived (see ``held``)
+        # When the first records arrived (see ``held``; a caller may note those of another topic).
+        self.first_arrival: float | None = None
 
     def add(self, tp: Hashable, msgs: Iterable, arrival: float = 0.0) -> None:
         """Buffer one fetch of a partition (``arrival``: when it arrived, on the caller's clock)."""

@@ -717,6 +717,35 @@ def test_an_outcome_waits_like_a_prediction_for_a_prediction_in_flight_on_an_idl
     assert order.index(("predictions", 0, 1)) < order.index((other.topic, other.partition, 1))
 
 
+@pytest.mark.parametrize("second", ["predictions", "outcomes"])
+def test_a_topics_first_records_wait_for_those_in_flight_on_a_partition_that_had_none(second):
+    """The same on a new topic, whose partitions have delivered nothing: both are idle (caught
+    up with empty logs, silent) when Y and a later record arrive, X, stamped 5 ms before Y,
+    still in flight on predictions[0] (before, Y went at once: a router or worker idle for more
+    than max_idle released a topic's first records in arrival order, which a replay does not
+    reproduce)."""
+    p0, other = TopicPartition("predictions", 0), TopicPartition(second, 0 if second == "outcomes" else 1)
+    c = Consumer((p0, other))
+    src = BatchedInput(c, "predictions", 1000, 100)
+    src.assigned({p0, other})
+    order = []
+
+    async def run():
+        poll = _poller(c, src, order, lambda m: (m.topic, m.partition, m.offset))
+        await poll({})
+        await asyncio.sleep(0.2)
+        await poll({})  # both quiet and caught up: idle
+        now = time.time() * 1000
+        await poll({other: [_rec(other, 0, now + 5), _rec(other, 1, now + 6)]})  # Y first; X in flight
+        await poll({p0: [_rec(p0, 0, now)]})
+        for _ in range(5):
+            await asyncio.sleep(0.1)
+            await poll({})
+
+    asyncio.run(run())
+    assert order.index(("predictions", 0, 0)) < order.index((other.topic, other.partition, 0))
+
+
 def test_a_poll_that_fails_after_its_fetch_reads_those_records_again():
     """A KafkaError after ``getmany`` returned (here the end check cannot get another
     partition's position in time) hands nothing out: the consumer goes back to the first
