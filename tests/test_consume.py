@@ -689,61 +689,37 @@ def test_a_partition_paused_with_its_buffer_full_is_never_idle():
 
 
 @pytest.mark.parametrize("second", ["predictions", "outcomes"])
-def test_an_outcome_waits_like_a_prediction_for_a_prediction_in_flight_on_an_idle_partition(second):
-    """After a pause in production both partitions are idle; prediction X (stamped now) is in
-    flight on predictions[0] when Y, stamped 5 ms later, arrives: a prediction or an outcome,
-    Y goes after X (before, an outcome went at once, and found nothing to join)."""
+@pytest.mark.parametrize("history", ["after a pause", "a new topic"])
+def test_an_outcome_waits_like_a_prediction_for_a_prediction_in_flight_on_an_idle_partition(second, history):
+    """Both partitions are idle (caught up and silent: after a pause in production, or a new
+    topic's, which have delivered nothing yet); prediction X (stamped now) is in flight on
+    predictions[0] when Y, stamped 5 ms later, and a later record arrive: a prediction or an
+    outcome, Y goes after X. Before, an outcome went at once after a pause, and found nothing to
+    join; and on a new topic, Y went at once (a router or worker idle for more than max_idle
+    released a topic's first records in arrival order, which a replay does not reproduce)."""
     p0, other = TopicPartition("predictions", 0), TopicPartition(second, 0 if second == "outcomes" else 1)
     c = Consumer((p0, other))
     src = BatchedInput(c, "predictions", 1000, 100)
     src.assigned({p0, other})
     order = []
+    first = 1 if history == "after a pause" else 0  # offsets of X and Y
 
     async def run():
         poll = _poller(c, src, order, lambda m: (m.topic, m.partition, m.offset))
         old = time.time() * 1000 - 10_000
-        await poll({p0: [_rec(p0, 0, old)], other: [_rec(other, 0, old)]})
+        await poll({p0: [_rec(p0, 0, old)], other: [_rec(other, 0, old)]} if first else {})
         await asyncio.sleep(0.2)
         await poll({})  # both quiet and caught up: idle
         await asyncio.sleep(0.2)
         now = time.time() * 1000
-        await poll({other: [_rec(other, 1, now + 5)]})  # Y first; X in flight
-        await poll({p0: [_rec(p0, 1, now)]})
+        await poll({other: [_rec(other, first, now + 5), _rec(other, first + 1, now + 6)]})  # Y first; X in flight
+        await poll({p0: [_rec(p0, first, now)]})
         for _ in range(5):
             await asyncio.sleep(0.1)
             await poll({})
 
     asyncio.run(run())
-    assert order.index(("predictions", 0, 1)) < order.index((other.topic, other.partition, 1))
-
-
-@pytest.mark.parametrize("second", ["predictions", "outcomes"])
-def test_a_topics_first_records_wait_for_those_in_flight_on_a_partition_that_had_none(second):
-    """The same on a new topic, whose partitions have delivered nothing: both are idle (caught
-    up with empty logs, silent) when Y and a later record arrive, X, stamped 5 ms before Y,
-    still in flight on predictions[0] (before, Y went at once: a router or worker idle for more
-    than max_idle released a topic's first records in arrival order, which a replay does not
-    reproduce)."""
-    p0, other = TopicPartition("predictions", 0), TopicPartition(second, 0 if second == "outcomes" else 1)
-    c = Consumer((p0, other))
-    src = BatchedInput(c, "predictions", 1000, 100)
-    src.assigned({p0, other})
-    order = []
-
-    async def run():
-        poll = _poller(c, src, order, lambda m: (m.topic, m.partition, m.offset))
-        await poll({})
-        await asyncio.sleep(0.2)
-        await poll({})  # both quiet and caught up: idle
-        now = time.time() * 1000
-        await poll({other: [_rec(other, 0, now + 5), _rec(other, 1, now + 6)]})  # Y first; X in flight
-        await poll({p0: [_rec(p0, 0, now)]})
-        for _ in range(5):
-            await asyncio.sleep(0.1)
-            await poll({})
-
-    asyncio.run(run())
-    assert order.index(("predictions", 0, 0)) < order.index((other.topic, other.partition, 0))
+    assert order.index(("predictions", 0, first)) < order.index((other.topic, other.partition, first))
 
 
 def test_a_poll_that_fails_after_its_fetch_reads_those_records_again():
