@@ -14,8 +14,8 @@ Forwarding is batched: the messages of one fetch bound for one routed partition 
 ``worker.routed_message_bytes`` each, encoded), so routing costs one produce per partition and
 batch, not one per event. Envelopes are as large as the broker takes: aiokafka has one produce
 request in flight per broker and one batch per partition in a request, so each envelope of a
-partition costs a round trip, and those go out between the monitor's batches (the router on
-a loop of its own, ``streamproc.loop_thread``, is off: see ``streamproc.worker.ROUTER_THREAD``).
+partition costs a round trip (on a loop of its own, ``streamproc.loop_thread``, the router's
+round trips overlap the monitor's batches; on the worker's loop they go out between them).
 Each entry keeps where it came from; after a router crash the same source records may be
 forwarded twice, and the worker applies a record only if its source offset is past what the
 model's state has applied from that source partition, so duplicates change nothing.

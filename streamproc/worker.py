@@ -50,11 +50,11 @@ PROBE_SECONDS = 2.0  # how often the broker is asked for metadata (readiness)
 # A lag of 0 counts as "nothing waiting" (progress, for streamproc_input_stalled_seconds) only if
 # every partition had a fetch answered within this long.
 FETCH_STALE_SECONDS = 60.0
-# The router on a loop of its own, in a thread (streamproc.loop_thread): faster and lower alert
-# latency, but the kill -9 test's alert ids differed from an uninterrupted worker's in 2 of 4
-# full test runs (two routers merged some events in different orders), so it is off until that
-# is understood (benchmarks/HISTORY.md).
-ROUTER_THREAD = False
+# The router on a loop of its own, in a thread (streamproc.loop_thread): faster, and lower alert
+# latency. (Off for a session: the kill -9 test's alert ids differed from an uninterrupted
+# worker's in 2 of 4 full test runs. The cause was the merge's, not the thread's: a topic's first
+# records released in arrival order; see streamproc.ordering and benchmarks/HISTORY.md.)
+ROUTER_THREAD = True
 RETIRE_SWEEP_SECONDS = 60.0  # how often idle model versions are looked for (see _retire_idle_versions)
 
 
