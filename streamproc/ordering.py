@@ -19,10 +19,11 @@ of another, with earlier timestamps. So, when the caller says so (``hold_after``
 partition still holds back records stamped within the last ``max_idle`` of wall-clock time
 (an in-flight record carries a timestamp at least that recent), unless they arrived at least
 ``max_idle`` ago (``arrived_before``: nothing waits longer, whatever its timestamp). So does
-an idle partition that has delivered nothing yet, for ``max_idle`` after the merge's first
-records arrived: a topic's first records, or the first after a start, reach the consumer one
-partition's fetch at a time too, and released at once they would go in arrival order (a
-partition that never gets any costs that wait only then).
+an idle partition that has delivered nothing yet (since it was assigned, or dropped and read
+again), for ``max_idle`` after the first records since then arrived: a topic's first records,
+or the first after a start or a rewind, reach the consumer one partition's fetch at a time too,
+and released at once they would go in arrival order (a partition that never gets any costs that
+wait only then).
 
 >>> from collections import namedtuple
 >>> M = namedtuple("M", "topic partition offset timestamp")
@@ -98,7 +99,8 @@ class MergeBuffer:
         self.max_buffered = max_buffered
         self.parts: dict[Hashable, _Partition] = {}
         self.next_offset: dict[Hashable, int] = {}  # first offset not yet released, per partition
-        # When the first records arrived (see ``held``; a caller may note those of another topic).
+        # When the first records arrived since the last ``drop`` (see ``held``; ``BatchedInput``
+        # also notes outcomes' arrival here).
         self.first_arrival: float | None = None
 
     def add(self, tp: Hashable, msgs: Iterable, arrival: float = 0.0) -> None:
@@ -231,6 +233,8 @@ class MergeBuffer:
         for tp in tps:
             self.parts.pop(tp, None)
             self.next_offset.pop(tp, None)
+        # What they delivered is forgotten: their next records are, for ``held``, a start's first.
+        self.first_arrival = None
 
 
 def _merged(runs: list, keys: list) -> list:
