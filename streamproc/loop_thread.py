@@ -1,12 +1,12 @@
 """An asyncio event loop in a thread of its own, for work that must not wait for the main loop.
 
 The repartitioning worker's router (``streamproc.router``) runs here (``ROUTER_THREAD`` in
-``streamproc.worker``): on the worker's own loop it could only forward between the monitor's batches (50-80 ms each under load), and every hop
-of a routed event (its fetch, its forwarding, the delivery of its envelope) waited for one, so
-alerts waited several batches. On a loop of its own its clients talk to the broker while the
-monitor computes; Python code of both still takes turns on the interpreter lock
-(``sys.getswitchinterval()``, 5 ms after each wait for I/O), so the router waits a few
-switch intervals, not a batch.
+``streamproc.worker``): on the worker's own loop it could only forward between the monitor's
+batches (50-80 ms each under load), and every hop of a routed event (its fetch, its
+forwarding, the delivery of its envelope) waited for one, so alerts waited several batches.
+On a loop of its own its clients talk to the broker while the monitor computes; Python code of
+both still takes turns on the interpreter lock (``sys.getswitchinterval()``, 5 ms after each
+wait for I/O), so the router waits a few switch intervals, not a batch.
 
 Objects of one loop (aiokafka clients, locks, events) are used only from coroutines run on it:
 ``run`` submits one from the caller's loop and returns an awaitable of its result.
