@@ -278,7 +278,11 @@ def test_a_source_restart_one_router_notices_reaches_the_models_the_other_worker
     workers = start_two("before")
     try:
         send(300, 0)
-        wait_until(lambda: totals(workers) == [300] * 4, 90, "the lost log's events applied")
+        wait_until(lambda: totals(workers) == [300] * 4, 90, "the lost log's events applied",
+                   detail=lambda: (totals(workers), by_worker(workers), [w.warnings() for w in workers],
+                                   [[line for line in w.metrics().splitlines() if line.startswith(
+                                       ("streamproc_consumer_lag", "streamproc_events_consumed", "streamproc_input_stalled"))]
+                                    for w in workers]))
         assert all(by_worker(workers))  # both hold models
     finally:
         for w in workers:
