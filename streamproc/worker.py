@@ -176,10 +176,30 @@ class CheckpointPacer:
 
 CHECKPOINT_MAX_SHARE = 0.1
 MAX_PACED_SECONDS = 120.0
+# The loop's time a periodic checkpoint's export may take after a batch; the rest waits for the
+# next batches (see ``MonitorWorker.checkpoint``). Exporting 200 models of 22 features in one go
+# took 120-230 ms, which every event in flight waited for.
+CHECKPOINT_SLICE_SECONDS = 0.02
+
+
+class _Export:
+    """A checkpoint being exported: the engine's iterator of state records, the watermark it
+    stamps them with (kept current as batches are applied between slices), the input offsets
+    to commit once they are saved (those of its start), the records so far, the loop's time
+    spent."""
+
+    __slots__ = ("models", "watermark", "offsets", "records", "work")
+
+    def __init__(self, models, watermark: dict, offsets: dict):
+        self.models, self.watermark, self.offsets = models, watermark, offsets
+        self.records: dict[str, bytes] = {}
+        self.work = 0.0
 
 
 class MonitorWorker:
     """One consumer-group member running the monitoring loop."""
+
+    _export: Optional[_Export] = None  # a checkpoint being exported, a slice after each batch (see checkpoint)
 
     def __init__(self, config: StreamprocConfig, metrics: Optional[Metrics] = None):
         self.config = config
@@ -427,6 +447,8 @@ class MonitorWorker:
         """Forget the offsets applied from restarted input partitions. Called under the lock
         before models are used or saved: a poll runs outside it, and may notice a restart while
         ``_assigned`` is loading models; forgotten then, the models loaded after would keep them."""
+        if self._restarted:
+            self._abandon_export()  # (its records so far stamp positions forgotten now)
         while self._restarted:
             partitions, count, lost, again, routed = self._restarted.pop(0)
             held = None if routed is None else (lambda model_id: model_partition(model_id, self.routed_partitions) in routed)
@@ -437,6 +459,7 @@ class MonitorWorker:
 
     def _forget_models(self) -> None:
         """Forget every model held (partitions moved, or back to the last checkpoint)."""
+        self._abandon_export()
         for model_id in {key[0] for key in self.engine.monitors} | set(self.engine.joiners):
             self.metrics.forget_model(model_id)
         self._unexported.clear()
@@ -688,7 +711,7 @@ class MonitorWorker:
                 return 0  # polled before a rebalance (or its models are not loaded): read again later
             if not predictions and not outcomes and len(segments) == 1:
                 if (self.engine.dirty_monitors or self.engine.dirty_models or self.engine.restarts.unsaved
-                        or self._saving is not None):
+                        or self._saving is not None or self._export is not None):
                     await self.checkpoint(force=False)
                 await self._update_gauges()
                 return 0
@@ -708,7 +731,7 @@ class MonitorWorker:
                     self.metrics.alert_latency.observe(max(0.0, time.time() - oldest / 1000))
             self.input.done(records)
             self._end_replay()
-            await self.checkpoint(force=False)
+            await self.checkpoint(force=False, budget=CHECKPOINT_SLICE_SECONDS)
         n = len(predictions) + len(outcomes)
         self._progress["monitor"] = time.monotonic()
         await self._update_gauges()
@@ -720,6 +743,7 @@ class MonitorWorker:
         """A router's restart marker (see ``streamproc.router``), read from a routed partition:
         the models of that partition forget what they applied from the source partition, if it
         started again (``MonitorEngine.forget_source``)."""
+        self._abandon_export()  # (its records so far stamp positions some models forget now)
         part = int(marker.routed.rsplit(":", 1)[1])
         partitions = self.routed_partitions  # (not the router's cache: it belongs to the router's loop)
         forgotten = self.engine.forget_source(marker.source, marker.end, marker.routed, marker.offset,
@@ -749,6 +773,8 @@ class MonitorWorker:
             return
         self._last_retire_sweep = now
         retired = self.engine.retire_idle_versions()
+        if retired:
+            self._abandon_export()  # (it would save the retired versions of models not exported yet)
         self._stream_drifting.difference_update(retired)
         for model_id, version in retired:
             self.metrics.forget_version(model_id, version)
@@ -853,7 +879,7 @@ class MonitorWorker:
         else:
             self._stream_drifting.discard(key)
 
-    async def checkpoint(self, force: bool = True) -> None:
+    async def checkpoint(self, force: bool = True, budget: Optional[float] = None) -> None:
         """Save the changed models' state, then commit the input offsets it reflects.
 
         In that order: after a crash the worker restores the saved state and resumes at the
@@ -862,35 +888,52 @@ class MonitorWorker:
         not waited for: the offsets are committed by a later call once it has arrived (see
         ``_settle_checkpoint``), so the next batches are processed meanwhile. One checkpoint
         is on its way at a time.
+
+        With a ``budget`` (seconds of the loop's time; after a batch), the export stops when it
+        is spent and goes on at the next call, so batches are applied between its slices: the
+        models exported later are stamped with the positions of that time (their state reflects
+        those batches too), and the offsets committed are those of the export's start, which
+        every record of it is at or past. What would make a record exported earlier wrong (a
+        restart, a retired version, models dropped or rewound) abandons the export instead
+        (``_abandon_export``): its models are saved by the next one.
         """
         await self._settle_checkpoint(wait=force)
         if self._saving is not None:
             return  # the previous one is still on its way
-        if not force and not self.pacer.due(time.monotonic()):
-            return
-        self.pacer.started(time.monotonic())
-        # A restart noticed by a poll since the lock was taken: counted before any offset of the
-        # new log is, so that the count goes with them (no await between the two).
-        self._apply_restarts()
-        offsets = self.input.positions()
-        records = {}
-        work = 0.0  # time spent pickling (not the other tasks' between models, nor the send's waits)
-        began = time.perf_counter()
+        name = "{0.topic}:{0.partition}".format
+        export = self._export
+        if export is None:
+            if not force and not self.pacer.due(time.monotonic()):
+                return
+            self.pacer.started(time.monotonic())
+            # A restart noticed by a poll since the lock was taken: counted before any offset of the
+            # new log is, so that the count goes with them (no await between the two).
+            self._apply_restarts()
+            offsets = self.input.positions()
+            watermark = {name(tp): off for tp, off in offsets.items()}
+            export = self._export = _Export(self.engine.dirty_records(watermark), watermark, offsets)
+        else:
+            export.watermark.update({name(tp): off for tp, off in self.input.positions().items()})
+        records = export.records
+        began = sliced = time.perf_counter()
         try:
-            for model_id, record in self.engine.dirty_records({f"{tp.topic}:{tp.partition}": off
-                                                                for tp, off in offsets.items()}):
+            for model_id, record in export.models:
                 if len(record) > self.state.max_record_bytes:
                     self._state_too_large(model_id, len(record))
-                    continue
-                if model_id in self._too_large:
-                    self._too_large.discard(model_id)
-                    self.metrics.state_unsaved.set(len(self._too_large))
-                records[model_id] = record
-                if len(records) % 100 == 0:
-                    work += time.perf_counter() - began
-                    await asyncio.sleep(0)  # heartbeats and HTTP views run between models
-                    began = time.perf_counter()
-            work += time.perf_counter() - began
+                else:
+                    if model_id in self._too_large:
+                        self._too_large.discard(model_id)
+                        self.metrics.state_unsaved.set(len(self._too_large))
+                    records[model_id] = record
+                    if len(records) % 100 == 0:
+                        export.work += time.perf_counter() - began
+                        await asyncio.sleep(0)  # heartbeats and HTTP views run between models
+                        began = time.perf_counter()
+                if budget is not None and not force and time.perf_counter() - sliced >= budget:
+                    export.work += time.perf_counter() - began
+                    return  # the rest after the next batch
+            export.work += time.perf_counter() - began
+            self._export = None
             # The restart counts go with the checkpoint whose offsets are the first of the new
             # logs committed: its offsets are committed only once all its records are acknowledged.
             restarts = dict(self.engine.restarts.unsaved)
@@ -903,14 +946,24 @@ class MonitorWorker:
             futures += await self.state.send(self.producer, restart_records(restarts, self.engine.restarts.lost))
         except Exception:
             # Not saved: these models must go into the next checkpoint.
+            self._export = None
             self.engine.dirty_models.update(records)
             raise
-        self.pacer.finished(work)
-        self.metrics.checkpoint_seconds.observe(work)
+        self.pacer.finished(export.work)
+        self.metrics.checkpoint_seconds.observe(export.work)
         self._checkpoints_started += 1
-        self._saving = (futures, offsets, records, restarts)
+        self._saving = (futures, export.offsets, records, restarts)
         if force:
             await self._settle_checkpoint(wait=True)
+
+    def _abandon_export(self) -> None:
+        """Drop the checkpoint being exported (see ``checkpoint``): its models stay marked as
+        changed, and the next checkpoint, due at once, saves them."""
+        export, self._export = self._export, None
+        if export is not None:
+            export.models.close()  # (the engine marks every model it was to export as changed)
+            self.engine.dirty_models.update(export.records)
+            self.pacer.next_at = time.monotonic()
 
     def _state_too_large(self, model_id: str, size: int) -> None:
         """A model's state record is over the state topic's limit: it is not saved (the others

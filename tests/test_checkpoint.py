@@ -200,6 +200,110 @@ def test_checkpoints_are_paced_to_a_tenth_of_the_loops_time():
     asyncio.run(main())
 
 
+def _slow(w: MonitorWorker, seconds: float) -> list:
+    """Make each model's export take ``seconds`` of the loop's time; return the list the
+    exported model ids are appended to, in order."""
+    import time
+
+    engine_records, order = w.engine.dirty_records, []
+
+    def slow_records(watermark):
+        for item in engine_records(watermark):
+            end = time.perf_counter() + seconds
+            while time.perf_counter() < end:
+                pass
+            order.append(item[0])
+            yield item
+
+    w.engine.dirty_records = slow_records
+    return order
+
+
+def _feed(w: MonitorWorker, model: str, seed: int) -> None:
+    w.engine.process(decode_predictions([orjson.dumps(e) for e in ModelStream(model, n_numeric=2, seed=seed).events(5)])[0])
+
+
+def test_a_periodic_checkpoint_exports_in_slices_between_batches_and_commits_the_offsets_of_its_start():
+    """After a batch, an export spends at most its budget; the batches between its slices move
+    the input on: models exported later are stamped with the later positions (their state has
+    those batches), the offsets committed are those of the export's start, and a model changed
+    after it was exported is saved again by the next checkpoint."""
+    p0 = TopicPartition("predictions", 0)
+
+    async def main():
+        w = worker_with_changes(["a", "b", "c"])
+        order = _slow(w, 0.03)
+        await w.checkpoint(force=False, budget=0.02)
+        assert len(order) == 1 and w.producer.sent == [] and w._export is not None
+        first = order[0]
+        _feed(w, first, 7)  # a batch: the model exported already changes, and the input moves on
+        w.input.offsets = {p0: 25}
+        for _ in range(3):  # (the end of the models is found by the call after the last one's)
+            await w.checkpoint(force=False, budget=0.02)
+        assert sorted(order) == ["a", "b", "c"] and len(w.producer.sent) == 3 and w._export is None
+        stamps = {model: w.engine.monitors[(model, "default")].applied for model in order}
+        assert stamps[first] == {"predictions:0": 10}
+        assert [stamps[model] for model in order[1:]] == [{"predictions:0": 25}] * 2
+        for fut in w.producer.futures:
+            fut.set_result(None)
+        await w.checkpoint(force=False)
+        assert w.consumer.commits == [{p0: 10}]  # every record is at or past it
+        assert w.engine.dirty_monitors == {(first, "default")}
+
+    asyncio.run(main())
+
+
+def test_a_forced_checkpoint_finishes_the_export_in_slices_and_waits_for_it():
+    """A stop or a revocation saves everything: an export on its way is finished, not left."""
+    async def main():
+        w = worker_with_changes(["a", "b"])
+        order = _slow(w, 0.03)
+        await w.checkpoint(force=False, budget=0.02)
+        assert len(order) == 1
+        stop = asyncio.ensure_future(w.checkpoint(force=True))
+        while len(w.producer.sent) < 2:
+            await asyncio.sleep(0)
+        for fut in w.producer.futures:
+            fut.set_result(None)
+        await stop
+        assert sorted(order) == ["a", "b"] and w.consumer.commits == [{TopicPartition("predictions", 0): 10}]
+        assert not w.engine.dirty_monitors and not w.engine.dirty_models
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("why", ["input restarted", "restart marker", "models forgotten"])
+def test_an_export_in_slices_is_abandoned_when_positions_or_models_change_under_it(why):
+    """Its records so far would stamp positions the models forget (a restart), or save models the
+    worker dropped: nothing of it is sent, every model it was to save is saved by the next
+    checkpoint, due at once."""
+    from types import SimpleNamespace
+
+    async def main():
+        w = worker_with_changes(["a", "b"])
+        order = _slow(w, 0.03)
+        await w.checkpoint(force=False, budget=0.02)
+        assert len(order) == 1 and w._export is not None
+        if why == "input restarted":
+            w._input_restarted({TopicPartition("predictions", 0)})
+            w._apply_restarts()
+        elif why == "restart marker":
+            w.routed_partitions = 1
+            w._forget_source(SimpleNamespace(routed="routed:0", source="predictions:0", end=-1, offset=3))
+        else:
+            w._forget_models()
+        assert w._export is None and w.producer.sent == []
+        if why != "models forgotten":
+            assert {key[0] for key in w.engine.dirty_monitors} | w.engine.dirty_models == {"a", "b"}
+            assert w.pacer.due(time.monotonic())
+            await w.checkpoint(force=False)
+            assert sorted(k[-1:] for _t, k in w.producer.sent if b"\x00restarts" not in k) == [b"a", b"b"]
+
+    import time
+
+    asyncio.run(main())
+
+
 def test_the_pacer_keeps_the_configured_interval_when_exports_are_quick():
     from streamproc.worker import CheckpointPacer
 
