@@ -546,17 +546,28 @@ class MonitorEngine:
 
     def dirty_records(self, watermark: dict[str, int]) -> Iterator[tuple[str, bytes]]:
         """``export_dirty`` one model at a time, so a caller can yield to other work between
-        models (pickling thousands of models takes seconds). If the iteration is abandoned or
-        fails, every model it was to export stays marked as changed."""
+        models (pickling thousands of models takes seconds), or apply batches between them
+        (``MonitorWorker.checkpoint``: then it updates ``watermark`` in place, and each model is
+        saved, and no longer marked as changed, as it is when its turn comes). If the iteration
+        is abandoned or fails, every model it was to export stays marked as changed."""
         models = {k[0] for k in self.dirty_monitors} | self.dirty_models
-        versions: dict[str, dict] = {model_id: {} for model_id in models}
-        for (model_id, version), mon in self.monitors.items():  # one pass, not one per model
-            if model_id in versions:
-                versions[model_id][version] = mon
+
+        def by_model() -> dict[str, dict]:  # one pass over the monitors, not one per model
+            versions: dict[str, dict] = {model_id: {} for model_id in models}
+            for (model_id, version), mon in self.monitors.items():
+                if model_id in versions:
+                    versions[model_id][version] = mon
+            return versions
+
+        versions, counted = by_model(), len(self.monitors)
         self.dirty_monitors.clear()
         self.dirty_models.clear()
         try:
             for model_id in models:
+                if len(self.monitors) != counted:
+                    # A version created while the caller applied a batch between two models (see
+                    # MonitorWorker.checkpoint); none is removed meanwhile (that abandons the export).
+                    versions, counted = by_model(), len(self.monitors)
                 monitors = versions[model_id]
                 joiner = self.joiners.get(model_id)
                 for obj in [*monitors.values(), joiner]:
@@ -569,6 +580,9 @@ class MonitorEngine:
                 state = {"format": STATE_FORMAT, "monitors": monitors, "joiner": joiner, "clock": self._clocks.get(model_id)}
                 if self._retired.get(model_id):
                     state["retired"] = dict(self._retired[model_id])
+                # Saved as it is now: changes since the export began are in (see the versions above).
+                self.dirty_models.discard(model_id)
+                self.dirty_monitors.difference_update((model_id, version) for version in monitors)
                 yield model_id, zlib.compress(pickle.dumps(state, protocol=4), 1)
         except BaseException:
             self.dirty_models.update(models)

@@ -895,13 +895,16 @@ class MonitorWorker:
         those batches too), and the offsets committed are those of the export's start, which
         every record of it is at or past. What would make a record exported earlier wrong (a
         restart, a retired version, models dropped or rewound) abandons the export instead
-        (``_abandon_export``): its models are saved by the next one.
+        (``_abandon_export``): its models are saved by the next one. A forced checkpoint (a stop,
+        a revocation) finishes an export on its way, then saves what changed since, so that it
+        commits the current offsets, as it would have without one.
         """
         await self._settle_checkpoint(wait=force)
         if self._saving is not None:
             return  # the previous one is still on its way
         name = "{0.topic}:{0.partition}".format
         export = self._export
+        resumed = export is not None
         if export is None:
             if not force and not self.pacer.due(time.monotonic()):
                 return
@@ -955,6 +958,8 @@ class MonitorWorker:
         self._saving = (futures, export.offsets, records, restarts)
         if force:
             await self._settle_checkpoint(wait=True)
+            if resumed:  # it saved the models as of batches ago: what changed since, and the current offsets
+                await self.checkpoint(force=True)
 
     def _abandon_export(self) -> None:
         """Drop the checkpoint being exported (see ``checkpoint``): its models stay marked as

@@ -25,10 +25,12 @@ class Producer:
 
     def __init__(self):
         self.sent: list[tuple[str, bytes]] = []
+        self.values: dict[bytes, bytes] = {}  # the latest value per key
         self.futures: list[asyncio.Future] = []
 
     async def send(self, topic, value, key=None):
         self.sent.append((topic, key))
+        self.values[key] = value
         fut = asyncio.get_running_loop().create_future()
         self.futures.append(fut)
         return fut
@@ -219,15 +221,29 @@ def _slow(w: MonitorWorker, seconds: float) -> list:
     return order
 
 
-def _feed(w: MonitorWorker, model: str, seed: int) -> None:
-    w.engine.process(decode_predictions([orjson.dumps(e) for e in ModelStream(model, n_numeric=2, seed=seed).events(5)])[0])
+def _feed(w: MonitorWorker, model: str, seed: int, version: str | None = None) -> None:
+    events = list(ModelStream(model, n_numeric=2, seed=seed).events(5))
+    for e in events:
+        if version is not None:
+            e["model_version"] = version
+    w.engine.process(decode_predictions([orjson.dumps(e) for e in events])[0])
+
+
+def _saved(w: MonitorWorker, model: str) -> dict:
+    """The state record last sent for ``model``: its versions' watermarks."""
+    import pickle
+    import zlib
+
+    [value] = [v for k, v in w.producer.values.items() if k.endswith(b"\x1f" + model.encode())]
+    return {version: mon.applied for version, mon in pickle.loads(zlib.decompress(value))["monitors"].items()}
 
 
 def test_a_periodic_checkpoint_exports_in_slices_between_batches_and_commits_the_offsets_of_its_start():
     """After a batch, an export spends at most its budget; the batches between its slices move
-    the input on: models exported later are stamped with the later positions (their state has
-    those batches), the offsets committed are those of the export's start, and a model changed
-    after it was exported is saved again by the next checkpoint."""
+    the input on: models exported later are saved with those batches (a version they created
+    included) and stamped with the later positions, the offsets committed are those of the
+    export's start, and a model changed after it was exported is saved again by the next
+    checkpoint."""
     p0 = TopicPartition("predictions", 0)
 
     async def main():
@@ -236,14 +252,15 @@ def test_a_periodic_checkpoint_exports_in_slices_between_batches_and_commits_the
         await w.checkpoint(force=False, budget=0.02)
         assert len(order) == 1 and w.producer.sent == [] and w._export is not None
         first = order[0]
-        _feed(w, first, 7)  # a batch: the model exported already changes, and the input moves on
+        later = min({"a", "b", "c"} - {first})
+        _feed(w, first, 7)  # a batch: the model exported already changes, one not exported yet gets
+        _feed(w, later, 8, version="v2")  # a new version, and the input moves on
         w.input.offsets = {p0: 25}
         for _ in range(3):  # (the end of the models is found by the call after the last one's)
             await w.checkpoint(force=False, budget=0.02)
         assert sorted(order) == ["a", "b", "c"] and len(w.producer.sent) == 3 and w._export is None
-        stamps = {model: w.engine.monitors[(model, "default")].applied for model in order}
-        assert stamps[first] == {"predictions:0": 10}
-        assert [stamps[model] for model in order[1:]] == [{"predictions:0": 25}] * 2
+        assert _saved(w, first) == {"default": {"predictions:0": 10}}
+        assert _saved(w, later) == {"default": {"predictions:0": 25}, "v2": {"predictions:0": 25}}
         for fut in w.producer.futures:
             fut.set_result(None)
         await w.checkpoint(force=False)
@@ -253,26 +270,35 @@ def test_a_periodic_checkpoint_exports_in_slices_between_batches_and_commits_the
     asyncio.run(main())
 
 
-def test_a_forced_checkpoint_finishes_the_export_in_slices_and_waits_for_it():
-    """A stop or a revocation saves everything: an export on its way is finished, not left."""
+def test_a_forced_checkpoint_finishes_the_export_in_slices_then_saves_what_changed_since():
+    """A stop or a revocation saves everything and commits the current offsets: an export on its
+    way is finished, not left, and what the batches since changed is saved after it."""
+    p0 = TopicPartition("predictions", 0)
+
     async def main():
         w = worker_with_changes(["a", "b"])
         order = _slow(w, 0.03)
         await w.checkpoint(force=False, budget=0.02)
         assert len(order) == 1
+        _feed(w, order[0], 7)  # a batch after the first slice
+        w.input.offsets = {p0: 25}
         stop = asyncio.ensure_future(w.checkpoint(force=True))
-        while len(w.producer.sent) < 2:
+        while not stop.done():
+            for fut in w.producer.futures:
+                if not fut.done():
+                    fut.set_result(None)
             await asyncio.sleep(0)
-        for fut in w.producer.futures:
-            fut.set_result(None)
         await stop
-        assert sorted(order) == ["a", "b"] and w.consumer.commits == [{TopicPartition("predictions", 0): 10}]
+        assert order == [order[0], ({"a", "b"} - {order[0]}).pop(), order[0]]
+        # (between the two, the membership check commits the group's offsets again: see confirm_membership)
+        assert w.consumer.commits == [{p0: 10}, {p0: 10}, {p0: 25}]
+        assert _saved(w, order[0]) == {"default": {"predictions:0": 25}}
         assert not w.engine.dirty_monitors and not w.engine.dirty_models
 
     asyncio.run(main())
 
 
-@pytest.mark.parametrize("why", ["input restarted", "restart marker", "models forgotten"])
+@pytest.mark.parametrize("why", ["input restarted", "restart marker", "version retired", "models forgotten"])
 def test_an_export_in_slices_is_abandoned_when_positions_or_models_change_under_it(why):
     """Its records so far would stamp positions the models forget (a restart), or save models the
     worker dropped: nothing of it is sent, every model it was to save is saved by the next
@@ -290,6 +316,10 @@ def test_an_export_in_slices_is_abandoned_when_positions_or_models_change_under_
         elif why == "restart marker":
             w.routed_partitions = 1
             w._forget_source(SimpleNamespace(routed="routed:0", source="predictions:0", end=-1, offset=3))
+        elif why == "version retired":  # (the retired one need not be in the export: it could be)
+            w.engine.retire_idle_versions = lambda: [("c", "default")]
+            w._last_retire_sweep = float("-inf")
+            w._retire_idle_versions()
         else:
             w._forget_models()
         assert w._export is None and w.producer.sent == []
