@@ -188,18 +188,20 @@ class _Export:
     to commit once they are saved (those of its start), the records so far, the loop's time
     spent."""
 
-    __slots__ = ("models", "watermark", "offsets", "records", "work")
+    __slots__ = ("models", "watermark", "offsets", "records", "work", "whole")
 
-    def __init__(self, models, watermark: dict, offsets: dict):
+    def __init__(self, models, watermark: dict, offsets: dict, whole: bool = False):
         self.models, self.watermark, self.offsets = models, watermark, offsets
         self.records: dict[str, bytes] = {}
         self.work = 0.0
+        self.whole = whole  # in one go, not in slices (the one before was abandoned)
 
 
 class MonitorWorker:
     """One consumer-group member running the monitoring loop."""
 
     _export: Optional[_Export] = None  # a checkpoint being exported, a slice after each batch (see checkpoint)
+    _abandoned = False  # the last export was abandoned: the next one goes in one go
 
     def __init__(self, config: StreamprocConfig, metrics: Optional[Metrics] = None):
         self.config = config
@@ -743,12 +745,12 @@ class MonitorWorker:
         """A router's restart marker (see ``streamproc.router``), read from a routed partition:
         the models of that partition forget what they applied from the source partition, if it
         started again (``MonitorEngine.forget_source``)."""
-        self._abandon_export()  # (its records so far stamp positions some models forget now)
         part = int(marker.routed.rsplit(":", 1)[1])
         partitions = self.routed_partitions  # (not the router's cache: it belongs to the router's loop)
         forgotten = self.engine.forget_source(marker.source, marker.end, marker.routed, marker.offset,
                                               lambda model_id: model_partition(model_id, partitions) == part)
         if forgotten:
+            self._abandon_export()  # (its records so far stamp positions these models forgot)
             log.warning("%s started again (%s): %d model(s) of routed partition %d forgot the offsets they had applied "
                         "from it", marker.source, "noticed by its router" if marker.end < 0 else
                         f"its end was {marker.end} when its router first read it", len(forgotten), part)
@@ -895,7 +897,8 @@ class MonitorWorker:
         those batches too), and the offsets committed are those of the export's start, which
         every record of it is at or past. What would make a record exported earlier wrong (a
         restart, a retired version, models dropped or rewound) abandons the export instead
-        (``_abandon_export``): its models are saved by the next one. A forced checkpoint (a stop,
+        (``_abandon_export``): its models are saved by the next one, in one go (so that exports
+        longer than what abandons them still end). A forced checkpoint (a stop,
         a revocation) finishes an export on its way, then saves what changed since, so that it
         commits the current offsets, as it would have without one.
         """
@@ -914,7 +917,8 @@ class MonitorWorker:
             self._apply_restarts()
             offsets = self.input.positions()
             watermark = {name(tp): off for tp, off in offsets.items()}
-            export = self._export = _Export(self.engine.dirty_records(watermark), watermark, offsets)
+            export = self._export = _Export(self.engine.dirty_records(watermark), watermark, offsets, self._abandoned)
+            self._abandoned = False
         else:
             export.watermark.update({name(tp): off for tp, off in self.input.positions().items()})
         records = export.records
@@ -932,7 +936,7 @@ class MonitorWorker:
                         export.work += time.perf_counter() - began
                         await asyncio.sleep(0)  # heartbeats and HTTP views run between models
                         began = time.perf_counter()
-                if budget is not None and not force and time.perf_counter() - sliced >= budget:
+                if budget is not None and not force and not export.whole and time.perf_counter() - sliced >= budget:
                     export.work += time.perf_counter() - began
                     return  # the rest after the next batch
             export.work += time.perf_counter() - began
@@ -963,9 +967,10 @@ class MonitorWorker:
 
     def _abandon_export(self) -> None:
         """Drop the checkpoint being exported (see ``checkpoint``): its models stay marked as
-        changed, and the next checkpoint, due at once, saves them."""
+        changed, and the next checkpoint, due at once, saves them in one go."""
         export, self._export = self._export, None
         if export is not None:
+            self._abandoned = True
             export.models.close()  # (the engine marks every model it was to export as changed)
             self.engine.dirty_models.update(export.records)
             self.pacer.next_at = time.monotonic()
