@@ -444,6 +444,8 @@ class MonitorWorker:
         if self._saving is not None:
             futures, offsets, records, restarts = self._saving
             self._saving = (futures, {tp: off for tp, off in offsets.items() if tp not in tps}, records, restarts)
+        if self._export is not None:  # (abandoned under the lock; meanwhile a forced one may finish it)
+            self._export.offsets = {tp: off for tp, off in self._export.offsets.items() if tp not in tps}
 
     def _apply_restarts(self) -> None:
         """Forget the offsets applied from restarted input partitions. Called under the lock

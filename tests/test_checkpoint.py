@@ -229,6 +229,17 @@ def _feed(w: MonitorWorker, model: str, seed: int, version: str | None = None) -
     w.engine.process(decode_predictions([orjson.dumps(e) for e in events])[0])
 
 
+async def _forced(w: MonitorWorker) -> None:
+    """A forced checkpoint (a stop's, a revocation's), the broker acknowledging all it sends."""
+    stop = asyncio.ensure_future(w.checkpoint(force=True))
+    while not stop.done():
+        for fut in w.producer.futures:
+            if not fut.done():
+                fut.set_result(None)
+        await asyncio.sleep(0)
+    await stop
+
+
 def _saved(w: MonitorWorker, model: str) -> dict:
     """The state record last sent for ``model``: its versions' watermarks."""
     import pickle
@@ -282,13 +293,7 @@ def test_a_forced_checkpoint_finishes_the_export_in_slices_then_saves_what_chang
         assert len(order) == 1
         _feed(w, order[0], 7)  # a batch after the first slice
         w.input.offsets = {p0: 25}
-        stop = asyncio.ensure_future(w.checkpoint(force=True))
-        while not stop.done():
-            for fut in w.producer.futures:
-                if not fut.done():
-                    fut.set_result(None)
-            await asyncio.sleep(0)
-        await stop
+        await _forced(w)
         assert order == [order[0], ({"a", "b"} - {order[0]}).pop(), order[0]]
         # (between the two, the membership check commits the group's offsets again: see confirm_membership)
         assert w.consumer.commits == [{p0: 10}, {p0: 10}, {p0: 25}]
@@ -368,6 +373,23 @@ def test_a_checkpoint_on_its_way_commits_nothing_for_a_partition_that_restarted(
             fut.set_result(None)
         await w.checkpoint(force=False)
         assert w.consumer.commits == [{other: 7}]
+
+    asyncio.run(main())
+
+
+def test_an_export_on_its_way_commits_nothing_for_a_partition_a_poll_noticed_restarted():
+    """A poll runs outside the lock: while a revocation's forced checkpoint finishes an export,
+    it may notice a restart, which the export's offsets (of the lost log) must not commit."""
+    p0, other = TopicPartition("predictions", 0), TopicPartition("predictions", 1)
+
+    async def main():
+        w = worker_with_changes(["a", "b"])
+        w.input.offsets = {p0: 10, other: 7}
+        _slow(w, 0.03)
+        await w.checkpoint(force=False, budget=0.02)
+        w._input_restarted({p0})
+        await _forced(w)
+        assert w.consumer.commits[0] == {other: 7}
 
     asyncio.run(main())
 
