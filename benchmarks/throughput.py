@@ -457,12 +457,13 @@ async def _ceiling(bootstrap: str, topic: str, total: int, lean: bool, parse: bo
                             bad += 1
                 n += len(msgs)
             if t_first is None and n:
-                t_first, n_first = time.perf_counter(), n
+                t_first, n_first, cpu_first = time.perf_counter(), n, time.process_time()
             if time.perf_counter() - started > 600:
                 break
-        t_end = time.perf_counter()
+        t_end, cpu_end = time.perf_counter(), time.process_time()
         return {"messages": n, "malformed": bad, "first_batch": n_first, "seconds": t_end - t_first,
-                "rate": (n - n_first) / (t_end - t_first), "rate_from_first_fetch": n / (t_end - started)}
+                "rate": (n - n_first) / (t_end - t_first), "rate_from_first_fetch": n / (t_end - started),
+                "cpu_per_message": (cpu_end - cpu_first) / max(n - n_first, 1)}
     finally:
         await c.stop()
 
