@@ -52,6 +52,9 @@ DEFER_EVENTS = 32
 # 10,000 models' 75 MB at 32 would double.
 DEFER_EVENTS_FEW = 64
 FEW_MODELS = 1000
+# A chunk's first and last event times: up to this many events, by Python's min and max of a
+# list (0.5 µs for 10 times, against 4 µs for numpy's two calls; even at about 100).
+_FEW_TIMES = 64
 
 
 class Pane:
@@ -164,6 +167,9 @@ class Pane:
         if n:
             if n == 1:
                 low = high = float(ts[0])
+            elif n <= _FEW_TIMES:
+                few = ts.tolist() if isinstance(ts, np.ndarray) else ts
+                low, high = float(min(few)), float(max(few))
             else:
                 low, high = float(np.min(ts)), float(np.max(ts))
             if low < self.start:

@@ -178,3 +178,20 @@ def test_a_glitch_does_not_keep_a_block_mean_away():
     shifted: list = []
     det.update(rng.normal(1.0 + 0.5 * 30, 0.5, 1000), shifted, 1000)
     assert shifted and det.away(shifted[0][1], 1000) and shifted[0][1] == pytest.approx(LEVEL_CLIP_SIGMA)
+
+
+def test_a_few_values_at_a_time_skip_the_non_finite_ones_as_many_do():
+    """A model's few values a batch take a cheaper finiteness check (their sum); fed in small
+    chunks, the detectors see exactly the finite values, as when fed at once."""
+    rng = np.random.default_rng(8)
+    values = rng.normal(MEAN, STD, 2000)
+    values[::10] = np.nan
+    values[5::50] = np.inf
+    values[7::50] = -np.inf
+    values[[301, 302]] = 1e308  # finite, though their sum is not
+    whole, chunked = detectors(), detectors()
+    whole.update(values)
+    for i in range(0, len(values), 7):
+        chunked.update(values[i:i + 7])
+    assert chunked.adwin.width == whole.adwin.width == int(np.isfinite(values).sum())
+    assert chunked.ph._x_mean.n == whole.ph._x_mean.n > 0  # (Page-Hinkley restarts its mean at a drift)
