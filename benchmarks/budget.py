@@ -10,8 +10,8 @@ features, padded to ``--bytes`` as ``throughput.py`` pads them), this measures:
 
 - reading (embedded broker, 4 partitions, the worker's fetch settings; per record of a
   drain): the ceiling consumer (wall time, as the target measures it), and streamproc's own
-  reading (lean records, hardware CRC check; CPU time: in a worker, the waits for the broker
-  overlap other work);
+  reading (lean records, hardware CRC check; CPU time: a worker's waits for the broker could
+  overlap its other work, so this is the least reading can cost it);
 - the steps no implementation of the chosen stack can skip (CPU time per event): msgspec
   decoding an event into its model's struct (the typed decoder of ``model_decoder``, taught:
   validation at its cheapest), and river's ADWIN and Page-Hinkley on the score (the brief
