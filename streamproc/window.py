@@ -53,7 +53,7 @@ DEFER_EVENTS = 32
 DEFER_EVENTS_FEW = 64
 FEW_MODELS = 1000
 # A chunk's first and last event times: up to this many events, by Python's min and max of a
-# list (0.5 µs for 10 times, against 4 µs for numpy's two calls; even at about 100).
+# list (0.5 µs for 10 times, against 4 µs for numpy's two calls; the two break even at about 100).
 _FEW_TIMES = 64
 
 

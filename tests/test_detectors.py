@@ -180,7 +180,7 @@ def test_a_glitch_does_not_keep_a_block_mean_away():
     assert shifted and det.away(shifted[0][1], 1000) and shifted[0][1] == pytest.approx(LEVEL_CLIP_SIGMA)
 
 
-def test_a_few_values_at_a_time_skip_the_non_finite_ones_as_many_do():
+def test_a_few_values_at_a_time_skip_the_non_finite_ones_as_one_call_does():
     """A model's few values a batch take a cheaper finiteness check (their sum); fed in small
     chunks, the detectors see exactly the finite values, as when fed at once."""
     rng = np.random.default_rng(8)
