@@ -44,7 +44,7 @@ import orjson
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from throughput import _ceiling, pad  # noqa: E402
+from throughput import _ceiling, pad, produce  # noqa: E402
 
 REFERENCE_EVENTS = 400  # each model's reference is built from this many events of its own stream
 
@@ -158,7 +158,7 @@ def router_steps(msgs: list[bytes], batch: int, repeat: int) -> dict[str, float]
     from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
     from streamproc.decode import route_keys
-    from streamproc.router import ENVELOPE_BYTES, PREDICTION, envelopes, unwrap_envelope
+    from streamproc.router import ENVELOPE_BYTES, ENVELOPE_HEADER, PREDICTION, envelopes, unwrap_envelope
 
     chunks = batches(msgs, batch)
     entries = [[("predictions", 0, i, PREDICTION, None, m, 1_767_225_600_000) for i, m in enumerate(chunk)]
@@ -170,7 +170,7 @@ def router_steps(msgs: list[bytes], batch: int, repeat: int) -> dict[str, float]
             for value in values:
                 b = DefaultRecordBatchBuilder(magic=2, compression_type=0, is_transactional=0, producer_id=-1,
                                               producer_epoch=-1, base_sequence=-1, batch_size=ENVELOPE_BYTES + 4096)
-                b.append(0, timestamp=None, key=None, value=value, headers=[("streamproc-envelope", b"1")])
+                b.append(0, timestamp=None, key=None, value=value, headers=[(ENVELOPE_HEADER, b"1")])
                 b.build()
 
     n = len(msgs)
@@ -184,8 +184,8 @@ def router_steps(msgs: list[bytes], batch: int, repeat: int) -> dict[str, float]
 
 def reading(msgs: list[bytes], repeat: int) -> tuple[float, float]:
     """µs per record of the ceiling consumer (wall: the target's measure) and of streamproc's
-    reading (CPU: a worker's waits for the broker overlap its other work), medians of
-    alternating drains of one preloaded topic."""
+    reading (CPU: the least it can cost a worker, whose waits for the broker could overlap its
+    other work), medians of alternating drains of one preloaded topic."""
     from confluent_kafka import Producer
 
     from streamproc import kafka
@@ -199,12 +199,7 @@ def reading(msgs: list[bytes], repeat: int) -> tuple[float, float]:
         asyncio.run(kafka.ensure_topics(broker.bootstrap, [topic], 4))
         p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 20})
         for m in msgs:
-            while True:
-                try:
-                    p.produce(topic, m)
-                    break
-                except BufferError:
-                    p.poll(0.05)
+            produce(p, topic, m)
         left = p.flush(60)
         del p  # (its threads stop before the broker does)
         if left:
@@ -267,6 +262,7 @@ def main() -> None:
             rest = (decode - typed) + (engine - river)
             total = floor + rest
             print(f"  {route:<26} {name.split()[0]:>6} {floor:6.2f} {rest:38.2f} {total:8.2f} {ceiling / total:13.2f}")
+
 
 if __name__ == "__main__":
     main()

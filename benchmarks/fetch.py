@@ -24,7 +24,7 @@ from streamproc.broker import EmbeddedBroker
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from throughput import _ceiling  # noqa: E402
+from throughput import _ceiling, produce  # noqa: E402
 
 
 def drain(bootstrap: str, topic: str, total: int, lean: bool, crc: bool) -> float:
@@ -52,12 +52,7 @@ def main() -> None:
         p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 20})
         value = b"x" * args.bytes
         for i in range(args.records):
-            while True:
-                try:
-                    p.produce(topic, value, key=str(i).encode())
-                    break
-                except BufferError:
-                    p.poll(0.05)
+            produce(p, topic, value, key=str(i).encode())
         assert p.flush(60) == 0
         variants = {"aiokafka's own": (False, False), "lean records": (True, False),
                     "lean records + hardware CRC (streamproc's)": (True, True)}
